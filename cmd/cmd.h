@@ -1,0 +1,39 @@
+/* cmd.h: what every subcommand shares — the command table entry, dying with the right exit code
+ * (1 runtime, 2 usage), strict number parsing, bit-width lists and the stderr progress bar. */
+#ifndef TQ_CMD_H
+#define TQ_CMD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tq.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} tq_command;
+
+/* Print "tq: <msg>\n" to stderr and exit(1) (runtime) or exit(2) (usage). */
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* die(1) with the library's recorded message, prefixed by `what` when not NULL. */
+void die_lib(int status, const char *what) __attribute__((noreturn));
+
+/* Strict parsers: the whole string must be a number in [lo, hi], else die_usage naming the option. */
+long parse_long(const char *opt, const char *s, long lo, long hi);
+double parse_double(const char *opt, const char *s, double lo, double hi);
+uint64_t parse_u64(const char *opt, const char *s);
+/* "1-4", "2,3,4", "3" or mixes ("1,3-5") into out[] (sorted, unique); returns count. Each in [lo, hi]. */
+int parse_int_list(const char *opt, const char *s, int lo, int hi, int *out, int max);
+
+/* Progress bar on stderr, drawn only when stderr is a terminal. */
+typedef struct { long total, done; int active; double t0; const char *label; } tq_progress;
+void progress_start(tq_progress *p, const char *label, long total);
+void progress_step(tq_progress *p, long n);
+void progress_end(tq_progress *p);
+
+/* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
+int is_help(const char *arg);
+
+#endif

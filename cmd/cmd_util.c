@@ -1,0 +1,133 @@
+/* cmd_util.c: the shared command-line plumbing declared in cmd.h. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void vmsg(const char *fmt, va_list ap)
+{
+    fputs("tq: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(fmt, ap);
+    va_end(ap);
+    exit(2);
+}
+
+void die_lib(int status, const char *what)
+{
+    if (what) fprintf(stderr, "tq: %s: %s\n", what, tq_error_msg());
+    else fprintf(stderr, "tq: %s\n", tq_error_msg());
+    exit(status == TQ_ERR_USAGE ? 2 : 1);
+}
+
+long parse_long(const char *opt, const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno) die_usage("option '%s' needs an integer, got '%s'", opt, s);
+    if (v < lo || v > hi) die_usage("option '%s' is %ld, must be in %ld..%ld", opt, v, lo, hi);
+    return v;
+}
+
+double parse_double(const char *opt, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v)) die_usage("option '%s' needs a number, got '%s'", opt, s);
+    if (v < lo || v > hi) die_usage("option '%s' is %g, must be in %g..%g", opt, v, lo, hi);
+    return v;
+}
+
+uint64_t parse_u64(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-') die_usage("option '%s' needs a non-negative integer, got '%s'", opt, s);
+    unsigned long long v = strtoull(s, &end, 0);
+    if (*end || errno) die_usage("option '%s' needs a non-negative integer, got '%s'", opt, s);
+    return (uint64_t)v;
+}
+
+int parse_int_list(const char *opt, const char *s, int lo, int hi, int *out, int max)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf || !*s) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s);
+    strcpy(buf, s);
+    int mark[64] = {0};
+    if (hi - lo >= 64) hi = lo + 63;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *dash = strchr(tok + 1, '-'); /* tok+1: a leading '-' is a sign, rejected below */
+        long a, b;
+        if (dash) {
+            *dash = 0;
+            a = parse_long(opt, tok, lo, hi);
+            b = parse_long(opt, dash + 1, lo, hi);
+            if (b < a) die_usage("option '%s': empty range '%s-%s'", opt, tok, dash + 1);
+        } else a = b = parse_long(opt, tok, lo, hi);
+        for (long v = a; v <= b; v++) mark[v - lo] = 1;
+    }
+    int n = 0;
+    for (int v = lo; v <= hi; v++)
+        if (mark[v - lo]) {
+            if (n == max) die_usage("option '%s': more than %d values", opt, max);
+            out[n++] = v;
+        }
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void progress_start(tq_progress *p, const char *label, long total)
+{
+    p->total = total > 0 ? total : 1;
+    p->done = 0;
+    p->label = label;
+    p->active = isatty(2);
+    p->t0 = now_s();
+}
+
+void progress_step(tq_progress *p, long n)
+{
+    p->done += n;
+    if (!p->active) return;
+    int w = 30, fill = (int)((double)w * (double)p->done / (double)p->total);
+    if (fill > w) fill = w;
+    fprintf(stderr, "\r%s [%.*s%*s] %ld/%ld %.1fs", p->label, fill, "##############################", w - fill, "",
+            p->done, p->total, now_s() - p->t0);
+    fflush(stderr);
+}
+
+void progress_end(tq_progress *p)
+{
+    if (p->active) fprintf(stderr, "\r%*s\r", 70, "");
+}
+
+int is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }

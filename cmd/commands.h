@@ -1,0 +1,8 @@
+/* commands.h: one declaration per subcommand (one file each in cmd/). */
+#ifndef TQ_COMMANDS_H
+#define TQ_COMMANDS_H
+
+int cmd_synth(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif

@@ -1,0 +1,39 @@
+/* tq.c: entry point and the subcommand table. Adding a command: write cmd/<name>.c with
+ * `int cmd_<name>(int argc, char **argv)` (argv[0] is the command name, --help prints usage to stdout and
+ * returns 0), declare it in cmd/commands.h, add one row below, add a CLI test in tests/cli/ and a README line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "commands.h"
+
+static const tq_command commands[] = {
+    {"version", NULL, "print the version and build features (also --version)"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tq <command> [options]   (tq <command> --help for each)\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++) fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nexit status: 0 ok, 1 runtime error, 2 usage error\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (is_help(argv[1]) || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("tq %s (cuda %s, openmp %s)\n", TQ_VERSION, TQ_HAVE_CUDA ? "yes" : "no", TQ_HAVE_OPENMP ? "yes" : "no");
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    die_usage("unknown command '%s' (see 'tq --help')", argv[1]);
+}

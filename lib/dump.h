@@ -1,0 +1,62 @@
+/* dump.h: the tq-kv HDF5 dump (datasets/FORMAT.md) — open, validate, read one layer at a time, and write.
+ * Readers convert float16/float32 to float; memory is bounded by one layer. Every violation of the format is
+ * reported through tq_error_set with the file, the dataset path and what was expected. */
+#ifndef TQ_DUMP_H
+#define TQ_DUMP_H
+
+#include <stdint.h>
+
+#define TQ_DUMP_FORMAT "tq-kv"
+#define TQ_DUMP_VERSION 1
+
+enum { TQ_DTYPE_F16 = 1, TQ_DTYPE_F32 = 2 };
+
+/* Shapes of one layer. Real models share them across layers, but the reader checks each layer on its own. */
+typedef struct {
+    int n_kv_heads, n_q_heads; /* n_q_heads 0: no queries */
+    int n_tokens, head_dim;
+    int has_values, has_queries;
+    int dtype;                 /* TQ_DTYPE_* of the keys dataset */
+} tq_layer_shape;
+
+typedef struct {
+    char model[256];
+    char source[512];
+    char rope[8];              /* "post" | "pre" | "none" */
+    int n_layers;
+    tq_layer_shape shape;      /* layer 0's shape (what `tq info` reports first) */
+} tq_dump_meta;
+
+/* One layer in float32, row-major: keys[h][t][d]; values like keys (NULL if absent); queries[hq][t][d] or NULL. */
+typedef struct {
+    tq_layer_shape s;
+    float *keys, *values, *queries;
+} tq_layer;
+
+typedef struct tq_dump tq_dump;
+
+/* Open and validate the root (tq_format, version, n_layers, every /layer_NNN group with its shapes). Datasets'
+ * contents are not read here. Returns TQ_OK or TQ_ERR with a message naming `path`. */
+int tq_dump_open(tq_dump **out, const char *path);
+const tq_dump_meta *tq_dump_get_meta(const tq_dump *d);
+/* Shapes of a layer (validated at open). */
+const tq_layer_shape *tq_dump_layer_shape(const tq_dump *d, int layer);
+/* Read one layer into freshly allocated buffers (free with tq_layer_free). `tokens` > 0 reads only the first
+ * `tokens` positions (for --tokens subsets); 0 reads all. Non-finite values are an error that says how many and
+ * where (dataset, head, token, channel of the first one) unless allow_nonfinite. */
+int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, tq_layer *out);
+void tq_layer_free(tq_layer *l);
+void tq_dump_close(tq_dump *d);
+
+/* Writing: tq_dump_create opens "<path>.tmp.<pid>"; tq_dump_commit closes and renames it to `path`;
+ * tq_dump_abort closes and removes it. Layers are written in any order, each exactly once. */
+typedef struct tq_dump_writer tq_dump_writer;
+int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype);
+int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
+int tq_dump_commit(tq_dump_writer *w);
+void tq_dump_abort(tq_dump_writer *w);
+
+/* Silence HDF5's automatic error stack printing (once per process; every lib/ HDF5 entry point calls it). */
+void tq_h5_quiet(void);
+
+#endif

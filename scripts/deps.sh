@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# deps.sh: install what tq needs and is missing — Debian packages for the C build and tests, PyPI packages for
+# scripts/ and the Python-side tests. Idempotent; when everything is present it only checks (well under a second).
+set -euo pipefail
+
+apt_pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev libpcg-cpp-dev valgrind)
+py_mods=(numpy h5py matplotlib gguf)      # import names
+py_pkgs=(numpy h5py matplotlib gguf)      # matching PyPI names
+
+missing=()
+status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${apt_pkgs[@]}" 2>/dev/null || true)
+for p in "${apt_pkgs[@]}"; do
+    grep -q "^$p ii" <<<"$status" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing Debian packages: ${missing[*]}" >&2
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq >&2
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null; then
+    echo "deps: no python3; installing Debian's" >&2
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get install -y -qq python3 python3-pip >&2
+fi
+pymiss=$("$PY" - "${py_mods[@]}" <<'PYEOF'
+import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
+PYEOF
+)
+if [ -n "$pymiss" ]; then
+    want=()
+    for i in "${!py_mods[@]}"; do
+        [[ " $pymiss " == *" ${py_mods[$i]} "* ]] && want+=("${py_pkgs[$i]}")
+    done
+    echo "deps: installing PyPI packages: ${want[*]}" >&2
+    "$PY" -m pip install -q "${want[@]}" >&2 || "$PY" -m pip install -q --break-system-packages "${want[@]}" >&2
+fi
