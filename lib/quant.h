@@ -85,7 +85,11 @@ typedef struct {
     const char *summary;
 } tq_format;
 
-extern const tq_format tq_formats[TQ_M_COUNT];
+/* The table (lib/formats.c), indexed by TQ_M_*. Each row is defined beside its method's code, e.g.
+ * `const tq_format tq_format_turbo_mse = {...};` in lib/turbo.c, and listed here by address. */
+extern const tq_format *const tq_formats[TQ_M_COUNT];
+extern const tq_format tq_format_fp16, tq_format_int8, tq_format_kivi, tq_format_turbo_mse, tq_format_turbo_prod,
+    tq_format_qjl, tq_format_polar;
 const tq_format *tq_format_by_name(const char *name);
 const tq_format *tq_format_of(int method);
 void tq_qparams_default(tq_qparams *p, int method, int bits);
