@@ -1,0 +1,211 @@
+/* rotation.c: dense Haar rotations (LAPACK QR of a PCG Gaussian matrix), randomized Walsh–Hadamard transforms and
+ * QJL's Gaussian projection — generated from the slice's PCG stream, applied with sgemm or a butterfly, each with a
+ * plain-loop reference beside it. */
+#include "rotation.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq.h"
+
+void tq_rng_slice(tq_rng *r, uint64_t seed, tq_slice_id id, int purpose, int part)
+{
+    tq_rng_derive(r, seed, id.layer, (id.head * 2 + id.tensor) * 4 + part, purpose);
+}
+
+static int is_pow2(int d) { return d > 0 && (d & (d - 1)) == 0; }
+
+int tq_rotation_check(int kind, int d)
+{
+    if (d < 1) return tq_error_set(TQ_ERR_USAGE, "rotation needs a positive dim, got %d", d);
+    if (kind == TQ_ROT_HADAMARD && !is_pow2(d))
+        return tq_error_set(TQ_ERR_USAGE, "hadamard rotation needs a power-of-two dim, got %d; use --rotation dense",
+                            d);
+    if (kind != TQ_ROT_DENSE && kind != TQ_ROT_HADAMARD && kind != TQ_ROT_NONE)
+        return tq_error_set(TQ_ERR_USAGE, "unknown rotation kind %d; use dense, hadamard or none", kind);
+    return TQ_OK;
+}
+
+/* Haar: the Q of a Gaussian matrix's QR is Haar-distributed once its columns are multiplied by sign(R_jj) (without
+ * the fix the distribution depends on LAPACK's sign convention, Mezzadri 2007). Double precision keeps Pi orthogonal
+ * to ~1e-15 before the final rounding to float. */
+static int make_dense(tq_rotation *r, tq_rng *rng)
+{
+    int d = r->d, st = TQ_OK;
+    double *a = tq_malloc(sizeof(double) * (size_t)d * d), *tau = tq_malloc(sizeof(double) * (size_t)d);
+    double *sgn = tq_malloc(sizeof(double) * (size_t)d);
+    r->m = tq_malloc(sizeof(float) * (size_t)d * d);
+    if (!a || !tau || !sgn || !r->m) { st = TQ_ERR_NOMEM; goto out; }
+    for (size_t i = 0; i < (size_t)d * d; i++) a[i] = tq_rng_normal(rng);
+    lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, d, d, a, d, tau);
+    if (info != 0) { st = tq_error_set(TQ_ERR, "dense rotation: LAPACKE_dgeqrf failed (info %d)", (int)info); goto out; }
+    for (int j = 0; j < d; j++) sgn[j] = a[(size_t)j * d + j] < 0 ? -1.0 : 1.0;
+    info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, d, d, d, a, d, tau);
+    if (info != 0) { st = tq_error_set(TQ_ERR, "dense rotation: LAPACKE_dorgqr failed (info %d)", (int)info); goto out; }
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) r->m[(size_t)i * d + j] = (float)(a[(size_t)i * d + j] * sgn[j]);
+out:
+    free(a);
+    free(tau);
+    free(sgn);
+    return st;
+}
+
+int tq_rotation_make(tq_rotation **out, int kind, int d, uint64_t seed, tq_slice_id id, int purpose, int part)
+{
+    *out = NULL;
+    int st = tq_rotation_check(kind, d);
+    if (st) return st;
+    tq_rotation *r = tq_calloc(1, sizeof *r);
+    if (!r) return TQ_ERR_NOMEM;
+    r->kind = kind;
+    r->d = d;
+    tq_rng rng;
+    tq_rng_slice(&rng, seed, id, purpose, part);
+    if (kind == TQ_ROT_DENSE) st = make_dense(r, &rng);
+    else if (kind == TQ_ROT_HADAMARD) {
+        r->signs = tq_malloc(sizeof(float) * (size_t)d);
+        if (!r->signs) st = TQ_ERR_NOMEM;
+        else for (int i = 0; i < d; i++) r->signs[i] = (tq_rng_u32(&rng) & 1u) ? -1.0f : 1.0f;
+    }
+    if (st) { tq_rotation_free(r); return st; }
+    *out = r;
+    return TQ_OK;
+}
+
+void tq_rotation_free(tq_rotation *r)
+{
+    if (!r) return;
+    free(r->m);
+    free(r->signs);
+    free(r);
+}
+
+/* 1/sqrt(d) rounded once to float: both paths multiply by this same constant, so they stay bit-identical. */
+static float fwht_scale(int d) { return (float)(1.0 / sqrt((double)d)); }
+
+void tq_fwht(float *x, int d)
+{
+    for (int h = 1; h < d; h *= 2)
+        for (int i = 0; i < d; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    float s = fwht_scale(d);
+    for (int j = 0; j < d; j++) x[j] *= s;
+}
+
+/* The same butterflies as tq_fwht, written so the inner loops have no aliasing between the two halves: GCC turns
+ * the stages with h >= 4 into SIMD adds. The operations per element are identical, hence identical results. */
+static void fwht_fast(float *restrict x, int d)
+{
+    for (int h = 1; h < d; h *= 2)
+        for (int i = 0; i < d; i += 2 * h) {
+            float *restrict lo = x + i, *restrict hi = x + i + h;
+            for (int j = 0; j < h; j++) {
+                float a = lo[j], b = hi[j];
+                lo[j] = a + b;
+                hi[j] = a - b;
+            }
+        }
+    float s = fwht_scale(d);
+    for (int j = 0; j < d; j++) x[j] *= s;
+}
+
+/* sgemm takes int sizes: rows go through in chunks. */
+#define GEMM_ROWS 65536L
+
+void tq_rotation_forward(const tq_rotation *r, const float *x, float *y, long n)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (long i0 = 0; i0 < n; i0 += GEMM_ROWS) {
+            int rows = (int)(n - i0 < GEMM_ROWS ? n - i0 : GEMM_ROWS);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d, d, 1.0f, x + i0 * d, d, r->m, d, 0.0f,
+                        y + i0 * d, d);
+        }
+        return;
+    }
+    if (r->kind == TQ_ROT_NONE) { memcpy(y, x, sizeof(float) * (size_t)n * d); return; }
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (n > 256)
+#endif
+    for (long i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        float *yi = y + i * d;
+        for (int j = 0; j < d; j++) yi[j] = xi[j] * r->signs[j];
+        fwht_fast(yi, d);
+    }
+}
+
+void tq_rotation_inverse(const tq_rotation *r, const float *y, float *x, long n)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (long i0 = 0; i0 < n; i0 += GEMM_ROWS) {
+            int rows = (int)(n - i0 < GEMM_ROWS ? n - i0 : GEMM_ROWS);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, d, 1.0f, y + i0 * d, d, r->m, d, 0.0f,
+                        x + i0 * d, d);
+        }
+        return;
+    }
+    if (r->kind == TQ_ROT_NONE) { memcpy(x, y, sizeof(float) * (size_t)n * d); return; }
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (n > 256)
+#endif
+    for (long i = 0; i < n; i++) {
+        float *xi = x + i * d;
+        memcpy(xi, y + i * d, sizeof(float) * (size_t)d);
+        fwht_fast(xi, d);
+        for (int j = 0; j < d; j++) xi[j] *= r->signs[j];
+    }
+}
+
+void tq_rotation_forward_ref(const tq_rotation *r, const float *x, float *y)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (int i = 0; i < d; i++) {
+            double s = 0;
+            for (int j = 0; j < d; j++) s += (double)r->m[(size_t)i * d + j] * x[j];
+            y[i] = (float)s;
+        }
+    } else if (r->kind == TQ_ROT_HADAMARD) {
+        for (int j = 0; j < d; j++) y[j] = x[j] * r->signs[j];
+        tq_fwht(y, d);
+    } else memcpy(y, x, sizeof(float) * (size_t)d);
+}
+
+void tq_rotation_inverse_ref(const tq_rotation *r, const float *y, float *x)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (int j = 0; j < d; j++) {
+            double s = 0;
+            for (int i = 0; i < d; i++) s += (double)r->m[(size_t)i * d + j] * y[i];
+            x[j] = (float)s;
+        }
+    } else if (r->kind == TQ_ROT_HADAMARD) {
+        memcpy(x, y, sizeof(float) * (size_t)d);
+        tq_fwht(x, d);
+        for (int j = 0; j < d; j++) x[j] *= r->signs[j];
+    } else memcpy(x, y, sizeof(float) * (size_t)d);
+}
+
+int tq_gaussian_matrix(float **out, int m, int d, uint64_t seed, tq_slice_id id, int purpose, int part)
+{
+    *out = NULL;
+    if (m < 1 || d < 1) return tq_error_set(TQ_ERR_USAGE, "gaussian matrix needs positive sizes, got %d x %d", m, d);
+    float *s = tq_malloc(sizeof(float) * (size_t)m * d);
+    if (!s) return TQ_ERR_NOMEM;
+    tq_rng rng;
+    tq_rng_slice(&rng, seed, id, purpose, part);
+    tq_rng_normals(&rng, s, (long)m * d);
+    *out = s;
+    return TQ_OK;
+}
