@@ -9,7 +9,14 @@
 #define TQ_DUMP_FORMAT "tq-kv"
 #define TQ_DUMP_VERSION 1
 
-enum { TQ_DTYPE_F16 = 1, TQ_DTYPE_F32 = 2 };
+/* F64 is read (converted to float; values beyond float range become inf) but never written. */
+enum { TQ_DTYPE_F16 = 1, TQ_DTYPE_F32 = 2, TQ_DTYPE_F64 = 3 };
+/* "float16", "float32", "float64"; "none" for 0. */
+const char *tq_dtype_name(int dtype);
+
+/* Limits the reader enforces: a dataset is read whole into float memory, so at most 2^31 elements each. */
+#define TQ_DUMP_MAX_ELEMS (1ULL << 31)
+#define TQ_DUMP_MAX_LAYERS 100000
 
 /* Shapes of one layer. Real models share them across layers, but the reader checks each layer on its own. */
 typedef struct {
@@ -39,10 +46,13 @@ typedef struct tq_dump tq_dump;
  * contents are not read here. Returns TQ_OK or TQ_ERR with a message naming `path`. */
 int tq_dump_open(tq_dump **out, const char *path);
 const tq_dump_meta *tq_dump_get_meta(const tq_dump *d);
+/* The path given to tq_dump_open (for messages). */
+const char *tq_dump_path(const tq_dump *d);
 /* Shapes of a layer (validated at open). */
 const tq_layer_shape *tq_dump_layer_shape(const tq_dump *d, int layer);
 /* Read one layer into freshly allocated buffers (free with tq_layer_free). `tokens` > 0 reads only the first
- * `tokens` positions (for --tokens subsets); 0 reads all. Non-finite values are an error that says how many and
+ * `tokens` positions (for --tokens subsets); 0 reads all; more than the layer holds is TQ_ERR (callers clamp with
+ * tq_dump_layer_shape if they want to). Non-finite values are an error that says how many and
  * where (dataset, head, token, channel of the first one) unless allow_nonfinite. */
 int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, tq_layer *out);
 void tq_layer_free(tq_layer *l);

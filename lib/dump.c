@@ -1,0 +1,711 @@
+/* dump.c: reading and writing tq-kv HDF5 dumps (datasets/FORMAT.md). The reader accepts what h5py writes (vlen or
+ * fixed strings, any integer width, IEEE half as h5py declares it, float64) and turns every deviation into one
+ * message naming the file, the object and what was expected; the writer goes through a temp name and a rename. */
+#include "dump.h"
+
+#include "fp16.h"
+#include "tq.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct tq_dump {
+    hid_t file;
+    char path[1024];
+    tq_dump_meta meta;
+    tq_layer_shape *shapes;  /* n_layers entries */
+    int *dtypes;             /* n_layers x 3: keys, values, queries (0 when absent) */
+};
+
+struct tq_dump_writer {
+    hid_t file;
+    hid_t f16;               /* the IEEE half file/memory type (h5py reads it back as float16) */
+    char path[1024], tmp[1100];
+    tq_dump_meta meta;
+    int dtype;
+    unsigned char *written;  /* per layer: written once */
+};
+
+static const char *const tensor_names[3] = {"keys", "values", "queries"};
+
+void tq_h5_quiet(void)
+{
+    static int done;
+    if (!done) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        done = 1;
+    }
+}
+
+const char *tq_dtype_name(int dtype)
+{
+    switch (dtype) {
+    case TQ_DTYPE_F16: return "float16";
+    case TQ_DTYPE_F32: return "float32";
+    case TQ_DTYPE_F64: return "float64";
+    default: return "none";
+    }
+}
+
+/* IEEE binary16 little-endian, built the way h5py builds it: float32 layout narrowed to 1+5+10 bits, bias 15. */
+static hid_t f16_type_create(void)
+{
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return -1;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 15) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * attributes */
+
+/* Read a string attribute (scalar or one-element, variable- or fixed-length). Returns 0, 1 when absent, or TQ_ERR
+ * with a message (no file prefix). */
+static int attr_read_str(hid_t obj, const char *name, char *out, size_t cap)
+{
+    htri_t ex = H5Aexists(obj, name);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query root attribute '%s'", name);
+    if (!ex) return 1;
+    int rc = TQ_ERR;
+    hid_t a = -1, t = -1, s = -1, mt = -1;
+    char *buf = NULL;
+    if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
+        tq_error_set(TQ_ERR, "cannot open root attribute '%s' (file corrupt?)", name);
+        goto done;
+    }
+    if (H5Tget_class(t) != H5T_STRING) {
+        tq_error_set(TQ_ERR, "root attribute '%s' is not a string, expected a string", name);
+        goto done;
+    }
+    if (H5Sget_simple_extent_npoints(s) != 1) {
+        tq_error_set(TQ_ERR, "root attribute '%s' holds %lld strings, expected one", name,
+                     (long long)H5Sget_simple_extent_npoints(s));
+        goto done;
+    }
+    htri_t vl = H5Tis_variable_str(t);
+    if (vl < 0) goto read_fail;
+    mt = H5Tcopy(H5T_C_S1);
+    if (mt < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0) goto read_fail;
+    if (vl) {
+        char *p = NULL;
+        if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &p) < 0) goto read_fail;
+        snprintf(out, cap, "%s", p ? p : "");
+        H5free_memory(p);
+    } else {
+        size_t n = H5Tget_size(t);
+        if (n == 0 || n > (1u << 20)) goto read_fail;
+        if (!(buf = calloc(n + 1, 1))) goto read_fail;
+        /* Read with a null-padded memory type of the file's size so nullterm/nullpad/spacepad all come back as-is. */
+        if (H5Tset_size(mt, n) < 0 || H5Tset_strpad(mt, H5T_STR_NULLPAD) < 0 || H5Aread(a, mt, buf) < 0)
+            goto read_fail;
+        size_t len = strnlen(buf, n);
+        while (len > 0 && buf[len - 1] == ' ') len--;  /* spacepad (Fortran-style) strings */
+        buf[len] = 0;
+        snprintf(out, cap, "%s", buf);
+    }
+    rc = 0;
+    goto done;
+read_fail:
+    tq_error_set(TQ_ERR, "cannot read root attribute '%s' as a string (file corrupt?)", name);
+done:
+    free(buf);
+    if (mt >= 0) H5Tclose(mt);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+/* Read an integer attribute of any integer width/sign. Returns 0, 1 when absent, or TQ_ERR. */
+static int attr_read_int(hid_t obj, const char *name, long long *out)
+{
+    htri_t ex = H5Aexists(obj, name);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query root attribute '%s'", name);
+    if (!ex) return 1;
+    int rc = TQ_ERR;
+    hid_t a = -1, t = -1, s = -1;
+    if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
+        tq_error_set(TQ_ERR, "cannot open root attribute '%s' (file corrupt?)", name);
+        goto done;
+    }
+    H5T_class_t cls = H5Tget_class(t);
+    if (cls != H5T_INTEGER) {
+        tq_error_set(TQ_ERR, "root attribute '%s' is a %s, expected an integer", name,
+                     cls == H5T_STRING ? "string" : cls == H5T_FLOAT ? "float" : "non-integer");
+        goto done;
+    }
+    if (H5Sget_simple_extent_npoints(s) != 1) {
+        tq_error_set(TQ_ERR, "root attribute '%s' holds %lld values, expected one integer", name,
+                     (long long)H5Sget_simple_extent_npoints(s));
+        goto done;
+    }
+    /* An unsigned 64-bit value above LLONG_MAX would be clipped by the conversion; read it as unsigned first. */
+    if (H5Tget_sign(t) == H5T_SGN_NONE && H5Tget_size(t) >= 8) {
+        unsigned long long u;
+        if (H5Aread(a, H5T_NATIVE_ULLONG, &u) < 0) goto read_fail;
+        *out = u > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)u;
+    } else if (H5Aread(a, H5T_NATIVE_LLONG, out) < 0)
+        goto read_fail;
+    rc = 0;
+    goto done;
+read_fail:
+    tq_error_set(TQ_ERR, "cannot read root attribute '%s' as an integer (file corrupt?)", name);
+done:
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * reading */
+
+/* Inspect /layer_NNN/<name>: rank 3, positive dims within limits, supported dtype. Returns 0 (present), 1 (absent),
+ * or TQ_ERR. */
+static int dataset_inspect(hid_t g, const char *gname, const char *name, hsize_t dims[3], int *dtype)
+{
+    htri_t ex = H5Lexists(g, name, H5P_DEFAULT);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot look up '/%s/%s' (file corrupt?)", gname, name);
+    if (!ex) return 1;
+    int rc = TQ_ERR;
+    hid_t o = -1, s = -1, t = -1;
+    if ((o = H5Oopen(g, name, H5P_DEFAULT)) < 0) {
+        tq_error_set(TQ_ERR, "cannot open '/%s/%s' (file truncated or corrupt?)", gname, name);
+        goto done;
+    }
+    if (H5Iget_type(o) != H5I_DATASET) {
+        tq_error_set(TQ_ERR, "'/%s/%s' is not a dataset, expected a dataset [heads, tokens, dim]", gname, name);
+        goto done;
+    }
+    if ((s = H5Dget_space(o)) < 0 || (t = H5Dget_type(o)) < 0) {
+        tq_error_set(TQ_ERR, "cannot read the shape of dataset '/%s/%s' (file corrupt?)", gname, name);
+        goto done;
+    }
+    int rank = H5Sget_simple_extent_ndims(s);
+    if (rank != 3) {
+        tq_error_set(TQ_ERR, "dataset '/%s/%s' has rank %d, expected 3 [heads, tokens, dim]", gname, name, rank);
+        goto done;
+    }
+    if (H5Sget_simple_extent_dims(s, dims, NULL) < 0) {
+        tq_error_set(TQ_ERR, "cannot read the shape of dataset '/%s/%s' (file corrupt?)", gname, name);
+        goto done;
+    }
+    if (dims[0] == 0 || dims[1] == 0 || dims[2] == 0) {
+        tq_error_set(TQ_ERR, "dataset '/%s/%s' has shape [%llu, %llu, %llu], expected every dimension >= 1", gname,
+                     name, (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)dims[2]);
+        goto done;
+    }
+    /* One dataset is read whole into memory as float: bound it by TQ_DUMP_MAX_ELEMS (and each dim by int). */
+    unsigned long long n = 1;
+    int over = 0;
+    for (int i = 0; i < 3; i++) {
+        if (dims[i] > (hsize_t)INT_MAX || __builtin_mul_overflow(n, (unsigned long long)dims[i], &n)) over = 1;
+    }
+    if (over || n > TQ_DUMP_MAX_ELEMS) {
+        tq_error_set(TQ_ERR, "dataset '/%s/%s' has shape [%llu, %llu, %llu] (%s elements), expected at most 2^31 "
+                     "elements per dataset", gname, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                     (unsigned long long)dims[2], over ? "overflowing" : "too many");
+        goto done;
+    }
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    *dtype = 0;
+    if (cls == H5T_FLOAT && size == 2) {
+        size_t spos, epos, esize, mpos, msize;
+        if (H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0 && esize == 5 && msize == 10 &&
+            H5Tget_ebias(t) == 15)
+            *dtype = TQ_DTYPE_F16;
+        else {
+            tq_error_set(TQ_ERR, "dataset '/%s/%s' has a 2-byte float type that is not IEEE half (%zu exponent, "
+                         "%zu mantissa bits; bfloat16?), expected float16 or float32", gname, name, esize, msize);
+            goto done;
+        }
+    } else if (cls == H5T_FLOAT && size == 4)
+        *dtype = TQ_DTYPE_F32;
+    else if (cls == H5T_FLOAT && size == 8)
+        *dtype = TQ_DTYPE_F64;
+    else {
+        const char *what = cls == H5T_INTEGER ? (H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int")
+                           : cls == H5T_FLOAT ? "float" : cls == H5T_STRING ? "string" : cls == H5T_COMPOUND ?
+                           "compound" : "non-numeric";
+        if (cls == H5T_INTEGER || cls == H5T_FLOAT)
+            tq_error_set(TQ_ERR, "dataset '/%s/%s' has type %s%zu, expected float16 or float32 (float64 is "
+                         "converted)", gname, name, what, 8 * size);
+        else
+            tq_error_set(TQ_ERR, "dataset '/%s/%s' has type %s, expected float16 or float32", gname, name, what);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    if (o >= 0) H5Oclose(o);
+    return rc;
+}
+
+/* Check one /layer_NNN group and fill its shape. Errors carry no file prefix. */
+static int layer_inspect(hid_t file, int layer, tq_layer_shape *sh, int dt[3])
+{
+    char gname[32];
+    snprintf(gname, sizeof gname, "layer_%03d", layer);
+    htri_t ex = H5Lexists(file, gname, H5P_DEFAULT);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot look up group '/%s' (file corrupt?)", gname);
+    if (!ex)
+        return tq_error_set(TQ_ERR, "group '/%s' is missing, expected one group per layer up to n_layers",
+                            gname);
+    hid_t g = H5Oopen(file, gname, H5P_DEFAULT);
+    if (g < 0) return tq_error_set(TQ_ERR, "cannot open group '/%s' (file truncated or corrupt?)", gname);
+    int rc = TQ_ERR;
+    if (H5Iget_type(g) != H5I_GROUP) {
+        tq_error_set(TQ_ERR, "'/%s' is not a group, expected a group holding keys [heads, tokens, dim]", gname);
+        goto done;
+    }
+    hsize_t dims[3][3];
+    int present[3];
+    for (int i = 0; i < 3; i++) {
+        int r = dataset_inspect(g, gname, tensor_names[i], dims[i], &dt[i]);
+        if (r < 0) goto done;
+        present[i] = r == 0;
+        if (!present[i]) dt[i] = 0;
+    }
+    if (!present[0]) {
+        tq_error_set(TQ_ERR, "dataset '/%s/keys' is missing, expected keys [n_kv_heads, n_tokens, head_dim]",
+                     gname);
+        goto done;
+    }
+    if (present[1] && (dims[1][0] != dims[0][0] || dims[1][1] != dims[0][1] || dims[1][2] != dims[0][2])) {
+        tq_error_set(TQ_ERR, "dataset '/%s/values' has shape [%llu, %llu, %llu], expected the keys' shape "
+                     "[%llu, %llu, %llu]", gname, (unsigned long long)dims[1][0], (unsigned long long)dims[1][1],
+                     (unsigned long long)dims[1][2], (unsigned long long)dims[0][0],
+                     (unsigned long long)dims[0][1], (unsigned long long)dims[0][2]);
+        goto done;
+    }
+    if (present[2]) {
+        if (dims[2][1] != dims[0][1] || dims[2][2] != dims[0][2]) {
+            tq_error_set(TQ_ERR, "dataset '/%s/queries' has %llu tokens x head_dim %llu, expected the keys' "
+                         "%llu tokens x head_dim %llu", gname, (unsigned long long)dims[2][1],
+                         (unsigned long long)dims[2][2], (unsigned long long)dims[0][1],
+                         (unsigned long long)dims[0][2]);
+            goto done;
+        }
+        if (dims[2][0] % dims[0][0] != 0) {
+            tq_error_set(TQ_ERR, "dataset '/%s/queries' has %llu heads, expected a multiple of the %llu kv heads "
+                         "(GQA: n_q_heads %% n_kv_heads == 0)", gname, (unsigned long long)dims[2][0],
+                         (unsigned long long)dims[0][0]);
+            goto done;
+        }
+    }
+    sh->n_kv_heads = (int)dims[0][0];
+    sh->n_tokens = (int)dims[0][1];
+    sh->head_dim = (int)dims[0][2];
+    sh->has_values = present[1];
+    sh->has_queries = present[2];
+    sh->n_q_heads = present[2] ? (int)dims[2][0] : 0;
+    sh->dtype = dt[0];
+    rc = 0;
+done:
+    H5Oclose(g);
+    return rc;
+}
+
+/* Whether the file looks like HDF5 before handing it to H5Fopen, so each kind of wrong file gets its own message. */
+static int file_precheck(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) return tq_error_set(TQ_ERR, "no such file (check the path)");
+        return tq_error_set(TQ_ERR, "%s", strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) return tq_error_set(TQ_ERR, "is a directory, expected an HDF5 dump file");
+    if (!S_ISREG(st.st_mode)) return tq_error_set(TQ_ERR, "not a regular file, expected an HDF5 dump file");
+    if (access(path, R_OK) != 0) return tq_error_set(TQ_ERR, "%s", strerror(errno));
+    if (st.st_size == 0) return tq_error_set(TQ_ERR, "empty file (0 bytes), expected an HDF5 dump");
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0)
+        return tq_error_set(TQ_ERR, "not an HDF5 file (no HDF5 signature; truncated or another format?), "
+                            "expected a tq-kv dump (datasets/FORMAT.md)");
+    return 0;
+}
+
+static int dump_open_inner(tq_dump *d, const char *path)
+{
+    if (file_precheck(path) < 0) return TQ_ERR;
+    d->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (d->file < 0) return tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)");
+    tq_dump_meta *m = &d->meta;
+    char fmt[64];
+    int r = attr_read_str(d->file, "tq_format", fmt, sizeof fmt);
+    if (r < 0) return r;
+    if (r == 1)
+        return tq_error_set(TQ_ERR, "root attribute 'tq_format' is missing, expected \"" TQ_DUMP_FORMAT "\" "
+                            "(not a tq dump? see datasets/FORMAT.md)");
+    if (strcmp(fmt, TQ_DUMP_FORMAT) != 0)
+        return tq_error_set(TQ_ERR, "root attribute 'tq_format' is \"%s\", expected \"" TQ_DUMP_FORMAT "\"%s", fmt,
+                            strcmp(fmt, "tq-codes") == 0 ? " (this is a codes file; tq dequantize turns it into a "
+                            "dump)" : "");
+    long long v;
+    r = attr_read_int(d->file, "tq_format_version", &v);
+    if (r < 0) return r;
+    if (r == 1) return tq_error_set(TQ_ERR, "root attribute 'tq_format_version' is missing, expected %d",
+                                    TQ_DUMP_VERSION);
+    if (v > TQ_DUMP_VERSION)
+        return tq_error_set(TQ_ERR, "tq_format_version is %lld, newer than the %d this tq reads (upgrade tq)", v,
+                            TQ_DUMP_VERSION);
+    if (v < 1) return tq_error_set(TQ_ERR, "tq_format_version is %lld, expected %d", v, TQ_DUMP_VERSION);
+    r = attr_read_int(d->file, "n_layers", &v);
+    if (r < 0) return r;
+    if (r == 1) return tq_error_set(TQ_ERR, "root attribute 'n_layers' is missing, expected the number of layers");
+    if (v < 1 || v > TQ_DUMP_MAX_LAYERS)
+        return tq_error_set(TQ_ERR, "root attribute 'n_layers' is %lld, expected 1..%d", v, TQ_DUMP_MAX_LAYERS);
+    m->n_layers = (int)v;
+    r = attr_read_str(d->file, "rope", m->rope, sizeof m->rope);
+    if (r < 0) return r;
+    if (r == 1)
+        return tq_error_set(TQ_ERR, "root attribute 'rope' is missing, expected \"post\", \"pre\" or \"none\"");
+    if (strcmp(m->rope, "post") && strcmp(m->rope, "pre") && strcmp(m->rope, "none")) {
+        char full[64];
+        attr_read_str(d->file, "rope", full, sizeof full);
+        return tq_error_set(TQ_ERR, "root attribute 'rope' is \"%s\", expected \"post\", \"pre\" or \"none\"", full);
+    }
+    /* model and source describe provenance; a hand-made dump may leave them out. */
+    if ((r = attr_read_str(d->file, "model", m->model, sizeof m->model)) < 0) return r;
+    if (r == 1) snprintf(m->model, sizeof m->model, "unknown");
+    if ((r = attr_read_str(d->file, "source", m->source, sizeof m->source)) < 0) return r;
+    if (r == 1) snprintf(m->source, sizeof m->source, "unknown");
+
+    d->shapes = tq_calloc((size_t)m->n_layers, sizeof *d->shapes);
+    d->dtypes = tq_calloc((size_t)m->n_layers * 3, sizeof *d->dtypes);
+    if (!d->shapes || !d->dtypes) return TQ_ERR_NOMEM;
+    for (int l = 0; l < m->n_layers; l++)
+        if (layer_inspect(d->file, l, &d->shapes[l], &d->dtypes[3 * l]) < 0) return TQ_ERR;
+    m->shape = d->shapes[0];
+    return TQ_OK;
+}
+
+int tq_dump_open(tq_dump **out, const char *path)
+{
+    tq_h5_quiet();
+    *out = NULL;
+    tq_dump *d = tq_calloc(1, sizeof *d);
+    if (!d) return TQ_ERR_NOMEM;
+    d->file = -1;
+    snprintf(d->path, sizeof d->path, "%s", path);
+    int rc = dump_open_inner(d, path);
+    if (rc < 0) {
+        tq_dump_close(d);
+        return tq_error_prefix(rc, "cannot read '%s': ", path);
+    }
+    *out = d;
+    return TQ_OK;
+}
+
+const tq_dump_meta *tq_dump_get_meta(const tq_dump *d) { return &d->meta; }
+
+const tq_layer_shape *tq_dump_layer_shape(const tq_dump *d, int layer)
+{
+    if (layer < 0 || layer >= d->meta.n_layers) return NULL;
+    return &d->shapes[layer];
+}
+
+const char *tq_dump_path(const tq_dump *d) { return d->path; }
+
+void tq_dump_close(tq_dump *d)
+{
+    if (!d) return;
+    if (d->file >= 0) H5Fclose(d->file);
+    free(d->shapes);
+    free(d->dtypes);
+    free(d);
+}
+
+void tq_layer_free(tq_layer *l)
+{
+    if (!l) return;
+    free(l->keys);
+    free(l->values);
+    free(l->queries);
+    l->keys = l->values = l->queries = NULL;
+}
+
+/* Read heads x [0, tokens) x dim of /layer_NNN/<name> as float into out. */
+static int dataset_read(hid_t file, int layer, const char *name, int dtype, int heads, int tokens, int dim,
+                        float *out)
+{
+    char dpath[64];
+    snprintf(dpath, sizeof dpath, "/layer_%03d/%s", layer, name);
+    size_t n = (size_t)heads * (size_t)tokens * (size_t)dim;
+    hsize_t start[3] = {0, 0, 0}, count[3] = {(hsize_t)heads, (hsize_t)tokens, (hsize_t)dim};
+    void *tmp = NULL;
+    if (dtype != TQ_DTYPE_F32 && !(tmp = tq_malloc(n * (dtype == TQ_DTYPE_F16 ? 2 : 8)))) return TQ_ERR_NOMEM;
+    int rc = TQ_ERR;
+    hid_t ds = -1, fs = -1, ms = -1, mt = -1;
+    if ((ds = H5Dopen2(file, dpath, H5P_DEFAULT)) < 0 || (fs = H5Dget_space(ds)) < 0 ||
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        (ms = H5Screate_simple(3, count, NULL)) < 0)
+        goto done;
+    if (dtype == TQ_DTYPE_F32) {
+        if (H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) < 0) goto done;
+    } else if (dtype == TQ_DTYPE_F16) {
+        /* Raw halves converted here (exact), not by HDF5's soft float conversion. */
+        uint16_t *h = tmp;
+        if ((mt = f16_type_create()) < 0 || H5Dread(ds, mt, ms, fs, H5P_DEFAULT, h) < 0) goto done;
+        for (size_t i = 0; i < n; i++) out[i] = tq_half_to_float(h[i]);
+    } else {
+        /* float64: values beyond float range become +-inf (then reported as non-finite), not clipped. */
+        double *x = tmp;
+        if (H5Dread(ds, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, x) < 0) goto done;
+        for (size_t i = 0; i < n; i++) out[i] = (float)x[i];
+    }
+    rc = TQ_OK;
+done:
+    if (rc < 0) tq_error_set(TQ_ERR, "cannot read dataset '%s' (file truncated or corrupt?)", dpath);
+    free(tmp);
+    if (mt >= 0) H5Tclose(mt);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (ds >= 0) H5Dclose(ds);
+    return rc;
+}
+
+int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, tq_layer *out)
+{
+    tq_h5_quiet();
+    memset(out, 0, sizeof *out);
+    if (layer < 0 || layer >= d->meta.n_layers)
+        return tq_error_set(TQ_ERR_USAGE, "cannot read '%s': layer %d does not exist (the dump has %d layers)",
+                            d->path, layer, d->meta.n_layers);
+    const tq_layer_shape *sh = &d->shapes[layer];
+    if (tokens < 0 || tokens > sh->n_tokens)
+        return tq_error_set(TQ_ERR, "cannot read '%s': asked for %d tokens, layer %d has %d", d->path, tokens,
+                            layer, sh->n_tokens);
+    int T = tokens > 0 ? tokens : sh->n_tokens;
+    out->s = *sh;
+    out->s.n_tokens = T;
+    int heads[3] = {sh->n_kv_heads, sh->has_values ? sh->n_kv_heads : 0, sh->n_q_heads};
+    float **bufs[3] = {&out->keys, &out->values, &out->queries};
+    long long bad = 0, nan = 0;
+    int first_t = -1, first_h = 0, first_tok = 0, first_c = 0, first_nan = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!heads[i]) continue;
+        size_t n = (size_t)heads[i] * (size_t)T * (size_t)sh->head_dim;
+        float *x = *bufs[i] = tq_malloc(n * sizeof *x);
+        if (!x) {
+            tq_layer_free(out);
+            return TQ_ERR_NOMEM;
+        }
+        int r = dataset_read(d->file, layer, tensor_names[i], d->dtypes[3 * layer + i], heads[i], T, sh->head_dim, x);
+        if (r < 0) {
+            tq_layer_free(out);
+            return tq_error_prefix(r, "cannot read '%s': ", d->path);
+        }
+        if (allow_nonfinite) continue;
+        for (size_t j = 0; j < n; j++) {
+            if (isfinite(x[j])) continue;
+            if (!bad++) {
+                first_t = i;
+                first_nan = isnan(x[j]);
+                first_c = (int)(j % (size_t)sh->head_dim);
+                first_tok = (int)(j / (size_t)sh->head_dim % (size_t)T);
+                first_h = (int)(j / ((size_t)sh->head_dim * (size_t)T));
+            }
+            nan += isnan(x[j]) != 0;
+        }
+    }
+    if (bad) {
+        tq_layer_free(out);
+        return tq_error_set(TQ_ERR, "cannot read '%s': layer %d has %lld non-finite values (%lld nan, %lld inf); "
+                            "the first is %s in '/layer_%03d/%s' at head %d, token %d, channel %d", d->path, layer,
+                            bad, nan, bad - nan, first_nan ? "nan" : "inf", layer, tensor_names[first_t], first_h,
+                            first_tok, first_c);
+    }
+    return TQ_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * writing */
+
+static int attr_write_str(hid_t obj, const char *name, const char *val)
+{
+    hid_t t = -1, s = -1, a = -1;
+    int rc = TQ_ERR;
+    /* Variable-length UTF-8, as h5py writes Python str: h5py hands it back as str, not bytes. */
+    if ((t = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0 ||
+        (s = H5Screate(H5S_SCALAR)) < 0 || (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        H5Awrite(a, t, &val) < 0)
+        tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
+    else
+        rc = 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+static int attr_write_int(hid_t obj, const char *name, long long val)
+{
+    hid_t s = -1, a = -1;
+    int rc = TQ_ERR;
+    if ((s = H5Screate(H5S_SCALAR)) < 0 ||
+        (a = H5Acreate2(obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        H5Awrite(a, H5T_NATIVE_LLONG, &val) < 0)
+        tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
+    else
+        rc = 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype)
+{
+    tq_h5_quiet();
+    *out = NULL;
+    if (dtype != TQ_DTYPE_F16 && dtype != TQ_DTYPE_F32)
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': dtype must be float16 or float32", path);
+    if (meta->n_layers < 1 || meta->n_layers > TQ_DUMP_MAX_LAYERS)
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': n_layers is %d, expected 1..%d", path, meta->n_layers,
+                            TQ_DUMP_MAX_LAYERS);
+    if (strcmp(meta->rope, "post") && strcmp(meta->rope, "pre") && strcmp(meta->rope, "none"))
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': rope is \"%s\", expected post, pre or none", path,
+                            meta->rope);
+    if (strlen(path) >= 1000) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': path too long", path);
+    tq_dump_writer *w = tq_calloc(1, sizeof *w);
+    if (!w) return TQ_ERR_NOMEM;
+    w->file = w->f16 = -1;
+    w->meta = *meta;
+    w->dtype = dtype;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (!(w->written = tq_calloc((size_t)meta->n_layers, 1))) {
+        free(w);
+        return TQ_ERR_NOMEM;
+    }
+    if ((w->f16 = f16_type_create()) < 0) {
+        tq_error_set(TQ_ERR, "cannot write '%s': cannot build the float16 HDF5 type", path);
+        goto fail;
+    }
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0) {
+        tq_error_set(TQ_ERR, "cannot write '%s': cannot create '%s' (does the folder exist and is it writable?)",
+                     path, w->tmp);
+        goto fail;
+    }
+    if (attr_write_str(w->file, "tq_format", TQ_DUMP_FORMAT) < 0 ||
+        attr_write_int(w->file, "tq_format_version", TQ_DUMP_VERSION) < 0 ||
+        attr_write_str(w->file, "model", meta->model) < 0 || attr_write_str(w->file, "source", meta->source) < 0 ||
+        attr_write_str(w->file, "rope", meta->rope) < 0 ||
+        attr_write_int(w->file, "n_layers", meta->n_layers) < 0) {
+        tq_error_prefix(TQ_ERR, "cannot write '%s': ", path);
+        goto fail;
+    }
+    *out = w;
+    return TQ_OK;
+fail:
+    tq_dump_abort(w);
+    return TQ_ERR;
+}
+
+static int dataset_write(tq_dump_writer *w, hid_t g, const char *name, int heads, int tokens, int dim,
+                         const float *x)
+{
+    hsize_t dims[3] = {(hsize_t)heads, (hsize_t)tokens, (hsize_t)dim};
+    size_t n = (size_t)heads * (size_t)tokens * (size_t)dim;
+    hid_t s = -1, ds = -1;
+    uint16_t *h = NULL;
+    int rc = TQ_ERR;
+    hid_t ft = w->dtype == TQ_DTYPE_F16 ? w->f16 : H5T_IEEE_F32LE;
+    if ((s = H5Screate_simple(3, dims, NULL)) < 0 ||
+        (ds = H5Dcreate2(g, name, ft, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+        goto done;
+    if (w->dtype == TQ_DTYPE_F16) {
+        if (!(h = tq_malloc(n * sizeof *h))) {
+            rc = TQ_ERR_NOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) h[i] = tq_float_to_half(x[i]);
+        if (H5Dwrite(ds, w->f16, H5S_ALL, H5S_ALL, H5P_DEFAULT, h) < 0) goto done;
+    } else if (H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0)
+        goto done;
+    rc = TQ_OK;
+done:
+    if (rc == TQ_ERR) tq_error_set(TQ_ERR, "cannot write dataset '%s' (disk full?)", name);
+    free(h);
+    if (ds >= 0) H5Dclose(ds);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
+{
+    const tq_layer_shape *s = &l->s;
+    if (layer < 0 || layer >= w->meta.n_layers)
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d is outside 0..%d", w->path, layer,
+                            w->meta.n_layers - 1);
+    if (w->written[layer])
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d written twice", w->path, layer);
+    if (s->n_kv_heads < 1 || s->n_tokens < 1 || s->head_dim < 1 || !l->keys ||
+        (s->has_values && !l->values) || (s->has_queries && (!l->queries || s->n_q_heads < 1 ||
+                                                             s->n_q_heads % s->n_kv_heads != 0)))
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d has an invalid shape (%d kv heads, %d q heads, "
+                            "%d tokens, dim %d)", w->path, layer, s->n_kv_heads, s->n_q_heads, s->n_tokens,
+                            s->head_dim);
+    char gname[32];
+    snprintf(gname, sizeof gname, "layer_%03d", layer);
+    hid_t g = H5Gcreate2(w->file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return tq_error_set(TQ_ERR, "cannot write '%s': cannot create group '/%s'", w->path, gname);
+    int rc = dataset_write(w, g, "keys", s->n_kv_heads, s->n_tokens, s->head_dim, l->keys);
+    if (rc == 0 && s->has_values) rc = dataset_write(w, g, "values", s->n_kv_heads, s->n_tokens, s->head_dim, l->values);
+    if (rc == 0 && s->has_queries)
+        rc = dataset_write(w, g, "queries", s->n_q_heads, s->n_tokens, s->head_dim, l->queries);
+    if (H5Gclose(g) < 0 && rc == 0) rc = tq_error_set(TQ_ERR, "cannot close group '/%s'", gname);
+    if (rc < 0) return tq_error_prefix(rc, "cannot write '%s': /%s: ", w->path, gname);
+    w->written[layer] = 1;
+    return TQ_OK;
+}
+
+int tq_dump_commit(tq_dump_writer *w)
+{
+    for (int l = 0; l < w->meta.n_layers; l++)
+        if (!w->written[l]) {
+            tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d of %d was never written", w->path, l,
+                         w->meta.n_layers);
+            tq_dump_abort(w);
+            return TQ_ERR_USAGE;
+        }
+    herr_t e = H5Fclose(w->file);
+    w->file = -1;
+    if (e < 0) {
+        tq_error_set(TQ_ERR, "cannot write '%s': closing '%s' failed (disk full?)", w->path, w->tmp);
+        tq_dump_abort(w);
+        return TQ_ERR;
+    }
+    if (rename(w->tmp, w->path) != 0) {
+        tq_error_set(TQ_ERR, "cannot write '%s': rename from '%s' failed: %s", w->path, w->tmp, strerror(errno));
+        tq_dump_abort(w);
+        return TQ_ERR;
+    }
+    H5Tclose(w->f16);
+    free(w->written);
+    free(w);
+    return TQ_OK;
+}
+
+void tq_dump_abort(tq_dump_writer *w)
+{
+    if (!w) return;
+    if (w->file >= 0) H5Fclose(w->file);
+    if (w->f16 >= 0) H5Tclose(w->f16);
+    unlink(w->tmp);
+    free(w->written);
+    free(w);
+}
