@@ -9,6 +9,7 @@
 
 static const tq_command commands[] = {
     {"version", NULL, "print the version and build features (also --version)"},
+    {"info", cmd_info, "describe a dump: shapes, dtype, per-layer norms, outliers, NaN/Inf counts"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
