@@ -12,7 +12,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tq info FILE [--json]\n"
+            "usage: tq info FILE [--json] [--strict]\n"
             "\n"
             "Describe a tq-kv dump (datasets/FORMAT.md): model, source, rope, layers, kv/q heads, tokens, head_dim,\n"
             "dtype, and per layer: mean key/value/query L2 norm, max |key|, max |value|, the channel outlier ratio\n"
@@ -20,6 +20,7 @@ static void usage(FILE *f)
             "the number of NaN and Inf values (statistics skip non-finite values).\n"
             "\n"
             "  --json      one JSON object on stdout instead of the table\n"
+            "  --strict    fail (exit 1) on NaN/Inf values, as the other commands do, naming the first one\n"
             "  -h, --help  this help\n");
 }
 
@@ -112,13 +113,15 @@ static void text_num(double v, int width)
 int cmd_info(int argc, char **argv)
 {
     const char *path = NULL;
-    int json = 0;
+    int json = 0, strict = 0;
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--strict"))
+            strict = 1;
         else if (argv[i][0] == '-' && argv[i][1])
             die_usage("info: unknown option '%s' (see 'tq info --help')", argv[i]);
         else if (path)
@@ -126,7 +129,7 @@ int cmd_info(int argc, char **argv)
         else
             path = argv[i];
     }
-    if (!path) die_usage("info: no file given (usage: tq info FILE [--json])");
+    if (!path) die_usage("info: no file given (usage: tq info FILE [--json] [--strict])");
 
     tq_dump *d;
     int rc = tq_dump_open(&d, path);
@@ -141,8 +144,11 @@ int cmd_info(int argc, char **argv)
     progress_start(&pr, "info", L);
     for (int l = 0; l < L; l++) {
         tq_layer x;
-        rc = tq_dump_read_layer(d, l, 0, 1, &x);
-        if (rc < 0) die_lib(rc, NULL);
+        rc = tq_dump_read_layer(d, l, 0, !strict, &x);
+        if (rc < 0) {
+            progress_end(&pr);
+            die_lib(rc, NULL);
+        }
         const tq_layer_shape *s = &x.s;
         st[l][0] = stats_of(x.keys, s->n_kv_heads, s->n_tokens, s->head_dim);
         tensor_stats none = {NAN, NAN, NAN, 0, 0};

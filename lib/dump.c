@@ -212,9 +212,9 @@ static int dataset_inspect(hid_t g, const char *gname, const char *name, hsize_t
         if (dims[i] > (hsize_t)INT_MAX || __builtin_mul_overflow(n, (unsigned long long)dims[i], &n)) over = 1;
     }
     if (over || n > TQ_DUMP_MAX_ELEMS) {
-        tq_error_set(TQ_ERR, "dataset '/%s/%s' has shape [%llu, %llu, %llu] (%s elements), expected at most 2^31 "
-                     "elements per dataset", gname, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
-                     (unsigned long long)dims[2], over ? "overflowing" : "too many");
+        tq_error_set(TQ_ERR, "dataset '/%s/%s' has shape [%llu, %llu, %llu] (%s), expected at most 2^31 elements "
+                     "per dataset", gname, name, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                     (unsigned long long)dims[2], over ? "element count overflows" : "more than 2^31 elements");
         goto done;
     }
     H5T_class_t cls = H5Tget_class(t);
@@ -337,11 +337,35 @@ static int file_precheck(const char *path)
     return 0;
 }
 
+/* HDF5 says why an open failed only on its error stack; find the truncation report ("truncated file: eof = N, ...
+ * stored_eof = M") so the message can give both sizes. */
+typedef struct { long long eof, stored; } trunc_info;
+
+static herr_t find_truncation(unsigned n, const H5E_error2_t *e, void *data)
+{
+    trunc_info *t = data;
+    const char *p = e->desc ? strstr(e->desc, "truncated file") : NULL;
+    if (p) {
+        const char *a = strstr(p, "eof = "), *b = strstr(p, "stored_eof = ");
+        if (a) t->eof = atoll(a + 6);
+        if (b) t->stored = atoll(b + 13);
+        if (t->stored <= 0) t->stored = 1;
+    }
+    return 0;
+}
+
 static int dump_open_inner(tq_dump *d, const char *path)
 {
     if (file_precheck(path) < 0) return TQ_ERR;
     d->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (d->file < 0) return tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)");
+    if (d->file < 0) {
+        trunc_info t = {-1, 0};
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_truncation, &t);
+        if (t.stored > 0)
+            return tq_error_set(TQ_ERR, "file is truncated: %lld bytes, its HDF5 superblock says %lld (copy or "
+                                "download incomplete?)", t.eof, t.stored);
+        return tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)");
+    }
     tq_dump_meta *m = &d->meta;
     char fmt[64];
     int r = attr_read_str(d->file, "tq_format", fmt, sizeof fmt);
