@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""dump_kv.py: dump a real model's post-RoPE queries, keys and values into a tq-kv HDF5 file (datasets/FORMAT.md).
+--gguf runs a LLaMA-family GGUF model with a float64 NumPy forward pass (weights dequantized by the gguf package,
+tokenizer rebuilt from the GGUF metadata); --hf captures them from a Hugging Face model through its own attention."""
+import argparse
+import hashlib
+import os
+import sys
+
+import numpy as np
+
+DUMPER_VERSION = 1
+F16_MAX = 65504.0
+
+
+class DumpError(Exception):
+    """A runtime error with a one-line message; main() prints it as 'dump_kv: ...' and exits 1."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Byte-level BPE tokenizer (GPT-2 style) from tokenizer.ggml.* metadata.
+
+def bytes_to_unicode():
+    """GPT-2's reversible map from the 256 byte values to printable unicode characters (space -> 'Ġ')."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+LLAMA3_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# tokenizer.ggml.pre -> (split digits one by one first, main regex); the names are llama.cpp's.
+PRE_TOKENIZERS = {
+    "default": (False, GPT2_SPLIT), "gpt2": (False, GPT2_SPLIT),
+    # HF: Sequence[Digits(individual_digits=True), ByteLevel] — StarCoder's scheme, shared by SmolLM.
+    "smollm": (True, GPT2_SPLIT), "starcoder": (True, GPT2_SPLIT), "refact": (True, GPT2_SPLIT),
+    "codeshell": (True, GPT2_SPLIT),
+    "llama-bpe": (False, LLAMA3_SPLIT), "llama3": (False, LLAMA3_SPLIT), "smaug-bpe": (False, LLAMA3_SPLIT),
+}
+
+
+class ByteBPE:
+    def __init__(self, tokens, merges, pre="default"):
+        import regex  # \p{L}/\p{N} classes; the stdlib re has none
+        if pre not in PRE_TOKENIZERS:
+            raise DumpError(f"tokenizer.ggml.pre '{pre}' is not supported (known: {', '.join(sorted(PRE_TOKENIZERS))});"
+                            " use --hf with the model's own tokenizer")
+        split_digits, pattern = PRE_TOKENIZERS[pre]
+        self.split_digits = split_digits
+        self.pat = regex.compile(pattern)
+        self.digits = regex.compile(r"(\p{N})")
+        self.tokens = list(tokens)
+        self.vocab = {t: i for i, t in enumerate(self.tokens)}
+        self.ranks = {}
+        for i, m in enumerate(merges):
+            a, b = m.split(" ", 1)
+            self.ranks[(a, b)] = i
+        self.b2u = bytes_to_unicode()
+        self.u2b = {u: b for b, u in self.b2u.items()}
+        self.cache = {}
+
+    def _bpe(self, word):
+        if word in self.cache:
+            return self.cache[word]
+        parts = list(word)
+        while len(parts) > 1:
+            best, best_rank = None, None
+            for i in range(len(parts) - 1):
+                r = self.ranks.get((parts[i], parts[i + 1]))
+                if r is not None and (best_rank is None or r < best_rank):
+                    best, best_rank = (parts[i], parts[i + 1]), r
+            if best is None:
+                break
+            merged, i = [], 0
+            while i < len(parts):  # merge every occurrence of the best pair, left to right (as HF does)
+                if i < len(parts) - 1 and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        self.cache[word] = parts
+        return parts
+
+    def pretokenize(self, text):
+        chunks = [c for c in self.digits.split(text) if c] if self.split_digits else [text]
+        out = []
+        for c in chunks:
+            out.extend(self.pat.findall(c))
+        return out
+
+    def encode(self, text):
+        ids = []
+        for piece in self.pretokenize(text):
+            word = "".join(self.b2u[b] for b in piece.encode("utf-8"))
+            for p in self._bpe(word):
+                if p not in self.vocab:
+                    raise DumpError(f"tokenizer: piece '{p}' is not in the vocabulary (is this a byte-level BPE model?)")
+                ids.append(self.vocab[p])
+        return ids
+
+    def decode(self, ids):
+        s = "".join(self.tokens[i] for i in ids)
+        return bytes(self.u2b.get(ch, ord("?")) for ch in s).decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LLaMA-family GGUF model, float64 NumPy forward pass.
+
+def rms_norm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope_half(x, pos, theta):
+    """Rotary embedding in the Hugging Face layout (rotate_half): channel i pairs with channel i + d/2, angle
+    pos * theta^(-2i/d). x: [heads, T, d]; pos: [T]."""
+    d = x.shape[-1]
+    inv = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = pos[:, None].astype(np.float64) * inv[None, :]
+    cos, sin = np.cos(ang), np.sin(ang)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def unpermute_qk(w, n_head):
+    """Undo convert_hf_to_gguf.py's permute() of Q/K rows. GGUF stores each head's rows interleaved (row 2i+j holds
+    HF row j*d/2+i) so that llama.cpp's 'normal' RoPE rotates adjacent pairs (2i, 2i+1); back in HF order the
+    rotate_half RoPE above is the same rotation. Dumped keys/queries are therefore in HF channel order."""
+    out, n_in = w.shape
+    d = out // n_head
+    return w.reshape(n_head, d // 2, 2, n_in).swapaxes(1, 2).reshape(out, n_in)
+
+
+def gguf_meta(reader):
+    meta = {}
+    for k, f in reader.fields.items():
+        try:
+            meta[k] = f.contents()
+        except Exception:  # fields this gguf version cannot decode are not ones we use
+            pass
+    return meta
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for blk in iter(lambda: f.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+class GGUFModel:
+    def __init__(self, path):
+        try:
+            from gguf import GGUFReader
+            from gguf.quants import dequantize
+        except ImportError:
+            raise DumpError("the --gguf path needs the gguf package (pip install gguf; scripts/deps.sh does it)")
+        self._dequantize = dequantize
+        try:
+            r = GGUFReader(path)
+        except FileNotFoundError:
+            raise DumpError(f"cannot open '{path}': no such file")
+        except Exception as e:
+            raise DumpError(f"cannot read '{path}' as GGUF: {e}")
+        self.path = path
+        m = self.meta = gguf_meta(r)
+        arch = m.get("general.architecture")
+        if arch != "llama":  # Mistral, SmolLM, TinyLlama, Llama 2/3 GGUFs all say 'llama'
+            raise DumpError(f"'{path}': architecture '{arch}' is not supported by the NumPy forward pass "
+                            "(only 'llama'); use --hf for other families")
+        g = lambda k, d=None: m.get(f"llama.{k}", d)
+        self.n_layers = int(g("block_count"))
+        self.n_embd = int(g("embedding_length"))
+        self.n_head = int(g("attention.head_count"))
+        self.n_kv = int(g("attention.head_count_kv", self.n_head))
+        self.head_dim = int(g("attention.key_length", self.n_embd // self.n_head))
+        self.eps = float(g("attention.layer_norm_rms_epsilon", 1e-5))
+        self.theta = float(g("rope.freq_base", 10000.0))
+        rope_dim = int(g("rope.dimension_count", self.head_dim))
+        if rope_dim != self.head_dim:
+            raise DumpError(f"'{path}': partial rotary (rope.dimension_count {rope_dim} < head_dim {self.head_dim}) "
+                            "is not supported")
+        scaling = g("rope.scaling.type", "none")
+        if scaling not in ("none", None) and float(g("rope.scaling.factor", 1.0)) != 1.0:
+            raise DumpError(f"'{path}': rope scaling '{scaling}' is not supported by the NumPy forward pass")
+        if self.n_head % self.n_kv:
+            raise DumpError(f"'{path}': head_count {self.n_head} is not a multiple of head_count_kv {self.n_kv}")
+        self.tensors = {t.name: t for t in r.tensors}
+        if any(n.endswith(".bias") for n in self.tensors):
+            raise DumpError(f"'{path}': bias tensors present (not a plain LLaMA); use --hf")
+        self._w = {}
+        tm = m.get("tokenizer.ggml.model")
+        if tm != "gpt2":
+            raise DumpError(f"'{path}': tokenizer '{tm}' is not supported (only byte-level BPE, 'gpt2'); use --hf")
+        self.tok = ByteBPE(m["tokenizer.ggml.tokens"], m["tokenizer.ggml.merges"],
+                           m.get("tokenizer.ggml.pre", "default"))
+        self.add_bos = bool(m.get("tokenizer.ggml.add_bos_token", False))
+        self.bos = m.get("tokenizer.ggml.bos_token_id")
+
+    def w(self, name):
+        """Dequantized weight as float64 [rows=out, cols=in] (GGUF shape [ne0=in, ne1=out]); cached."""
+        if name not in self._w:
+            if name not in self.tensors:
+                raise DumpError(f"'{self.path}': tensor '{name}' missing")
+            t = self.tensors[name]
+            a = np.asarray(self._dequantize(t.data, t.tensor_type), dtype=np.float64)
+            a = a.reshape([int(s) for s in reversed(t.shape)])
+            if name.endswith("attn_q.weight"):
+                a = unpermute_qk(a, self.n_head)
+            elif name.endswith("attn_k.weight"):
+                a = unpermute_qk(a, self.n_kv)
+            self._w[name] = a
+        return self._w[name]
+
+    def encode(self, text):
+        ids = self.tok.encode(text)
+        return ([int(self.bos)] if self.add_bos and self.bos is not None else []) + ids
+
+    def forward(self, ids, cache=None, capture=None, last_layer=None, logits=True):
+        """Run tokens `ids` after the cache's tokens. cache: list of [K, V] per layer ([n_kv, S, d]), grown in place.
+        capture: dict filled with layer -> (q [n_head,T,d], k [n_kv,T,d], v) of these tokens, post-RoPE.
+        Stops after `last_layer` (no logits then). Returns logits [T, vocab] or None."""
+        ids = np.asarray(ids, dtype=np.int64)
+        T, d, H, KV = len(ids), self.head_dim, self.n_head, self.n_kv
+        if cache is None:
+            cache = [None] * self.n_layers
+        past = 0 if cache[0] is None else cache[0][0].shape[1]
+        pos = np.arange(past, past + T)
+        x = self.w("token_embd.weight")[ids]
+        stop = self.n_layers - 1 if last_layer is None else last_layer
+        for L in range(stop + 1):
+            p = f"blk.{L}."
+            h = rms_norm(x, self.w(p + "attn_norm.weight"), self.eps)
+            q = (h @ self.w(p + "attn_q.weight").T).reshape(T, H, d).transpose(1, 0, 2)
+            k = (h @ self.w(p + "attn_k.weight").T).reshape(T, KV, d).transpose(1, 0, 2)
+            v = (h @ self.w(p + "attn_v.weight").T).reshape(T, KV, d).transpose(1, 0, 2)
+            q, k = rope_half(q, pos, self.theta), rope_half(k, pos, self.theta)
+            if capture is not None:
+                capture[L] = (q, k, v)
+            if cache[L] is None:
+                cache[L] = [k, v]
+            else:
+                cache[L] = [np.concatenate([cache[L][0], k], axis=1), np.concatenate([cache[L][1], v], axis=1)]
+            K, V = cache[L]
+            S, G = K.shape[1], H // KV
+            # GQA: query head h uses kv head h // G; group the G query heads of a kv head into one matmul.
+            s = (q.reshape(KV, G * T, d) @ K.transpose(0, 2, 1)).reshape(KV, G, T, S) / np.sqrt(d)
+            s = np.where(np.arange(S)[None, :] <= pos[:, None], s, -np.inf)  # causal: key s visible to t if s <= t
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            s /= s.sum(axis=-1, keepdims=True)
+            o = (s.reshape(KV, G * T, S) @ V).reshape(H, T, d).transpose(1, 0, 2).reshape(T, H * d)
+            x = x + o @ self.w(p + "attn_output.weight").T
+            h = rms_norm(x, self.w(p + "ffn_norm.weight"), self.eps)
+            gt = h @ self.w(p + "ffn_gate.weight").T
+            x = x + ((gt / (1.0 + np.exp(-gt))) * (h @ self.w(p + "ffn_up.weight").T)) @ self.w(p + "ffn_down.weight").T
+        if not logits or stop < self.n_layers - 1:
+            return None
+        x = rms_norm(x, self.w("output_norm.weight"), self.eps)
+        out = "output.weight" if "output.weight" in self.tensors else "token_embd.weight"  # tied embeddings
+        return x @ self.w(out).T
+
+
+def dump_gguf(path, text, n_tokens, layers):
+    """Returns (model, meta dict, token ids, {layer: (q, k, v)})."""
+    model = GGUFModel(path)
+    ids = take_tokens(model.encode(text), n_tokens)
+    layers = layers if layers is not None else list(range(model.n_layers))
+    check_layers(layers, model.n_layers)
+    cap = {}
+    model.forward(ids, capture=cap, last_layer=max(layers), logits=False)
+    base = os.path.basename(path)
+    info = {
+        "model": os.path.splitext(base)[0],
+        "source": f"gguf {base} sha256:{sha256_file(path)}; numpy float64 forward pass",
+        "n_model_layers": model.n_layers, "rope_theta": model.theta,
+    }
+    return info, ids, {L: cap[L] for L in layers}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face path: the model's own attention code hands us post-RoPE q/k through the attention interface.
+
+def dump_hf(name, text, n_tokens, layers):
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise DumpError("the --hf path needs torch and transformers (pip install torch transformers)")
+    try:
+        from transformers import AttentionInterface
+        register = AttentionInterface.register
+    except ImportError:
+        try:
+            from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+            register = ALL_ATTENTION_FUNCTIONS.__setitem__
+        except ImportError:
+            raise DumpError(f"transformers {transformers.__version__} has no attention interface; "
+                            "need transformers >= 4.48")
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    captured = {}
+
+    def capture(module, query, key, value, attention_mask, **kw):
+        # query [B, Hq, T, d] and key/value [B, Hkv, T, d], RoPE already applied by the model's attention forward.
+        captured[module.layer_idx] = tuple(a[0].detach().to(torch.float64).cpu().numpy() for a in (query, key, value))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kw)
+
+    register("tq_capture", capture)
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=torch.float32, attn_implementation="tq_capture")
+    except Exception as e:
+        raise DumpError(f"cannot load '{name}' with transformers: {str(e).splitlines()[0] if str(e) else e}")
+    model.eval()
+    ids = take_tokens(tok(text)["input_ids"], n_tokens)
+    n_layers = model.config.num_hidden_layers
+    layers = layers if layers is not None else list(range(n_layers))
+    check_layers(layers, n_layers)
+    with torch.no_grad():
+        model(torch.tensor([ids]), use_cache=False)
+    missing = [L for L in layers if L not in captured]
+    if missing:
+        raise DumpError(f"'{name}': attention of layers {missing} did not go through the attention interface")
+    theta = getattr(model.config, "rope_theta", None)
+    info = {"model": os.path.basename(name.rstrip("/")), "source": f"hf {name}; transformers {transformers.__version__}"
+            " attention interface, float32", "n_model_layers": n_layers}
+    if theta is not None:
+        info["rope_theta"] = float(theta)
+    return info, ids, {L: captured[L] for L in layers}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writer: the tq-kv layout of datasets/FORMAT.md, byte-stable (no timestamps), temp file renamed when complete.
+
+def write_dump(out, info, text_name, text_sha, ids, caps, dtype):
+    import h5py
+    np_dtype = np.float16 if dtype == "f16" else np.float32
+    layers = sorted(caps)
+    tmp = f"{out}.tmp.{os.getpid()}"
+    try:
+        fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+        fcpl.set_obj_track_times(False)  # root group header without a timestamp: same inputs -> same bytes
+        fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl)
+        with h5py.File(fid) as f:
+            a = f.attrs
+            a["tq_format"] = "tq-kv"
+            a["tq_format_version"] = np.int64(1)
+            a["model"] = info["model"]
+            a["source"] = f"{info['source']}; text {text_name} sha256:{text_sha}; {len(ids)} tokens; " \
+                          f"scripts/dump_kv.py v{DUMPER_VERSION}"
+            a["rope"] = "post"
+            a["n_layers"] = np.int64(len(layers))
+            # Provenance beyond the required attributes.
+            a["model_layers"] = np.asarray(layers, dtype=np.int64)  # model layer of each /layer_NNN, in order
+            a["model_n_layers"] = np.int64(info["n_model_layers"])
+            a["token_ids"] = np.asarray(ids, dtype=np.int64)
+            a["channel_order"] = "rotate_half"  # RoPE pairs channel i with i + d/2 (HF order), see unpermute_qk
+            if "rope_theta" in info:
+                a["rope_theta"] = np.float64(info["rope_theta"])
+            gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+            gcpl.set_obj_track_times(False)
+            for i, L in enumerate(layers):
+                q, k, v = caps[L]
+                name = f"layer_{i:03d}"
+                h5py.h5g.create(f.id, name.encode(), gcpl=gcpl)
+                g = f[name]
+                for dname, arr in (("keys", k), ("values", v), ("queries", q)):
+                    arr = np.ascontiguousarray(arr)
+                    if not np.all(np.isfinite(arr)):
+                        raise DumpError(f"model layer {L} {dname}: non-finite values")
+                    if np_dtype is np.float16 and np.abs(arr).max() > F16_MAX:
+                        raise DumpError(f"model layer {L} {dname}: |x| up to {np.abs(arr).max():.4g} overflows float16;"
+                                        " use --dtype f32")
+                    g.create_dataset(dname, data=arr.astype(np_dtype), track_times=False)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def take_tokens(ids, n):
+    if n is None:
+        return list(ids)
+    if len(ids) < n:
+        raise DumpError(f"the text has only {len(ids)} tokens, fewer than --tokens {n}; give a longer --text")
+    return list(ids[:n])
+
+
+def check_layers(layers, n):
+    bad = [L for L in layers if L >= n]
+    if bad:
+        raise DumpError(f"--layers: layer {bad[0]} out of range, the model has {n} layers (0-{n - 1})")
+
+
+def parse_layers(spec):
+    """'0-3,7' -> [0, 1, 2, 3, 7] (sorted, unique)."""
+    out = set()
+    try:
+        for part in spec.split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                a, b = int(a), int(b)
+                if a > b or a < 0:
+                    raise ValueError
+                out.update(range(a, b + 1))
+            else:
+                a = int(part)
+                if a < 0:
+                    raise ValueError
+                out.add(a)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad layer list '{spec}' (expected e.g. 0-3,7)")
+    return sorted(out)
+
+
+def positive(s):
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a positive integer")
+    return v
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="dump_kv.py",
+        description="Dump a model's post-RoPE keys, values and queries for one text into a tq-kv HDF5 file.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gguf", metavar="FILE", help="LLaMA-family GGUF model (NumPy forward pass)")
+    src.add_argument("--hf", metavar="MODEL", help="Hugging Face causal LM name or path (needs transformers)")
+    ap.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text to run through the model")
+    ap.add_argument("--tokens", type=positive, metavar="N", help="first N tokens of the text (default: all)")
+    ap.add_argument("--layers", type=parse_layers, metavar="LIST", help="e.g. 0-3,7 (default: all)")
+    ap.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="stored dtype (default f16)")
+    ap.add_argument("--model", metavar="NAME", help="the 'model' attribute (default: file or model name)")
+    ap.add_argument("-o", "--output", metavar="OUT.h5", required=True)
+    args = ap.parse_args(argv)
+    try:
+        try:
+            with open(args.text, "rb") as f:
+                raw = f.read()
+            text = raw.decode("utf-8")
+        except OSError as e:
+            raise DumpError(f"cannot read '{args.text}': {e.strerror}")
+        except UnicodeDecodeError:
+            raise DumpError(f"'{args.text}' is not UTF-8 text")
+        if args.gguf:
+            info, ids, caps = dump_gguf(args.gguf, text, args.tokens, args.layers)
+        else:
+            info, ids, caps = dump_hf(args.hf, text, args.tokens, args.layers)
+        if args.model:
+            info["model"] = args.model
+        write_dump(args.output, info, os.path.basename(args.text), hashlib.sha256(raw).hexdigest(), ids, caps,
+                   args.dtype)
+    except DumpError as e:
+        print(f"dump_kv: {e}", file=sys.stderr)
+        return 1
+    q, k, _ = caps[min(caps)]
+    print(f"dump_kv: wrote '{args.output}': {len(caps)} layers, {k.shape[0]} kv heads, {q.shape[0]} q heads, "
+          f"{len(ids)} tokens, head_dim {k.shape[2]}, {args.dtype}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
