@@ -27,6 +27,7 @@ struct tq_dump {
 struct tq_dump_writer {
     hid_t file;
     hid_t f16;               /* the IEEE half file/memory type (h5py reads it back as float16) */
+    hid_t gcpl, dcpl;        /* creation properties without timestamps: same inputs -> same bytes */
     char path[1024], tmp[1100];
     tq_dump_meta meta;
     int dtype;
@@ -605,7 +606,7 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
     if (strlen(path) >= 1000) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': path too long", path);
     tq_dump_writer *w = tq_calloc(1, sizeof *w);
     if (!w) return TQ_ERR_NOMEM;
-    w->file = w->f16 = -1;
+    w->file = w->f16 = w->gcpl = w->dcpl = -1;
     w->meta = *meta;
     w->dtype = dtype;
     snprintf(w->path, sizeof w->path, "%s", path);
@@ -618,7 +619,17 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
         tq_error_set(TQ_ERR, "cannot write '%s': cannot build the float16 HDF5 type", path);
         goto fail;
     }
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* HDF5 stamps object headers with times by default; off everywhere so a dump is a function of its inputs. */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0 || (w->gcpl = H5Pcreate(H5P_GROUP_CREATE)) < 0 ||
+        H5Pset_obj_track_times(w->gcpl, 0) < 0 || (w->dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0 ||
+        H5Pset_obj_track_times(w->dcpl, 0) < 0) {
+        if (fcpl >= 0) H5Pclose(fcpl);
+        tq_error_set(TQ_ERR, "cannot write '%s': cannot set up HDF5 creation properties", path);
+        goto fail;
+    }
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
     if (w->file < 0) {
         tq_error_set(TQ_ERR, "cannot write '%s': cannot create '%s' (does the folder exist and is it writable?)",
                      path, w->tmp);
@@ -649,7 +660,7 @@ static int dataset_write(tq_dump_writer *w, hid_t g, const char *name, int heads
     int rc = TQ_ERR;
     hid_t ft = w->dtype == TQ_DTYPE_F16 ? w->f16 : H5T_IEEE_F32LE;
     if ((s = H5Screate_simple(3, dims, NULL)) < 0 ||
-        (ds = H5Dcreate2(g, name, ft, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+        (ds = H5Dcreate2(g, name, ft, s, H5P_DEFAULT, w->dcpl, H5P_DEFAULT)) < 0)
         goto done;
     if (w->dtype == TQ_DTYPE_F16) {
         if (!(h = tq_malloc(n * sizeof *h))) {
@@ -685,7 +696,7 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
                             s->head_dim);
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%03d", layer);
-    hid_t g = H5Gcreate2(w->file, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t g = H5Gcreate2(w->file, gname, H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
     if (g < 0) return tq_error_set(TQ_ERR, "cannot write '%s': cannot create group '/%s'", w->path, gname);
     int rc = dataset_write(w, g, "keys", s->n_kv_heads, s->n_tokens, s->head_dim, l->keys);
     if (rc == 0 && s->has_values) rc = dataset_write(w, g, "values", s->n_kv_heads, s->n_tokens, s->head_dim, l->values);
@@ -718,9 +729,8 @@ int tq_dump_commit(tq_dump_writer *w)
         tq_dump_abort(w);
         return TQ_ERR;
     }
-    H5Tclose(w->f16);
-    free(w->written);
-    free(w);
+    w->tmp[0] = 0; /* renamed away: abort now only releases the types and properties */
+    tq_dump_abort(w);
     return TQ_OK;
 }
 
@@ -729,7 +739,9 @@ void tq_dump_abort(tq_dump_writer *w)
     if (!w) return;
     if (w->file >= 0) H5Fclose(w->file);
     if (w->f16 >= 0) H5Tclose(w->f16);
-    unlink(w->tmp);
+    if (w->gcpl >= 0) H5Pclose(w->gcpl);
+    if (w->dcpl >= 0) H5Pclose(w->dcpl);
+    if (w->tmp[0]) unlink(w->tmp);
     free(w->written);
     free(w);
 }
