@@ -7,6 +7,7 @@
 #include "tq.h"
 
 #include <errno.h>
+#include <float.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -489,7 +490,9 @@ static int dataset_read(hid_t file, int layer, const char *name, int dtype, int 
         /* float64: values beyond float range become +-inf (then reported as non-finite), not clipped. */
         double *x = tmp;
         if (H5Dread(ds, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, x) < 0) goto done;
-        for (size_t i = 0; i < n; i++) out[i] = (float)x[i];
+        for (size_t i = 0; i < n; i++) /* out-of-range double -> float is undefined in C: make the inf explicit */
+            out[i] = isfinite(x[i]) && fabs(x[i]) > FLT_MAX ? copysignf(INFINITY, (float)(x[i] > 0 ? 1 : -1))
+                                                            : (float)x[i];
     }
     rc = TQ_OK;
 done:

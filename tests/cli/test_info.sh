@@ -68,9 +68,9 @@ import json, sys; j = json.load(open('$T/out'))
 assert [(l['nan'], l['inf']) for l in j['layers']] == [(0, 0), (2, 1)], j['layers']"
 
 # accepted variants: each loads, with the right shapes and dtype
-for v in good fixed_strings vlen_bytes int8_attrs uint16_attrs float64 float16 key_only; do
+for v in good fixed_strings vlen_bytes int8_attrs uint16_attrs float64 float16 key_only float16_be float32_be gzip; do
     expect_ok "$v loads" -- "$TQ" info --json "$B/$v.h5"
-    want_dtype=float32; [ $v = float64 ] && want_dtype=float64; [ $v = float16 ] && want_dtype=float16
+    want_dtype=float32; [ $v = float64 ] && want_dtype=float64; [ ${v%_be} = float16 ] && want_dtype=float16
     want_values=true; [ $v = key_only ] && want_values=false
     check "$v fields" python3 -c "
 import json; j = json.load(open('$T/out'))
@@ -78,6 +78,19 @@ got = (j['model'], j['rope'], j['n_layers'], j['n_kv_heads'], j['n_q_heads'], j[
 want = ('h5py-test', 'post', 2, 2, 4, 8, 16, '$want_dtype', '$want_values' == 'true')
 assert got == want, (got, want)"
 done
+# byte order, compression and dtype do not change what is read: same statistics as numpy's float32/float16 data
+check "big-endian f32 = little-endian" python3 -c "
+import json, subprocess as sp
+a, b = (json.loads(sp.run(['$TQ', 'info', '--json', '$B/' + n], capture_output=True).stdout)['layers'] for n in ('good.h5', 'float32_be.h5'))
+c = json.loads(sp.run(['$TQ', 'info', '--json', '$B/gzip.h5'], capture_output=True).stdout)['layers']
+assert a == b == c, (a, b, c)"
+check "big-endian f16 = little-endian" python3 -c "
+import json, subprocess as sp
+a, b = (json.loads(sp.run(['$TQ', 'info', '--json', '$B/' + n], capture_output=True).stdout)['layers'] for n in ('float16.h5', 'float16_be.h5'))
+assert [dict(x, dtype=0) for x in a] == [dict(x, dtype=0) for x in b], (a, b)"
+# float64 beyond float32 range becomes +inf: counted by info, refused by --strict at its exact place
+expect_fail "f64 overflow"  1 "layer 1 has 1 non-finite values \(0 nan, 1 inf\); the first is inf in '/layer_001/keys' at head 0, token 1, channel 2" \
+    -- "$TQ" info --strict "$B/huge_f64.h5"
 # the table: one row per layer, header fields
 expect_ok "table" -- "$TQ" info "$B/good.h5"
 check "table rows" test "$(grep -cE '^\| +[0-9]+ \|' "$T/out")" = 2

@@ -18,7 +18,7 @@ def tensors(layer, dtype=np.float32):
     return k, v, q
 
 
-def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float32):
+def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float32, **dsopts):
     """A valid 2-layer dump; `break_` names one thing to get wrong (always in layer 1, so checks run past 0)."""
     with h5py.File(path, "w") as f:
         def s(v):
@@ -60,8 +60,11 @@ def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float
                 g["keys"] = k
             elif bad and break_ == "keys_group":
                 g.create_group("keys")
-            else:
+            elif bad and break_ == "huge_f64":
+                k[0, 1, 2] = 1e300  # beyond float32: read as +inf
                 g["keys"] = k
+            else:
+                g.create_dataset("keys", data=k, **dsopts)
             if bad and break_ == "values_tokens":
                 g["values"] = v[:, : T - 1]
             elif bad and break_ == "values_dim":
@@ -95,6 +98,10 @@ def main():
     write(f"{out}/float64.h5", dtype=np.float64)
     write(f"{out}/float16.h5", dtype=np.float16)
     write(f"{out}/key_only.h5", break_="no_values")
+    write(f"{out}/float16_be.h5", dtype=np.dtype(">f2"))
+    write(f"{out}/float32_be.h5", dtype=np.dtype(">f4"))
+    write(f"{out}/gzip.h5", compression="gzip", chunks=(1, 4, 16))
+    write(f"{out}/huge_f64.h5", break_="huge_f64", dtype=np.float64)
     # not HDF5 / not whole
     open(f"{out}/empty.h5", "wb").close()
     with open(f"{out}/random.h5", "wb") as f:
