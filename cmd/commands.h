@@ -4,5 +4,7 @@
 
 int cmd_synth(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_entropy(int argc, char **argv);
 
 #endif

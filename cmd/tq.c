@@ -10,6 +10,8 @@
 static const tq_command commands[] = {
     {"version", NULL, "print the version and build features (also --version)"},
     {"info", cmd_info, "describe a dump: shapes, dtype, per-layer norms, outliers, NaN/Inf counts"},
+    {"sweep", cmd_sweep, "quantize every slice under many configurations and report the metrics"},
+    {"entropy", cmd_entropy, "attention entropy, collapse and KL against bits, dumps and synthetic side by side"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
