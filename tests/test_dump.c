@@ -292,7 +292,7 @@ static const char *make_variant(int v)
     if (v != B_NOLAYERS) put_int(f, "n_layers", v == B_INT8ATTR ? H5T_STD_I8LE : H5T_STD_I32LE, 2);
     for (int l = 0; l < 2; l++) {
         if (v == B_MISSINGGROUP && l == 1) break;
-        char gn[16];
+        char gn[32];
         snprintf(gn, sizeof gn, "layer_%03d", l);
         hid_t g = H5Gcreate2(f, gn, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         hsize_t kd[3] = {2, 8, 16}, qd[3] = {4, 8, 16};
