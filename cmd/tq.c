@@ -9,6 +9,7 @@
 
 static const tq_command commands[] = {
     {"version", NULL, "print the version and build features (also --version)"},
+    {"synth", cmd_synth, "write a dump of synthetic keys/values/queries (gaussian, structured, outlier, heavy, rope)"},
     {"info", cmd_info, "describe a dump: shapes, dtype, per-layer norms, outliers, NaN/Inf counts"},
     {"sweep", cmd_sweep, "quantize every slice under many configurations and report the metrics"},
     {"entropy", cmd_entropy, "attention entropy, collapse and KL against bits, dumps and synthetic side by side"},
