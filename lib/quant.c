@@ -90,9 +90,13 @@ void tq_qparams_default(tq_qparams *p, int method, int bits)
     p->codebook = TQ_CB_BETA;
     p->group = 32;
     p->qjl_m = 0;
+    /* polar: 4 levels (blocks of 16). bits b maps to b+1 bits for the level-1 angles (uniform on [0, 2pi)) and
+     * b-1 (at least 1) for the concentrated higher levels, so b = 3 is PolarQuant's 4,2,2,2 (3.875 bits). Other
+     * methods (and out-of-range b) get 4,2,2,2. */
+    int pb = method == TQ_M_POLAR && bits >= 1 && bits <= 7 ? bits : 3;
     p->polar_levels = 4;
-    p->polar_bits[0] = 4;
-    for (int l = 1; l < 4; l++) p->polar_bits[l] = 2;
+    p->polar_bits[0] = pb + 1;
+    for (int l = 1; l < 4; l++) p->polar_bits[l] = pb - 1 < 1 ? 1 : pb - 1;
     p->seed = 0;
 }
 
