@@ -128,7 +128,7 @@ void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
     char meth[TQ_M_COUNT * 2][32], rot[4][32], cb[4][32], cen[4][32];
     int bits[64], outl[16];
     int nm = split_list("--methods", ax->methods ? ax->methods : "turbo-mse,turbo-prod,polar,kivi", meth, TQ_M_COUNT * 2);
-    int nb = parse_int_list("--bits", ax->bits ? ax->bits : "1-4", 1, 8, bits, 64);
+    int nb = parse_int_list("--bits", ax->bits ? ax->bits : "1-4", 1, 16, bits, 64);
     int nr = split_list("--rotation", ax->rotation ? ax->rotation : "dense", rot, 4);
     int nc = split_list("--codebook", ax->codebook ? ax->codebook : "beta", cb, 4);
     int ne = split_list("--center", ax->center ? ax->center : "off", cen, 4);
@@ -395,12 +395,22 @@ void sw_run(const sw_opts *o, sw_rows *out)
 
 int sw_first_dim(const sw_opts *o)
 {
-    if (o->input_synth[0] >= 0) return o->sp.head_dim;
-    tq_dump *d;
-    int rc = tq_dump_open(&d, o->inputs[0]);
-    if (rc < 0) die_lib(rc, NULL);
-    int dim = tq_dump_get_meta(d)->shape.head_dim;
-    tq_dump_close(d);
+    /* open every dump now: a bad file or an out-of-range --layers/--heads fails before any long run */
+    int dim = o->input_synth[0] >= 0 ? o->sp.head_dim : 0;
+    for (int in = 0; in < o->n_inputs; in++) {
+        if (o->input_synth[in] >= 0) continue;
+        tq_dump *d;
+        int rc = tq_dump_open(&d, o->inputs[in]);
+        if (rc < 0) die_lib(rc, NULL);
+        const tq_dump_meta *m = tq_dump_get_meta(d);
+        if (in == 0) dim = m->shape.head_dim;
+        unsigned char *mask = malloc((size_t)m->n_layers + (size_t)m->shape.n_kv_heads);
+        if (!mask) die("out of memory");
+        parse_sel("--layers", o->layers_sel, m->n_layers, o->inputs[in], mask);
+        parse_sel("--heads", o->heads_sel, m->shape.n_kv_heads, o->inputs[in], mask + m->n_layers);
+        free(mask);
+        tq_dump_close(d);
+    }
     return dim;
 }
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# test_sweep.sh: `tq sweep` and `tq entropy` from the outside — the CSV header is the documented one and parses with
+# Python's csv module, JSON parses, Markdown tables have consistent column counts, results do not depend on
+# --threads, aggregates are the vector-weighted means of their slices, and bad options exit 2 with one message.
+source "$(dirname "$0")/lib.sh"
+
+HEADER="dump,layer,head,tensor,method,params,bits_code,bits_total,compression,nmse,dmse,cos,ip_bias,ip_rmse,ip_nrmse,ip_slope,attn_kl,entropy,entropy_q,entropy_collapse,top8,out_rel"
+SYN=(--synthetic gaussian,structured --layers 2 --heads 2 --q-heads 4 --tokens 64 --dim 32)
+
+# a small dump written with h5py (GQA 4:2, with a zero key vector), independent of tq synth
+python3 - "$T/d.h5" <<'EOF'
+import sys, h5py, numpy as np
+r = np.random.default_rng(1)
+with h5py.File(sys.argv[1], "w") as f:
+    f.attrs.update(tq_format="tq-kv", tq_format_version=1, model="test", source="test_sweep.sh", rope="none", n_layers=2)
+    for l in range(2):
+        g = f.create_group(f"layer_{l:03d}")
+        k = r.standard_normal((2, 48, 32)).astype(np.float32)
+        k[1, 5] = 0
+        g["keys"] = k
+        g["values"] = r.standard_normal((2, 48, 32)).astype(np.float32)
+        g["queries"] = r.standard_normal((4, 48, 32)).astype(np.float32)
+EOF
+
+# CSV: documented header, every row the same number of fields, numbers parse, absent metrics empty
+expect_ok "csv" -- "$TQ" sweep "$T/d.h5" --methods kivi,int8 --bits 2,4 --format csv
+cp "$T/out" "$T/a.csv"
+check "csv header" [ "$(head -n 1 "$T/a.csv")" = "$HEADER" ]
+check "csv parses" python3 - "$T/a.csv" <<'EOF'
+import csv, sys, math
+rows = list(csv.DictReader(open(sys.argv[1])))
+# 2 layers x (2 heads + 1 aggregate) x 2 tensors x 3 configs (kivi 2, kivi 4, int8) + 2 tensors x 3 overall rows
+assert len(rows) == 2 * 3 * 2 * 3 + 2 * 3, len(rows)
+for r in rows:
+    for c in ("bits_total", "nmse", "cos"):
+        assert math.isfinite(float(r[c])), (c, r[c])
+    if r["tensor"] == "values":
+        assert r["attn_kl"] == "" and r["ip_bias"] == "" and r["out_rel"] != "", r   # absent, never "nan"
+    else:
+        assert r["out_rel"] == "" and 0 <= float(r["top8"]) <= 1
+    assert "nan" not in ",".join(r.values()).lower()
+    # compression = 16 / bits_total (%.9g rounding: relative 1e-8)
+    assert abs(float(r["compression"]) - 16 / float(r["bits_total"])) <= 1e-8 * float(r["compression"])
+# aggregates are the means of their slices (equal vector counts here): layer 0, keys, first config
+sl = [r for r in rows if r["layer"] == "0" and r["tensor"] == "keys" and r["params"] == "bits=2,group=32"]
+heads, agg = [r for r in sl if r["head"] != "all"], [r for r in sl if r["head"] == "all"][0]
+for c in ("nmse", "ip_rmse", "attn_kl", "entropy"):
+    m = sum(float(r[c]) for r in heads) / len(heads)
+    assert abs(float(agg[c]) - m) <= 1e-8 * abs(m) + 1e-12, (c, agg[c], m)
+e, eq = float(agg["entropy"]), float(agg["entropy_q"])
+assert abs(float(agg["entropy_collapse"]) - (1 - eq / e)) <= 1e-8
+EOF
+
+# --threads 2 gives byte-identical output (no order-dependent reductions)
+expect_ok "threads 2" -- "$TQ" sweep "$T/d.h5" --methods kivi,int8 --bits 2,4 --format csv --threads 2
+check "threads identical" cmp -s "$T/out" "$T/a.csv"
+
+# --layers/--heads selection: only layer 1, head 0
+expect_ok "select" -- "$TQ" sweep "$T/d.h5" --methods int8 --layers 1 --heads 0 --format csv
+check "select rows" python3 -c "
+import csv,sys; rows=list(csv.DictReader(open('$T/out')))
+assert {(r['layer'], r['head']) for r in rows} == {('1','0'), ('1','all'), ('all','all')}, rows"
+
+# JSON parses, columns match the CSV header, absent metrics are null
+expect_ok "json" -- "$TQ" sweep "${SYN[@]}" --methods kivi --bits 3 --format json
+check "json parses" python3 -c "
+import json; d=json.load(open('$T/out'))
+assert ','.join(d['columns']) == '$HEADER'
+assert all(r['out_rel'] is None for r in d['rows'] if r['tensor']=='keys')
+assert {r['dump'] for r in d['rows']} == {'synthetic:gaussian','synthetic:structured'}"
+
+# Markdown (the default): header, separator and rows with the same number of cells
+expect_ok "markdown" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2
+check "markdown columns" python3 -c "
+lines=[l for l in open('$T/out') if l.startswith('|')]
+n={l.count('|') for l in lines}
+assert len(n)==1 and n.pop()==23 and len(lines) > 3, n"
+
+# -o FILE.csv picks CSV by extension and leaves no temporary file
+expect_ok "-o csv" -- "$TQ" sweep "${SYN[@]}" --methods int8 -o "$T/r.csv"
+check "-o csv header" [ "$(head -n 1 "$T/r.csv")" = "$HEADER" ]
+check "-o no temp" [ -z "$(ls "$T" | grep tmp)" ]
+check "-o stdout empty" [ ! -s "$T/out" ]
+
+# --values none: keys only; --values int8: values rows say int8
+expect_ok "values none" -- "$TQ" sweep "${SYN[@]}" --methods kivi --bits 2 --values none --format csv
+check "values none" python3 -c "
+import csv; rows=list(csv.DictReader(open('$T/out'))); assert rows and all(r['tensor']=='keys' for r in rows)"
+expect_ok "values int8" -- "$TQ" sweep "${SYN[@]}" --methods kivi --bits 2 --values int8 --format csv
+check "values int8" python3 -c "
+import csv; rows=list(csv.DictReader(open('$T/out')))
+assert {r['method'] for r in rows if r['tensor']=='values'} == {'int8'}"
+
+# skipped configurations are notes, not errors; none left is a usage error
+expect_ok "skip note" -- "$TQ" sweep "${SYN[@]}" --methods kivi,int8 --bits 2,9 --format csv
+check "skip note text" grep -q "note: skipping kivi at 9 bits" "$T/.err"
+"$TQ" sweep "${SYN[@]}" --methods polar --dim 40 >"$T/out" 2>"$T/.err"; rc=$?
+check "none left: exit 2" [ "$rc" = 2 ]
+check "none left: notes then one error" [ "$(grep -vc '^tq: note: ' "$T/.err")" = 1 ]
+check "none left: message" grep -q "^tq: no configuration left" "$T/.err"
+
+# tq entropy: summary + table, -o JSON parses
+expect_ok "entropy" -- "$TQ" entropy --synthetic gaussian,structured --layers 1 --heads 2 --tokens 64 --dim 32 \
+    --methods kivi --bits 2,3 -o "$T/e.json"
+check "entropy summary" grep -q "isotropic (gaussian) vs structured" "$T/out"
+check "entropy json" python3 -c "
+import json; d=json.load(open('$T/e.json')); assert len(d['rows']) == 4, len(d['rows'])"
+
+# bad options: exit 2, one line
+expect_fail "no input" 2 "no input" -- "$TQ" sweep
+expect_fail "unknown option" 2 "unknown option '--frobnicate'" -- "$TQ" sweep "$T/d.h5" --frobnicate
+expect_fail "bad method" 2 "unknown method 'nope'" -- "$TQ" sweep "$T/d.h5" --methods nope
+expect_fail "bits 0" 2 "'--bits'" -- "$TQ" sweep "$T/d.h5" --bits 0
+expect_fail "bits abc" 2 "'--bits'" -- "$TQ" sweep "$T/d.h5" --bits abc
+expect_fail "bad format" 2 "unknown format 'xml'" -- "$TQ" sweep "$T/d.h5" --format xml
+expect_fail "bad rotation" 2 "unknown rotation" -- "$TQ" sweep "$T/d.h5" --rotation qr
+expect_fail "bad values" 2 "'--values'" -- "$TQ" sweep "$T/d.h5" --values kivi
+expect_fail "layer range" 2 "out of range for '.*d.h5', which has 2" -- "$TQ" sweep "$T/d.h5" --layers 0-5
+expect_fail "both inputs" 2 "not both" -- "$TQ" sweep "$T/d.h5" --synthetic gaussian
+expect_fail "threads 0" 2 "'--threads'" -- "$TQ" sweep "$T/d.h5" --threads 0
+expect_fail "bad dist" 2 "unknown distribution 'cubic'" -- "$TQ" sweep --synthetic cubic
+expect_fail "value missing" 2 "needs a value" -- "$TQ" sweep "$T/d.h5" --methods
+expect_fail "entropy no input" 2 "no input" -- "$TQ" entropy
+# runtime errors: exit 1
+expect_fail "missing file" 1 "nope.h5" -- "$TQ" sweep "$T/nope.h5" --methods int8
+expect_fail "unwritable" 1 "cannot write" -- "$TQ" sweep "$T/d.h5" --methods int8 -o "$T/no/such/dir/r.csv"
+expect_ok "help" -- "$TQ" sweep --help
+check "help on stdout" grep -q "usage: tq sweep" "$T/out"
+finish
