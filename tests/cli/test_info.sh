@@ -31,6 +31,8 @@ for cut in 100 1000 $((full / 2)) $((full - 1)); do
     expect_fail "truncated $cut" 1 "$(F trunc_$cut.h5 "file is truncated: $cut bytes, its HDF5 superblock says $full")" \
         -- "$TQ" info "$B/trunc_$cut.h5"
 done
+expect_fail "bad superblock" 1 "$(F corrupt_superblock.h5 "HDF5 cannot open it \(file truncated or corrupt\?\)")" \
+    -- "$TQ" info "$B/corrupt_superblock.h5"
 # format attributes
 expect_fail "no tq_format"  1 "'tq_format' is missing, expected \"tq-kv\"" -- "$TQ" info "$B/no_format.h5"
 expect_fail "wrong format"  1 "'tq_format' is \"llama-kv\", expected \"tq-kv\"" -- "$TQ" info "$B/wrong_format.h5"

@@ -113,6 +113,9 @@ def main():
         with open(f"{out}/trunc_{cut}.h5", "wb") as f:
             f.write(data[:cut])
         print(f"trunc_{cut}")
+    # signature intact, superblock body overwritten (the superblock sits at offset 0 in files h5py writes)
+    with open(f"{out}/corrupt_superblock.h5", "wb") as f:
+        f.write(data[:16] + b"\xff" * 32 + data[48:])
     os.makedirs(f"{out}/a_directory.h5", exist_ok=True)
     print(len(data))
 
