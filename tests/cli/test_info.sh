@@ -39,6 +39,8 @@ expect_fail "wrong format"  1 "'tq_format' is \"llama-kv\", expected \"tq-kv\"" 
 expect_fail "newer version" 1 "tq_format_version is 2, newer than the 1 this tq reads \(upgrade tq\)" \
     -- "$TQ" info "$B/newer_version.h5"
 expect_fail "no n_layers"   1 "'n_layers' is missing" -- "$TQ" info "$B/no_n_layers.h5"
+expect_fail "zero layers"   1 "'n_layers' is 0, expected 1\.\.100000" -- "$TQ" info "$B/zero_layers.h5"
+expect_fail "float n_layers" 1 "'n_layers' is a float, expected an integer" -- "$TQ" info "$B/float_layers.h5"
 expect_fail "bad rope"      1 "'rope' is \"sideways\", expected \"post\", \"pre\" or \"none\"" -- "$TQ" info "$B/bad_rope.h5"
 # groups and datasets (always broken in layer 1, so the checks run past layer 0)
 expect_fail "missing group" 1 "group '/layer_002' is missing" -- "$TQ" info "$B/missing_group.h5"

@@ -33,7 +33,11 @@ def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float
         f.attrs["model"] = s("h5py-test")
         f.attrs["source"] = s("tests/py/bad_dumps.py")
         f.attrs["rope"] = s("sideways" if break_ == "bad_rope" else "post")
-        if break_ != "no_n_layers":
+        if break_ == "zero_layers":
+            f.attrs["n_layers"] = int_dtype(0)
+        elif break_ == "float_layers":
+            f.attrs["n_layers"] = float(L)
+        elif break_ != "no_n_layers":
             f.attrs["n_layers"] = int_dtype(3 if break_ == "missing_group" else L)
         for layer in range(L):
             g = f.create_group(f"layer_{layer:03d}")
@@ -79,7 +83,7 @@ def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float
                 g["queries"] = q
 
 
-BREAKS = ["no_format", "wrong_format", "newer_version", "no_n_layers", "missing_group", "no_keys", "keys_group",
+BREAKS = ["no_format", "wrong_format", "newer_version", "no_n_layers", "zero_layers", "float_layers", "missing_group", "no_keys", "keys_group",
           "rank2", "values_tokens", "values_dim", "queries_tokens", "gqa", "zero_dim", "int32", "huge", "overflow",
           "nan", "bad_rope"]
 
