@@ -273,8 +273,18 @@ static void put_ds(hid_t g, const char *name, hid_t type, int rank, const hsize_
 /* The variants of a small dump; each flag breaks one thing. */
 enum {
     B_NONE, B_NOFORMAT, B_WRONGFORMAT, B_NEWVERSION, B_NOLAYERS, B_MISSINGGROUP, B_NOKEYS, B_RANK2, B_VTOKENS,
-    B_QDIM, B_GQA, B_ZERO, B_INT32, B_F64, B_HUGE, B_NAN, B_FIXEDSTR, B_INT8ATTR, B_BADROPE, B_VERSTR,
+    B_QDIM, B_GQA, B_ZERO, B_INT32, B_F64, B_HUGE, B_NAN, B_FIXEDSTR, B_INT8ATTR, B_BADROPE, B_VERSTR, B_BF16,
 };
+
+/* bfloat16: a 2-byte float with float32's 8 exponent bits — must be refused, not misread as IEEE half */
+static hid_t bf16_type(void)
+{
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(t, 15, 7, 8, 0, 7);
+    H5Tset_size(t, 2);
+    H5Tset_ebias(t, 127);
+    return t;
+}
 
 static const char *make_variant(int v)
 {
@@ -297,7 +307,9 @@ static const char *make_variant(int v)
         hid_t g = H5Gcreate2(f, gn, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         hsize_t kd[3] = {2, 8, 16}, qd[3] = {4, 8, 16};
         int bad = l == 1; /* break the second layer so per-layer checks are exercised past layer 0 */
-        hid_t kt = bad && v == B_INT32 ? H5T_STD_I32LE : bad && v == B_F64 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
+        hid_t bf = bf16_type();
+        hid_t kt = bad && v == B_INT32 ? H5T_STD_I32LE : bad && v == B_F64 ? H5T_IEEE_F64LE
+                   : bad && v == B_BF16 ? bf : H5T_IEEE_F32LE;
         if (!(bad && v == B_NOKEYS)) {
             if (bad && v == B_RANK2) put_ds(g, "keys", kt, 2, (hsize_t[]){2, 128}, 0.5f);
             else if (bad && v == B_ZERO) put_ds(g, "keys", kt, 3, (hsize_t[]){2, 0, 16}, 0.5f);
@@ -308,6 +320,7 @@ static const char *make_variant(int v)
         if (bad && v == B_QDIM) put_ds(g, "queries", H5T_IEEE_F32LE, 3, (hsize_t[]){4, 8, 32}, 1.0f);
         else if (bad && v == B_GQA) put_ds(g, "queries", H5T_IEEE_F32LE, 3, (hsize_t[]){3, 8, 16}, 1.0f);
         else put_ds(g, "queries", H5T_IEEE_F32LE, 3, qd, 1.0f);
+        H5Tclose(bf);
         H5Gclose(g);
     }
     H5Fclose(f);
@@ -395,6 +408,8 @@ static void test_errors(void)
     expect_error("nan", make_variant(B_NAN),
                  "layer 1 has 256 non-finite values (256 nan, 0 inf)|nan in '/layer_001/keys' at head 0, token 0, "
                  "channel 0");
+    expect_error("bfloat16", make_variant(B_BF16), "'/layer_001/keys' has a 2-byte float type that is not IEEE "
+                 "half (8 exponent, 7 mantissa bits; bfloat16?)");
     expect_error("bad rope", make_variant(B_BADROPE), "'rope' is \"yes\"|\"post\", \"pre\" or \"none\"");
 
     /* accepted variants: fixed-length strings, 8-bit integer attributes, float64 data (converted) */
