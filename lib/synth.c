@@ -269,9 +269,10 @@ static void gen_q(const tq_synth_params *p, int layer, int hq, const head_params
             for (int j = 0; j < d; j++) q[j] = (float)(g * (u[j] + sn * tq_rng_normal(&r)));
         }
     } else if (p->dist == TQ_SYNTH_ROPE) {
-        /* q_t = R_t (lambda (base + n + c'_t)): aligned with the key base, so scores peak at t - s = 0 and decay
-         * with distance (the recency pattern of real RoPE heads); n and c' are this query head's own. */
-        double lam = TQ_SYNTH_ROPE_QSCALE * scale, *nb = c + d;
+        /* q_t = R_t (lambda (base + n + c'_t)), lambda = 4 * 8/sqrt(d) so scores do not grow with d. Aligned with
+         * the key base, so scores peak at t - s = 0 and decay with distance (the recency pattern of real RoPE
+         * heads: ~19% of the weight on the current token at d = 64); n and c' are this query head's own. */
+        double lam = TQ_SYNTH_ROPE_QSCALE * 8.0 / sqrt((double)d) * scale, *nb = c + d;
         for (int j = 0; j < d; j++) nb[j] = hp->rbase[j] + m[j % (d / 2)] * tq_rng_normal(&r);
         for (int t = 0; t < T; t++) {
             float *q = x + (size_t)t * d;

@@ -28,7 +28,7 @@ enum { TQ_SYNTH_GAUSSIAN, TQ_SYNTH_STRUCTURED, TQ_SYNTH_OUTLIER, TQ_SYNTH_HEAVY,
 #define TQ_SYNTH_ROPE_BASE 10000.0   /* rope: theta_i = base^(-2i/d) */
 #define TQ_SYNTH_ROPE_RHO 0.98       /* rope: AR(1) coefficient of the content part from token to token */
 #define TQ_SYNTH_ROPE_CONTENT 0.5    /* rope: stationary std of each content coordinate */
-#define TQ_SYNTH_ROPE_QSCALE 0.5     /* rope: query base = 0.5*(key base + N(0, m^2)) */
+#define TQ_SYNTH_ROPE_QSCALE 4.0     /* rope: query base = 4*(8/sqrt(d))*(key base + N(0, m^2)) */
 #define TQ_SYNTH_MAX_LAYERS 1000     /* /layer_NNN has three digits */
 #define TQ_SYNTH_MAX_ELEMS (1LL << 31) /* keys + values + queries of one layer */
 

@@ -359,6 +359,36 @@ static void test_rope(void)
         snprintf(msg, sizeof msg, "pre-RoPE key cosine at lag %d", D);
         CHECK_NEAR(cpre, 0.75 + 0.25 * pow(TQ_SYNTH_ROPE_RHO, D), D == 1 ? 0.03 : 0.1, msg);
     }
+    /* recency: q_t is aligned with the key base, so the expected score at distance D is
+     * lambda/sqrt(d) * sum_i 2 m_i^2 cos(D theta_i) (+ content): largest at D = 0. Over pairs (t, t - D) the
+     * expected score gap between D = 0 and D = 100 is lambda/sqrt(d) sum_i 2 m_i^2 (1 - cos(100 theta_i)); the
+     * mean weight ratio must be at least e^(gap/2) (half the gap leaves room for the per-head spread of the base). */
+    double lam = TQ_SYNTH_ROPE_QSCALE * 8.0 / sqrt((double)d), gap = 0, w0 = 0, w100 = 0;
+    double mg[64];
+    for (int i = 0; i < d / 2; i++) mg[i] = 0.25 + 1.75 * i / (d / 2 - 1.0);
+    double msum = 0;
+    for (int i = 0; i < d / 2; i++) msum += mg[i];
+    for (int i = 0; i < d / 2; i++)
+        gap += 2 * mg[i] / (msum / (d / 2)) * 0.75 * (1 - cos(100 * pow(TQ_SYNTH_ROPE_BASE, -2.0 * i / d)));
+    gap *= lam / sqrt((double)d);
+    double *z = malloc(sizeof(double) * T);
+    for (int hq = 0; hq < 4; hq++)
+        for (int t = 100; t < T; t++) {
+            const float *qv = lpost.queries + ((size_t)hq * T + t) * d, *K = lpost.keys + (size_t)(hq / 2) * T * d;
+            double mx = -INFINITY, zs = 0;
+            for (int s = 0; s <= t; s++) {
+                z[s] = dot(qv, K + (size_t)s * d, d) / sqrt((double)d);
+                if (z[s] > mx) mx = z[s];
+            }
+            for (int s = 0; s <= t; s++) zs += exp(z[s] - mx);
+            w0 += exp(z[t] - mx) / zs;
+            w100 += exp(z[t - 100] - mx) / zs;
+        }
+    free(z);
+    printf("rope attention: mean weight at distance 0 %.4f, at 100 %.5f (score gap %.2f)\n", w0 / (4 * (T - 100)),
+           w100 / (4 * (T - 100)), gap);
+    CHECK(w0 > exp(gap / 2) * w100, "rope recency: weight at D=0 %.4g vs D=100 %.4g, want ratio > %.3g", w0, w100,
+          exp(gap / 2));
     tq_layer_free(&lpost);
     tq_layer_free(&lpre);
 }
