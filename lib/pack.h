@@ -47,4 +47,13 @@ TQ_HD unsigned tq_pack_get(const uint8_t *row, int i, int bits)
     return ((lo | (hi << 8)) >> (bit & 7)) & ((1u << bits) - 1u);
 }
 
+#ifndef __CUDACC__
+/* Fast host packers (lib/pack.c), byte-identical to the references above for every width 1..8: eight codes of b
+ * bits are exactly b bytes, so whole groups go through one 64-bit word; the tail uses the reference loop. */
+void tq_pack_row(const uint8_t *codes, int d, int bits, uint8_t *row);
+void tq_unpack_row(const uint8_t *row, int d, int bits, uint8_t *codes);
+/* n rows, codes [n][d] -> rows [n][row_stride] (each row written at r*row_stride; row_stride >= row bytes). */
+void tq_pack_rows(const uint8_t *codes, long n, int d, int bits, uint8_t *rows, size_t row_stride);
+#endif
+
 #endif
