@@ -4,6 +4,8 @@
 
 int cmd_synth(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_dequantize(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_entropy(int argc, char **argv);
 

@@ -11,6 +11,8 @@ static const tq_command commands[] = {
     {"version", NULL, "print the version and build features (also --version)"},
     {"synth", cmd_synth, "write a dump of synthetic keys/values/queries (gaussian, structured, outlier, heavy, rope)"},
     {"info", cmd_info, "describe a dump: shapes, dtype, per-layer norms, outliers, NaN/Inf counts"},
+    {"quantize", cmd_quantize, "quantize a dump's keys and values into a tq-codes file (real packed size)"},
+    {"dequantize", cmd_dequantize, "rebuild a dump from a tq-codes file alone"},
     {"sweep", cmd_sweep, "quantize every slice under many configurations and report the metrics"},
     {"entropy", cmd_entropy, "attention entropy, collapse and KL against bits, dumps and synthetic side by side"},
 };
