@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tq.h"
@@ -14,8 +15,9 @@
 
 size_t tq_attn_workspace_bytes(int T, int d)
 {
-    /* two score blocks (exact, quantized) + two output blocks (pV, p̂V̂) */
-    return 2 * (size_t)TQ_ATTN_TILE * (size_t)T * sizeof(float) + 2 * (size_t)TQ_ATTN_TILE * (size_t)d * sizeof(float);
+    /* two score blocks (exact, quantized), two output blocks (pV, p̂V̂), two scratch rows of exponentials */
+    return 2 * (size_t)TQ_ATTN_TILE * (size_t)T * sizeof(float) + 2 * (size_t)TQ_ATTN_TILE * (size_t)d * sizeof(float) +
+           2 * (size_t)T * sizeof(float);
 }
 
 /* Running top-k of a row: indices sorted by value, descending; ties keep the earlier key first, the order a stable
@@ -70,45 +72,90 @@ static void finish(const sums *s, int has_v, tq_attn_stats *out)
     out->out_rel = has_v && s->out_rows > 0 ? s->out / (double)s->out_rows : NAN;
 }
 
-/* One row of n scores (exact s, quantized sq, already scaled). On return s and sq hold p and p̂ (float) for P·V.
- * KL(p‖p̂) = Σ p (s − ŝ) − lse(s) + lse(ŝ): Σ p (s − ŝ) is accumulated directly, not as a difference of two
- * large sums, so a small KL keeps its relative precision. */
-static void row_reduce(float *s, float *sq, int n, sums *acc)
+/* The elementwise passes of a row, vectorized (GCC's -O2 cost model leaves these loops scalar). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VECTORIZE __attribute__((optimize("tree-vectorize", "no-trapping-math")))
+#else
+#define VECTORIZE
+#endif
+
+/* e^x for x <= 0 in float, written so the compiler vectorizes a loop of it: Cody–Waite reduction x = n ln2 + r,
+ * Cephes' degree-6 polynomial for e^r on |r| <= ln2/2 (about 1 ulp), 2^n from the exponent bits. x is clamped at
+ * −87 (e^−87 ≈ 1.6e-38, still normal): weights that small change no sum here. */
+VECTORIZE static inline __attribute__((always_inline)) float exp_nonpos(float x)
 {
-    float m1 = s[0], m2 = sq[0];
-    for (int j = 1; j < n; j++) {
-        m1 = s[j] > m1 ? s[j] : m1;
-        m2 = sq[j] > m2 ? sq[j] : m2;
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest via 1.5·2^23 */
+    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+VECTORIZE static void exp_row(const float *s, float m, float *e, int n)
+{
+    for (int j = 0; j < n; j++) e[j] = exp_nonpos(s[j] - m);
+}
+
+VECTORIZE static void scale_row(const float *e, float r, float *p, int n)
+{
+    for (int j = 0; j < n; j++) p[j] = e[j] * r;
+}
+
+static float row_max(const float *s, int n)
+{
+    float m0 = s[0], m1 = s[0];
+    int j = 1;
+    for (; j + 1 < n; j += 2) {
+        m0 = s[j] > m0 ? s[j] : m0;
+        m1 = s[j + 1] > m1 ? s[j + 1] : m1;
     }
+    if (j < n) m0 = s[j] > m0 ? s[j] : m0;
+    return m0 > m1 ? m0 : m1;
+}
+
+/* One row of n scores (exact s, quantized sq, already scaled); e1, e2 are scratch rows. On return s and sq hold
+ * p and p̂ (float) for P·V. With m the row max and e_j = exp(s_j − m), z = Σ e_j:
+ *   H = log z − Σ e_j (s_j − m)/z,   KL(p‖p̂) = Σ e_j (s_j − ŝ_j)/z − lse(s) + lse(ŝ),
+ * where Σ p (s − ŝ) is accumulated directly, not as a difference of two large sums, so a small KL keeps its
+ * relative precision. Sums are in double, two partial sums each (a fixed order: deterministic). */
+static void row_reduce(float *s, float *sq, float *e1, float *e2, int n, sums *acc)
+{
+    float m1 = row_max(s, n), m2 = row_max(sq, n);
     topk t1 = {.k = n < TOPK ? n : TOPK}, t2 = {.k = t1.k};
-    double z1 = 0, a1 = 0, c = 0;
     for (int j = 0; j < n; j++) {
-        double x = (double)s[j] - m1, e = exp(x);
-        z1 += e;
-        a1 += e * x;                          /* Σ e (s − m1): entropy */
-        c += e * ((double)s[j] - (double)sq[j]);
         topk_push(&t1, j, s[j]);
-        s[j] = (float)e;                      /* p_j · z1, normalized below */
-    }
-    double z2 = 0, a2 = 0;
-    for (int j = 0; j < n; j++) {
-        double x = (double)sq[j] - m2, e = exp(x);
-        z2 += e;
-        a2 += e * x;
         topk_push(&t2, j, sq[j]);
-        sq[j] = (float)e;
     }
-    double lz1 = log(z1), lz2 = log(z2);
-    acc->kl += c / z1 - (m1 + lz1) + (m2 + lz2);
-    acc->h += lz1 - a1 / z1;                  /* H = lse − Σ p s = log z − Σ p (s − m) */
-    acc->hq += lz2 - a2 / z2;
+    exp_row(s, m1, e1, n);
+    exp_row(sq, m2, e2, n);
+    double z1[2] = {0, 0}, a1[2] = {0, 0}, c[2] = {0, 0}, z2[2] = {0, 0}, a2[2] = {0, 0};
+    for (int j = 0; j < n; j++) {
+        int l = j & 1;
+        double u = e1[j], w = e2[j];
+        z1[l] += u;
+        a1[l] += u * (double)(s[j] - m1);
+        c[l] += u * ((double)s[j] - (double)sq[j]);
+        z2[l] += w;
+        a2[l] += w * (double)(sq[j] - m2);
+    }
+    double Z1 = z1[0] + z1[1], Z2 = z2[0] + z2[1];
+    double lz1 = log(Z1), lz2 = log(Z2);
+    acc->kl += (c[0] + c[1]) / Z1 - (m1 + lz1) + (m2 + lz2);
+    acc->h += lz1 - (a1[0] + a1[1]) / Z1;
+    acc->hq += lz2 - (a2[0] + a2[1]) / Z2;
     acc->top += (double)topk_overlap(&t1, &t2) / (double)t1.k;
     acc->rows++;
-    float r1 = (float)(1.0 / z1), r2 = (float)(1.0 / z2);
-    for (int j = 0; j < n; j++) {
-        s[j] *= r1;
-        sq[j] *= r2;
-    }
+    scale_row(e1, (float)(1.0 / Z1), s, n);
+    scale_row(e2, (float)(1.0 / Z2), sq, n);
 }
 
 int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
@@ -121,8 +168,9 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
     float *Sq = tq_malloc((size_t)B * (size_t)t_hi * sizeof(float));
     float *O = tq_malloc((size_t)B * (size_t)d * sizeof(float));
     float *Oq = tq_malloc((size_t)B * (size_t)d * sizeof(float));
-    if (!S || !Sq || !O || !Oq) {
-        free(S); free(Sq); free(O); free(Oq);
+    float *E = tq_malloc(2 * (size_t)t_hi * sizeof(float));
+    if (!S || !Sq || !O || !Oq || !E) {
+        free(S); free(Sq); free(O); free(Oq); free(E);
         return TQ_ERR_NOMEM;
     }
     const float scale = (float)(1.0 / sqrt((double)d));
@@ -138,7 +186,7 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
             for (int i = 0; i < m; i++) {
                 int n = t0 + i + 1;
                 float *s = S + (size_t)i * nk, *sq = Sq + (size_t)i * nk;
-                row_reduce(s, sq, n, &acc);
+                row_reduce(s, sq, E, E + t_hi, n, &acc);
                 /* causal mask: keys after t carry no weight in P·V */
                 memset(s + n, 0, (size_t)(nk - n) * sizeof(float));
                 memset(sq + n, 0, (size_t)(nk - n) * sizeof(float));
@@ -160,7 +208,7 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
             }
         }
     }
-    free(S); free(Sq); free(O); free(Oq);
+    free(S); free(Sq); free(O); free(Oq); free(E);
     finish(&acc, v != NULL, out);
     return TQ_OK;
 }

@@ -239,11 +239,11 @@ static long maxrss_kb(void)
 static void test_memory(void)
 {
     /* T = 32768: a T×T float score matrix would be 4 GiB. The fast path's workspace is 2·64·T floats (16 MiB) plus
-     * two 64×d outputs; evaluating the last 128 query rows (full-length rows, the worst case) must raise the peak
+     * two 64×d outputs and two scratch rows of T floats; evaluating the last 128 query rows (full-length rows, the worst case) must raise the peak
      * RSS by at most that plus 32 MiB of slack (allocator, OpenBLAS thread buffers after its warm-up). */
     int T = 32768, d = 32;
     size_t ws = tq_attn_workspace_bytes(T, d);
-    CHECK(ws == 2 * 64 * (size_t)T * 4 + 2 * 64 * (size_t)d * 4, "workspace %zu", ws);
+    CHECK(ws == 2 * 64 * (size_t)T * 4 + 2 * 64 * (size_t)d * 4 + 2 * (size_t)T * 4, "workspace %zu", ws);
     CHECK(ws < (size_t)T * T * 4 / 100, "workspace is O(tile × T), not T×T");
     float *q = randn((long)T * d, 5, 0, 1), *k = randn((long)T * d, 5, 1, 1), *kh = randn((long)T * d, 5, 2, 1);
     tq_attn_stats st;
