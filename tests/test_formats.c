@@ -12,6 +12,8 @@
 #include "rng.h"
 #include "tq.h"
 
+static long dense_diff_bytes, dense_bytes; /* fast-vs-ref code bytes that differ under dense rotations, reported */
+
 static float *gaussian(int n, int d, uint64_t seed, float scale)
 {
     tq_rng r;
@@ -78,6 +80,8 @@ static void roundtrip(const tq_format *f, tq_qparams *p, int tensor, int d)
     long diff = sections_diff(&cr, &cf);
     size_t bytes = tq_codes_payload_bytes(&cr);
     int exact = !(f->uses_rotation && p->rotation == TQ_ROT_DENSE);
+    if (!exact && diff > 0) dense_diff_bytes += diff;
+    if (!exact) dense_bytes += (long)bytes;
     if (exact) CHECK(diff == 0, "%s d=%d: fast codes differ from ref in %ld bytes", desc, d, diff);
     else CHECK(diff >= 0 && (double)diff <= 0.01 * (double)bytes, "%s d=%d: fast vs ref: %ld of %zu bytes differ", desc,
                d, diff, bytes);
@@ -204,8 +208,7 @@ static void test_int8(void)
         }
     }
     CHECK(over == 0, "int8: %ld coordinates beyond s/2", over);
-    CHECK(clip == 1 /* the zero vector: s = 0 < amax fails the upper test only if amax>0; here amax = 0 */ || clip == 0,
-          "int8: %ld scales out of [absmax/127, absmax/127 (1+2^-10)]", clip);
+    CHECK(clip == 0, "int8: %ld scales out of [absmax/127, absmax/127 (1+2^-10)]", clip);
     CHECK(sc[0] == 0 && y[0] == 0.0f, "int8: zero vector has scale 0 and decodes to 0");
     /* Rounding error is ~uniform on [-s/2, s/2] for Gaussian data spread over ~40 levels: mean e^2 = s^2/12. Over
      * 256k coordinates the sampling error is < 1%; the uniform model itself is good to ~1% at this resolution
@@ -323,6 +326,8 @@ static void test_polar(void)
 int main(void)
 {
     table_loop();
+    printf("dense rotations: fast vs ref codes differ in %ld of %ld payload bytes (threshold ties)\n",
+           dense_diff_bytes, dense_bytes);
     test_fp16();
     test_int8();
     test_kivi(TQ_TENSOR_KEYS, 32, 2, 0);
