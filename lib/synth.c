@@ -59,10 +59,11 @@ int tq_synth_check(const tq_synth_params *p)
     if (p->dof < 3 || p->dof > TQ_SYNTH_DOF_MAX)
         return tq_error_set(TQ_ERR_USAGE, "dof is %d, must be in 3..%d (dof > 2 for a finite variance)", p->dof,
                             TQ_SYNTH_DOF_MAX);
-    long long elems = (2LL * p->n_kv_heads + p->n_q_heads) * (long long)p->n_tokens * p->head_dim;
-    if (elems > TQ_SYNTH_MAX_ELEMS)
+    /* in double: three ints multiplied can overflow 64 bits */
+    double elems = (2.0 * p->n_kv_heads + p->n_q_heads) * (double)p->n_tokens * (double)p->head_dim;
+    if (elems > (double)TQ_SYNTH_MAX_ELEMS)
         return tq_error_set(TQ_ERR_USAGE,
-                            "one layer would hold %lld values (keys + values + queries), more than 2^31; "
+                            "one layer would hold %.4g values (keys + values + queries), more than 2^31; "
                             "use fewer heads, tokens or a smaller dim", elems);
     if (p->hetero && p->n_layer_scales)
         return tq_error_set(TQ_ERR_USAGE, "hetero and layer-scales both set; use one of them");

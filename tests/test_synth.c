@@ -452,11 +452,12 @@ static void test_determinism(void)
 
 static void test_check(void)
 {
-    struct { tq_synth_params p; const char *word; } bad[8];
+    struct { tq_synth_params p; const char *word; } bad[9];
     int nb = 0;
     bad[nb].p = mk(TQ_SYNTH_GAUSSIAN, 1, 3, 4, 8, 16, 0); bad[nb++].word = "multiple";
     bad[nb].p = mk(TQ_SYNTH_ROPE, 1, 1, 1, 8, 95, 0); bad[nb++].word = "even";
     bad[nb].p = mk(TQ_SYNTH_GAUSSIAN, 1, 32, 32, 1 << 20, 128, 0); bad[nb++].word = "2^31";
+    bad[nb].p = mk(TQ_SYNTH_GAUSSIAN, 1, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 0); bad[nb++].word = "2^31";
     bad[nb].p = mk(TQ_SYNTH_GAUSSIAN, 1001, 1, 1, 8, 16, 0); bad[nb++].word = "layers";
     bad[nb].p = mk(TQ_SYNTH_GAUSSIAN, 1, 1, 1, 8, 1, 0); bad[nb++].word = "dim";
     bad[nb].p = mk(TQ_SYNTH_HEAVY, 1, 1, 1, 8, 16, 0); bad[nb].p.dof = 2; bad[nb++].word = "dof";

@@ -87,6 +87,7 @@ expect_fail "unknown dist" 2 "unknown distribution 'laplace'" -- "$TQ" synth --d
 expect_fail "gqa" 2 "not a multiple of --heads" -- "$TQ" synth --dist gaussian --heads 3 --q-heads 4 -o "$o"
 expect_fail "odd rope dim" 2 "even head dim" -- "$TQ" synth --dist rope --dim 65 -o "$o"
 expect_fail "absurd size" 2 "more than 2\^31" -- "$TQ" synth --dist gaussian --heads 64 --tokens 1000000 --dim 128 -o "$o"
+expect_fail "overflowing size" 2 "more than 2\^31" -- "$TQ" synth --dist gaussian --heads 1048576 --tokens 1073741824 --dim 1048576 -o "$o"
 expect_fail "layers 0" 2 "'--layers' is 0" -- "$TQ" synth --dist gaussian --layers 0 -o "$o"
 expect_fail "layers 1001" 2 "'--layers' is 1001" -- "$TQ" synth --dist gaussian --layers 1001 -o "$o"
 expect_fail "dim 1" 2 "'--dim' is 1" -- "$TQ" synth --dist gaussian --dim 1 -o "$o"
