@@ -31,6 +31,8 @@ static void usage(FILE *f)
             "  --norms fp16|fp32    norms, scales and radii stored as fp16 (default) or fp32\n"
             "  --group G            kivi group size (default 32): keys per channel along G tokens, values per\n"
             "                       token along G channels\n"
+            "  --residual R         kivi: keep the last R tokens of each slice in fp16 (KIVI's recent window;\n"
+            "                       default 0: every token quantized, the tensor-level comparison)\n"
             "  --qjl-m M            qjl projections (default d)\n"
             "  --polar-bits LIST    polar bits per level, level 1 first (default 4,2,2,2: 3.875 bits)\n"
             "  --seed S             seed of rotations and projections (default 0)\n"
@@ -128,7 +130,7 @@ int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *values_opt = NULL, *sched_path = NULL, *layers_opt = NULL, *recon = NULL;
     const char *method = NULL, *bits_s = NULL, *rot = NULL, *cb = NULL, *norms = NULL, *polar = NULL;
-    long outliers = -1, group = -1, qjl_m = -1;
+    long outliers = -1, group = -1, qjl_m = -1, residual = -1;
     int center = 0, keys_only = 0, have_seed = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -145,7 +147,7 @@ int cmd_quantize(int argc, char **argv)
             continue;
         }
         static const char *const with_value[] = {"--method", "--bits", "--rotation", "--codebook", "--outliers",
-                                                 "--norms", "--group", "--qjl-m", "--polar-bits", "--seed", "--values",
+                                                 "--norms", "--group", "--residual", "--qjl-m", "--polar-bits", "--seed", "--values",
                                                  "--schedule", "--layers", "--emit-recon", "-o", "--output"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
@@ -159,6 +161,7 @@ int cmd_quantize(int argc, char **argv)
         else if (!strcmp(a, "--outliers")) outliers = parse_long(a, v, 0, 1 << 16);
         else if (!strcmp(a, "--norms")) norms = v;
         else if (!strcmp(a, "--group")) group = parse_long(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--residual")) residual = parse_long(a, v, 0, 1L << 30);
         else if (!strcmp(a, "--qjl-m")) qjl_m = parse_long(a, v, 1, 1 << 16);
         else if (!strcmp(a, "--polar-bits")) polar = v;
         else if (!strcmp(a, "--seed")) { seed = parse_u64(a, v); have_seed = 1; }
@@ -210,6 +213,10 @@ int cmd_quantize(int argc, char **argv)
         if (fk->method != TQ_M_KIVI) die_usage("quantize: --group applies to kivi, not %s", fk->name);
         pk.group = (int)group;
     }
+    if (residual >= 0) {
+        if (fk->method != TQ_M_KIVI) die_usage("quantize: --residual applies to kivi, not %s", fk->name);
+        pk.residual = (int)residual;
+    }
     if (qjl_m >= 0) {
         if (fk->method != TQ_M_QJL) die_usage("quantize: --qjl-m applies to qjl, not %s", fk->name);
         pk.qjl_m = (int)qjl_m;
@@ -245,6 +252,7 @@ int cmd_quantize(int argc, char **argv)
         if (fv->uses_rotation && pk.method != TQ_M_KIVI && fk->uses_rotation) pv.rotation = pk.rotation;
         if ((fv->method == TQ_M_TURBO_MSE || fv->method == TQ_M_TURBO_PROD) && fk->uses_rotation) pv.codebook = pk.codebook;
         if (fv->method == TQ_M_KIVI && group >= 0) pv.group = (int)group;
+        if (fv->method == TQ_M_KIVI && residual >= 0) pv.residual = (int)residual;
         pv.norm_fp32 = pk.norm_fp32;
         pv.seed = pk.seed;
     }

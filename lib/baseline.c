@@ -158,6 +158,8 @@ static int kivi_check(const tq_qparams *p, int d)
         return tq_error_set(TQ_ERR_USAGE, "kivi needs --bits in 1..8, got %d (KIVI's settings are 2 and 4)", p->bits);
     if (p->group < 1)
         return tq_error_set(TQ_ERR_USAGE, "kivi needs --group >= 1, got %d (KIVI uses 32)", p->group);
+    if (p->residual < 0)
+        return tq_error_set(TQ_ERR_USAGE, "kivi needs --residual >= 0, got %d (KIVI uses 128)", p->residual);
     return TQ_OK;
 }
 
@@ -202,12 +204,21 @@ static int kivi_group_len(const kivi_geom *g, size_t s, int n, int d)
 
 /* Per group: zero-point m = min (fp16 rounded down), scale s = (max - m)/(2^b - 1) (fp16 rounded up), code =
  * round((x - m)/s) in [0, 2^b - 1], so |x - (m + code*s)| <= s/2 for every element. */
-static int kivi_encode(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+static int kivi_recent(const tq_qparams *p, int n) { return p->residual < n ? p->residual : n; }
+
+static int kivi_encode(const tq_qparams *p, tq_slice_id id, const float *x, int n_all, int d, tq_codes *c)
 {
     c->p = *p;
     c->id = id;
-    c->n = n;
+    c->n = n_all;
     c->d = d;
+    /* KIVI's recent window: the last r tokens stay fp16 (a section of their own); the first n are quantized. */
+    const int r = kivi_recent(p, n_all), n = n_all - r;
+    if (r) {
+        uint16_t *h = tq_codes_add(c, "recent", TQ_SEC_F16, (size_t)r * d);
+        if (!h) return TQ_ERR_NOMEM;
+        for (size_t i = 0; i < (size_t)r * d; i++) h[i] = tq_float_to_half(x[(size_t)n * d + i]);
+    }
     const int b = p->bits, L = (1 << b) - 1, f32 = p->norm_fp32;
     kivi_geom g = kivi_geometry(p, id.tensor, n, d);
     size_t rb = tq_pack_row_bytes(d, b);
@@ -260,8 +271,16 @@ static int kivi_encode(const tq_qparams *p, tq_slice_id id, const float *x, int 
 
 static int kivi_decode(const tq_codes *c, float *xhat)
 {
-    const int n = c->n, d = c->d, b = c->p.bits, f32 = c->p.norm_fp32;
-    if (b < 1 || b > 8 || c->p.group < 1) return tq_error_set(TQ_ERR, "kivi codes: bad bits %d / group %d", b, c->p.group);
+    const int d = c->d, b = c->p.bits, f32 = c->p.norm_fp32;
+    if (b < 1 || b > 8 || c->p.group < 1 || c->p.residual < 0)
+        return tq_error_set(TQ_ERR, "kivi codes: bad bits %d / group %d / residual %d", b, c->p.group, c->p.residual);
+    const int r = kivi_recent(&c->p, c->n), n = c->n - r;
+    if (r) {
+        const tq_section *rs = tq_codes_find(c, "recent");
+        if (!rs || rs->type != TQ_SEC_F16 || rs->count != (size_t)r * d)
+            return tq_error_set(TQ_ERR, "kivi codes: section 'recent' missing or not %zu float16 values", (size_t)r * d);
+        for (size_t i = 0; i < (size_t)r * d; i++) xhat[(size_t)n * d + i] = tq_half_to_float(((const uint16_t *)rs->data)[i]);
+    }
     kivi_geom g = kivi_geometry(&c->p, c->id.tensor, n, d);
     size_t rb = tq_pack_row_bytes(d, b);
     int st = f32 ? TQ_SEC_F32 : TQ_SEC_F16;
@@ -288,14 +307,16 @@ static int kivi_decode(const tq_codes *c, float *xhat)
 
 static double kivi_bits_code(const tq_qparams *p, int d) { return p->bits; }
 
-/* Keys' layout: n rows of packed codes plus a (scale, zero) pair per group of `group` tokens per channel. The
+/* Keys' layout: n rows of packed codes plus a (scale, zero) pair per group of `group` tokens per channel (n: the
+ * tokens before the fp16 recent window). The
  * values' layout has ceil(d/G) groups per token instead; both agree whenever G divides n and d (the table's
  * function has no tensor argument, so it reports the keys' layout). */
-static double kivi_bits_total(const tq_qparams *p, int n, int d)
+static double kivi_bits_total(const tq_qparams *p, int n_all, int d)
 {
-    if (n <= 0 || d <= 0) return 0.0;
+    if (n_all <= 0 || d <= 0) return 0.0;
+    int r = kivi_recent(p, n_all), n = n_all - r;
     double side = (p->norm_fp32 ? 64.0 : 32.0) * (double)((n + p->group - 1) / p->group) * d;
-    return (8.0 * (double)n * (double)tq_pack_row_bytes(d, p->bits) + side) / ((double)n * d);
+    return (8.0 * (double)n * (double)tq_pack_row_bytes(d, p->bits) + side + 16.0 * r * d) / ((double)n_all * d);
 }
 
 const tq_format tq_format_kivi = {

@@ -167,7 +167,7 @@ static int put_params(hid_t g, const tq_qparams *p)
     if (put_str(g, "method", f->name) || put_int(g, "bits", p->bits) ||
         put_str(g, "rotation", tq_rotation_name(p->rotation)) || put_str(g, "codebook", tq_codebook_name(p->codebook)) ||
         put_int(g, "outliers", p->outliers) || put_int(g, "center", p->center) ||
-        put_str(g, "norms", p->norm_fp32 ? "fp32" : "fp16") || put_int(g, "group", p->group) ||
+        put_str(g, "norms", p->norm_fp32 ? "fp32" : "fp16") || put_int(g, "group", p->group) || put_int(g, "residual", p->residual) ||
         put_int(g, "qjl_m", p->qjl_m) || put_ints(g, "polar_bits", p->polar_bits, p->polar_levels) ||
         put_u64(g, "seed", p->seed))
         return TQ_ERR;
@@ -191,7 +191,7 @@ static int get_params(hid_t g, tq_qparams *p)
         return TQ_ERR;
     if (strcmp(s, "fp16") && strcmp(s, "fp32")) return tq_error_set(TQ_ERR, "attribute 'norms' is '%s', expected fp16 or fp32", s);
     p->norm_fp32 = !strcmp(s, "fp32");
-    if (get_int(g, "group", 0, 1 << 30, &p->group) || get_int(g, "qjl_m", 0, 1 << 20, &p->qjl_m)) return TQ_ERR;
+    if (get_int(g, "group", 0, 1 << 30, &p->group) || get_int(g, "residual", 0, 1 << 30, &p->residual) || get_int(g, "qjl_m", 0, 1 << 20, &p->qjl_m)) return TQ_ERR;
     hssize_t n;
     hid_t a = attr_open(g, "polar_bits", H5T_INTEGER, &n);
     if (a < 0) return TQ_ERR;

@@ -132,7 +132,10 @@ const char *tq_qparams_describe(const tq_qparams *p, char *buf, size_t n)
     switch (p->method) {
     case TQ_M_FP16:
     case TQ_M_INT8: break;
-    case TQ_M_KIVI: app(buf, n, &len, ",bits=%d,group=%d", p->bits, p->group); break;
+    case TQ_M_KIVI:
+        app(buf, n, &len, ",bits=%d,group=%d", p->bits, p->group);
+        if (p->residual) app(buf, n, &len, ",residual=%d", p->residual);
+        break;
     case TQ_M_POLAR:
         app(buf, n, &len, ",bits=");
         for (int l = 0; l < p->polar_levels && l < TQ_POLAR_MAX_LEVELS; l++)

@@ -25,6 +25,8 @@ typedef struct {
     int center;            /* 1: subtract the slice's per-channel mean before quantizing, add back on decode */
     int norm_fp32;         /* 1: norms/scales stored as fp32; default 0 = fp16 */
     int group;             /* kivi group size (default 32) */
+    int residual;          /* kivi: the last `residual` tokens of a slice kept in fp16 (KIVI's recent window);
+                              default 0: tensor-level studies quantize every token */
     int qjl_m;             /* qjl projections; 0 = d */
     int polar_levels;      /* polar: levels of the recursive transform (default 4: blocks of 16) */
     int polar_bits[TQ_POLAR_MAX_LEVELS]; /* polar: bits per level, level 1 first (default 4,2,2,2) */

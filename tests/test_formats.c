@@ -263,6 +263,35 @@ static void test_kivi(int tensor, int group, int bits, int norm_fp32)
     free(y);
 }
 
+/* KIVI's recent window: the last r tokens are fp16 exactly, the rest quantized as without the window; the
+ * payload adds 16 bits per recent coordinate. */
+static void test_kivi_residual(int tensor)
+{
+    const int n = 50, d = 64, r = 18;
+    float *x = gaussian(n, d, 15, 1.0f), *y0 = malloc(sizeof(float) * n * d), *y1 = malloc(sizeof(float) * n * d);
+    tq_qparams p;
+    tq_qparams_default(&p, TQ_M_KIVI, 2);
+    tq_codes a = {0}, b = {0};
+    CHECK(tq_quantize(&p, (tq_slice_id){0, 0, tensor}, x, n - r, d, &a) == TQ_OK && tq_dequantize(&a, y0) == TQ_OK,
+          "kivi on the first n - r tokens");
+    p.residual = r;
+    CHECK(tq_quantize(&p, (tq_slice_id){0, 0, tensor}, x, n, d, &b) == TQ_OK && tq_dequantize(&b, y1) == TQ_OK,
+          "kivi residual: %s", tq_error_msg());
+    int same = !memcmp(y0, y1, sizeof(float) * (n - r) * d), exact = 0;
+    for (int i = (n - r) * d; i < n * d; i++) exact += y1[i] == tq_round_half(x[i]);
+    CHECK(same, "kivi residual %d: quantized tokens differ from kivi on the first n - r tokens", tensor);
+    CHECK(exact == r * d, "kivi residual: %d of %d recent values are their fp16 rounding", exact, r * d);
+    CHECK(tq_codes_payload_bytes(&b) == tq_codes_payload_bytes(&a) + (size_t)r * d * 2, "kivi residual payload");
+    CHECK_NEAR(tq_codes_bits_total(&b), tq_format_kivi.bits_total(&p, n, d), 1e-12, "kivi residual bits_total");
+    p.residual = -1;
+    CHECK(tq_format_kivi.check(&p, d) == TQ_ERR_USAGE, "kivi residual -1 refused");
+    tq_codes_free(&a);
+    tq_codes_free(&b);
+    free(x);
+    free(y0);
+    free(y1);
+}
+
 /* Polar: angle codebooks against closed forms, then the distortion of 4,2,2,2 at d = 128 against the sum of the
  * per-level angle MSEs (first-order theory, see tq_polar_angle_mse). */
 static void test_polar(void)
@@ -335,6 +364,8 @@ int main(void)
     test_kivi(TQ_TENSOR_VALUES, 40, 2, 0);
     test_kivi(TQ_TENSOR_VALUES, 32, 3, 0);
     test_kivi(TQ_TENSOR_KEYS, 16, 1, 0);
+    test_kivi_residual(TQ_TENSOR_KEYS);
+    test_kivi_residual(TQ_TENSOR_VALUES);
     test_polar();
     TQ_TEST_END();
 }

@@ -33,7 +33,7 @@ EOF
 # 1. quantize -> file -> dequantize equals the in-memory reconstruction, bit for bit, for every method and both
 #    source dtypes (the codes file holds everything the decoder needs).
 configs=("fp16" "int8" "kivi --bits 2" "kivi --bits 3 --group 16 --norms fp32" "polar" "polar --polar-bits 3,2,2"
-         "polar --bits 2 --rotation hadamard" "kivi --bits 4 --values int8:8" "int8 --keys-only")
+         "polar --bits 2 --rotation hadamard" "kivi --bits 4 --values int8:8" "int8 --keys-only" "kivi --bits 2 --residual 20")
 [ $have_turbo = 1 ] && configs+=("turbo-mse --bits 3" "turbo-prod --bits 3 --rotation hadamard" "qjl --bits 1"
                                  "turbo-mse --bits 2 --outliers 8 --center" "turbo-mse --bits 3 --codebook empirical")
 for cfg in "${configs[@]}"; do
