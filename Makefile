@@ -31,6 +31,10 @@ else
   OPT := -O2 -g
 endif
 
+# CUDA=1 objects (TQ_HAVE_CUDA=1, kernels inside) live apart from CPU-only ones: build/cuda/tq, build/cuda/libtq.a.
+ifeq ($(CUDA),1)
+  BUILD := $(subst build/rel,build/cuda,$(subst build/san,build/cuda-san,$(BUILD)))
+endif
 WARN := -Wall -Wextra -Werror -Wundef -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_DEFAULT_SOURCE $(OPT) $(WARN) $(SANFLAGS) -Ilib $(PKG_CFLAGS) \
               -DTQ_HAVE_OPENMP=$(HAVE_OPENMP) -DTQ_HAVE_CUDA=$(if $(filter 1,$(CUDA)),1,0) $(CFLAGS)
@@ -48,7 +52,7 @@ CMD_OBJ := $(patsubst cmd/%.c,$(BUILD)/cmd/%.o,$(CMD_SRC))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 CU_OBJ := $(patsubst lib/cuda/%.cu,$(BUILD)/cuda/%.o,$(CU_SRC))
 
-ifeq ($(SANITIZE),1)
+ifneq ($(filter 1,$(SANITIZE) $(CUDA)),)
   LIBA := $(BUILD)/libtq.a
   TQ := $(BUILD)/tq
 else
@@ -58,7 +62,7 @@ endif
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-  LIBS += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+  LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
   LIB_OBJ += $(CU_OBJ)
 endif
 
@@ -100,6 +104,11 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(BUILD)/tests/pcg_ref
 	@TQ=$(abspath $(TQ)) BUILD=$(abspath $(BUILD)) HAVE_NVCC=$(HAVE_NVCC) NVCC=$(NVCC) bash tests/run.sh
+
+# The main job: tq info + tq sweep on the bundled real dump, results in results/demo/ (scripts/demo.sh).
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@TQ=./$(TQ) bash scripts/demo.sh
 
 # CUDA sources must compile wherever nvcc exists (CI included), even with no GPU to run them.
 cuda-check:

@@ -18,7 +18,7 @@ expect_fail() {
     if [ "$rc" != "$code" ]; then bad "$name: exit $rc, want $code; stderr: $err"; return; fi
     if [ "$(printf '%s\n' "$err" | wc -l)" != 1 ]; then bad "$name: want one stderr line, got: $err"; return; fi
     if ! grep -qE "^tq: " <<<"$err"; then bad "$name: stderr does not start with 'tq: ': $err"; return; fi
-    if ! grep -qE "$pat" <<<"$err"; then bad "$name: stderr '$err' does not match /$pat/"; return; fi
+    if ! grep -qE -- "$pat" <<<"$err"; then bad "$name: stderr '$err' does not match /$pat/"; return; fi
     if [ -n "$out" ]; then bad "$name: stdout not empty: $out"; return; fi
     ok
 }
