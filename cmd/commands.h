@@ -8,5 +8,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_dequantize(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_entropy(int argc, char **argv);
+int cmd_sensitivity(int argc, char **argv);
+int cmd_mixed_schedule(int argc, char **argv);
 
 #endif

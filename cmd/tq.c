@@ -15,6 +15,8 @@ static const tq_command commands[] = {
     {"dequantize", cmd_dequantize, "rebuild a dump from a tq-codes file alone"},
     {"sweep", cmd_sweep, "quantize every slice under many configurations and report the metrics"},
     {"entropy", cmd_entropy, "attention entropy, collapse and KL against bits, dumps and synthetic side by side"},
+    {"sensitivity", cmd_sensitivity, "per-layer / per-head distortion curves against bits, for bit schedules"},
+    {"mixed-schedule", cmd_mixed_schedule, "bits per layer/head under a budget from sensitivity curves (optimal or rank)"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

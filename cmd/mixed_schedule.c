@@ -1,0 +1,461 @@
+/* mixed_schedule.c: `tq mixed-schedule` — turn the distortion curves of `tq sensitivity` into a bit schedule (the
+ * JSON of lib/schedule.h that `tq quantize --schedule` and `tq sweep --schedule` read): the exact budgeted optimum
+ * (lib/allocate.h) or the seed article's rank rule. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "allocate.h"
+#include "cmd.h"
+#include "quant.h"
+#include "schedule.h"
+#include "tq.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: tq mixed-schedule SENS.json --budget B [options] [-o SCHEDULE.json]\n"
+        "Choose bits per unit (layer or layer x kv head, keys and/or values, as scanned by tq sensitivity) so that\n"
+        "the coordinate-weighted average bits stay <= B.\n"
+        "  --budget B            average bits per coordinate (required for optimal; a ceiling check for rank)\n"
+        "  --policy P            optimal (default): minimise sum over units of coords x metric, exactly;\n"
+        "                        rank: the seed article's rule, most sensitive units get the most bits\n"
+        "  --bits LIST           candidate bits, a subset of the scanned ones (default: all scanned for optimal,\n"
+        "                        2,3,4 for rank)\n"
+        "  --fractions LIST      rank: share of coordinates per bit width, lowest bits first (default\n"
+        "                        0.25,0.5,0.25); ranks use the metric at the median of --bits\n"
+        "  --side-info S         exclude (default): the budget counts code bits, as --bits does everywhere;\n"
+        "                        include: norms, scales and other side information count too\n"
+        "  -o FILE               the schedule (default stdout); with -o a summary goes to stdout\n");
+}
+
+typedef struct {
+    int n_layers, n_kv_heads, per_head, nb, nu;
+    int bits[8];
+    char method[32], metric[32], params[192];
+    int *tensor, *layer, *head;      /* [nu] */
+    double *coords;                  /* [nu] */
+    double *metric_v, *bcode, *btot; /* [nu * nb] */
+} sens;
+
+static void sens_free(sens *s)
+{
+    free(s->tensor);
+    free(s->layer);
+    free(s->head);
+    free(s->coords);
+    free(s->metric_v);
+    free(s->bcode);
+    free(s->btot);
+}
+
+/* Everything wrong with the file is exit 1 ("bad file"), located as 'file':line:col. */
+static void bad(const char *path, const tq_json *at, const char *what) __attribute__((noreturn));
+static void bad(const char *path, const tq_json *at, const char *what)
+{
+    die("'%s':%d:%d: %s (is this the output of tq sensitivity?)", path, at->line, at->col, what);
+}
+
+static const tq_json *need(const char *path, const tq_json *obj, const char *key, int type)
+{
+    static const char *const tn[] = {"null", "false", "true", "a number", "a string", "an array", "an object"};
+    const tq_json *v = tq_json_get(obj, key);
+    char m[128];
+    if (!v) {
+        snprintf(m, sizeof m, "missing \"%s\"", key);
+        bad(path, obj, m);
+    }
+    if (v->type != type) {
+        snprintf(m, sizeof m, "\"%s\" must be %s", key, tn[type]);
+        bad(path, v, m);
+    }
+    return v;
+}
+
+static int need_int(const char *path, const tq_json *obj, const char *key, int lo, int hi)
+{
+    const tq_json *v = need(path, obj, key, TQ_JSON_NUMBER);
+    if (v->num != floor(v->num) || v->num < lo || v->num > hi) {
+        char m[128];
+        snprintf(m, sizeof m, "\"%s\" must be an integer in %d..%d", key, lo, hi);
+        bad(path, v, m);
+    }
+    return (int)v->num;
+}
+
+static void num_array(const char *path, const tq_json *row, const char *key, int n, int allow_null, double *out)
+{
+    const tq_json *a = need(path, row, key, TQ_JSON_ARRAY);
+    char m[128];
+    if (a->n != n) {
+        snprintf(m, sizeof m, "\"%s\" has %d entries, \"bits\" has %d", key, a->n, n);
+        bad(path, a, m);
+    }
+    for (int i = 0; i < n; i++) {
+        const tq_json *v = &a->items[i];
+        if (v->type == TQ_JSON_NULL && allow_null) out[i] = NAN;
+        else if (v->type == TQ_JSON_NUMBER && (allow_null || v->num >= 0)) out[i] = v->num;
+        else {
+            snprintf(m, sizeof m, "\"%s\" entries must be %snumbers", key, allow_null ? "null or " : "non-negative ");
+            bad(path, v, m);
+        }
+    }
+}
+
+static void sens_load(const char *path, sens *s)
+{
+    memset(s, 0, sizeof *s);
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            if (cap > TQ_JSON_MAX_BYTES) {
+                fclose(f);
+                die("'%s' is larger than %u bytes", path, TQ_JSON_MAX_BYTES);
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) break;
+            buf = nb;
+            cap *= 2;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf) die("out of memory reading '%s'", path);
+    if (err) die("cannot read '%s': %s", path, strerror(errno));
+    tq_json root;
+    int rc = tq_json_parse(&root, buf, n, path);
+    free(buf);
+    if (rc < 0) die_lib(TQ_ERR, NULL); /* malformed JSON: 1, with line:col */
+    if (root.type != TQ_JSON_OBJECT) bad(path, &root, "a sensitivity file is a JSON object");
+    const tq_json *v = tq_json_get(&root, "tq_sensitivity");
+    if (!v) bad(path, &root, "missing \"tq_sensitivity\"");
+    if (v->type != TQ_JSON_NUMBER || v->num != 1) bad(path, v, "unsupported \"tq_sensitivity\" version (this tq reads 1)");
+    v = need(path, &root, "method", TQ_JSON_STRING);
+    if (!tq_format_by_name(v->str)) bad(path, v, "unknown \"method\"");
+    snprintf(s->method, sizeof s->method, "%s", v->str);
+    v = need(path, &root, "metric", TQ_JSON_STRING);
+    snprintf(s->metric, sizeof s->metric, "%s", v->str);
+    v = tq_json_get(&root, "params");
+    if (v && v->type == TQ_JSON_STRING) snprintf(s->params, sizeof s->params, "%s", v->str);
+    v = need(path, &root, "units", TQ_JSON_STRING);
+    if (strcmp(v->str, "layer") && strcmp(v->str, "head")) bad(path, v, "\"units\" must be \"layer\" or \"head\"");
+    s->per_head = !strcmp(v->str, "head");
+    s->n_layers = need_int(path, &root, "n_layers", 1, 100000);
+    s->n_kv_heads = need_int(path, &root, "n_kv_heads", 1, 65536);
+    const tq_json *ba = need(path, &root, "bits", TQ_JSON_ARRAY);
+    if (ba->n < 1 || ba->n > 8) bad(path, ba, "\"bits\" must list 1 to 8 bit widths");
+    s->nb = ba->n;
+    for (int i = 0; i < s->nb; i++) {
+        const tq_json *b = &ba->items[i];
+        if (b->type != TQ_JSON_NUMBER || b->num != floor(b->num) || b->num < 1 || b->num > 8 ||
+            (i && b->num <= s->bits[i - 1]))
+            bad(path, b, "\"bits\" must be ascending integers in 1..8");
+        s->bits[i] = (int)b->num;
+    }
+    const tq_json *rows = need(path, &root, "rows", TQ_JSON_ARRAY);
+    int hu = s->per_head ? s->n_kv_heads : 1;
+    s->nu = rows->n;
+    if (rows->n < 1) bad(path, rows, "\"rows\" is empty");
+    size_t nu = (size_t)rows->n, nb = (size_t)s->nb;
+    s->tensor = calloc(nu, sizeof(int));
+    s->layer = calloc(nu, sizeof(int));
+    s->head = calloc(nu, sizeof(int));
+    s->coords = calloc(nu, sizeof(double));
+    s->metric_v = calloc(nu * nb, sizeof(double));
+    s->bcode = calloc(nu * nb, sizeof(double));
+    s->btot = calloc(nu * nb, sizeof(double));
+    unsigned char *seen = calloc(2 * (size_t)s->n_layers * hu, 1);
+    if (!s->tensor || !s->layer || !s->head || !s->coords || !s->metric_v || !s->bcode || !s->btot || !seen)
+        die("out of memory");
+    int nt[2] = {0, 0};
+    for (int i = 0; i < rows->n; i++) {
+        const tq_json *r = &rows->items[i];
+        if (r->type != TQ_JSON_OBJECT) bad(path, r, "each row must be an object");
+        v = need(path, r, "tensor", TQ_JSON_STRING);
+        if (!strcmp(v->str, "keys")) s->tensor[i] = TQ_TENSOR_KEYS;
+        else if (!strcmp(v->str, "values")) s->tensor[i] = TQ_TENSOR_VALUES;
+        else bad(path, v, "\"tensor\" must be \"keys\" or \"values\"");
+        s->layer[i] = need_int(path, r, "layer", 0, s->n_layers - 1);
+        v = tq_json_get(r, "head");
+        if (s->per_head) s->head[i] = need_int(path, r, "head", 0, s->n_kv_heads - 1);
+        else if (v && v->type != TQ_JSON_NULL) bad(path, v, "units \"layer\": \"head\" must be null");
+        else s->head[i] = 0;
+        v = need(path, r, "coords", TQ_JSON_NUMBER);
+        if (!(v->num >= 1) || v->num != floor(v->num)) bad(path, v, "\"coords\" must be a positive integer");
+        s->coords[i] = v->num;
+        num_array(path, r, "metric", s->nb, 1, s->metric_v + (size_t)i * nb);
+        num_array(path, r, "bits_code", s->nb, 0, s->bcode + (size_t)i * nb);
+        num_array(path, r, "bits_total", s->nb, 0, s->btot + (size_t)i * nb);
+        size_t key = ((size_t)s->tensor[i] * s->n_layers + s->layer[i]) * hu + s->head[i];
+        if (seen[key]) bad(path, r, "this (tensor, layer, head) appears twice");
+        seen[key] = 1;
+        nt[s->tensor[i]]++;
+    }
+    for (int t = 0; t < 2; t++)
+        if (nt[t] && nt[t] != s->n_layers * hu) {
+            char m[160];
+            snprintf(m, sizeof m, "%s cover %d units, expected %d (%d layers x %d)", t ? "values" : "keys", nt[t],
+                     s->n_layers * hu, s->n_layers, hu);
+            bad(path, rows, m);
+        }
+    free(seen);
+    tq_json_free(&root);
+}
+
+static void write_bits(FILE *o, const sens *s, int t, const int *ub)
+{
+    int hu = s->per_head ? s->n_kv_heads : 1;
+    int *grid = malloc(sizeof(int) * (size_t)s->n_layers * hu);
+    if (!grid) die("out of memory");
+    for (int i = 0; i < s->nu; i++)
+        if (s->tensor[i] == t) grid[s->layer[i] * hu + s->head[i]] = ub[i];
+    fprintf(o, "[");
+    for (int l = 0; l < s->n_layers; l++) {
+        if (l) fputs(", ", o);
+        if (s->per_head) {
+            fputc('[', o);
+            for (int h = 0; h < hu; h++) fprintf(o, "%s%d", h ? ", " : "", grid[l * hu + h]);
+            fputc(']', o);
+        } else fprintf(o, "%d", grid[l]);
+    }
+    fprintf(o, "]");
+    free(grid);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.9g", v);
+    else fputs("null", f);
+}
+
+int cmd_mixed_schedule(int argc, char **argv)
+{
+    const char *in = NULL, *policy = "optimal", *bits_s = NULL, *fr_s = NULL, *side = "exclude", *outp = NULL;
+    double budget = NAN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            usage(stdout);
+            return 0;
+        }
+        if (a[0] != '-' || !a[1]) {
+            if (in) die_usage("mixed-schedule: unexpected argument '%s' (one sensitivity file)", a);
+            in = a;
+            continue;
+        }
+        const char *const valued[] = {"--budget", "--policy", "--bits", "--fractions", "--side-info", "-o"};
+        int known = 0;
+        for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
+        if (!known) die_usage("mixed-schedule: unknown option '%s' (see 'tq mixed-schedule --help')", a);
+        if (i + 1 >= argc) die_usage("mixed-schedule: option '%s' needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--budget")) budget = parse_double(a, v, 0.0, 64.0);
+        else if (!strcmp(a, "--policy")) policy = v;
+        else if (!strcmp(a, "--bits")) bits_s = v;
+        else if (!strcmp(a, "--fractions")) fr_s = v;
+        else if (!strcmp(a, "--side-info")) side = v;
+        else outp = v;
+    }
+    if (!in) die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
+    int rank = 0;
+    if (!strcmp(policy, "rank")) rank = 1;
+    else if (strcmp(policy, "optimal")) die_usage("mixed-schedule: --policy is '%s', expected optimal or rank", policy);
+    int incl = 0;
+    if (!strcmp(side, "include")) incl = 1;
+    else if (strcmp(side, "exclude")) die_usage("mixed-schedule: --side-info is '%s', expected include or exclude", side);
+    if (!rank && isnan(budget)) die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
+    if (fr_s && !rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
+    int want[64], nw;
+    if (bits_s) nw = parse_int_list("--bits", bits_s, 1, 8, want, 64);
+    else nw = 0;
+    double frac[8];
+    if (rank) {
+        if (!bits_s) {
+            want[0] = 2, want[1] = 3, want[2] = 4;
+            nw = 3;
+        }
+        if (nw > 8) die_usage("mixed-schedule: at most 8 bit widths for rank");
+        int nf = 0;
+        if (fr_s) {
+            char buf[256];
+            if (strlen(fr_s) >= sizeof buf) die_usage("mixed-schedule: --fractions is too long");
+            strcpy(buf, fr_s);
+            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+                if (nf == 8) die_usage("mixed-schedule: --fractions has more than 8 values");
+                frac[nf++] = parse_double("--fractions", t, 0.0, 1.0);
+            }
+        } else if (nw == 3) {
+            frac[0] = 0.25, frac[1] = 0.5, frac[2] = 0.25;
+            nf = 3;
+        } else
+            die_usage("mixed-schedule: rank with %d bit widths needs --fractions (one per width, summing to 1)", nw);
+        if (nf != nw) die_usage("mixed-schedule: --fractions has %d values for %d bit widths", nf, nw);
+        double sum = 0;
+        for (int k = 0; k < nf; k++) sum += frac[k];
+        if (fabs(sum - 1) > 1e-6) die_usage("mixed-schedule: --fractions sum to %g, must sum to 1", sum);
+    }
+
+    sens s;
+    sens_load(in, &s);
+    const tq_format *fmt = tq_format_by_name(s.method);
+    /* options: the chosen bit widths, as indices into the scan */
+    int opt[8], K = 0;
+    if (!nw) {
+        for (int b = 0; b < s.nb; b++) opt[K++] = b;
+    } else
+        for (int i = 0; i < nw; i++) {
+            int found = -1;
+            for (int b = 0; b < s.nb; b++)
+                if (s.bits[b] == want[i]) found = b;
+            if (found < 0) {
+                char have[64] = "";
+                for (int b = 0; b < s.nb; b++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%d",
+                                                        b ? "," : "", s.bits[b]);
+                die_usage("mixed-schedule: %d bits were not scanned in '%s' (it has %s); rerun tq sensitivity with "
+                          "--bits covering them", want[i], in, have);
+            }
+            if (want[i] < fmt->min_bits || want[i] > fmt->max_bits)
+                die_usage("mixed-schedule: %d bits out of range %d..%d for %s", want[i], fmt->min_bits, fmt->max_bits,
+                          s.method);
+            opt[K++] = found;
+        }
+    size_t nu = (size_t)s.nu;
+    double *cost = malloc(sizeof(double) * nu * K), *dist = malloc(sizeof(double) * nu * K);
+    int *choice = malloc(sizeof(int) * nu), *ub = malloc(sizeof(int) * nu);
+    if (!cost || !dist || !choice || !ub) die("out of memory");
+    for (size_t u = 0; u < nu; u++)
+        for (int k = 0; k < K; k++) {
+            size_t j = u * s.nb + opt[k];
+            cost[u * K + k] = incl ? s.btot[j] : s.bcode[j];
+            dist[u * K + k] = s.metric_v[j];
+        }
+    tq_alloc_problem P = {s.nu, K, s.coords, cost, dist};
+    double total = NAN, avg = NAN, W = 0;
+    for (size_t u = 0; u < nu; u++) W += s.coords[u];
+    int ref = K / 2; /* rank reference: the median bit width (3 of 2,3,4) */
+    if (rank) {
+        double *score = malloc(sizeof(double) * nu);
+        if (!score) die("out of memory");
+        for (size_t u = 0; u < nu; u++) score[u] = dist[u * K + ref];
+        int rc = tq_alloc_rank(s.nu, s.coords, score, K, frac, choice);
+        free(score);
+        if (rc < 0) die_lib(rc, "mixed-schedule");
+        tq_alloc_eval(&P, choice, &total, &avg);
+        if (!isnan(budget) && avg > budget * (1 + 1e-12))
+            die_usage("mixed-schedule: the rank schedule averages %.4g bits, above --budget %g; give --fractions "
+                      "with less weight on the high bit widths", avg, budget);
+    } else {
+        tq_error_clear();
+        int rc = tq_alloc_optimal(&P, budget, choice, &total, &avg);
+        if (rc == TQ_ERR_USAGE)
+            die_usage("mixed-schedule: %s; raise --budget or scan lower --bits", tq_error_msg());
+        if (rc < 0) die_lib(rc, "mixed-schedule");
+    }
+    /* the other accounting, for the record */
+    double acode = 0, atot = 0;
+    for (size_t u = 0; u < nu; u++) {
+        size_t j = u * s.nb + opt[choice[u]];
+        ub[u] = s.bits[opt[choice[u]]];
+        acode += s.coords[u] * s.bcode[j];
+        atot += s.coords[u] * s.btot[j];
+    }
+    acode /= W;
+    atot /= W;
+    double pred = total / W; /* coordinate-weighted mean metric: the all-units aggregate tq sweep reports */
+    double uni[8];
+    for (int k = 0; k < K; k++) {
+        double d = 0;
+        for (size_t u = 0; u < nu; u++) d += s.coords[u] * dist[u * K + k];
+        uni[k] = d / W;
+    }
+
+    char tmp[4096];
+    FILE *o = stdout;
+    if (outp) {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", outp, (long)getpid());
+        o = fopen(tmp, "w");
+        if (!o) die("cannot write '%s': %s (check that the folder exists and is writable)", outp, strerror(errno));
+    }
+    fprintf(o, "{\"tq_schedule\": %d,\n \"method\": ", TQ_SCHEDULE_VERSION);
+    json_str(o, s.method);
+    fprintf(o, ", \"params\": ");
+    json_str(o, s.params);
+    fprintf(o, ", \"policy\": \"%s\", \"metric\": ", rank ? "rank" : "optimal");
+    json_str(o, s.metric);
+    fprintf(o, ", \"side_info\": \"%s\",\n \"budget\": ", incl ? "include" : "exclude");
+    json_num(o, budget);
+    fprintf(o, ", \"achieved_bits\": %.9g, \"achieved_code_bits\": %.9g, \"achieved_total_bits\": %.9g,\n", avg, acode,
+            atot);
+    fprintf(o, " \"predicted\": ");
+    json_num(o, pred);
+    fprintf(o, ", \"predicted_uniform\": {");
+    for (int k = 0; k < K; k++) {
+        fprintf(o, "%s\"%d\": ", k ? ", " : "", s.bits[opt[k]]);
+        json_num(o, uni[k]);
+    }
+    fprintf(o, "},\n \"source\": ");
+    json_str(o, in);
+    if (rank) {
+        fprintf(o, ", \"fractions\": [");
+        for (int k = 0; k < K; k++) fprintf(o, "%s%.9g", k ? ", " : "", frac[k]);
+        fprintf(o, "]");
+    }
+    fprintf(o, ", \"units\": \"%s\"", s.per_head ? "head" : "layer");
+    for (int t = 0; t < 2; t++) {
+        int any = 0;
+        for (size_t u = 0; u < nu; u++) any |= s.tensor[u] == t;
+        if (!any) continue;
+        fprintf(o, ",\n \"%s\": ", t ? "values" : "keys");
+        write_bits(o, &s, t, ub);
+    }
+    fprintf(o, "\n}\n");
+    if (outp) {
+        int bad_w = ferror(o);
+        if (fclose(o) != 0 || bad_w) {
+            remove(tmp);
+            die("cannot write '%s': %s", outp, strerror(errno));
+        }
+        if (rename(tmp, outp) != 0) {
+            int e = errno;
+            remove(tmp);
+            die("cannot write '%s': rename failed: %s", outp, strerror(e));
+        }
+        int cnt[8] = {0};
+        for (size_t u = 0; u < nu; u++) cnt[choice[u]]++;
+        printf("%s schedule for %s (%s, %d units): %.4g bits per coordinate (%s side info)", rank ? "rank" : "optimal",
+               s.method, s.metric, s.nu, avg, incl ? "with" : "without");
+        if (!isnan(budget)) printf(", budget %g", budget);
+        printf("\n  units per bit width:");
+        for (int k = 0; k < K; k++) printf(" %d bits x %d", s.bits[opt[k]], cnt[k]);
+        printf("\n  predicted %s %.4g", s.metric, pred);
+        for (int k = 0; k < K; k++) printf("; uniform %d bits %.4g", s.bits[opt[k]], uni[k]);
+        printf("\n  written to %s\n", outp);
+    }
+    if (fflush(stdout) != 0) die("cannot write to stdout: %s", strerror(errno));
+    free(cost);
+    free(dist);
+    free(choice);
+    free(ub);
+    sens_free(&s);
+    return 0;
+}
