@@ -133,7 +133,7 @@ void tq_rotation_forward(const tq_rotation *r, const float *x, float *y, long n)
     }
     if (r->kind == TQ_ROT_NONE) { memcpy(y, x, sizeof(float) * (size_t)n * d); return; }
 #if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (n > 256)
+#pragma omp parallel for schedule(static) if (n * d >= 65536)
 #endif
     for (long i = 0; i < n; i++) {
         const float *xi = x + i * d;
@@ -156,7 +156,7 @@ void tq_rotation_inverse(const tq_rotation *r, const float *y, float *x, long n)
     }
     if (r->kind == TQ_ROT_NONE) { memcpy(x, y, sizeof(float) * (size_t)n * d); return; }
 #if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (n > 256)
+#pragma omp parallel for schedule(static) if (n * d >= 65536)
 #endif
     for (long i = 0; i < n; i++) {
         float *xi = x + i * d;

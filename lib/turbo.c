@@ -1,0 +1,768 @@
+/* turbo.c: turbo-mse, turbo-prod and qjl — encoders, decoders and their format rows. A slice is split into one or
+ * two instances (all channels, or the rest + the --outliers channels at one more bit), each with its own rotation,
+ * codebook and QJL matrix of its own dimension. *_ref works one vector at a time with plain loops; the fast paths
+ * run chunks of vectors through sgemm / the batched Hadamard and OpenMP loops, and are tested against the refs. */
+#include "turbo.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codebook.h"
+#include "fp16.h"
+#include "pack.h"
+#include "rng.h"
+#include "rotation.h"
+#include "tq.h"
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Layout of one slice's codes (documented in README "Quantizers"). Instance 0 = all channels, or the non-outlier
+ * channels (ascending); instance 1 = the outlier channels (ascending, "outlier_idx"). Per vector:
+ *   codes  U8   one row = instance 0's pack.h row of m0 codes at bm0 bits, then instance 1's row (bm1 bits)
+ *   norms  F16|F32  [instance][n]: ||x_k|| of each instance with MSE bits (qjl: ||x||)
+ *   signs  U8   one row = instance 0's 1-bit row of QJL signs (bit set: +1), then instance 1's (turbo-prod, qjl)
+ *   rnorms F16|F32  [instance][n]: ||r_k||, the residual norm (turbo-prod)
+ *   mean   F32  [d] (--center), outlier_idx I32 [N] (--outliers), codebook F32: each instance's 2^bm centroids
+ *               (--codebook empirical).
+ * ------------------------------------------------------------------------------------------------------------- */
+typedef struct {
+    int method, d, ninst;
+    int m[2];          /* channels per instance */
+    int bm[2];         /* MSE code bits per instance (0: no MSE stage) */
+    int qm[2];         /* QJL projections per instance (0: no QJL stage) */
+    size_t code_off[2], code_row, sign_off[2], sign_row;
+    int cb_off[2], cb_count; /* empirical codebook: offsets into the section */
+    int nnorm, nrnorm;       /* instances with a stored norm / residual norm */
+    int norm_slot[2];        /* index of the instance's block in "norms" (-1: none) */
+} layout;
+
+static int is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
+
+static const char *method_name(int method)
+{
+    return method == TQ_M_TURBO_MSE ? "turbo-mse" : method == TQ_M_TURBO_PROD ? "turbo-prod" : "qjl";
+}
+
+/* Validate p for dim d and compute the layout. Messages name the option to change. */
+static int layout_make(const tq_qparams *p, int d, layout *L)
+{
+    memset(L, 0, sizeof *L);
+    int method = p->method, b = p->bits, N = p->outliers;
+    const char *name = method_name(method);
+    L->method = method;
+    L->d = d;
+    if (d < 1) return tq_error_set(TQ_ERR_USAGE, "%s needs a positive head dim, got %d", name, d);
+    if (method == TQ_M_QJL) {
+        if (b != 1) return tq_error_set(TQ_ERR_USAGE, "qjl stores 1 bit per projection, got --bits %d; use --bits 1 "
+                                        "(or --qjl-m to change the projection count)", b);
+        if (N) return tq_error_set(TQ_ERR_USAGE, "qjl has no outlier split; drop --outliers");
+        int m = p->qjl_m ? p->qjl_m : d;
+        if (m < 1 || m > 64 * d)
+            return tq_error_set(TQ_ERR_USAGE, "qjl needs 1 <= --qjl-m <= %d (64 x dim), got %d", 64 * d, m);
+        L->ninst = 1;
+        L->m[0] = d;
+        L->qm[0] = m;
+    } else {
+        if (method != TQ_M_TURBO_MSE && method != TQ_M_TURBO_PROD)
+            return tq_error_set(TQ_ERR_USAGE, "turbo formats do not handle method %d", method);
+        int maxb = N ? 7 : 8;
+        if (b < 1 || b > maxb)
+            return tq_error_set(TQ_ERR_USAGE, "%s needs --bits 1..%d%s, got %d", name, maxb,
+                                N ? " with --outliers (outlier channels take bits+1 <= 8)" : "", b);
+        if (N < 0 || N >= d)
+            return tq_error_set(TQ_ERR_USAGE, "--outliers must be 0..%d (fewer than the head dim %d), got %d", d - 1,
+                                d, N);
+        if (p->rotation != TQ_ROT_DENSE && p->rotation != TQ_ROT_HADAMARD && p->rotation != TQ_ROT_NONE)
+            return tq_error_set(TQ_ERR_USAGE, "unknown rotation %d; use dense, hadamard or none", p->rotation);
+        if (p->codebook != TQ_CB_BETA && p->codebook != TQ_CB_GAUSSIAN && p->codebook != TQ_CB_EMPIRICAL)
+            return tq_error_set(TQ_ERR_USAGE, "unknown codebook %d; use beta, gaussian or empirical", p->codebook);
+        L->ninst = N ? 2 : 1;
+        L->m[0] = d - N;
+        L->m[1] = N;
+        int extra = method == TQ_M_TURBO_PROD; /* one of the b bits is the QJL sign */
+        for (int k = 0; k < L->ninst; k++) {
+            L->bm[k] = b + k - extra;
+            L->qm[k] = extra ? L->m[k] : 0;
+            if (L->bm[k] > 0) {
+                if (p->rotation == TQ_ROT_HADAMARD && !is_pow2(L->m[k]))
+                    return tq_error_set(TQ_ERR_USAGE, "hadamard rotation needs a power-of-two dim, got %d%s; use "
+                                        "--rotation dense", L->m[k], N ? " (channels of one --outliers part)" : "");
+                if (p->codebook != TQ_CB_GAUSSIAN && L->m[k] < 3)
+                    return tq_error_set(TQ_ERR_USAGE, "the beta codebook needs dim >= 3, got %d%s; use --codebook "
+                                        "gaussian", L->m[k], N ? " (channels of one --outliers part)" : "");
+            }
+        }
+    }
+    for (int k = 0; k < L->ninst; k++) {
+        L->code_off[k] = L->code_row;
+        L->code_row += tq_pack_row_bytes(L->m[k], L->bm[k]);
+        L->sign_off[k] = L->sign_row;
+        L->sign_row += L->qm[k] ? tq_pack_row_bytes(L->qm[k], 1) : 0;
+        L->norm_slot[k] = (L->bm[k] > 0 || method == TQ_M_QJL) ? L->nnorm++ : -1;
+        L->nrnorm += method == TQ_M_TURBO_PROD;
+        L->cb_off[k] = L->cb_count;
+        if (p->codebook == TQ_CB_EMPIRICAL && L->bm[k] > 0 && method != TQ_M_QJL) L->cb_count += 1 << L->bm[k];
+    }
+    return TQ_OK;
+}
+
+static size_t layout_payload(const layout *L, const tq_qparams *p, long n)
+{
+    size_t nb = p->norm_fp32 ? 4 : 2, s = 0;
+    s += (size_t)n * L->code_row + (size_t)n * L->sign_row;
+    s += (size_t)n * (size_t)(L->nnorm + L->nrnorm) * nb;
+    if (p->center) s += 4 * (size_t)L->d;
+    if (L->ninst == 2) s += 4 * (size_t)L->m[1];
+    s += 4 * (size_t)L->cb_count;
+    return s;
+}
+
+/* ---- per-slice context: channel lists, rotations, codebooks, QJL matrices ---- */
+
+typedef struct {
+    layout L;
+    const tq_qparams *p;
+    int *ch[2];             /* channel list of each instance */
+    tq_rotation *rot[2];
+    tq_codebook *cb[2];
+    float *S[2];            /* qm x m */
+    float *mean;            /* [d] or NULL */
+} ctx;
+
+static void ctx_free(ctx *c)
+{
+    for (int k = 0; k < 2; k++) {
+        free(c->ch[k]);
+        tq_rotation_free(c->rot[k]);
+        free(c->cb[k]);
+        free(c->S[k]);
+    }
+    free(c->mean);
+}
+
+void tq_turbo_outlier_channels(const float *x, int n, int d, int N, int *idx)
+{
+    double *ss = calloc((size_t)d, sizeof(double));
+    char *taken = calloc((size_t)d, 1);
+    if (!ss || !taken) { /* fall back to the first N channels rather than fail deep inside an encoder */
+        for (int i = 0; i < N; i++) idx[i] = i;
+        free(ss); free(taken);
+        return;
+    }
+    for (long i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) ss[j] += (double)x[i * d + j] * x[i * d + j];
+    for (int t = 0; t < N; t++) { /* N picks of the largest remaining (N, d are small) */
+        int best = -1;
+        for (int j = 0; j < d; j++)
+            if (!taken[j] && (best < 0 || ss[j] > ss[best])) best = j;
+        taken[best] = 1;
+    }
+    for (int j = 0, t = 0; j < d; j++)
+        if (taken[j]) idx[t++] = j;
+    free(ss);
+    free(taken);
+}
+
+/* Channel lists from the outlier indices (NULL: none). */
+static int ctx_channels(ctx *c, const int *oidx)
+{
+    const layout *L = &c->L;
+    for (int k = 0; k < L->ninst; k++)
+        if (!(c->ch[k] = tq_malloc(sizeof(int) * (size_t)L->m[k]))) return TQ_ERR_NOMEM;
+    if (L->ninst == 1) {
+        for (int j = 0; j < L->d; j++) c->ch[0][j] = j;
+        return TQ_OK;
+    }
+    char *is_out = tq_calloc((size_t)L->d, 1);
+    if (!is_out) return TQ_ERR_NOMEM;
+    for (int t = 0; t < L->m[1]; t++) {
+        if (oidx[t] < 0 || oidx[t] >= L->d || is_out[oidx[t]] || (t && oidx[t] <= oidx[t - 1])) {
+            free(is_out);
+            return tq_error_set(TQ_ERR, "section 'outlier_idx' entry %d (%d) is not an ascending channel below %d", t,
+                                oidx[t], L->d);
+        }
+        is_out[oidx[t]] = 1;
+        c->ch[1][t] = oidx[t];
+    }
+    for (int j = 0, r = 0; j < L->d; j++)
+        if (!is_out[j]) c->ch[0][r++] = j;
+    free(is_out);
+    return TQ_OK;
+}
+
+/* Rotations, fixed codebooks and QJL matrices (empirical codebooks are fitted or read separately). */
+static int ctx_setup(ctx *c, tq_slice_id id)
+{
+    const layout *L = &c->L;
+    const tq_qparams *p = c->p;
+    int st;
+    for (int k = 0; k < L->ninst; k++) {
+        if (L->bm[k] > 0) {
+            if ((st = tq_rotation_make(&c->rot[k], p->rotation, L->m[k], p->seed, id, TQ_PURPOSE_ROTATION, k)))
+                return st;
+            if (!(c->cb[k] = tq_malloc(sizeof(tq_codebook)))) return TQ_ERR_NOMEM;
+            if (p->codebook != TQ_CB_EMPIRICAL &&
+                (st = tq_codebook_get(c->cb[k], p->codebook, L->m[k], L->bm[k])))
+                return st;
+        }
+        if (L->qm[k] && (st = tq_gaussian_matrix(&c->S[k], L->qm[k], L->m[k], p->seed, id, TQ_PURPOSE_QJL, k)))
+            return st;
+    }
+    return TQ_OK;
+}
+
+/* ||v||: float lanes of 8 in a fixed order, then a double sum. Shared by ref and fast paths so both see the same
+ * norms bit for bit (the Hadamard path's codes are then identical, not merely close). */
+static float vnorm(const float *v, int m)
+{
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= m; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += v[j + l] * v[j + l];
+    double s = 0;
+    for (int l = 0; l < 8; l++) s += acc[l];
+    for (; j < m; j++) s += (double)v[j] * v[j];
+    return (float)sqrt(s);
+}
+
+/* Store a norm (fp16 unless norm_fp32); returns the value decode will see. Non-finite or fp16-overflowing norms are
+ * errors with the fix. */
+static int norm_store(const tq_qparams *p, void *sec, size_t at, float v, long vec, float *seen)
+{
+    if (!isfinite(v))
+        return tq_error_set(TQ_ERR, "vector %ld has a non-finite value (norm %g); clean the input", vec, (double)v);
+    if (p->norm_fp32) {
+        ((float *)sec)[at] = v;
+        *seen = v;
+        return TQ_OK;
+    }
+    uint16_t h = tq_float_to_half(v);
+    if ((h & 0x7c00u) == 0x7c00u)
+        return tq_error_set(TQ_ERR, "norm %g of vector %ld overflows fp16 (max 65504); use --norms fp32", (double)v,
+                            vec);
+    ((uint16_t *)sec)[at] = h;
+    *seen = tq_half_to_float(h);
+    return TQ_OK;
+}
+
+static float norm_load(const tq_qparams *p, const void *sec, size_t at)
+{
+    return p->norm_fp32 ? ((const float *)sec)[at] : tq_half_to_float(((const uint16_t *)sec)[at]);
+}
+
+/* Sections of a fresh encode; pointers into c. */
+typedef struct {
+    uint8_t *codes, *signs;
+    void *norms, *rnorms;
+    float *mean, *cbk;
+    int *oidx;
+} secs;
+
+static int secs_add(tq_codes *c, const layout *L, const tq_qparams *p, int n, secs *s)
+{
+    memset(s, 0, sizeof *s);
+    int nt = p->norm_fp32 ? TQ_SEC_F32 : TQ_SEC_F16;
+    if (L->code_row && !(s->codes = tq_codes_add(c, "codes", TQ_SEC_U8, (size_t)n * L->code_row))) return TQ_ERR_NOMEM;
+    if (L->nnorm && !(s->norms = tq_codes_add(c, "norms", nt, (size_t)n * L->nnorm))) return TQ_ERR_NOMEM;
+    if (L->sign_row && !(s->signs = tq_codes_add(c, "signs", TQ_SEC_U8, (size_t)n * L->sign_row))) return TQ_ERR_NOMEM;
+    if (L->nrnorm && !(s->rnorms = tq_codes_add(c, "rnorms", nt, (size_t)n * L->nrnorm))) return TQ_ERR_NOMEM;
+    if (p->center && !(s->mean = tq_codes_add(c, "mean", TQ_SEC_F32, (size_t)L->d))) return TQ_ERR_NOMEM;
+    if (L->ninst == 2 && !(s->oidx = tq_codes_add(c, "outlier_idx", TQ_SEC_I32, (size_t)L->m[1]))) return TQ_ERR_NOMEM;
+    if (L->cb_count && !(s->cbk = tq_codes_add(c, "codebook", TQ_SEC_F32, (size_t)L->cb_count))) return TQ_ERR_NOMEM;
+    return TQ_OK;
+}
+
+/* Per-channel mean over the slice (double sums), and the centered copy when --center; else xc = x. */
+static int center_and_split(const tq_qparams *p, const layout *L, const float *x, int n, secs *s, ctx *c,
+                            float **xc_out)
+{
+    int d = L->d;
+    *xc_out = (float *)x;
+    if (p->center) {
+        double *acc = tq_calloc((size_t)d, sizeof(double));
+        float *xc = tq_malloc(sizeof(float) * (size_t)n * d);
+        if (!acc || !xc) { free(acc); free(xc); return TQ_ERR_NOMEM; }
+        for (long i = 0; i < n; i++)
+            for (int j = 0; j < d; j++) acc[j] += x[i * d + j];
+        for (int j = 0; j < d; j++) s->mean[j] = n ? (float)(acc[j] / n) : 0.0f;
+        for (long i = 0; i < n; i++)
+            for (int j = 0; j < d; j++) xc[i * d + j] = x[i * d + j] - s->mean[j];
+        free(acc);
+        *xc_out = xc;
+    }
+    if (L->ninst == 2) tq_turbo_outlier_channels(*xc_out, n, d, L->m[1], s->oidx);
+    return ctx_channels(c, s->oidx);
+}
+
+static int encode_begin(const tq_qparams *p, tq_slice_id id, int n, int d, tq_codes *c, ctx *cx, secs *s)
+{
+    memset(cx, 0, sizeof *cx);
+    cx->p = p;
+    int st = layout_make(p, d, &cx->L);
+    if (st) return st;
+    if (n < 0) return tq_error_set(TQ_ERR_USAGE, "negative vector count %d", n);
+    c->p = *p;
+    c->id = id;
+    c->n = n;
+    c->d = d;
+    if ((st = secs_add(c, &cx->L, p, n, s))) return st;
+    return ctx_setup(cx, id);
+}
+
+/* ================================================ references ================================================= */
+
+/* One instance of one vector: sub (m values) -> codes row, norm, and the MSE reconstruction xm (for the residual). */
+static int ref_mse_one(ctx *cx, int k, const float *sub, long i, int n, secs *s, float *y, float *xm, uint8_t *idx)
+{
+    const layout *L = &cx->L;
+    int m = L->m[k];
+    float nrm = vnorm(sub, m), seen;
+    int st = norm_store(cx->p, s->norms, (size_t)L->norm_slot[k] * n + i, nrm, i, &seen);
+    if (st) return st;
+    float inv = nrm > 0 ? 1.0f / nrm : 0.0f;
+    tq_rotation_forward_ref(cx->rot[k], sub, y);
+    for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode_ref(cx->cb[k], y[j] * inv);
+    tq_pack_row_ref(idx, m, L->bm[k], s->codes + (size_t)i * L->code_row + L->code_off[k]);
+    if (xm) {
+        for (int j = 0; j < m; j++) y[j] = cx->cb[k]->c[idx[j]];
+        tq_rotation_inverse_ref(cx->rot[k], y, xm);
+        for (int j = 0; j < m; j++) xm[j] *= seen;
+    }
+    return TQ_OK;
+}
+
+/* QJL stage of one instance of one vector: signs of S r (bit set: >= 0, i.e. sign(0) = +1) and gamma = ||r||. */
+static int ref_qjl_one(ctx *cx, int k, const float *r, long i, int n, secs *s, uint8_t *bitsbuf)
+{
+    const layout *L = &cx->L;
+    int m = L->m[k], q = L->qm[k];
+    for (int t = 0; t < q; t++) {
+        double v = 0;
+        for (int j = 0; j < m; j++) v += (double)cx->S[k][(size_t)t * m + j] * r[j];
+        bitsbuf[t] = v >= 0;
+    }
+    tq_pack_row_ref(bitsbuf, q, 1, s->signs + (size_t)i * L->sign_row + L->sign_off[k]);
+    float seen, g = vnorm(r, m);
+    if (L->method == TQ_M_QJL) return norm_store(cx->p, s->norms, (size_t)L->norm_slot[k] * n + i, g, i, &seen);
+    return norm_store(cx->p, s->rnorms, (size_t)k * n + i, g, i, &seen);
+}
+
+static void gather(const float *xv, const int *ch, int m, float *sub)
+{
+    for (int j = 0; j < m; j++) sub[j] = xv[ch[j]];
+}
+
+/* Empirical codebooks: fit each instance on its rotated unit vectors over the slice (zero vectors left out), with
+ * `rot` the forward map (ref: per vector; fast: batched). Stores the centroids in the "codebook" section. */
+static int fit_empirical(ctx *cx, const float *xc, int n, secs *s, int fast)
+{
+    const layout *L = &cx->L;
+    for (int k = 0; k < L->ninst; k++) {
+        if (L->bm[k] <= 0) continue;
+        int m = L->m[k];
+        float *sample = tq_malloc(sizeof(float) * ((size_t)n * m + 1)), *sub = tq_malloc(sizeof(float) * (size_t)m);
+        if (!sample || !sub) { free(sample); free(sub); return TQ_ERR_NOMEM; }
+        long cnt = 0;
+        if (fast && n > 0) {
+            float *all = tq_malloc(sizeof(float) * (size_t)n * m);
+            if (!all) { free(sample); free(sub); return TQ_ERR_NOMEM; }
+            for (long i = 0; i < n; i++) gather(xc + i * L->d, cx->ch[k], m, all + i * m);
+            tq_rotation_forward(cx->rot[k], all, sample, n);
+            for (long i = 0; i < n; i++) {
+                gather(xc + i * L->d, cx->ch[k], m, sub);
+                float nrm = vnorm(sub, m);
+                if (!(nrm > 0) || !isfinite(nrm)) continue;
+                float inv = 1.0f / nrm;
+                for (int j = 0; j < m; j++) sample[cnt * m + j] = sample[i * m + j] * inv;
+                cnt++;
+            }
+            free(all);
+        } else {
+            for (long i = 0; i < n; i++) {
+                gather(xc + i * L->d, cx->ch[k], m, sub);
+                float nrm = vnorm(sub, m);
+                if (!(nrm > 0) || !isfinite(nrm)) continue;
+                float inv = 1.0f / nrm;
+                tq_rotation_forward_ref(cx->rot[k], sub, sample + cnt * m);
+                for (int j = 0; j < m; j++) sample[cnt * m + j] *= inv;
+                cnt++;
+            }
+        }
+        int st = cnt ? tq_codebook_fit(cx->cb[k], m, L->bm[k], sample, cnt * m)
+                     : tq_codebook_get(cx->cb[k], TQ_CB_BETA, m, L->bm[k]); /* all-zero slice: beta stands in */
+        free(sample);
+        free(sub);
+        if (st) return st;
+        memcpy(s->cbk + L->cb_off[k], cx->cb[k]->c, sizeof(float) * (size_t)cx->cb[k]->n);
+    }
+    return TQ_OK;
+}
+
+static int turbo_encode_ref(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+{
+    ctx cx;
+    secs s;
+    float *xc = NULL, *buf = NULL;
+    int st = encode_begin(p, id, n, d, c, &cx, &s);
+    if (st) goto out;
+    if ((st = center_and_split(p, &cx.L, x, n, &s, &cx, &xc))) goto out;
+    if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 0))) goto out;
+    int qmax = cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1];
+    /* sub, y, xm (d each) + idx bytes (d) + sign bits (qmax) */
+    buf = tq_malloc(sizeof(float) * 3 * (size_t)d + (size_t)d + (size_t)qmax + 16);
+    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
+    float *sub = buf, *y = buf + d, *xm = buf + 2 * d;
+    uint8_t *idx = (uint8_t *)(buf + 3 * d), *sb = idx + d;
+    for (long i = 0; i < n; i++)
+        for (int k = 0; k < cx.L.ninst; k++) {
+            int m = cx.L.m[k];
+            gather(xc + i * d, cx.ch[k], m, sub);
+            if (cx.L.bm[k] > 0 && (st = ref_mse_one(&cx, k, sub, i, n, &s, y, cx.L.qm[k] ? xm : NULL, idx))) goto out;
+            if (cx.L.qm[k]) {
+                if (cx.L.bm[k] > 0)
+                    for (int j = 0; j < m; j++) sub[j] -= xm[j]; /* residual r = x - x_mse */
+                if ((st = ref_qjl_one(&cx, k, sub, i, n, &s, sb))) goto out;
+            }
+        }
+out:
+    if (xc != x) free(xc);
+    free(buf);
+    ctx_free(&cx);
+    if (st) tq_codes_free(c);
+    return st;
+}
+
+/* Decoding side: layout, sections and context from the codes alone. */
+static int decode_begin(const tq_codes *c, ctx *cx, secs *s)
+{
+    memset(cx, 0, sizeof *cx);
+    memset(s, 0, sizeof *s);
+    cx->p = &c->p;
+    int st = layout_make(&c->p, c->d, &cx->L);
+    if (st) return st;
+    const layout *L = &cx->L;
+    int nt = c->p.norm_fp32 ? TQ_SEC_F32 : TQ_SEC_F16;
+    struct { const char *name; int type; size_t count; void **dst; } want[] = {
+        {"codes", TQ_SEC_U8, (size_t)c->n * L->code_row, (void **)&s->codes},
+        {"norms", nt, (size_t)c->n * L->nnorm, &s->norms},
+        {"signs", TQ_SEC_U8, (size_t)c->n * L->sign_row, (void **)&s->signs},
+        {"rnorms", nt, (size_t)c->n * L->nrnorm, &s->rnorms},
+        {"mean", TQ_SEC_F32, c->p.center ? (size_t)c->d : 0, (void **)&s->mean},
+        {"outlier_idx", TQ_SEC_I32, L->ninst == 2 ? (size_t)L->m[1] : 0, (void **)&s->oidx},
+        {"codebook", TQ_SEC_F32, (size_t)L->cb_count, (void **)&s->cbk},
+    };
+    for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
+        if (!want[w].count) continue;
+        const tq_section *sec = tq_codes_find(c, want[w].name);
+        if (!sec || sec->type != want[w].type || sec->count != want[w].count)
+            return tq_error_set(TQ_ERR, "%s codes: section '%s' %s (want %zu elements of type %d)",
+                                method_name(c->p.method), want[w].name, sec ? "has the wrong size or type" : "is missing",
+                                want[w].count, want[w].type);
+        *want[w].dst = sec->data;
+    }
+    if ((st = ctx_channels(cx, s->oidx))) return st;
+    if ((st = ctx_setup(cx, c->id))) return st;
+    for (int k = 0; k < L->ninst; k++)
+        if (L->cb_count && L->bm[k] > 0 &&
+            (st = tq_codebook_from_centroids(cx->cb[k], TQ_CB_EMPIRICAL, L->m[k], L->bm[k], s->cbk + L->cb_off[k])))
+            return tq_error_prefix(st, "section 'codebook': ");
+    return TQ_OK;
+}
+
+static int turbo_decode_ref(const tq_codes *c, float *xhat)
+{
+    ctx cx;
+    secs s;
+    int d = c->d, n = c->n;
+    float *buf = NULL;
+    int st = decode_begin(c, &cx, &s);
+    if (st) goto out;
+    const layout *L = &cx.L;
+    buf = tq_malloc(sizeof(float) * 2 * (size_t)d + (size_t)d + 16);
+    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
+    float *y = buf, *xk = buf + d;
+    uint8_t *idx = (uint8_t *)(buf + 2 * d);
+    const double coef0 = TQ_SQRT_HALF_PI;
+    for (long i = 0; i < n; i++) {
+        float *xo = xhat + i * d;
+        for (int k = 0; k < L->ninst; k++) {
+            int m = L->m[k];
+            for (int j = 0; j < m; j++) xk[j] = 0;
+            if (L->bm[k] > 0) {
+                tq_unpack_row_ref(s.codes + (size_t)i * L->code_row + L->code_off[k], m, L->bm[k], idx);
+                for (int j = 0; j < m; j++) y[j] = cx.cb[k]->c[idx[j]];
+                tq_rotation_inverse_ref(cx.rot[k], y, xk);
+                float nrm = norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i);
+                for (int j = 0; j < m; j++) xk[j] *= nrm;
+            }
+            if (L->qm[k]) {
+                int q = L->qm[k];
+                const uint8_t *row = s.signs + (size_t)i * L->sign_row + L->sign_off[k];
+                float g = L->method == TQ_M_QJL ? norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i)
+                                                : norm_load(&c->p, s.rnorms, (size_t)k * n + i);
+                double coef = coef0 / q * g;
+                for (int j = 0; j < m; j++) {
+                    double v = 0;
+                    for (int t = 0; t < q; t++)
+                        v += tq_pack_get(row, t, 1) ? cx.S[k][(size_t)t * m + j] : -cx.S[k][(size_t)t * m + j];
+                    xk[j] += (float)(coef * v);
+                }
+            }
+            for (int j = 0; j < m; j++) xo[cx.ch[k][j]] = xk[j];
+        }
+        if (s.mean)
+            for (int j = 0; j < d; j++) xo[j] += s.mean[j];
+    }
+out:
+    free(buf);
+    ctx_free(&cx);
+    return st;
+}
+
+/* ================================================ fast paths ================================================= */
+
+/* Vectors per chunk: a chunk's buffers (a few x CH x d floats) stay in L2/L3 between the stages. */
+#define CH 2048
+/* Threads only for chunks with enough work: small slices run serially, because idle OpenMP workers spin and on a
+ * loaded machine they steal the cores OpenBLAS's own threads need (measured 10x slowdowns on 2 busy cores). */
+#define PAR(cnt, m) ((long)(cnt) * (m) >= 65536)
+
+static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+{
+    ctx cx;
+    secs s;
+    float *xc = NULL, *buf = NULL;
+    int st = encode_begin(p, id, n, d, c, &cx, &s);
+    if (st) goto out;
+    const layout *L = &cx.L;
+    if ((st = center_and_split(p, L, x, n, &s, &cx, &xc))) goto out;
+    if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 1))) goto out;
+    int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
+    size_t per = (size_t)3 * d + (size_t)qmax + 2; /* sub, y, xm, proj, seen norm, 1/norm */
+    buf = tq_malloc(sizeof(float) * per * CH + (size_t)CH * (d > qmax ? d : qmax));
+    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
+    float *sub = buf, *y = sub + (size_t)CH * d, *xm = y + (size_t)CH * d, *proj = xm + (size_t)CH * d;
+    float *seen = proj + (size_t)CH * qmax, *inv = seen + CH;
+    uint8_t *ib = (uint8_t *)(inv + CH);
+    for (long i0 = 0; i0 < n; i0 += CH) {
+        int cnt = (int)(n - i0 < CH ? n - i0 : CH);
+        for (int k = 0; k < L->ninst; k++) {
+            int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+            const float *sk = sub;
+            if (L->ninst == 1 && xc) sk = xc + i0 * d; /* all channels in order: no gather */
+            else
+                for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx.ch[k], m, sub + (size_t)r * m);
+            if (bm > 0) {
+                size_t base = (size_t)L->norm_slot[k] * n + i0;
+                for (int r = 0; r < cnt; r++) {
+                    float v = vnorm(sk + (size_t)r * m, m);
+                    if ((st = norm_store(p, s.norms, base + r, v, i0 + r, &seen[r]))) goto out;
+                    inv[r] = v > 0 ? 1.0f / v : 0.0f;
+                }
+                tq_rotation_forward(cx.rot[k], sk, y, cnt);
+                const tq_codebook *cb = cx.cb[k];
+                uint8_t *codes = s.codes + (size_t)i0 * L->code_row + L->code_off[k];
+                int need_xm = q > 0;
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                for (int r = 0; r < cnt; r++) {
+                    float iv = inv[r], *yr = y + (size_t)r * m;
+                    uint8_t *ir = ib + (size_t)r * m;
+                    for (int j = 0; j < m; j++) ir[j] = (uint8_t)tq_codebook_encode(cb, yr[j] * iv);
+                    tq_pack_row(ir, m, bm, codes + (size_t)r * L->code_row);
+                    if (need_xm)
+                        for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
+                }
+                if (need_xm) {
+                    tq_rotation_inverse(cx.rot[k], y, xm, cnt);
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                    for (int r = 0; r < cnt; r++) {
+                        float *xr = xm + (size_t)r * m, sv = seen[r];
+                        const float *srow = sk + (size_t)r * m;
+                        for (int j = 0; j < m; j++) xr[j] = srow[j] - xr[j] * sv; /* residual */
+                    }
+                }
+            }
+            if (q > 0) {
+                const float *res = bm > 0 ? xm : sk;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cnt, q, m, 1.0f, res, m, cx.S[k], m, 0.0f, proj,
+                            q);
+                uint8_t *signs = s.signs + (size_t)i0 * L->sign_row + L->sign_off[k];
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                for (int r = 0; r < cnt; r++) {
+                    uint8_t *ir = ib + (size_t)r * q;
+                    const float *pr = proj + (size_t)r * q;
+                    for (int t = 0; t < q; t++) ir[t] = pr[t] >= 0;
+                    tq_pack_row(ir, q, 1, signs + (size_t)r * L->sign_row);
+                }
+                for (int r = 0; r < cnt; r++) {
+                    float g = vnorm(res + (size_t)r * m, m), sv;
+                    st = L->method == TQ_M_QJL ? norm_store(p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r, g, i0 + r, &sv)
+                                               : norm_store(p, s.rnorms, (size_t)k * n + i0 + r, g, i0 + r, &sv);
+                    if (st) goto out;
+                }
+            }
+        }
+    }
+out:
+    if (xc != x) free(xc);
+    free(buf);
+    ctx_free(&cx);
+    if (st) tq_codes_free(c);
+    return st;
+}
+
+static int turbo_decode_fast(const tq_codes *c, float *xhat)
+{
+    ctx cx;
+    secs s;
+    int d = c->d, n = c->n;
+    float *buf = NULL;
+    int st = decode_begin(c, &cx, &s);
+    if (st) goto out;
+    const layout *L = &cx.L;
+    int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
+    buf = tq_malloc(sizeof(float) * ((size_t)2 * d + qmax) * CH + (size_t)CH * (d > qmax ? d : qmax));
+    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
+    float *y = buf, *xk = y + (size_t)CH * d, *z = xk + (size_t)CH * d;
+    uint8_t *ib = (uint8_t *)(z + (size_t)CH * qmax);
+    for (long i0 = 0; i0 < n; i0 += CH) {
+        int cnt = (int)(n - i0 < CH ? n - i0 : CH);
+        for (int k = 0; k < L->ninst; k++) {
+            int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+            if (bm > 0) {
+                const tq_codebook *cb = cx.cb[k];
+                const uint8_t *codes = s.codes + (size_t)i0 * L->code_row + L->code_off[k];
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                for (int r = 0; r < cnt; r++) {
+                    uint8_t *ir = ib + (size_t)r * m;
+                    float *yr = y + (size_t)r * m;
+                    tq_unpack_row(codes + (size_t)r * L->code_row, m, bm, ir);
+                    for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
+                }
+                tq_rotation_inverse(cx.rot[k], y, xk, cnt);
+                for (int r = 0; r < cnt; r++) {
+                    float nrm = norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r);
+                    float *xr = xk + (size_t)r * m;
+                    for (int j = 0; j < m; j++) xr[j] *= nrm;
+                }
+            } else memset(xk, 0, sizeof(float) * (size_t)cnt * m);
+            if (q > 0) {
+                const uint8_t *signs = s.signs + (size_t)i0 * L->sign_row + L->sign_off[k];
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                for (int r = 0; r < cnt; r++) {
+                    uint8_t *ir = ib + (size_t)r * q;
+                    float *zr = z + (size_t)r * q;
+                    tq_unpack_row(signs + (size_t)r * L->sign_row, q, 1, ir);
+                    for (int t = 0; t < q; t++) zr[t] = ir[t] ? 1.0f : -1.0f;
+                }
+                /* y = Z S: row r is S^T z_r */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cnt, m, q, 1.0f, z, q, cx.S[k], m, 0.0f, y, m);
+                for (int r = 0; r < cnt; r++) {
+                    float g = L->method == TQ_M_QJL ? norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r)
+                                                    : norm_load(&c->p, s.rnorms, (size_t)k * n + i0 + r);
+                    float coef = (float)(TQ_SQRT_HALF_PI / q * g), *xr = xk + (size_t)r * m;
+                    const float *yr = y + (size_t)r * m;
+                    for (int j = 0; j < m; j++) xr[j] += coef * yr[j];
+                }
+            }
+            for (int r = 0; r < cnt; r++) {
+                float *xo = xhat + (i0 + r) * d;
+                const float *xr = xk + (size_t)r * m;
+                for (int j = 0; j < m; j++) xo[cx.ch[k][j]] = xr[j];
+            }
+        }
+        if (s.mean)
+            for (int r = 0; r < cnt; r++)
+                for (int j = 0; j < d; j++) xhat[(i0 + r) * d + j] += s.mean[j];
+    }
+out:
+    free(buf);
+    ctx_free(&cx);
+    return st;
+}
+
+/* ================================================ format rows ================================================ */
+
+static int turbo_check(const tq_qparams *p, int d)
+{
+    layout L;
+    return layout_make(p, d, &L);
+}
+
+/* Nominal code bits per coordinate: each instance's channels at its bits (b, or b+1 on outliers; turbo-prod's b
+ * counts the QJL sign), qjl: m signs over d coordinates. */
+static double turbo_bits_code(const tq_qparams *p, int d)
+{
+    layout L;
+    if (layout_make(p, d, &L)) return NAN;
+    double bits = 0;
+    for (int k = 0; k < L.ninst; k++) bits += (double)L.m[k] * L.bm[k] + (double)L.qm[k];
+    return bits / d;
+}
+
+static double turbo_bits_total(const tq_qparams *p, int n, int d)
+{
+    layout L;
+    if (layout_make(p, d, &L) || n <= 0) return NAN;
+    return 8.0 * (double)layout_payload(&L, p, n) / ((double)n * d);
+}
+
+const tq_format tq_format_turbo_mse = {
+    .name = "turbo-mse",
+    .method = TQ_M_TURBO_MSE,
+    .min_bits = 1,
+    .max_bits = 8,
+    .uses_rotation = 1,
+    .check = turbo_check,
+    .encode_ref = turbo_encode_ref,
+    .encode = turbo_encode_fast,
+    .decode_ref = turbo_decode_ref,
+    .decode = turbo_decode_fast,
+    .bits_code = turbo_bits_code,
+    .bits_total = turbo_bits_total,
+    .summary = "TurboQuant-mse: random rotation + Lloyd-Max codebook per coordinate + fp16 norm (paper Alg. 1)",
+};
+
+const tq_format tq_format_turbo_prod = {
+    .name = "turbo-prod",
+    .method = TQ_M_TURBO_PROD,
+    .min_bits = 1,
+    .max_bits = 8,
+    .uses_rotation = 1,
+    .check = turbo_check,
+    .encode_ref = turbo_encode_ref,
+    .encode = turbo_encode_fast,
+    .decode_ref = turbo_decode_ref,
+    .decode = turbo_decode_fast,
+    .bits_code = turbo_bits_code,
+    .bits_total = turbo_bits_total,
+    .summary = "TurboQuant-prod: turbo-mse at b-1 bits + 1-bit QJL of the residual; unbiased inner products "
+               "(paper Alg. 2; b=1 is pure QJL)",
+};
+
+const tq_format tq_format_qjl = {
+    .name = "qjl",
+    .method = TQ_M_QJL,
+    .min_bits = 1,
+    .max_bits = 1,
+    .uses_rotation = 0,
+    .check = turbo_check,
+    .encode_ref = turbo_encode_ref,
+    .encode = turbo_encode_fast,
+    .decode_ref = turbo_decode_ref,
+    .decode = turbo_decode_fast,
+    .bits_code = turbo_bits_code,
+    .bits_total = turbo_bits_total,
+    .summary = "QJL: sign(S k) with m Gaussian projections (default m = d) + fp16 norm; unbiased inner products",
+};
