@@ -10,5 +10,6 @@ int cmd_sweep(int argc, char **argv);
 int cmd_entropy(int argc, char **argv);
 int cmd_sensitivity(int argc, char **argv);
 int cmd_mixed_schedule(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

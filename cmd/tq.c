@@ -17,6 +17,7 @@ static const tq_command commands[] = {
     {"entropy", cmd_entropy, "attention entropy, collapse and KL against bits, dumps and synthetic side by side"},
     {"sensitivity", cmd_sensitivity, "per-layer / per-head distortion curves against bits, for bit schedules"},
     {"mixed-schedule", cmd_mixed_schedule, "bits per layer/head under a budget from sensitivity curves (optimal or rank)"},
+    {"bench", cmd_bench, "time encode and fused decode attention on packed codes (--device cpu|cuda)"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

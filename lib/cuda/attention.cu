@@ -1,0 +1,496 @@
+/* attention.cu: decode attention of one query token over a packed TurboQuant KV cache (flash-decoding), and the
+ * fp16 baseline it is benchmarked against. Three kernels: prep (rotate each query once, S q once, fold in the
+ * 1/sqrt(d) scale and log2 e), the split kernel (scores from packed codes, online softmax, values accumulated in the
+ * rotated space) and combine (merge the splits' softmax states, rotate back once per query). */
+#include "common.cuh"
+
+#include <stdlib.h>
+
+#define NWARP 4            /* warps per block of the split kernel; each warp is its own softmax split */
+#define LOG2E 1.4426950408889634
+
+struct tq_cuda_attn {
+    tq_cuda_attn_spec s;
+    float *krot, *vrot;    /* dense: [Hkv][d][d]; hadamard: [Hkv][d] signs */
+    float *kcent, *vcent, *kS;
+    float *ws;             /* workspace: qrot, sq, partial m, l, acc */
+    size_t ws_bytes;
+    int sm_count;
+};
+
+struct AttnArgs {
+    int Hq, Hkv, G, nsub, NS, vbits;
+    long L, chunk;
+    const float *qrot, *sq, *kcent, *vcent;
+    tq_cuda_kv kv;
+    const uint16_t *k16, *v16;  /* fp16 baseline */
+    float *pm, *pl, *pacc;
+};
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(TQ_FULL_MASK, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(TQ_FULL_MASK, v, o);
+    return v;
+}
+
+/* Rotate (rot: 0 none, TQ_ROT_HADAMARD signs, TQ_ROT_DENSE matrix) each query of the block's (b, h) and scale it. */
+template <int D>
+__global__ void k_prep(const float *q, int Hq, int G, int rotation, const float *krot, const float *kS, float scale,
+                       float sq_scale, float *qrot, float *sq)
+{
+    __shared__ float x[D], y[D];
+    int bh = blockIdx.x, g = (bh % Hq) / G, i = threadIdx.x;
+    x[i] = q[(size_t)bh * D + i];
+    __syncthreads();
+    if (rotation == TQ_ROT_HADAMARD) {
+        y[i] = x[i] * krot[(size_t)g * D + i];
+        tq_cu_fwht_block(y, D);
+        y[i] *= tq_cu_fwht_scale_dev(D);
+    } else if (rotation == TQ_ROT_DENSE) {
+        const float *P = krot + (size_t)g * D * D + (size_t)i * D;
+        float a = 0.0f;
+        for (int j = 0; j < D; j++) a = fmaf(P[j], x[j], a);
+        y[i] = a;
+    } else y[i] = x[i];
+    __syncthreads();
+    qrot[(size_t)bh * D + i] = y[i] * scale;
+    if (sq) {
+        const float *S = kS + (size_t)g * D * D + (size_t)i * D;
+        float a = 0.0f;
+        for (int j = 0; j < D; j++) a = fmaf(S[j], x[j], a);
+        sq[(size_t)bh * D + i] = a * sq_scale;
+    }
+}
+
+/* The split kernel over packed codes. Block (split s, kv head g x query sub-group, batch b), NWARP warps; a warp
+ * takes 32 tokens at a time: lane = token while scoring (the key row sits in the lane's registers, the codebook
+ * entry comes from the lane holding it), lane = 1/32 of the coordinates while accumulating values. */
+template <int D, int KB, int GT, bool PROD>
+__global__ void __launch_bounds__(NWARP * 32) k_attn_codes(AttnArgs a)
+{
+    /* value bits are a runtime parameter (they only set shifts and masks); key bits size the register row */
+    constexpr int E = D / 32, NWK = D * KB / 32, RK = D * KB / 8;
+    constexpr uint32_t KM = (1u << KB) - 1;
+    const int VB = a.vbits, RV = D * VB / 8;
+    const uint32_t VM = (1u << VB) - 1;
+    __shared__ __align__(16) float qs[GT][D];
+    __shared__ __align__(16) float sqs[PROD ? GT : 1][D];
+    int s = blockIdx.x, g = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
+    int h0 = g * a.G + sub * GT, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int idx = threadIdx.x; idx < GT * D; idx += blockDim.x) {
+        size_t src = ((size_t)b * a.Hq + h0 + idx / D) * D + idx % D;
+        qs[idx / D][idx % D] = a.qrot[src];
+        if (PROD) sqs[idx / D][idx % D] = a.sq[src];
+    }
+    __syncthreads();
+    float kc = lane < (1 << KB) ? a.kcent[lane] : 0.0f, vc = lane < (1 << VB) ? a.vcent[lane] : 0.0f;
+    long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
+    long base = ((long)b * a.Hkv + g) * a.L;
+    float m[GT], l[GT], acc[GT][E];
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        m[hh] = -INFINITY;
+        l[hh] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < E; k++) acc[hh][k] = 0.0f;
+    }
+    for (long t0 = start + warp * 32; t0 < end; t0 += NWARP * 32) {
+        long t = t0 + lane;
+        bool valid = t < end;
+        long tc = valid ? t : t0;
+        uint32_t w[NWK];
+        const uint32_t *kr = (const uint32_t *)(a.kv.k_codes + (size_t)(base + tc) * RK);
+        if (RK % 16 == 0) {
+#pragma unroll
+            for (int i = 0; i < NWK / 4; i++) {
+                uint4 v4 = __ldg((const uint4 *)kr + i);
+                w[4 * i] = v4.x; w[4 * i + 1] = v4.y; w[4 * i + 2] = v4.z; w[4 * i + 3] = v4.w;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NWK; i++) w[i] = __ldg(kr + i);
+        }
+        float sc[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) sc[hh] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < D; i++) {
+            const int bit = i * KB, wi = bit >> 5, off = bit & 31;
+            uint32_t code = off + KB <= 32 ? (w[wi] >> off) & KM : ((w[wi] >> off) | (w[wi + 1] << (32 - off))) & KM;
+            float c = __shfl_sync(TQ_FULL_MASK, kc, (int)code);
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) sc[hh] = fmaf(qs[hh][i], c, sc[hh]);
+        }
+        float nk = tq_cu_half(a.kv.k_norms[base + tc]);
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) sc[hh] *= nk;
+        if (PROD) {
+            const uint32_t *sr = (const uint32_t *)(a.kv.k_signs + (size_t)(base + tc) * (D / 8));
+            float sd[GT];
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) sd[hh] = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < D / 32; wi++) {
+                uint32_t sw = __ldg(sr + wi);
+#pragma unroll
+                for (int k = 0; k < 32; k++) {
+                    uint32_t flip = ((~sw >> k) & 1u) << 31; /* bit clear: sign -1 */
+#pragma unroll
+                    for (int hh = 0; hh < GT; hh++)
+                        sd[hh] += __int_as_float(__float_as_int(sqs[hh][wi * 32 + k]) ^ flip);
+                }
+            }
+            float gm = tq_cu_half(a.kv.k_rnorms[base + tc]);
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) sc[hh] = fmaf(gm, sd[hh], sc[hh]);
+        }
+        float nv = valid ? tq_cu_half(a.kv.v_norms[base + tc]) : 0.0f;
+        float wv[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) {
+            float x = valid ? sc[hh] : -INFINITY;
+            float mnew = fmaxf(m[hh], warp_max(x));
+            float alpha = exp2f(m[hh] - mnew), p = exp2f(x - mnew);
+            l[hh] = l[hh] * alpha + p;
+#pragma unroll
+            for (int k = 0; k < E; k++) acc[hh][k] *= alpha;
+            m[hh] = mnew;
+            wv[hh] = p * nv;
+        }
+        int nvalid = end - t0 < 32 ? (int)(end - t0) : 32;
+        const int bit0 = lane * E * VB;
+        for (int j = 0; j < nvalid; j++) {
+            const uint32_t *vr = (const uint32_t *)(a.kv.v_codes + (size_t)(base + t0 + j) * RV);
+            uint64_t win = __ldg(vr + (bit0 >> 5));
+            if ((bit0 & 31) + E * VB > 32) win |= (uint64_t)__ldg(vr + (bit0 >> 5) + 1) << 32;
+            win >>= (bit0 & 31);
+            float pj[GT];
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) pj[hh] = __shfl_sync(TQ_FULL_MASK, wv[hh], j);
+#pragma unroll
+            for (int k = 0; k < E; k++) {
+                float c = __shfl_sync(TQ_FULL_MASK, vc, (int)((win >> (k * VB)) & VM));
+#pragma unroll
+                for (int hh = 0; hh < GT; hh++) acc[hh][k] = fmaf(pj[hh], c, acc[hh][k]);
+            }
+        }
+    }
+    int split = s * NWARP + warp;
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        float lsum = warp_sum(l[hh]);
+        size_t bh = (size_t)b * a.Hq + h0 + hh;
+        if (lane == 0) {
+            a.pm[bh * a.NS + split] = m[hh];
+            a.pl[bh * a.NS + split] = lsum;
+        }
+#pragma unroll
+        for (int k = 0; k < E; k++) a.pacc[(bh * a.NS + split) * D + lane * E + k] = acc[hh][k];
+    }
+}
+
+/* The fp16 baseline with the same split structure: scores lane = token from the fp16 key row, values lane = 1/32 of
+ * the coordinates. No rotation, no norms. */
+template <int D, int GT>
+__global__ void __launch_bounds__(NWARP * 32) k_attn_fp16(AttnArgs a)
+{
+    constexpr int E = D / 32;
+    __shared__ __align__(16) float qs[GT][D];
+    int s = blockIdx.x, g = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
+    int h0 = g * a.G + sub * GT, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int idx = threadIdx.x; idx < GT * D; idx += blockDim.x)
+        qs[idx / D][idx % D] = a.qrot[((size_t)b * a.Hq + h0 + idx / D) * D + idx % D];
+    __syncthreads();
+    long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
+    long base = ((long)b * a.Hkv + g) * a.L;
+    float m[GT], l[GT], acc[GT][E];
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        m[hh] = -INFINITY;
+        l[hh] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < E; k++) acc[hh][k] = 0.0f;
+    }
+    for (long t0 = start + warp * 32; t0 < end; t0 += NWARP * 32) {
+        long t = t0 + lane;
+        bool valid = t < end;
+        long tc = valid ? t : t0;
+        const uint4 *kr = (const uint4 *)(a.k16 + (size_t)(base + tc) * D);
+        float sc[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) sc[hh] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            uint4 v4 = __ldg(kr + i);
+            const __half2 *h2 = (const __half2 *)&v4;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                float2 f = __half22float2(h2[k]);
+#pragma unroll
+                for (int hh = 0; hh < GT; hh++) sc[hh] = fmaf(qs[hh][8 * i + 2 * k + 1], f.y, fmaf(qs[hh][8 * i + 2 * k], f.x, sc[hh]));
+            }
+        }
+        float wv[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) {
+            float x = valid ? sc[hh] : -INFINITY;
+            float mnew = fmaxf(m[hh], warp_max(x));
+            float alpha = exp2f(m[hh] - mnew), p = exp2f(x - mnew);
+            l[hh] = l[hh] * alpha + p;
+#pragma unroll
+            for (int k = 0; k < E; k++) acc[hh][k] *= alpha;
+            m[hh] = mnew;
+            wv[hh] = p;
+        }
+        int nvalid = end - t0 < 32 ? (int)(end - t0) : 32;
+        for (int j = 0; j < nvalid; j++) {
+            const __half *vr = (const __half *)(a.v16 + (size_t)(base + t0 + j) * D + lane * E);
+            float vf[E];
+            if (E % 4 == 0) {
+#pragma unroll
+                for (int k = 0; k < E; k += 4) {
+                    uint2 u2 = __ldg((const uint2 *)(vr + k));
+                    float2 f0 = __half22float2(*(const __half2 *)&u2.x), f1 = __half22float2(*(const __half2 *)&u2.y);
+                    vf[k] = f0.x; vf[k + 1] = f0.y; vf[k + 2] = f1.x; vf[k + 3] = f1.y;
+                }
+            } else {
+#pragma unroll
+                for (int k = 0; k < E; k++) vf[k] = __half2float(vr[k]);
+            }
+            float pj[GT];
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) pj[hh] = __shfl_sync(TQ_FULL_MASK, wv[hh], j);
+#pragma unroll
+            for (int k = 0; k < E; k++)
+#pragma unroll
+                for (int hh = 0; hh < GT; hh++) acc[hh][k] = fmaf(pj[hh], vf[k], acc[hh][k]);
+        }
+    }
+    int split = s * NWARP + warp;
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        float lsum = warp_sum(l[hh]);
+        size_t bh = (size_t)b * a.Hq + h0 + hh;
+        if (lane == 0) {
+            a.pm[bh * a.NS + split] = m[hh];
+            a.pl[bh * a.NS + split] = lsum;
+        }
+#pragma unroll
+        for (int k = 0; k < E; k++) a.pacc[(bh * a.NS + split) * D + lane * E + k] = acc[hh][k];
+    }
+}
+
+/* Merge the NS softmax states of one (b, h) and rotate the value sum back with the kv head's value rotation. */
+template <int D>
+__global__ void k_combine(const float *pm, const float *pl, const float *pacc, int NS, int Hq, int G, int rotation,
+                          const float *vrot, float *out)
+{
+    __shared__ float o[D];
+    int bh = blockIdx.x, g = (bh % Hq) / G, i = threadIdx.x;
+    const float *m = pm + (size_t)bh * NS, *l = pl + (size_t)bh * NS;
+    float M = -INFINITY;
+    for (int s = 0; s < NS; s++) M = fmaxf(M, m[s]);
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < NS; s++) {
+        float w = m[s] == -INFINITY ? 0.0f : exp2f(m[s] - M);
+        den = fmaf(w, l[s], den);
+        num = fmaf(w, pacc[((size_t)bh * NS + s) * D + i], num);
+    }
+    o[i] = num / den;
+    __syncthreads();
+    float r;
+    if (rotation == TQ_ROT_HADAMARD) {
+        tq_cu_fwht_block(o, D);
+        r = (o[i] * tq_cu_fwht_scale_dev(D)) * vrot[(size_t)g * D + i];
+    } else if (rotation == TQ_ROT_DENSE) {
+        const float *P = vrot + (size_t)g * D * D;
+        r = 0.0f;
+        for (int j = 0; j < D; j++) r = fmaf(P[(size_t)j * D + i], o[j], r);
+    } else r = o[i];
+    out[(size_t)bh * D + i] = r;
+}
+
+static int upload(float **dev, const float *host, size_t n, const char *what)
+{
+    if (!host) return tq_error_set(TQ_ERR_USAGE, "cuda attention: missing %s", what);
+    int st = tq_cuda_alloc((void **)dev, n * sizeof(float));
+    return st ? st : tq_cuda_upload(*dev, host, n * sizeof(float));
+}
+
+extern "C" void tq_cuda_attn_free(tq_cuda_attn *a)
+{
+    if (!a) return;
+    tq_cuda_free(a->krot);
+    tq_cuda_free(a->vrot);
+    tq_cuda_free(a->kcent);
+    tq_cuda_free(a->vcent);
+    tq_cuda_free(a->kS);
+    tq_cuda_free(a->ws);
+    free(a);
+}
+
+extern "C" int tq_cuda_attn_create(tq_cuda_attn **out, const tq_cuda_attn_spec *s)
+{
+    *out = NULL;
+    if (s->d != 64 && s->d != 128 && s->d != 256)
+        return tq_error_set(TQ_ERR_USAGE, "cuda attention: head dim %d unsupported (64, 128 or 256)", s->d);
+    if (s->key_method != TQ_M_TURBO_MSE && s->key_method != TQ_M_TURBO_PROD)
+        return tq_error_set(TQ_ERR_USAGE, "cuda attention: keys must be turbo-mse or turbo-prod");
+    int kmax = s->key_method == TQ_M_TURBO_PROD ? 3 : 4;
+    if (s->key_bits < 1 || s->key_bits > kmax || s->value_bits < 1 || s->value_bits > 4)
+        return tq_error_set(TQ_ERR_USAGE,
+                            "cuda attention: key MSE bits %d (1..%d) or value bits %d (1..4) out of range",
+                            s->key_bits, kmax, s->value_bits);
+    if (s->rotation != TQ_ROT_HADAMARD && s->rotation != TQ_ROT_DENSE)
+        return tq_error_set(TQ_ERR_USAGE, "cuda attention: rotation must be hadamard or dense");
+    if (s->n_kv_heads < 1) return tq_error_set(TQ_ERR_USAGE, "cuda attention: n_kv_heads %d", s->n_kv_heads);
+    tq_cuda_attn *a = (tq_cuda_attn *)calloc(1, sizeof *a);
+    if (!a) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+    a->s = *s;
+    size_t d = (size_t)s->d, H = (size_t)s->n_kv_heads, nr = s->rotation == TQ_ROT_DENSE ? H * d * d : H * d;
+    int st = tq_cuda_device(NULL, 0, &a->sm_count, NULL);
+    if (!st) st = upload(&a->krot, s->key_rot, nr, "key rotation");
+    if (!st) st = upload(&a->vrot, s->value_rot, nr, "value rotation");
+    if (!st) st = upload(&a->kcent, s->key_centroids, (size_t)1 << s->key_bits, "key centroids");
+    if (!st) st = upload(&a->vcent, s->value_centroids, (size_t)1 << s->value_bits, "value centroids");
+    if (!st && s->key_method == TQ_M_TURBO_PROD) st = upload(&a->kS, s->key_S, H * d * d, "key QJL matrix S");
+    if (st) {
+        tq_cuda_attn_free(a);
+        return st;
+    }
+    *out = a;
+    return TQ_OK;
+}
+
+/* Splits: enough blocks to fill the device about four times, each split at least NWARP*32 tokens. */
+static void plan_splits(int sm, long L, long groups, long *chunk, int *nsplit)
+{
+    long want = (4L * sm + groups - 1) / groups;
+    long maxs = (L + NWARP * 32 - 1) / (NWARP * 32);
+    if (want > maxs) want = maxs;
+    if (want < 1) want = 1;
+    long c = (L + want - 1) / want;
+    c = (c + 31) / 32 * 32;
+    *chunk = c;
+    *nsplit = (int)((L + c - 1) / c);
+}
+
+static int ensure_ws(float **ws, size_t *have, size_t need)
+{
+    if (*have >= need) return TQ_OK;
+    tq_cuda_free(*ws);
+    *ws = NULL;
+    *have = 0;
+    int st = tq_cuda_alloc((void **)ws, need);
+    if (!st) *have = need;
+    return st;
+}
+
+typedef void (*attn_kernel)(AttnArgs);
+
+template <int D, int GT, bool PROD>
+static attn_kernel pick_kb(int kb)
+{
+    switch (kb) {
+    case 1: return k_attn_codes<D, 1, GT, PROD>;
+    case 2: return k_attn_codes<D, 2, GT, PROD>;
+    case 3: return k_attn_codes<D, 3, GT, PROD>;
+    case 4: return PROD ? NULL : k_attn_codes<D, 4, GT, PROD>;
+    default: return NULL;
+    }
+}
+
+template <int D>
+static attn_kernel pick(int gt, bool prod, int kb, int vb)
+{
+    if (vb < 1 || vb > 4) return NULL;
+    if (gt == 4) return prod ? pick_kb<D, 4, true>(kb) : pick_kb<D, 4, false>(kb);
+    return prod ? pick_kb<D, 1, true>(kb) : pick_kb<D, 1, false>(kb);
+}
+
+static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, const float *q, const tq_cuda_kv *kv,
+                    const uint16_t *k16, const uint16_t *v16, float *out, float **wsp, size_t *ws_bytes, int sm,
+                    int rotation, const float *krot, const float *vrot)
+{
+    if (B < 1 || L < 1 || Hkv < 1 || Hq < Hkv || Hq % Hkv)
+        return tq_error_set(TQ_ERR_USAGE, "cuda attention: bad shape B=%d L=%ld q heads %d kv heads %d (q heads must "
+                            "be a multiple of kv heads)", B, L, Hq, Hkv);
+    int G = Hq / Hkv, GT = G % 4 == 0 ? 4 : 1, nsub = G / GT;
+    long chunk;
+    int nsplit;
+    plan_splits(sm, L, (long)B * Hkv * nsub, &chunk, &nsplit);
+    int NS = nsplit * NWARP;
+    bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
+    size_t nq = (size_t)B * Hq;
+    size_t need = sizeof(float) * (nq * d * 2 + nq * NS * 2 + nq * NS * (size_t)d);
+    int st = ensure_ws(wsp, ws_bytes, need);
+    if (st) return st;
+    AttnArgs args;
+    args.Hq = Hq;
+    args.Hkv = Hkv;
+    args.G = G;
+    args.nsub = nsub;
+    args.NS = NS;
+    args.vbits = a ? a->s.value_bits : 0;
+    args.L = L;
+    args.chunk = chunk;
+    float *qrot = *wsp, *sq = qrot + nq * d;
+    args.qrot = qrot;
+    args.sq = sq;
+    args.pm = sq + nq * d;
+    args.pl = args.pm + nq * NS;
+    args.pacc = args.pl + nq * NS;
+    args.kcent = a ? a->kcent : NULL;
+    args.vcent = a ? a->vcent : NULL;
+    if (kv) args.kv = *kv;
+    args.k16 = k16;
+    args.v16 = v16;
+    float scale = (float)(LOG2E / sqrt((double)d)), sq_scale = (float)(sqrt(M_PI / 2) / d) * scale;
+    dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
+    attn_kernel kern = NULL;
+#define TQ_D(DD) \
+    k_prep<DD><<<(unsigned)nq, DD>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, sq_scale, qrot, \
+                                     prod ? sq : NULL); \
+    if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
+    else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
+    if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
+    kern<<<grid, NWARP * 32>>>(args); \
+    k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
+    switch (d) {
+    case 64: TQ_D(64) break;
+    case 128: TQ_D(128) break;
+    case 256: TQ_D(256) break;
+    default: return tq_error_set(TQ_ERR_USAGE, "cuda attention: head dim %d unsupported (64, 128 or 256)", d);
+    }
+#undef TQ_D
+    TQ_CU_LAUNCH("attention kernels");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int Hq, long L, const float *q, const tq_cuda_kv *kv,
+                                   float *out)
+{
+    return run_attn(a, B, Hq, a->s.n_kv_heads, L, a->s.d, q, kv, NULL, NULL, out, &a->ws, &a->ws_bytes, a->sm_count,
+                    a->s.rotation, a->krot, a->vrot);
+}
+
+static float *fp16_ws;
+static size_t fp16_ws_bytes;
+
+extern "C" int tq_cuda_attn_fp16(int B, int Hq, int Hkv, long L, int d, const float *q, const uint16_t *k,
+                                 const uint16_t *v, float *out)
+{
+    static int sm; /* device properties are slow to ask: once per process */
+    if (!sm) {
+        int st = tq_cuda_device(NULL, 0, &sm, NULL);
+        if (st) return st;
+    }
+    return run_attn(NULL, B, Hq, Hkv, L, d, q, NULL, k, v, out, &fp16_ws, &fp16_ws_bytes, sm, TQ_ROT_NONE, NULL,
+                    NULL);
+}

@@ -1,0 +1,430 @@
+/* encode.cu: turbo-mse, turbo-prod and qjl encode/decode on the GPU, writing the CPU's sections byte for byte
+ * (lib/pack.h rows, fp16 norms). One warp owns VPW vectors at a time with its scratch in shared memory; the dense
+ * matrix-vector products stream the matrix once per VPW vectors. The arithmetic is spelled out in tq_cuda.h. */
+#include "common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct tq_cuda_quant {
+    tq_cuda_qspec s;           /* scalars; the pointers in it are host pointers of the caller, not kept */
+    float *rot, *rotT;         /* dense Pi and Pi^T, d x d */
+    float *signs;              /* hadamard */
+    float *cent, *thr;         /* 2^bits, 2^bits - 1 */
+    float *S, *ST;             /* m x d and d x m */
+    int dim_max;               /* max(d, m): scratch per vector */
+};
+
+/* Device-side copy of the parameters a kernel needs (passed by value). */
+struct QP {
+    int method, d, bits, rotation, m, norm_fp32, ncent;
+    float fwht_scale, qjl_coef;
+    const float *rot, *rotT, *signs, *cent, *thr, *S, *ST;
+};
+
+/* out[v][i] = fmaf chain over j of M[i][j] in[v][j], M is R x C given transposed (MT[j*R + i] = M[i][j]) so that
+ * lanes read consecutive addresses; the matrix is read once for all VPW vectors. */
+template <int VPW>
+__device__ void matvec_warp(const float *__restrict__ MT, int R, int C, const float *in, int in_stride, float *out,
+                            int out_stride, int lane)
+{
+    __syncwarp();
+    for (int i0 = 0; i0 < R; i0 += 32) {
+        int i = i0 + lane;
+        if (i >= R) continue;
+        float acc[VPW];
+#pragma unroll
+        for (int v = 0; v < VPW; v++) acc[v] = 0.0f;
+        for (int j = 0; j < C; j++) {
+            float mji = __ldg(&MT[(size_t)j * R + i]);
+#pragma unroll
+            for (int v = 0; v < VPW; v++) acc[v] = fmaf(mji, in[v * in_stride + j], acc[v]);
+        }
+#pragma unroll
+        for (int v = 0; v < VPW; v++) out[v * out_stride + i] = acc[v];
+    }
+    __syncwarp();
+}
+
+/* y = Pi u for nv vectors (rows of `ws` floats). */
+template <int VPW>
+__device__ void rot_forward(const QP &p, const float *u, float *y, int ws, int lane)
+{
+    int d = p.d;
+    if (p.rotation == TQ_ROT_DENSE) {
+        matvec_warp<VPW>(p.rotT, d, d, u, ws, y, ws, lane);
+        return;
+    }
+    __syncwarp();
+    for (int v = 0; v < VPW; v++) {
+        for (int j = lane; j < d; j += 32) y[v * ws + j] = p.rotation == TQ_ROT_HADAMARD ? u[v * ws + j] * p.signs[j]
+                                                                                     : u[v * ws + j];
+        if (p.rotation != TQ_ROT_HADAMARD) continue;
+        tq_cu_fwht_warp(y + v * ws, d, lane);
+        for (int j = lane; j < d; j += 32) y[v * ws + j] *= p.fwht_scale;
+    }
+    __syncwarp();
+}
+
+/* x = Pi^T y. */
+template <int VPW>
+__device__ void rot_inverse(const QP &p, const float *y, float *x, int ws, int lane)
+{
+    int d = p.d;
+    if (p.rotation == TQ_ROT_DENSE) {
+        matvec_warp<VPW>(p.rot, d, d, y, ws, x, ws, lane);
+        return;
+    }
+    __syncwarp();
+    for (int v = 0; v < VPW; v++) {
+        for (int j = lane; j < d; j += 32) x[v * ws + j] = y[v * ws + j];
+        if (p.rotation != TQ_ROT_HADAMARD) continue;
+        tq_cu_fwht_warp(x + v * ws, d, lane);
+        for (int j = lane; j < d; j += 32) x[v * ws + j] = (x[v * ws + j] * p.fwht_scale) * p.signs[j];
+    }
+    __syncwarp();
+}
+
+/* ||x|| exactly as lib/turbo.c's vnorm: 8 float partial sums (lane l takes j = l, l+8, ...; separate multiply and
+ * add roundings, no FMA contraction), added in double in lane order, square root to float. Same in every lane. */
+__device__ __forceinline__ float warp_norm(const float *x, int n, int lane)
+{
+    float acc = 0.0f;
+    if (lane < 8)
+        for (int j = lane; j + 8 - lane <= n; j += 8) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
+    double s = 0;
+    for (int l = 0; l < 8; l++) s += (double)__shfl_sync(TQ_FULL_MASK, acc, l);
+    for (int j = n / 8 * 8; j < n; j++) s += (double)x[j] * x[j];
+    return (float)sqrt(s);
+}
+
+/* out[v][i] = sign test of the double sum over j of M[i][j] in[v][j], in j order (lib/turbo.c's QJL projection:
+ * products of floats are exact in double, so the sum is the CPU's bit for bit). MT as in matvec_warp. */
+template <int VPW>
+__device__ void signs_warp(const float *__restrict__ MT, int R, int C, const float *in, int in_stride, uint8_t *out,
+                           int out_stride, int lane)
+{
+    __syncwarp();
+    for (int i0 = 0; i0 < R; i0 += 32) {
+        int i = i0 + lane;
+        if (i >= R) continue;
+        double acc[VPW];
+#pragma unroll
+        for (int v = 0; v < VPW; v++) acc[v] = 0.0;
+        for (int j = 0; j < C; j++) {
+            double mji = (double)__ldg(&MT[(size_t)j * R + i]);
+#pragma unroll
+            for (int v = 0; v < VPW; v++) acc[v] = fma(mji, (double)in[v * in_stride + j], acc[v]);
+        }
+#pragma unroll
+        for (int v = 0; v < VPW; v++) out[v * out_stride + i] = acc[v] >= 0.0;
+    }
+    __syncwarp();
+}
+
+/* Pack `bits`-bit codes (one per byte in c) into a pack.h row: each lane assembles whole bytes. */
+__device__ __forceinline__ void pack_row_warp(const uint8_t *c, int n, int bits, uint8_t *row, int lane)
+{
+    int nb = (int)tq_pack_row_bytes(n, bits);
+    for (int k = lane; k < nb; k += 32) {
+        int bit0 = 8 * k, i0 = bit0 / bits, i1 = (bit0 + 7) / bits;
+        if (i1 > n - 1) i1 = n - 1;
+        unsigned byte = 0;
+        for (int i = i0; i <= i1; i++) {
+            int sh = i * bits - bit0;
+            unsigned cv = c[i];
+            byte |= sh >= 0 ? cv << sh : cv >> (-sh);
+        }
+        row[k] = (uint8_t)byte;
+    }
+}
+
+__device__ __forceinline__ void store_norm(void *base, long i, float v, int fp32)
+{
+    if (fp32) ((float *)base)[i] = v;
+    else ((uint16_t *)base)[i] = tq_cu_to_half(v);
+}
+
+__device__ __forceinline__ float load_norm(const void *base, long i, int fp32)
+{
+    return fp32 ? ((const float *)base)[i] : tq_cu_half(((const uint16_t *)base)[i]);
+}
+
+/* Count of thresholds strictly below y, by lib/codebook.h's branchless search (same result as the linear scan). */
+__device__ __forceinline__ int encode_one(const float *thr, int ncent, float y)
+{
+    int i = 0;
+    for (int s = ncent >> 1; s > 0; s >>= 1) i += (y > thr[i + s - 1]) ? s : 0;
+    return i;
+}
+
+/* Shared memory per warp: VPW rows of ws floats for u, the same for y, VPW rows of ws bytes for codes. */
+template <int VPW>
+__global__ void k_encode(QP p, const void *x, int x_half, long n, tq_cuda_codes out, int ws)
+{
+    extern __shared__ float smem[];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    float *u = smem + (size_t)warp * (2 * VPW * ws + VPW * ws / 4);
+    float *y = u + VPW * ws;
+    uint8_t *cb = (uint8_t *)(y + VPW * ws);
+    int d = p.d;
+    size_t code_bytes = tq_pack_row_bytes(d, p.bits), sign_bytes = tq_pack_row_bytes(p.m, 1);
+
+    for (long v0 = ((long)blockIdx.x * nwarps + warp) * VPW; v0 < n; v0 += (long)gridDim.x * nwarps * VPW) {
+        int nv = n - v0 < VPW ? (int)(n - v0) : VPW;
+        float norm[VPW];
+        /* load x as float and take its norm */
+        for (int v = 0; v < VPW; v++) {
+            float *uv = u + v * ws;
+            for (int j = lane; j < d; j += 32)
+                uv[j] = v >= nv ? 0.0f
+                        : x_half ? tq_cu_half(((const uint16_t *)x)[(v0 + v) * d + j])
+                                 : ((const float *)x)[(v0 + v) * d + j];
+            __syncwarp();
+            norm[v] = warp_norm(uv, d, lane);
+        }
+        if (p.method == TQ_M_QJL) {
+            signs_warp<VPW>(p.ST, p.m, d, u, ws, cb, ws, lane);
+            for (int v = 0; v < nv; v++) {
+                pack_row_warp(cb + v * ws, p.m, 1, out.signs + (v0 + v) * sign_bytes, lane);
+                if (lane == 0) store_norm(out.norms, v0 + v, norm[v], p.norm_fp32);
+            }
+            __syncwarp();
+            continue;
+        }
+        /* as lib/turbo.c: rotate x itself, then code y_j * (1 / norm) */
+        rot_forward<VPW>(p, u, y, ws, lane);
+        for (int v = 0; v < VPW; v++) {
+            float inv = norm[v] > 0.0f ? 1.0f / norm[v] : 0.0f;
+            for (int j = lane; j < d; j += 32)
+                cb[v * ws + j] = (uint8_t)encode_one(p.thr, p.ncent, __fmul_rn(y[v * ws + j], inv));
+        }
+        __syncwarp();
+        float nq[VPW];
+        for (int v = 0; v < VPW; v++) {
+            nq[v] = p.norm_fp32 ? norm[v] : tq_cu_half(tq_cu_to_half(norm[v]));
+            if (v >= nv) continue;
+            pack_row_warp(cb + v * ws, d, p.bits, out.codes + (v0 + v) * code_bytes, lane);
+            if (lane == 0) store_norm(out.norms, v0 + v, norm[v], p.norm_fp32);
+        }
+        if (p.method != TQ_M_TURBO_PROD) continue;
+        /* residual r = x - nq Pi^T c[code], its norm, and the signs of S r */
+        for (int v = 0; v < VPW; v++)
+            for (int j = lane; j < d; j += 32) y[v * ws + j] = p.cent[cb[v * ws + j]];
+        rot_inverse<VPW>(p, y, u, ws, lane);
+        for (int v = 0; v < VPW; v++)
+            for (int j = lane; j < d; j += 32) {
+                float xj = v >= nv ? 0.0f
+                           : x_half ? tq_cu_half(((const uint16_t *)x)[(v0 + v) * d + j])
+                                    : ((const float *)x)[(v0 + v) * d + j];
+                u[v * ws + j] = __fsub_rn(xj, __fmul_rn(u[v * ws + j], nq[v])); /* two roundings, as the CPU */
+            }
+        __syncwarp();
+        float rn[VPW];
+        for (int v = 0; v < VPW; v++) rn[v] = warp_norm(u + v * ws, d, lane);
+        signs_warp<VPW>(p.ST, p.m, d, u, ws, cb, ws, lane);
+        for (int v = 0; v < nv; v++) {
+            pack_row_warp(cb + v * ws, p.m, 1, out.signs + (v0 + v) * sign_bytes, lane);
+            if (lane == 0) store_norm(out.rnorms, v0 + v, rn[v], p.norm_fp32);
+        }
+        __syncwarp();
+    }
+}
+
+template <int VPW>
+__global__ void k_decode(QP p, tq_cuda_codes in, long n, void *xhat, int out_half, int ws)
+{
+    extern __shared__ float smem[];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    float *u = smem + (size_t)warp * (3 * VPW * ws);
+    float *y = u + VPW * ws, *z = y + VPW * ws;
+    int d = p.d;
+    size_t code_bytes = tq_pack_row_bytes(d, p.bits), sign_bytes = tq_pack_row_bytes(p.m, 1);
+
+    for (long v0 = ((long)blockIdx.x * nwarps + warp) * VPW; v0 < n; v0 += (long)gridDim.x * nwarps * VPW) {
+        int nv = n - v0 < VPW ? (int)(n - v0) : VPW;
+        float nq[VPW], rq[VPW];
+        for (int v = 0; v < VPW; v++) {
+            nq[v] = v < nv ? load_norm(in.norms, v0 + v, p.norm_fp32) : 0.0f;
+            rq[v] = v < nv && p.method == TQ_M_TURBO_PROD ? load_norm(in.rnorms, v0 + v, p.norm_fp32) : 0.0f;
+        }
+        if (p.method != TQ_M_QJL) {
+            for (int v = 0; v < VPW; v++)
+                for (int j = lane; j < d; j += 32)
+                    u[v * ws + j] = v < nv ? p.cent[tq_pack_get(in.codes + (v0 + v) * code_bytes, j, p.bits)] : 0.0f;
+            rot_inverse<VPW>(p, u, y, ws, lane);
+        }
+        if (p.method != TQ_M_TURBO_MSE) {
+            for (int v = 0; v < VPW; v++)
+                for (int i = lane; i < p.m; i += 32)
+                    u[v * ws + i] = v < nv && tq_pack_get(in.signs + (v0 + v) * sign_bytes, i, 1) ? 1.0f : -1.0f;
+            matvec_warp<VPW>(p.S, d, p.m, u, ws, z, ws, lane); /* S^T z: M = S^T (d x m), given as MT = S */
+        }
+        for (int v = 0; v < nv; v++)
+            for (int j = lane; j < d; j += 32) {
+                float o;
+                if (p.method == TQ_M_TURBO_MSE) o = nq[v] * y[v * ws + j];
+                else if (p.method == TQ_M_TURBO_PROD) o = nq[v] * y[v * ws + j] + (p.qjl_coef * rq[v]) * z[v * ws + j];
+                else o = (p.qjl_coef * nq[v]) * z[v * ws + j];
+                long idx = (v0 + v) * d + j;
+                if (out_half) ((uint16_t *)xhat)[idx] = tq_cu_to_half(o);
+                else ((float *)xhat)[idx] = o;
+            }
+        __syncwarp();
+    }
+}
+
+static int upload_floats(float **dev, const float *host, size_t n, const char *what)
+{
+    if (!host) return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: missing %s", what);
+    int st = tq_cuda_alloc((void **)dev, n * sizeof(float));
+    if (st) return st;
+    return tq_cuda_upload(*dev, host, n * sizeof(float));
+}
+
+extern "C" void tq_cuda_quant_free(tq_cuda_quant *q)
+{
+    if (!q) return;
+    tq_cuda_free(q->rot);
+    tq_cuda_free(q->rotT);
+    tq_cuda_free(q->signs);
+    tq_cuda_free(q->cent);
+    tq_cuda_free(q->thr);
+    tq_cuda_free(q->S);
+    tq_cuda_free(q->ST);
+    free(q);
+}
+
+extern "C" int tq_cuda_quant_create(tq_cuda_quant **out, const tq_cuda_qspec *s)
+{
+    *out = NULL;
+    int d = s->d, m = s->m;
+    if (s->method != TQ_M_TURBO_MSE && s->method != TQ_M_TURBO_PROD && s->method != TQ_M_QJL)
+        return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: method %d is not turbo-mse, turbo-prod or qjl", s->method);
+    if (d < 32 || d > 1024 || d % 32)
+        return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: head dim %d unsupported (a multiple of 32 up to 1024)", d);
+    if (s->method != TQ_M_QJL && (s->bits < 1 || s->bits > 8))
+        return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: %d MSE bits, must be 1..8", s->bits);
+    if (s->method == TQ_M_TURBO_PROD && m != d)
+        return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: turbo-prod needs m = d, got m = %d for d = %d", m, d);
+    if (s->method == TQ_M_QJL && (m < 8 || m > 4096 || m % 8))
+        return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: qjl m = %d, must be a multiple of 8 in 8..4096", m);
+    if (s->rotation == TQ_ROT_HADAMARD && (d & (d - 1)))
+        return tq_error_set(TQ_ERR_USAGE, "hadamard rotation needs a power-of-two dim, got %d; use --rotation dense",
+                            d);
+    tq_cuda_quant *q = (tq_cuda_quant *)calloc(1, sizeof *q);
+    if (!q) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+    q->s = *s;
+    q->dim_max = m > d ? m : d;
+    int st = TQ_OK, ncent = 1 << s->bits;
+    if (s->method != TQ_M_QJL) {
+        if (s->rotation == TQ_ROT_DENSE) {
+            float *t = (float *)malloc(sizeof(float) * (size_t)d * d);
+            if (!t) st = tq_error_set(TQ_ERR_NOMEM, "out of memory");
+            else {
+                for (int i = 0; i < d; i++)
+                    for (int j = 0; j < d; j++) t[(size_t)j * d + i] = s->rot[(size_t)i * d + j];
+                st = upload_floats(&q->rot, s->rot, (size_t)d * d, "rotation matrix");
+                if (!st) st = upload_floats(&q->rotT, t, (size_t)d * d, "rotation matrix");
+                free(t);
+            }
+        } else if (s->rotation == TQ_ROT_HADAMARD) st = upload_floats(&q->signs, s->signs, (size_t)d, "hadamard signs");
+        if (!st) st = upload_floats(&q->cent, s->centroids, (size_t)ncent, "centroids");
+        if (!st) st = upload_floats(&q->thr, s->thresholds, (size_t)ncent - 1, "thresholds");
+    }
+    if (!st && s->method != TQ_M_TURBO_MSE) {
+        float *t = (float *)malloc(sizeof(float) * (size_t)m * d);
+        if (!t) st = tq_error_set(TQ_ERR_NOMEM, "out of memory");
+        else {
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < d; j++) t[(size_t)j * m + i] = s->S[(size_t)i * d + j];
+            st = upload_floats(&q->S, s->S, (size_t)m * d, "QJL matrix S");
+            if (!st) st = upload_floats(&q->ST, t, (size_t)m * d, "QJL matrix S");
+            free(t);
+        }
+    }
+    if (st) {
+        tq_cuda_quant_free(q);
+        return st;
+    }
+    *out = q;
+    return TQ_OK;
+}
+
+static QP qp_of(const tq_cuda_quant *q)
+{
+    QP p;
+    p.method = q->s.method;
+    p.d = q->s.d;
+    p.bits = q->s.method == TQ_M_QJL ? 1 : q->s.bits;
+    p.rotation = q->s.rotation;
+    p.m = q->s.method == TQ_M_TURBO_MSE ? q->s.d : q->s.m;
+    p.norm_fp32 = q->s.norm_fp32;
+    p.ncent = 1 << p.bits;
+    p.fwht_scale = tq_cu_fwht_scale(p.d);
+    p.qjl_coef = (float)(sqrt(M_PI / 2) / (double)p.m);
+    p.rot = q->rot;
+    p.rotT = q->rotT;
+    p.signs = q->signs;
+    p.cent = q->cent;
+    p.thr = q->thr;
+    p.S = q->S;
+    p.ST = q->ST;
+    return p;
+}
+
+/* Warps per block such that the scratch fits in 48 KiB; blocks enough to fill the device a few times over. */
+static void launch_shape(long n, int vpw, size_t per_warp, int *warps, long *blocks)
+{
+    int w = (int)(48 * 1024 / per_warp);
+    if (w > 8) w = 8;
+    if (w < 1) w = 1;
+    *warps = w;
+    long need = (n + (long)w * vpw - 1) / ((long)w * vpw);
+    *blocks = need < 132L * 16 ? need : 132L * 16;
+    if (*blocks < 1) *blocks = 1;
+}
+
+extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out)
+{
+    if (n <= 0) return TQ_OK;
+    QP p = qp_of(q);
+    int ws = (q->dim_max + 3) & ~3;
+    int warps;
+    long blocks;
+    if (p.rotation == TQ_ROT_DENSE || p.method != TQ_M_TURBO_MSE) {
+        const int V = 4;
+        size_t per_warp = sizeof(float) * (2 * V * ws + V * ws / 4);
+        launch_shape(n, V, per_warp, &warps, &blocks);
+        if (per_warp > 48 * 1024) return tq_error_set(TQ_ERR_USAGE, "cuda encode: dim %d too large", q->dim_max);
+        k_encode<V><<<(unsigned)blocks, warps * 32, per_warp * warps>>>(p, x, x_half, n, *out, ws);
+    } else {
+        size_t per_warp = sizeof(float) * (2 * ws + ws / 4);
+        launch_shape(n, 1, per_warp, &warps, &blocks);
+        k_encode<1><<<(unsigned)blocks, warps * 32, per_warp * warps>>>(p, x, x_half, n, *out, ws);
+    }
+    TQ_CU_LAUNCH("encode kernel");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_decode(const tq_cuda_quant *q, const tq_cuda_codes *in, long n, void *xhat, int out_half)
+{
+    if (n <= 0) return TQ_OK;
+    QP p = qp_of(q);
+    int ws = (q->dim_max + 3) & ~3;
+    int warps;
+    long blocks;
+    if (p.rotation == TQ_ROT_DENSE || p.method != TQ_M_TURBO_MSE) {
+        const int V = 4;
+        size_t per_warp = sizeof(float) * 3 * V * ws;
+        if (per_warp > 48 * 1024) return tq_error_set(TQ_ERR_USAGE, "cuda decode: dim %d too large", q->dim_max);
+        launch_shape(n, V, per_warp, &warps, &blocks);
+        k_decode<V><<<(unsigned)blocks, warps * 32, per_warp * warps>>>(p, *in, n, xhat, out_half, ws);
+    } else {
+        size_t per_warp = sizeof(float) * 3 * ws;
+        launch_shape(n, 1, per_warp, &warps, &blocks);
+        k_decode<1><<<(unsigned)blocks, warps * 32, per_warp * warps>>>(p, *in, n, xhat, out_half, ws);
+    }
+    TQ_CU_LAUNCH("decode kernel");
+    return TQ_OK;
+}

@@ -1,0 +1,102 @@
+/* runtime.cu: device discovery, buffers, copies and event timing behind tq_cuda.h, so the C side (tests, tq bench)
+ * never includes cuda_runtime.h. Every failure is a TQ_ERR naming the call and CUDA's reason. */
+#include "common.cuh"
+
+#include <string.h>
+
+extern "C" int tq_cuda_device(char *name, size_t name_len, int *sm_count, double *mem_gib)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) return tq_error_set(TQ_ERR, "no usable CUDA device: %s", cudaGetErrorString(e));
+    if (n < 1) return tq_error_set(TQ_ERR, "no CUDA device found");
+    cudaDeviceProp pr;
+    TQ_CU(cudaGetDeviceProperties(&pr, 0), "cudaGetDeviceProperties");
+    if (name && name_len) {
+        strncpy(name, pr.name, name_len - 1);
+        name[name_len - 1] = 0;
+    }
+    if (sm_count) *sm_count = pr.multiProcessorCount;
+    if (mem_gib) *mem_gib = (double)pr.totalGlobalMem / (1024.0 * 1024.0 * 1024.0);
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_alloc(void **dev, size_t bytes)
+{
+    *dev = NULL;
+    cudaError_t e = cudaMalloc(dev, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        *dev = NULL;
+        return tq_error_set(TQ_ERR_NOMEM, "cuda: cannot allocate %zu bytes on the device: %s", bytes,
+                            cudaGetErrorString(e));
+    }
+    TQ_CU(cudaMemset(*dev, 0, bytes ? bytes : 1), "cudaMemset");
+    return TQ_OK;
+}
+
+extern "C" void tq_cuda_free(void *dev)
+{
+    if (dev) cudaFree(dev);
+}
+
+extern "C" int tq_cuda_upload(void *dev, const void *host, size_t bytes)
+{
+    TQ_CU(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the device");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_download(void *host, const void *dev, size_t bytes)
+{
+    TQ_CU(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy from the device");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    TQ_CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy device to device");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_sync(void)
+{
+    TQ_CU(cudaDeviceSynchronize(), "kernel execution");
+    return TQ_OK;
+}
+
+static cudaEvent_t ev_start, ev_stop;
+static int ev_ready;
+
+extern "C" int tq_cuda_timer_start(void)
+{
+    if (!ev_ready) {
+        TQ_CU(cudaEventCreate(&ev_start), "cudaEventCreate");
+        TQ_CU(cudaEventCreate(&ev_stop), "cudaEventCreate");
+        ev_ready = 1;
+    }
+    TQ_CU(cudaEventRecord(ev_start, 0), "cudaEventRecord");
+    return TQ_OK;
+}
+
+extern "C" int tq_cuda_timer_stop(float *ms)
+{
+    if (!ev_ready) return tq_error_set(TQ_ERR, "cuda: timer stopped before it was started");
+    TQ_CU(cudaEventRecord(ev_stop, 0), "cudaEventRecord");
+    TQ_CU(cudaEventSynchronize(ev_stop), "kernel execution");
+    TQ_CU(cudaEventElapsedTime(ms, ev_start, ev_stop), "cudaEventElapsedTime");
+    return TQ_OK;
+}
+
+__global__ void k_to_half(uint16_t *dst, const float *src, long n)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = tq_cu_to_half(src[i]);
+}
+
+extern "C" int tq_cuda_to_half(uint16_t *dst, const float *src, long n)
+{
+    if (n <= 0) return TQ_OK;
+    long blocks = (n + 255) / 256;
+    k_to_half<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256>>>(dst, src, n);
+    TQ_CU_LAUNCH("to_half kernel");
+    return TQ_OK;
+}

@@ -1,0 +1,121 @@
+/* tq_cuda.h: the C-callable CUDA entry points of tq — device buffers, encode/decode of turbo-mse, turbo-prod and qjl
+ * into exactly the CPU's packed sections (lib/pack.h), and the fused decode attention over packed codes. A CPU-only
+ * build (TQ_HAVE_CUDA=0) links lib/cuda_stub.c instead: every entry point returns TQ_ERR_NOCUDA. */
+#ifndef TQ_CUDA_H
+#define TQ_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- device and buffers ------------------------------------------------------------------------------------ */
+
+/* TQ_OK when a CUDA device is usable (name/sm_count/mem filled, any may be NULL); TQ_ERR_NOCUDA in a CPU-only build;
+ * TQ_ERR when the build has CUDA but no device answers (message says why). */
+int tq_cuda_device(char *name, size_t name_len, int *sm_count, double *mem_gib);
+int tq_cuda_alloc(void **dev, size_t bytes);   /* zero-filled */
+void tq_cuda_free(void *dev);                  /* NULL-safe */
+int tq_cuda_upload(void *dev, const void *host, size_t bytes);
+int tq_cuda_download(void *host, const void *dev, size_t bytes);
+int tq_cuda_copy(void *dst_dev, const void *src_dev, size_t bytes); /* device to device */
+int tq_cuda_sync(void);
+/* GPU-side timing with CUDA events on the default stream: start, then stop returns milliseconds in between. */
+int tq_cuda_timer_start(void);
+int tq_cuda_timer_stop(float *ms);
+/* float -> IEEE half on the device (n elements), for fp16 inputs of the benchmark. */
+int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n);
+
+/* ---- quantizers --------------------------------------------------------------------------------------------
+ * A quantizer is described with plain host arrays (generated on the host from the same PCG seed as the CPU side:
+ * lib/rotation.h, lib/codebook.h) and uploaded once. Arithmetic, fixed so the GPU and a scalar host emulation agree
+ * bit for bit on the Hadamard path:
+ *   norm = (float) sqrt(sum_j (double) x_j^2)              (double sum: rounding order does not reach the float)
+ *   u_j  = norm > 0 ? x_j / norm : 0                       (IEEE division)
+ *   y    = Pi u: hadamard: t_j = u_j * signs_j, in-place butterflies h = 1, 2, 4, ... (a+b, a-b), then * (float)
+ *          (1/sqrt(d)) (as lib/rotation.c); dense: y_i = fmaf chain over j = 0..d-1 of Pi[i][j] * u_j from 0.
+ *   code_j = number of thresholds t with y_j > t           (lib/codebook.h's rule)
+ *   norms stored as fp16 (round to nearest even) unless norm_fp32.
+ * turbo-prod: MSE part at `bits` (= b - 1), xm = Pi^T c[code] (inverse rotation, same arithmetic), r_j = x_j -
+ *   nq * xm_j (fmaf, nq = the stored norm as decoded), rnorm = ||r|| as above, sign bit i = (S r)_i >= 0 with
+ *   (S r)_i an fmaf chain over j. qjl: sign bits of S x, norms = ||x||. Decode: x^ = nq Pi^T c + (sqrt(pi/2)/m)
+ *   rnorm S^T z (turbo-prod), x^ = (sqrt(pi/2)/m) norm S^T z (qjl). */
+typedef struct {
+    int method;               /* TQ_M_TURBO_MSE, TQ_M_TURBO_PROD or TQ_M_QJL (lib/quant.h) */
+    int d;                    /* 64..1024, a multiple of 32 (hadamard: a power of two) */
+    int bits;                 /* MSE code bits per coordinate, 1..8 (turbo-prod: b - 1); ignored for qjl */
+    int rotation;             /* TQ_ROT_DENSE, TQ_ROT_HADAMARD or TQ_ROT_NONE */
+    int m;                    /* QJL projections: turbo-prod needs m = d; qjl any multiple of 8 */
+    int norm_fp32;            /* norms/rnorms as float instead of fp16 */
+    const float *rot;         /* dense: Pi, d x d row-major (y_i = sum_j rot[i*d+j] u_j) */
+    const float *signs;       /* hadamard: d values +-1 */
+    const float *centroids;   /* 2^bits ascending */
+    const float *thresholds;  /* 2^bits - 1 ascending (midpoints) */
+    const float *S;           /* turbo-prod / qjl: m x d row-major */
+} tq_cuda_qspec;
+
+typedef struct tq_cuda_quant tq_cuda_quant;
+
+/* Device pointers of one batch of n encoded vectors, laid out as the CPU's sections: codes n x
+ * tq_pack_row_bytes(d, bits), norms n (uint16 half or float), signs n x tq_pack_row_bytes(m, 1), rnorms n. */
+typedef struct {
+    uint8_t *codes;
+    void *norms;
+    uint8_t *signs;
+    void *rnorms;
+} tq_cuda_codes;
+
+int tq_cuda_quant_create(tq_cuda_quant **out, const tq_cuda_qspec *spec);
+void tq_cuda_quant_free(tq_cuda_quant *q);
+/* x: n x d on the device, float (x_half 0) or IEEE half (x_half 1). */
+int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out);
+/* xhat: n x d on the device, float (out_half 0) or half (out_half 1). */
+int tq_cuda_decode(const tq_cuda_quant *q, const tq_cuda_codes *in, long n, void *xhat, int out_half);
+
+/* ---- fused decode attention ----------------------------------------------------------------------------------
+ * One query token per (batch, query head) against L cached tokens per (batch, kv head), GQA: query head h uses kv
+ * head h / (n_q_heads / n_kv_heads). Keys turbo-mse or turbo-prod (MSE part `key_bits`, QJL signs with m = d),
+ * values turbo-mse, fp16 norms. Each kv head has its own rotation (and S) for keys and for values. The kernel
+ * rotates each query once (and forms S q once), scores keys straight from the packed codes against the codebook,
+ * splits the sequence across blocks with an online softmax merged afterwards (flash-decoding), accumulates values in
+ * the rotated space and rotates back once per query. Scale 1/sqrt(d). */
+typedef struct {
+    int d;                    /* 64, 128 or 256 */
+    int n_kv_heads;
+    int key_method;           /* TQ_M_TURBO_MSE or TQ_M_TURBO_PROD */
+    int key_bits, value_bits; /* MSE bits of the key codes (turbo-prod: b - 1) and the value codes, 1..4 */
+    int rotation;             /* TQ_ROT_HADAMARD or TQ_ROT_DENSE, keys and values alike */
+    const float *key_rot, *value_rot; /* dense: [n_kv_heads][d][d]; hadamard: signs [n_kv_heads][d] */
+    const float *key_centroids, *value_centroids; /* 2^bits each */
+    const float *key_S;       /* turbo-prod: [n_kv_heads][d][d] */
+} tq_cuda_attn_spec;
+
+typedef struct tq_cuda_attn tq_cuda_attn;
+
+/* The cache on the device, every array [B][n_kv_heads][L] rows (the sections of tq_cuda_codes per kv head). */
+typedef struct {
+    const uint8_t *k_codes;
+    const uint16_t *k_norms;
+    const uint8_t *k_signs;   /* turbo-prod */
+    const uint16_t *k_rnorms; /* turbo-prod */
+    const uint8_t *v_codes;
+    const uint16_t *v_norms;
+} tq_cuda_kv;
+
+int tq_cuda_attn_create(tq_cuda_attn **out, const tq_cuda_attn_spec *spec);
+void tq_cuda_attn_free(tq_cuda_attn *a);
+/* q: [B][n_q_heads][d] float on the device; out: the same shape. Workspace grows inside `a` as needed. */
+int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int n_q_heads, long L, const float *q, const tq_cuda_kv *kv,
+                        float *out);
+
+/* Baseline: flash-decoding over an fp16 cache k, v: [B][n_kv_heads][L][d] half; q, out as above. */
+int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const float *q, const uint16_t *k,
+                      const uint16_t *v, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

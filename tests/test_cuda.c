@@ -1,0 +1,539 @@
+/* test_cuda.c: the CUDA kernels against host references. Encodes: bit for bit against a scalar emulation of the
+ * documented arithmetic (lib/cuda/tq_cuda.h) on both rotations, and on the dense path against lib/rotation.c's
+ * double-accumulated reference up to codes whose rotated coordinate lies within a derived rounding bound of a
+ * threshold. Decodes and the fused attention against double-precision host references on the same codes.
+ * Without CUDA or without a GPU it prints one SKIP and "0 passed, 0 failed, 1 skipped". */
+#include "tq_test.h"
+
+#include <stdint.h>
+
+#include "codebook.h"
+#include "cuda/tq_cuda.h"
+#include "fp16.h"
+#include "pack.h"
+#include "quant.h"
+#include "rng.h"
+#include "rotation.h"
+#include "tq.h"
+
+/* The Beta Lloyd-Max codebook the CPU side uses (lib/codebook.c). */
+static void codebook(int d, int bits, float *c, float *t)
+{
+    tq_codebook cb;
+    TQ_ASSERT(tq_codebook_get(&cb, TQ_CB_BETA, d, bits) == TQ_OK);
+    memcpy(c, cb.c, sizeof(float) * cb.n);
+    memcpy(t, cb.t, sizeof(float) * (cb.n - 1));
+}
+
+/* ---- host emulation of the GPU arithmetic (tq_cuda.h, which follows lib/turbo.c) ----------------------------- */
+static float emu_norm(const float *x, int n) /* lib/turbo.c's vnorm: 8 float lanes, then double */
+{
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[j + l] * x[j + l];
+    double s = 0;
+    for (int l = 0; l < 8; l++) s += acc[l];
+    for (; j < n; j++) s += (double)x[j] * x[j];
+    return (float)sqrt(s);
+}
+
+static uint8_t emu_sign(const float *S, int d, int i, const float *r)
+{
+    double a = 0;
+    for (int j = 0; j < d; j++) a += (double)S[(size_t)i * d + j] * r[j];
+    return a >= 0;
+}
+
+static void emu_forward(const tq_rotation *r, const float *u, float *y)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (int i = 0; i < d; i++) {
+            float a = 0.0f;
+            for (int j = 0; j < d; j++) a = fmaf(r->m[(size_t)i * d + j], u[j], a);
+            y[i] = a;
+        }
+    } else tq_rotation_forward_ref(r, u, y); /* hadamard: the same butterflies and constant */
+}
+
+static void emu_inverse(const tq_rotation *r, const float *y, float *x)
+{
+    int d = r->d;
+    if (r->kind == TQ_ROT_DENSE) {
+        for (int j = 0; j < d; j++) {
+            float a = 0.0f;
+            for (int i = 0; i < d; i++) a = fmaf(r->m[(size_t)i * d + j], y[i], a);
+            x[j] = a;
+        }
+    } else tq_rotation_inverse_ref(r, y, x);
+}
+
+static int encode_lin(const float *t, int n, float y)
+{
+    int i = 0;
+    for (int j = 0; j < n - 1; j++)
+        if (y > t[j]) i++;
+    return i;
+}
+
+/* One vector: codes row, fp16 norm, signs row, fp16 rnorm, as the GPU should write them. */
+static void emu_encode(int method, const tq_rotation *r, int bits, const float *c, const float *t, const float *S,
+                       int m, const float *x, int d, uint8_t *codes, uint16_t *norm, uint8_t *signs, uint16_t *rnorm)
+{
+    float u[256], y[256], xm[256];
+    uint8_t cd[256];
+    float nrm = emu_norm(x, d);
+    *norm = tq_float_to_half(nrm);
+    if (method == TQ_M_QJL) {
+        for (int i = 0; i < m; i++) cd[i] = emu_sign(S, d, i, x);
+        tq_pack_row_ref(cd, m, 1, signs);
+        return;
+    }
+    float inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
+    emu_forward(r, x, y);
+    for (int j = 0; j < d; j++) cd[j] = (uint8_t)encode_lin(t, 1 << bits, y[j] * inv);
+    tq_pack_row_ref(cd, d, bits, codes);
+    if (method != TQ_M_TURBO_PROD) return;
+    float nq = tq_half_to_float(*norm);
+    for (int j = 0; j < d; j++) y[j] = c[cd[j]];
+    emu_inverse(r, y, xm);
+    for (int j = 0; j < d; j++) u[j] = x[j] - xm[j] * nq;
+    *rnorm = tq_float_to_half(emu_norm(u, d));
+    for (int i = 0; i < m; i++) cd[i] = emu_sign(S, d, i, u);
+    tq_pack_row_ref(cd, m, 1, signs);
+}
+
+/* Double-precision decode of one vector from its sections. */
+static void ref_decode(int method, const tq_rotation *r, int bits, const float *c, const float *S, int m, int d,
+                       const uint8_t *codes, uint16_t norm, const uint8_t *signs, uint16_t rnorm, double *out)
+{
+    double nq = tq_half_to_float(norm), coef = sqrt(M_PI / 2) / m;
+    for (int j = 0; j < d; j++) out[j] = 0;
+    if (method != TQ_M_QJL) {
+        double cv[256];
+        for (int i = 0; i < d; i++) cv[i] = c[tq_pack_get(codes, i, bits)];
+        for (int j = 0; j < d; j++) {
+            double a = 0;
+            if (r->kind == TQ_ROT_DENSE)
+                for (int i = 0; i < d; i++) a += (double)r->m[(size_t)i * d + j] * cv[i];
+            else { /* Pi^T = D H / sqrt(d): row j of H is (-1)^popcount(i & j) */
+                for (int i = 0; i < d; i++) a += (__builtin_popcount(i & j) & 1 ? -cv[i] : cv[i]);
+                a *= r->signs[j] / sqrt((double)d);
+            }
+            out[j] = nq * a;
+        }
+    }
+    if (method == TQ_M_TURBO_MSE) return;
+    double g = method == TQ_M_TURBO_PROD ? tq_half_to_float(rnorm) : nq;
+    for (int j = 0; j < d; j++) {
+        double a = 0;
+        for (int i = 0; i < m; i++) a += (double)S[(size_t)i * d + j] * (tq_pack_get(signs, i, 1) ? 1.0 : -1.0);
+        out[j] += coef * g * a;
+    }
+}
+
+static void gen_vectors(float *x, long n, int d, uint64_t seed)
+{
+    tq_rng r;
+    tq_rng_derive(&r, seed, -1, -1, TQ_PURPOSE_TEST);
+    for (long i = 0; i < n; i++) {
+        double scale = 0.05 + 20.0 * tq_rng_double(&r); /* norms over 3 decades: fp16 rounding matters */
+        for (int j = 0; j < d; j++) x[i * d + j] = (float)(scale * tq_rng_normal(&r));
+    }
+    for (int j = 0; j < d; j++) x[j] = 0.0f; /* a zero vector quantizes to zero, never NaN */
+}
+
+/* Encode n vectors on the GPU with one quantizer and check every section against the emulation (must be identical)
+ * and, for dense, the codes against the double reference (may differ only near thresholds). Then decode. */
+static void check_codec(int method, int rot_kind, int d, int bits, long n)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%s %s d=%d bits=%d", method == TQ_M_TURBO_MSE ? "turbo-mse"
+             : method == TQ_M_TURBO_PROD ? "turbo-prod" : "qjl", rot_kind == TQ_ROT_DENSE ? "dense" : "hadamard", d,
+             bits);
+    tq_slice_id id = {1, 2, TQ_TENSOR_KEYS};
+    tq_rotation *rot = NULL;
+    float *S = NULL, c[256], t[256];
+    int m = d;
+    if (tq_rotation_make(&rot, rot_kind, d, 42, id, TQ_PURPOSE_ROTATION, 0)) {
+        CHECK(0, "%s: rotation: %s", what, tq_error_msg());
+        return;
+    }
+    if (method != TQ_M_TURBO_MSE && tq_gaussian_matrix(&S, m, d, 42, id, TQ_PURPOSE_QJL, 0)) {
+        CHECK(0, "%s: S: %s", what, tq_error_msg());
+        tq_rotation_free(rot);
+        return;
+    }
+    int cb_bits = method == TQ_M_QJL ? 1 : bits;
+    codebook(d, cb_bits, c, t);
+    tq_cuda_qspec sp = {method, d, bits, rot_kind, m, 0, rot->m, rot->signs, c, t, S};
+    size_t rb = tq_pack_row_bytes(d, cb_bits), sb = tq_pack_row_bytes(m, 1);
+    float *x = malloc(sizeof(float) * n * d), *xh = malloc(sizeof(float) * n * d);
+    uint8_t *codes = calloc(n, rb), *signs = calloc(n, sb), *ecodes = calloc(n, rb), *esigns = calloc(n, sb);
+    uint16_t *norms = calloc(n, 2), *rnorms = calloc(n, 2), *enorms = calloc(n, 2), *ernorms = calloc(n, 2);
+    tq_cuda_quant *q = NULL;
+    void *dx = NULL, *dxh = NULL;
+    tq_cuda_codes dc = {0};
+    gen_vectors(x, n, d, 7 + d + bits);
+    int st = tq_cuda_quant_create(&q, &sp);
+    if (!st) st = tq_cuda_alloc(&dx, sizeof(float) * n * d);
+    if (!st) st = tq_cuda_alloc(&dxh, sizeof(float) * n * d);
+    if (!st) st = tq_cuda_alloc((void **)&dc.codes, n * rb);
+    if (!st) st = tq_cuda_alloc((void **)&dc.signs, n * sb);
+    if (!st) st = tq_cuda_alloc(&dc.norms, n * 2);
+    if (!st) st = tq_cuda_alloc(&dc.rnorms, n * 2);
+    if (!st) st = tq_cuda_upload(dx, x, sizeof(float) * n * d);
+    if (!st) st = tq_cuda_encode(q, dx, 0, n, &dc);
+    if (!st) st = tq_cuda_decode(q, &dc, n, dxh, 0);
+    if (!st) st = tq_cuda_sync();
+    if (!st) st = tq_cuda_download(codes, dc.codes, n * rb);
+    if (!st) st = tq_cuda_download(signs, dc.signs, n * sb);
+    if (!st) st = tq_cuda_download(norms, dc.norms, n * 2);
+    if (!st) st = tq_cuda_download(rnorms, dc.rnorms, n * 2);
+    if (!st) st = tq_cuda_download(xh, dxh, sizeof(float) * n * d);
+    CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
+    if (st) goto done;
+
+    long bad_codes = 0, bad_norms = 0, bad_signs = 0, bad_rn = 0;
+    for (long i = 0; i < n; i++) {
+        emu_encode(method, rot, bits, c, t, S, m, x + i * d, d, ecodes + i * rb, enorms + i, esigns + i * sb,
+                   ernorms + i);
+        if (method != TQ_M_QJL) bad_codes += memcmp(codes + i * rb, ecodes + i * rb, rb) != 0;
+        if (method != TQ_M_TURBO_MSE) bad_signs += memcmp(signs + i * sb, esigns + i * sb, sb) != 0;
+        bad_norms += norms[i] != enorms[i];
+        if (method == TQ_M_TURBO_PROD) bad_rn += rnorms[i] != ernorms[i];
+    }
+    /* Identical operations in identical order: nothing may differ (the double norm sums differ in order only, far
+     * below float resolution). */
+    CHECK(bad_codes == 0 && bad_norms == 0 && bad_signs == 0 && bad_rn == 0,
+          "%s: GPU vs emulation: %ld code rows, %ld norms, %ld sign rows, %ld rnorms differ of %ld", what, bad_codes,
+          bad_norms, bad_signs, bad_rn, n);
+
+    /* Against the CPU library's own scalar reference (lib/turbo.c encode_ref) when this tree has it: on the Hadamard
+     * path the same float operations in the same order, so every section must be identical. */
+    const tq_format *f = tq_format_of(method);
+    if (f && f->encode_ref && rot_kind == TQ_ROT_HADAMARD) {
+        tq_qparams qp;
+        tq_qparams_default(&qp, method, method == TQ_M_TURBO_PROD ? bits + 1 : bits);
+        qp.rotation = rot_kind;
+        qp.seed = 42;
+        tq_codes cc;
+        memset(&cc, 0, sizeof cc);
+        if (f->check(&qp, d) != TQ_OK || f->encode_ref(&qp, id, x, (int)n, d, &cc) != TQ_OK) {
+            char why[300];
+            snprintf(why, sizeof why, "%s: CPU encode_ref: %s", what, tq_error_msg());
+            SKIP(why);
+        } else {
+            const tq_section *sc = tq_codes_find(&cc, "codes"), *sn = tq_codes_find(&cc, "norms"),
+                             *ss = tq_codes_find(&cc, "signs"), *sr = tq_codes_find(&cc, "rnorms");
+            long diff = 0;
+            if (method != TQ_M_QJL) diff += !sc || sc->count != n * rb || memcmp(sc->data, codes, n * rb);
+            diff += !sn || sn->count != (size_t)n || memcmp(sn->data, norms, n * 2);
+            if (method != TQ_M_TURBO_MSE) diff += !ss || ss->count != n * sb || memcmp(ss->data, signs, n * sb);
+            if (method == TQ_M_TURBO_PROD) diff += !sr || sr->count != (size_t)n || memcmp(sr->data, rnorms, n * 2);
+            CHECK(diff == 0, "%s: %ld sections differ from lib/turbo.c's encode_ref", what, diff);
+        }
+        tq_codes_free(&cc);
+    }
+
+    if (method != TQ_M_QJL && rot_kind == TQ_ROT_DENSE) {
+        /* Against lib/rotation.c's double reference: a float fmaf chain over d terms of |Pi_ij u_j| (sum <= ||Pi_i||
+         * ||u|| = 1) errs by at most d * 2^-24, the division u = x / norm by 2^-24 more: a code may differ only where
+         * the exact coordinate is within tol = (d + 2) 2^-24 of a threshold. The expected count of such coordinates
+         * is below n d (2^b - 1) 2 tol f_max, f_max = sqrt(d / 2 pi) the peak of N(0, 1/d). */
+        double tol = (d + 2) * ldexp(1.0, -24), fmax = sqrt(d / (2 * M_PI));
+        double bound = (double)n * d * ((1 << bits) - 1) * 2 * tol * fmax;
+        long diff = 0, far = 0;
+        float yr[256];
+        for (long i = 0; i < n; i++) {
+            float nrm = emu_norm(x + i * d, d), inv = nrm > 0 ? 1.0f / nrm : 0.0f;
+            tq_rotation_forward_ref(rot, x + i * d, yr);
+            for (int j = 0; j < d; j++) yr[j] *= inv;
+            for (int j = 0; j < d; j++) {
+                int want = encode_lin(t, 1 << bits, yr[j]), got = (int)tq_pack_get(codes + i * rb, j, bits);
+                if (want == got) continue;
+                diff++;
+                double near = 1e30;
+                for (int k = 0; k < (1 << bits) - 1; k++) near = fmin(near, fabs((double)yr[j] - t[k]));
+                if (near > tol || abs(want - got) != 1) far++;
+            }
+        }
+        CHECK(far == 0, "%s: %ld codes differ from the double reference farther than %.3g from a threshold", what, far,
+              tol);
+        CHECK(diff <= bound, "%s: %ld codes differ from the double reference, bound %.1f", what, diff, bound);
+        fprintf(stderr, "  %s: %ld of %ld codes differ from the double-precision rotation (bound %.1f, tol %.2g)\n",
+                what, diff, n * d, bound, tol);
+    }
+
+    /* Decode against double: each output is a float combination of d (or m) terms whose magnitudes sum to at most
+     * nq ||c|| for the MSE part (Pi orthogonal, ||c|| <= 1.2 with these codebooks) and coef g sum_i |S_ij| for the
+     * QJL part; float rounding of a k-term chain is within k 2^-24 of that sum, plus a few roundings of the scaling:
+     * tol_j = (d + 4) 2^-24 (nq * 1.2 + coef g max_j sum_i |S_ij|). */
+    double colmax = 0;
+    if (S)
+        for (int j = 0; j < d; j++) {
+            double a = 0;
+            for (int i = 0; i < m; i++) a += fabs(S[(size_t)i * d + j]);
+            colmax = fmax(colmax, a);
+        }
+    long dec_bad = 0;
+    double worst = 0;
+    for (long i = 0; i < n; i++) {
+        double ref[256];
+        ref_decode(method, rot, bits, c, S, m, d, codes + i * rb, norms[i], signs + i * sb, rnorms[i], ref);
+        double nq = tq_half_to_float(norms[i]), g = method == TQ_M_TURBO_PROD ? tq_half_to_float(rnorms[i]) : nq;
+        double tol = (d + 4) * ldexp(1.0, -24) * ((method != TQ_M_QJL ? nq * 1.2 : 0) +
+                                                   (method != TQ_M_TURBO_MSE ? sqrt(M_PI / 2) / m * g * colmax : 0));
+        for (int j = 0; j < d; j++) {
+            double e = fabs(xh[i * d + j] - ref[j]);
+            if (e > tol) dec_bad++;
+            if (tol > 0) worst = fmax(worst, e / tol);
+        }
+    }
+    CHECK(dec_bad == 0, "%s: %ld decoded values outside the rounding bound (worst %.2f of it)", what, dec_bad, worst);
+
+done:
+    tq_cuda_free(dx);
+    tq_cuda_free(dxh);
+    tq_cuda_free(dc.codes);
+    tq_cuda_free(dc.signs);
+    tq_cuda_free(dc.norms);
+    tq_cuda_free(dc.rnorms);
+    tq_cuda_quant_free(q);
+    free(x); free(xh); free(codes); free(signs); free(ecodes); free(esigns);
+    free(norms); free(rnorms); free(enorms); free(ernorms);
+    free(S);
+    tq_rotation_free(rot);
+}
+
+/* Fused attention on codes the GPU encoded, against double-precision attention over the same codes decoded in
+ * double. Float scores are chains of d products of magnitude <= |q| |k|, the softmax sums L terms and exp2f is
+ * within 2 ulp: the relative output error is of order (d + L) 2^-24 ~ 1e-4 for L ~ 1000, so 1e-3 holds with margin. */
+static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, int Hkv, long L, int kbits, int vbits)
+{
+    char what[160];
+    snprintf(what, sizeof what, "attention %s %s d=%d B=%d Hq=%d Hkv=%d L=%ld kbits=%d vbits=%d",
+             key_method == TQ_M_TURBO_PROD ? "turbo-prod" : "turbo-mse", rot_kind == TQ_ROT_DENSE ? "dense" : "hadamard",
+             d, B, Hq, Hkv, L, kbits, vbits);
+    size_t nr = rot_kind == TQ_ROT_DENSE ? (size_t)d * d : (size_t)d;
+    float *krot = malloc(sizeof(float) * nr * Hkv), *vrot = malloc(sizeof(float) * nr * Hkv);
+    float *kS = malloc(sizeof(float) * (size_t)d * d * Hkv);
+    float kc[16], kt[16], vc[16], vt[16];
+    codebook(d, kbits, kc, kt);
+    codebook(d, vbits, vc, vt);
+    tq_rotation *kr[16] = {0}, *vr[16] = {0};
+    float *S[16] = {0};
+    tq_cuda_quant *kq[16] = {0}, *vq[16] = {0};
+    int st = TQ_OK;
+    for (int g = 0; g < Hkv && !st; g++) {
+        tq_slice_id ik = {0, g, TQ_TENSOR_KEYS}, iv = {0, g, TQ_TENSOR_VALUES};
+        st = tq_rotation_make(&kr[g], rot_kind, d, 9, ik, TQ_PURPOSE_ROTATION, 0);
+        if (!st) st = tq_rotation_make(&vr[g], rot_kind, d, 9, iv, TQ_PURPOSE_ROTATION, 0);
+        if (!st) st = tq_gaussian_matrix(&S[g], d, d, 9, ik, TQ_PURPOSE_QJL, 0);
+        if (st) break;
+        memcpy(krot + g * nr, rot_kind == TQ_ROT_DENSE ? kr[g]->m : kr[g]->signs, sizeof(float) * nr);
+        memcpy(vrot + g * nr, rot_kind == TQ_ROT_DENSE ? vr[g]->m : vr[g]->signs, sizeof(float) * nr);
+        memcpy(kS + (size_t)g * d * d, S[g], sizeof(float) * d * d);
+        tq_cuda_qspec ks = {key_method, d, kbits, rot_kind, d, 0, kr[g]->m, kr[g]->signs, kc, kt, S[g]};
+        tq_cuda_qspec vs = {TQ_M_TURBO_MSE, d, vbits, rot_kind, d, 0, vr[g]->m, vr[g]->signs, vc, vt, NULL};
+        st = tq_cuda_quant_create(&kq[g], &ks);
+        if (!st) st = tq_cuda_quant_create(&vq[g], &vs);
+    }
+    long nvec = (long)B * Hkv * L;
+    size_t rk = tq_pack_row_bytes(d, kbits), rv = tq_pack_row_bytes(d, vbits), rs = (size_t)d / 8;
+    float *k = malloc(sizeof(float) * nvec * d), *v = malloc(sizeof(float) * nvec * d);
+    float *q = malloc(sizeof(float) * (size_t)B * Hq * d), *o = malloc(sizeof(float) * (size_t)B * Hq * d);
+    uint8_t *kcodes = malloc(nvec * rk), *vcodes = malloc(nvec * rv), *ksigns = malloc(nvec * rs);
+    uint16_t *kn = malloc(nvec * 2), *krn = malloc(nvec * 2), *vn = malloc(nvec * 2);
+    tq_rng r;
+    tq_rng_derive(&r, 77, -1, -1, TQ_PURPOSE_TEST);
+    /* keys with a shared direction so attention is peaked rather than uniform (a stricter test of the softmax) */
+    for (long i = 0; i < nvec * d; i++) {
+        k[i] = (float)(tq_rng_normal(&r) + ((i % d) < 4 ? 2.0 : 0.0));
+        v[i] = (float)tq_rng_normal(&r);
+    }
+    for (long i = 0; i < (long)B * Hq * d; i++) q[i] = (float)(tq_rng_normal(&r) + ((i % d) < 4 ? 1.5 : 0.0));
+    void *dk = NULL, *dv = NULL, *dq = NULL, *dout = NULL;
+    tq_cuda_kv kv = {0};
+    tq_cuda_attn *at = NULL;
+    tq_cuda_attn_spec as = {d, Hkv, key_method, kbits, vbits, rot_kind, krot, vrot, kc, vc, kS};
+    if (!st) st = tq_cuda_alloc(&dk, sizeof(float) * nvec * d);
+    if (!st) st = tq_cuda_alloc(&dv, sizeof(float) * nvec * d);
+    if (!st) st = tq_cuda_alloc(&dq, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_alloc(&dout, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_alloc((void **)&kv.k_codes, nvec * rk);
+    if (!st) st = tq_cuda_alloc((void **)&kv.k_norms, nvec * 2);
+    if (!st) st = tq_cuda_alloc((void **)&kv.k_signs, nvec * rs);
+    if (!st) st = tq_cuda_alloc((void **)&kv.k_rnorms, nvec * 2);
+    if (!st) st = tq_cuda_alloc((void **)&kv.v_codes, nvec * rv);
+    if (!st) st = tq_cuda_alloc((void **)&kv.v_norms, nvec * 2);
+    if (!st) st = tq_cuda_upload(dk, k, sizeof(float) * nvec * d);
+    if (!st) st = tq_cuda_upload(dv, v, sizeof(float) * nvec * d);
+    if (!st) st = tq_cuda_upload(dq, q, sizeof(float) * B * Hq * d);
+    for (int b = 0; b < B && !st; b++)
+        for (int g = 0; g < Hkv && !st; g++) {
+            long row = ((long)b * Hkv + g) * L;
+            tq_cuda_codes ck = {(uint8_t *)kv.k_codes + row * rk, (uint16_t *)kv.k_norms + row,
+                                (uint8_t *)kv.k_signs + row * rs, (uint16_t *)kv.k_rnorms + row};
+            tq_cuda_codes cv = {(uint8_t *)kv.v_codes + row * rv, (uint16_t *)kv.v_norms + row, NULL, NULL};
+            st = tq_cuda_encode(kq[g], (float *)dk + row * d, 0, L, &ck);
+            if (!st) st = tq_cuda_encode(vq[g], (float *)dv + row * d, 0, L, &cv);
+        }
+    if (!st) st = tq_cuda_attn_create(&at, &as);
+    if (!st) st = tq_cuda_attn_decode(at, B, Hq, L, dq, &kv, dout);
+    if (!st) st = tq_cuda_sync();
+    if (!st) st = tq_cuda_download(o, dout, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_download(kcodes, kv.k_codes, nvec * rk);
+    if (!st) st = tq_cuda_download(vcodes, kv.v_codes, nvec * rv);
+    if (!st) st = tq_cuda_download(ksigns, kv.k_signs, nvec * rs);
+    if (!st) st = tq_cuda_download(kn, kv.k_norms, nvec * 2);
+    if (!st) st = tq_cuda_download(krn, kv.k_rnorms, nvec * 2);
+    if (!st) st = tq_cuda_download(vn, kv.v_norms, nvec * 2);
+    CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
+    if (!st) {
+        double *kh = malloc(sizeof(double) * L * d), *vh = malloc(sizeof(double) * L * d), *p = malloc(sizeof(double) * L);
+        double worst = 0;
+        int G = Hq / Hkv;
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < Hkv; g++) {
+                long row = ((long)b * Hkv + g) * L;
+                for (long tt = 0; tt < L; tt++) {
+                    ref_decode(key_method, kr[g], kbits, kc, S[g], d, d, kcodes + (row + tt) * rk, kn[row + tt],
+                               ksigns + (row + tt) * rs, krn[row + tt], kh + tt * d);
+                    ref_decode(TQ_M_TURBO_MSE, vr[g], vbits, vc, NULL, d, d, vcodes + (row + tt) * rv, vn[row + tt],
+                               NULL, 0, vh + tt * d);
+                }
+                for (int hh = 0; hh < G; hh++) {
+                    const float *qq = q + ((size_t)b * Hq + g * G + hh) * d;
+                    double mx = -1e300, den = 0, out[256] = {0}, on = 0, en = 0;
+                    for (long tt = 0; tt < L; tt++) {
+                        double s = 0;
+                        for (int j = 0; j < d; j++) s += qq[j] * kh[tt * d + j];
+                        p[tt] = s / sqrt((double)d);
+                        mx = fmax(mx, p[tt]);
+                    }
+                    for (long tt = 0; tt < L; tt++) {
+                        p[tt] = exp(p[tt] - mx);
+                        den += p[tt];
+                        for (int j = 0; j < d; j++) out[j] += p[tt] * vh[tt * d + j];
+                    }
+                    const float *og = o + ((size_t)b * Hq + g * G + hh) * d;
+                    for (int j = 0; j < d; j++) {
+                        out[j] /= den;
+                        on += out[j] * out[j];
+                        en += (og[j] - out[j]) * (og[j] - out[j]);
+                    }
+                    worst = fmax(worst, sqrt(en / on));
+                }
+            }
+        CHECK(worst <= 1e-3, "%s: relative error %.3g against the double reference", what, worst);
+        fprintf(stderr, "  %s: max relative error %.2e\n", what, worst);
+        free(kh); free(vh); free(p);
+    }
+    tq_cuda_attn_free(at);
+    tq_cuda_free(dk); tq_cuda_free(dv); tq_cuda_free(dq); tq_cuda_free(dout);
+    tq_cuda_free((void *)kv.k_codes); tq_cuda_free((void *)kv.k_norms); tq_cuda_free((void *)kv.k_signs);
+    tq_cuda_free((void *)kv.k_rnorms); tq_cuda_free((void *)kv.v_codes); tq_cuda_free((void *)kv.v_norms);
+    for (int g = 0; g < 16; g++) {
+        tq_rotation_free(kr[g]); tq_rotation_free(vr[g]); free(S[g]);
+        tq_cuda_quant_free(kq[g]); tq_cuda_quant_free(vq[g]);
+    }
+    free(krot); free(vrot); free(kS); free(k); free(v); free(q); free(o);
+    free(kcodes); free(vcodes); free(ksigns); free(kn); free(krn); free(vn);
+}
+
+/* The fp16 baseline kernel against double attention over the same half-rounded keys and values. */
+static void check_fp16(int d, int B, int Hq, int Hkv, long L)
+{
+    long nvec = (long)B * Hkv * L;
+    uint16_t *k = malloc(nvec * d * 2), *v = malloc(nvec * d * 2);
+    float *q = malloc(sizeof(float) * B * Hq * d), *o = malloc(sizeof(float) * B * Hq * d);
+    tq_rng r;
+    tq_rng_derive(&r, 78, -1, -1, TQ_PURPOSE_TEST);
+    for (long i = 0; i < nvec * d; i++) {
+        k[i] = tq_float_to_half((float)(tq_rng_normal(&r) + ((i % d) < 4 ? 2.0 : 0.0)));
+        v[i] = tq_float_to_half((float)tq_rng_normal(&r));
+    }
+    for (long i = 0; i < (long)B * Hq * d; i++) q[i] = (float)(tq_rng_normal(&r) + ((i % d) < 4 ? 1.5 : 0.0));
+    void *dk = NULL, *dv = NULL, *dq = NULL, *dout = NULL;
+    int st = tq_cuda_alloc(&dk, nvec * d * 2);
+    if (!st) st = tq_cuda_alloc(&dv, nvec * d * 2);
+    if (!st) st = tq_cuda_alloc(&dq, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_alloc(&dout, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_upload(dk, k, nvec * d * 2);
+    if (!st) st = tq_cuda_upload(dv, v, nvec * d * 2);
+    if (!st) st = tq_cuda_upload(dq, q, sizeof(float) * B * Hq * d);
+    if (!st) st = tq_cuda_attn_fp16(B, Hq, Hkv, L, d, dq, dk, dv, dout);
+    if (!st) st = tq_cuda_sync();
+    if (!st) st = tq_cuda_download(o, dout, sizeof(float) * B * Hq * d);
+    CHECK(st == TQ_OK, "fp16 attention: cuda: %s", tq_error_msg());
+    if (!st) {
+        int G = Hq / Hkv;
+        double worst = 0, *p = malloc(sizeof(double) * L);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < Hq; h++) {
+                long row = ((long)b * Hkv + h / G) * L;
+                const float *qq = q + ((size_t)b * Hq + h) * d;
+                double mx = -1e300, den = 0, out[256] = {0}, on = 0, en = 0;
+                for (long tt = 0; tt < L; tt++) {
+                    double s = 0;
+                    for (int j = 0; j < d; j++) s += qq[j] * (double)tq_half_to_float(k[(row + tt) * d + j]);
+                    p[tt] = s / sqrt((double)d);
+                    mx = fmax(mx, p[tt]);
+                }
+                for (long tt = 0; tt < L; tt++) {
+                    p[tt] = exp(p[tt] - mx);
+                    den += p[tt];
+                    for (int j = 0; j < d; j++) out[j] += p[tt] * tq_half_to_float(v[(row + tt) * d + j]);
+                }
+                for (int j = 0; j < d; j++) {
+                    out[j] /= den;
+                    on += out[j] * out[j];
+                    double e = o[((size_t)b * Hq + h) * d + j] - out[j];
+                    en += e * e;
+                }
+                worst = fmax(worst, sqrt(en / on));
+            }
+        /* same derivation as the fused kernel's bound */
+        CHECK(worst <= 1e-3, "fp16 attention d=%d: relative error %.3g", d, worst);
+        fprintf(stderr, "  fp16 attention d=%d B=%d Hq=%d Hkv=%d L=%ld: max relative error %.2e\n", d, B, Hq, Hkv, L,
+                worst);
+        free(p);
+    }
+    tq_cuda_free(dk); tq_cuda_free(dv); tq_cuda_free(dq); tq_cuda_free(dout);
+    free(k); free(v); free(q); free(o);
+}
+
+int main(void)
+{
+    char name[256];
+    if (tq_cuda_device(name, sizeof name, NULL, NULL) != TQ_OK) {
+        char why[300];
+        snprintf(why, sizeof why, "CUDA tests: %s", tq_error_msg());
+        SKIP(why);
+        TQ_TEST_END();
+    }
+    fprintf(stderr, "  device: %s\n", name);
+    /* A stub build must have said "built without CUDA"; a real one reaches here. */
+    for (int di = 0; di < 3; di++) {
+        int d = 64 << di;
+        for (int bits = 1; bits <= 4; bits++) {
+            check_codec(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, d, bits, 3000);
+            check_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, d, bits, 1000);
+        }
+        for (int bits = 1; bits <= 3; bits++) check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, d, bits, 1000);
+        check_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, d, 2, 500);
+        check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, d, 1, 1000);
+    }
+    /* GQA 4:1 (the sub-group path of 4 heads) and MHA (1 head per kv head); L not a multiple of any tile */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 8, 2, 1000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 8, 2, 1000, 2, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 8, 2, 777, 2, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 6, 3, 513, 4, 2);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 256, 1, 8, 1, 300, 3, 4);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 3, 2, 2, 33, 1, 1);
+    check_fp16(128, 2, 8, 2, 1000);
+    check_fp16(64, 1, 3, 3, 100);
+    TQ_TEST_END();
+}
