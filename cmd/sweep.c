@@ -219,6 +219,7 @@ static void parse_sel(const char *opt, const char *s, int n, const char *input, 
 typedef struct {
     tq_metrics mk, mv;
     double kbits, vbits;
+    double kbc, vbc;        /* nominal code bits of the slice's parameters (scheduled bits vary per slice) */
     int rc;
     char err[300];
 } head_result;
@@ -235,6 +236,20 @@ static int quantize_slice(const tq_qparams *p, tq_slice_id id, const float *x, i
     return rc;
 }
 
+/* sweep --schedule: the schedule's bits for this slice (polar through its level mapping, as tq quantize does) */
+static void sched_bits(const tq_schedule *s, int layer, int h, int tensor, tq_qparams *p)
+{
+    int b = s ? tq_schedule_bits(s, layer, h, tensor) : -1;
+    if (b <= 0) return;
+    p->bits = b;
+    if (p->method == TQ_M_POLAR) {
+        tq_qparams d;
+        tq_qparams_default(&d, TQ_M_POLAR, b);
+        p->polar_levels = d.polar_levels;
+        memcpy(p->polar_bits, d.polar_bits, sizeof p->polar_bits);
+    }
+}
+
 static void eval_head(const sw_opts *o, const sw_config *c, int layer, int h, const tq_layer *L, head_result *r)
 {
     int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
@@ -242,13 +257,18 @@ static void eval_head(const sw_opts *o, const sw_config *c, int layer, int h, co
     const float *k = L->keys + off, *v = L->values && c->v.method >= 0 ? L->values + off : NULL;
     const float *q = L->queries ? L->queries + (size_t)h * G * T * d : NULL;
     float *kh = tq_malloc((size_t)T * d * sizeof(float)), *vh = v ? tq_malloc((size_t)T * d * sizeof(float)) : NULL;
+    tq_qparams kp = c->k, vp = c->v;
+    sched_bits(o->sched, layer, h, TQ_TENSOR_KEYS, &kp);
+    if (v) sched_bits(o->sched, layer, h, TQ_TENSOR_VALUES, &vp);
+    r->kbc = tq_format_of(kp.method)->bits_code(&kp, d);
+    r->vbc = v ? tq_format_of(vp.method)->bits_code(&vp, d) : NAN;
     r->rc = TQ_OK;
     tq_error_clear();
     if (!kh || (v && !vh)) r->rc = TQ_ERR_NOMEM;
     if (r->rc == TQ_OK)
-        r->rc = quantize_slice(&c->k, (tq_slice_id){layer, h, TQ_TENSOR_KEYS}, k, T, d, kh, &r->kbits);
+        r->rc = quantize_slice(&kp, (tq_slice_id){layer, h, TQ_TENSOR_KEYS}, k, T, d, kh, &r->kbits);
     if (r->rc == TQ_OK && v)
-        r->rc = quantize_slice(&c->v, (tq_slice_id){layer, h, TQ_TENSOR_VALUES}, v, T, d, vh, &r->vbits);
+        r->rc = quantize_slice(&vp, (tq_slice_id){layer, h, TQ_TENSOR_VALUES}, v, T, d, vh, &r->vbits);
     if (r->rc == TQ_OK) {
         tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->attention};
         r->rc = tq_metrics_head(&mo, q, G, k, kh, v, vh, T, d, &r->mk, v ? &r->mv : NULL);
@@ -351,8 +371,7 @@ void sw_run(const sw_opts *o, sw_rows *out)
                     if (r->rc < 0)
                         die("cannot evaluate '%s' layer %d head %d with %s: %s", o->inputs[in], layer, hs[i], c->kdesc,
                             r->err);
-                    const tq_format *fk = tq_format_of(c->k.method);
-                    double kbc = fk->bits_code(&c->k, L.s.head_dim);
+                    double kbc = r->kbc;
                     if (o->per_head_rows) {
                         sw_row *w = push_row(out);
                         *w = (sw_row){.input = in, .layer = layer, .head = hs[i], .tensor = TQ_TENSOR_KEYS, .cfg = ci,
@@ -361,7 +380,7 @@ void sw_run(const sw_opts *o, sw_rows *out)
                     acc_add(&la[0], &r->mk, kbc, r->kbits);
                     acc_add(&tot[2 * ci], &r->mk, kbc, r->kbits);
                     if (L.values && c->v.method >= 0) {
-                        double vbc = tq_format_of(c->v.method)->bits_code(&c->v, L.s.head_dim);
+                        double vbc = r->vbc;
                         if (o->per_head_rows) {
                             sw_row *w = push_row(out);
                             *w = (sw_row){.input = in, .layer = layer, .head = hs[i], .tensor = TQ_TENSOR_VALUES,
@@ -601,6 +620,48 @@ void sw_opts_free(sw_opts *o)
 
 /* ---------- tq sweep ---------- */
 
+/* --schedule: one dump, one method (--methods or the schedule's), bits from the schedule per slice; values need
+ * the schedule's values bits or an explicit --values. Malformed files exit 1, mismatches with the dump exit 2. */
+static tq_schedule *sweep_schedule(const char *path, sw_opts *o, sw_axes *ax, char *sbits)
+{
+    if (o->n_inputs != 1 || o->input_synth[0] >= 0)
+        die_usage("option '--schedule' takes exactly one dump (a schedule is made for one model)");
+    if (ax->bits) die_usage("options '--schedule' and '--bits' contradict each other: the schedule sets the bits");
+    tq_schedule *s;
+    int rc = tq_schedule_load(&s, path);
+    if (rc < 0) die_lib(TQ_ERR, NULL);
+    if (!ax->methods) {
+        if (!s->method[0]) die_usage("schedule '%s' names no method; add --methods M", path);
+        ax->methods = s->method;
+    }
+    const tq_format *f = tq_format_by_name(ax->methods);
+    if (!f) die_usage("option '--schedule' wants one known method in --methods, got '%s'", ax->methods);
+    tq_dump *d;
+    if ((rc = tq_dump_open(&d, o->inputs[0])) < 0) die_lib(rc, NULL);
+    const tq_dump_meta *m = tq_dump_get_meta(d);
+    rc = tq_schedule_check(s, path, m->n_layers, m->shape.n_kv_heads, f->name, f->min_bits, f->max_bits);
+    tq_dump_close(d);
+    if (rc < 0) die_lib(rc, NULL);
+    if (!s->values && !ax->values)
+        die_usage("schedule '%s' has no values bits; add --values none or --values METHOD:BITS", path);
+    if (s->values && ax->values && strcmp(ax->values, "same"))
+        die_usage("schedule '%s' sets values bits; drop --values", path);
+    snprintf(sbits, 16, "%d", tq_schedule_bits(s, 0, 0, TQ_TENSOR_KEYS)); /* placeholder, replaced per slice */
+    ax->bits = sbits;
+    o->sched = s;
+    return s;
+}
+
+/* "turbo-prod,bits=3,rot=dense" -> "turbo-prod,bits=schedule,rot=dense" */
+static void mark_scheduled(char *desc, size_t n)
+{
+    char *b = strstr(desc, ",bits="), tail[192];
+    if (!b) return;
+    char *e = strchr(b + 1, ',');
+    snprintf(tail, sizeof tail, "%s", e ? e : "");
+    snprintf(b, n - (size_t)(b - desc), ",bits=schedule%s", tail);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -624,6 +685,7 @@ static void usage(FILE *f)
         "  --threads N         heads evaluated in parallel (default 1; results do not depend on it)\n"
         "  --seed S            quantizer seed and inner-product sample seed (default 0)\n"
         "  --no-attention      skip the attention metrics (the O(T^2) part)\n"
+        "  --schedule FILE     bits per layer / kv head from a schedule (tq mixed-schedule), one dump, one method\n"
         "  --format md|csv|json, -o FILE   (default Markdown on stdout; -o FILE.csv/.json picks the format)\n",
         method_names());
 }
@@ -638,7 +700,7 @@ int cmd_sweep(int argc, char **argv)
     o.attention = 1;
     o.per_head_rows = 1;
     const char *fmt = NULL, *outp = NULL, *synth = NULL, *qheads = NULL, *dim = NULL;
-    const char *layers = NULL, *heads = NULL;
+    const char *layers = NULL, *heads = NULL, *sched_path = NULL;
     char **dumps = calloc((size_t)argc, sizeof *dumps);
     int nd = 0;
     if (!dumps) die("out of memory");
@@ -677,9 +739,7 @@ int cmd_sweep(int argc, char **argv)
         else if (!strcmp(a, "--tokens")) o.tokens = (int)parse_long(a, v, 1, 1L << 30);
         else if (!strcmp(a, "--threads")) o.threads = (int)parse_long(a, v, 1, 1024);
         else if (!strcmp(a, "--seed")) o.seed = parse_u64(a, v);
-        else if (!strcmp(a, "--schedule"))
-            die_usage("option '--schedule' is not supported by sweep yet; run 'tq quantize --schedule' and "
-                      "'tq dequantize' and compare the files");
+        else if (!strcmp(a, "--schedule")) sched_path = v;
         else if (!strcmp(a, "--format")) fmt = v;
         else if (!strcmp(a, "-o")) outp = v;
         else if (!strcmp(a, "--synthetic")) synth = v;
@@ -728,11 +788,19 @@ int cmd_sweep(int argc, char **argv)
         o.heads_sel = heads;
     }
     free(dumps);
+    tq_schedule *sched = NULL;
+    char sbits[16];
+    if (sched_path) sched = sweep_schedule(sched_path, &o, &ax, sbits);
     sw_build_configs(&o, &ax, sw_first_dim(&o));
+    for (int i = 0; sched && i < o.n_cfg; i++) { /* the bits column comes from the schedule, slice by slice */
+        mark_scheduled(o.cfg[i].kdesc, sizeof o.cfg[i].kdesc);
+        if (sched->values) mark_scheduled(o.cfg[i].vdesc, sizeof o.cfg[i].vdesc);
+    }
     sw_rows rows = {0};
     sw_run(&o, &rows);
     sw_write_path(outp, fmtv, &o, &rows);
     sw_rows_free(&rows);
     sw_opts_free(&o);
+    tq_schedule_free(sched);
     return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "metrics.h"
 #include "quant.h"
+#include "schedule.h"
 #include "synth.h"
 
 enum { SW_FMT_MD, SW_FMT_CSV, SW_FMT_JSON };
@@ -43,6 +44,7 @@ typedef struct {
     uint64_t seed;
     int attention;          /* 0: skip the O(T²) attention metrics */
     int per_head_rows;      /* 0: only aggregate rows (tq entropy) */
+    const tq_schedule *sched; /* sweep --schedule: per-slice bits replace each configuration's, or NULL */
     int n_cfg;
     sw_config *cfg;
 } sw_opts;
