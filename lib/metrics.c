@@ -57,10 +57,26 @@ void tq_metrics_vec(const float *x, const float *xhat, long n, int d, tq_metrics
     m->v[TQ_MET_COS] = cs / (double)nz;
 }
 
-/* Uniform integer in [0, n) for n up to 2^63: tq_rng_bounded where it fits, else 64-bit threshold rejection. */
+/* Uniform integer in [0, n), n < 2^32: Lemire's multiply-shift with rejection (unbiased; the division runs only in
+ * the rare case the low word falls below n, so a million draws cost no million divisions). */
+static inline uint32_t below32(tq_rng *r, uint32_t n)
+{
+    uint64_t m = (uint64_t)tq_rng_u32(r) * n;
+    uint32_t l = (uint32_t)m;
+    if (l < n) {
+        uint32_t thresh = (0u - n) % n;
+        while (l < thresh) {
+            m = (uint64_t)tq_rng_u32(r) * n;
+            l = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+/* Uniform integer in [0, n) for n up to 2^63: below32 where it fits, else 64-bit threshold rejection. */
 static uint64_t rng_below(tq_rng *r, uint64_t n)
 {
-    if (n <= UINT32_MAX) return tq_rng_bounded(r, (uint32_t)n);
+    if (n <= UINT32_MAX) return below32(r, (uint32_t)n);
     uint64_t thresh = (0 - n) % n; /* 2^64 mod n: reject below it so every residue is equally likely */
     for (;;) {
         uint64_t x = ((uint64_t)tq_rng_u32(r) << 32) | tq_rng_u32(r);
@@ -95,24 +111,29 @@ typedef float v8f __attribute__((vector_size(32)));
 
 TQ_CLONES static void dot_err(const float *q, const float *k, const float *kh, int d, double *x, double *e)
 {
-    v8f xs = {0}, es = {0};
+    /* two accumulators per sum: the add latency chain, not the arithmetic, bounds a 128-long dot product */
+    v8f xs0 = {0}, xs1 = {0}, es0 = {0}, es1 = {0};
     int c = 0;
-    for (; c + 8 <= d; c += 8) {
-        v8f qv, kv, hv; /* memcpy: unaligned loads, no aliasing games */
-        memcpy(&qv, q + c, sizeof qv);
-        memcpy(&kv, k + c, sizeof kv);
-        memcpy(&hv, kh + c, sizeof hv);
-        xs += qv * kv;
-        es += qv * (hv - kv);
+    for (; c + 16 <= d; c += 16) {
+        v8f q0, k0, h0, q1, k1, h1; /* memcpy: unaligned loads, no aliasing games */
+        memcpy(&q0, q + c, sizeof q0);
+        memcpy(&k0, k + c, sizeof k0);
+        memcpy(&h0, kh + c, sizeof h0);
+        memcpy(&q1, q + c + 8, sizeof q1);
+        memcpy(&k1, k + c + 8, sizeof k1);
+        memcpy(&h1, kh + c + 8, sizeof h1);
+        xs0 += q0 * k0;
+        es0 += q0 * (h0 - k0);
+        xs1 += q1 * k1;
+        es1 += q1 * (h1 - k1);
     }
-    double sx = 0, se = 0;
+    v8f xs = xs0 + xs1, es = es0 + es1;
+    float fx = ((xs[0] + xs[4]) + (xs[1] + xs[5])) + ((xs[2] + xs[6]) + (xs[3] + xs[7]));
+    float fe = ((es[0] + es[4]) + (es[1] + es[5])) + ((es[2] + es[6]) + (es[3] + es[7]));
+    double sx = fx, se = fe;
     for (; c < d; c++) {
         sx += (double)(q[c] * k[c]);
         se += (double)(q[c] * (kh[c] - k[c]));
-    }
-    for (int l = 0; l < 8; l++) {
-        sx += (double)xs[l];
-        se += (double)es[l];
     }
     *x = sx;
     *e = se;
@@ -157,7 +178,7 @@ int tq_metrics_ip(const float *q, int G, const float *k, const float *khat, int 
         for (long i0 = 0; i0 < max_pairs; i0 += BATCH) {
             int nb = max_pairs - i0 < BATCH ? (int)(max_pairs - i0) : BATCH;
             for (int b = 0; b < nb; b++) {
-                int g = G > 1 ? (int)tq_rng_bounded(&r, (uint32_t)G) : 0, t, s;
+                int g = G > 1 ? (int)below32(&r, (uint32_t)G) : 0, t, s;
                 tri_index(rng_below(&r, tri), &t, &s);
                 qr[b] = q + ((size_t)g * T + t) * d;
                 kr[b] = k + (size_t)s * d;
