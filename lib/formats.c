@@ -7,12 +7,6 @@
 
 #include "tq.h"
 
-/* Until lib/turbo.c lands, its rows are weak so everything else links; their entries are NULL meanwhile. Remove
- * these pragmas with turbo.c: a weak reference does not pull an object out of the archive. */
-#pragma weak tq_format_turbo_mse
-#pragma weak tq_format_turbo_prod
-#pragma weak tq_format_qjl
-
 const tq_format *const tq_formats[TQ_M_COUNT] = {
     [TQ_M_FP16] = &tq_format_fp16,
     [TQ_M_INT8] = &tq_format_int8,
@@ -25,7 +19,7 @@ const tq_format *const tq_formats[TQ_M_COUNT] = {
 
 const tq_format *tq_format_of(int method)
 {
-    if (method < 0 || method >= TQ_M_COUNT) return NULL; /* NULL also for a row not linked in */
+    if (method < 0 || method >= TQ_M_COUNT) return NULL;
     return tq_formats[method];
 }
 
