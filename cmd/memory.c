@@ -1,0 +1,240 @@
+/* memory.c: `tq memory` — the KV-cache size of a model shape (or a preset) at a context length and batch, in fp16,
+ * in int8 containers (int8 codes + an fp16 scale per vector) and in truly packed codes with their side information,
+ * taken from the format table's bits_total so the numbers are the ones `tq quantize` writes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "commands.h"
+#include "quant.h"
+
+typedef struct { const char *name; int layers, kv_heads, head_dim; } preset;
+
+/* Shapes from the models' configs (TURBOQUANT.md for Gemma-2B; Llama 3.1 config.json; the bundled SmolLM2 dump). */
+static const preset presets[] = {
+    {"gemma-2b", 18, 1, 256},
+    {"llama-3.1-8b", 32, 8, 128},
+    {"llama-3.1-70b", 80, 8, 128},
+    {"smollm2-135m", 30, 3, 64},
+};
+static const int n_presets = (int)(sizeof presets / sizeof presets[0]);
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tq memory (--preset NAME | --layers L --kv-heads H --head-dim d) [options]\n"
+            "       tq memory --all-presets [options]\n"
+            "\n"
+            "KV-cache bytes (keys + values, every layer, kv head, token and sequence) in fp16, in int8 containers\n"
+            "(int8 codes + fp16 scale per vector) and in packed codes with side information (norms, scales,\n"
+            "codebooks) exactly as tq quantize stores them: one slice per (sequence, layer, kv head, tensor) of\n"
+            "--context tokens.\n"
+            "\n"
+            "  --preset NAME       gemma-2b (18 layers, 1 kv head, d 256), llama-3.1-8b (32, 8, 128),\n"
+            "                      llama-3.1-70b (80, 8, 128), smollm2-135m (30, 3, 64)\n"
+            "  --all-presets       one block of rows per preset\n"
+            "  --layers L --kv-heads H --head-dim d   a custom shape (instead of --preset)\n"
+            "  --context T         tokens per sequence (default 8192)\n"
+            "  --batch B           sequences (default 1)\n"
+            "  --methods LIST      packed methods (default turbo-mse,turbo-prod,polar,kivi; fp16 and int8 rows are\n"
+            "                      always printed); --method is the same\n"
+            "  --bits LIST         code bits, e.g. 3 or 2-4 (default 3)\n"
+            "  --outliers N        turbo: N channels at bits+1 (fractional bits; default 0)\n"
+            "  --group G           kivi group size (default 32)\n"
+            "  --norms fp16|fp32   side information precision (default fp16)\n"
+            "  --format md|csv     Markdown table (default) or CSV\n");
+}
+
+typedef struct {
+    const char *model;
+    int layers, kv_heads, head_dim;
+} shape;
+
+typedef struct {
+    long context, batch;
+    int n_cfg;
+    tq_qparams cfg[64];
+    int fmt_csv;
+} mem_opts;
+
+/* Bytes of the whole cache for one configuration: per slice = bits_total * n * d / 8 (an integer: the payload in
+ * bytes; rounded to absorb the division's float error), times 2 tensors x layers x kv heads x batch. */
+static double cache_bytes(const tq_qparams *p, const shape *s, long context, long batch, double *bits_total)
+{
+    const tq_format *f = tq_format_of(p->method);
+    *bits_total = f->bits_total(p, (int)context, s->head_dim);
+    double slice = round(*bits_total * (double)context * s->head_dim / 8);
+    return slice * 2.0 * s->layers * s->kv_heads * (double)batch;
+}
+
+static const char *params_text(const tq_qparams *p, char *buf, size_t n)
+{
+    if (p->method == TQ_M_FP16 || p->method == TQ_M_INT8) {
+        snprintf(buf, n, "%s", p->method == TQ_M_FP16 ? "" : p->norm_fp32 ? "fp32 scale per vector" : "fp16 scale per vector");
+        return buf;
+    }
+    /* "turbo-mse,bits=3,rot=dense,cb=beta,seed=0" -> "rot=dense,cb=beta": the method and bits have their own
+     * columns and the seed does not change a size. */
+    char full[256];
+    tq_qparams_describe(p, full, sizeof full);
+    const char *s = strchr(full, ',');
+    s = s ? s + 1 : full;
+    if (!strncmp(s, "bits=", 5) && p->method != TQ_M_POLAR) s = strchr(s, ',') ? strchr(s, ',') + 1 : s + strlen(s);
+    snprintf(buf, n, "%s", s);
+    char *seed = strstr(buf, "seed=");
+    if (seed) {
+        if (seed > buf && seed[-1] == ',') seed--;
+        *seed = 0;
+    }
+    return buf;
+}
+
+static void print_shape(const mem_opts *o, const shape *s, int header)
+{
+    double fp16_bytes = 0, bt;
+    {
+        tq_qparams p;
+        tq_qparams_default(&p, TQ_M_FP16, 16);
+        fp16_bytes = cache_bytes(&p, s, o->context, o->batch, &bt);
+    }
+    if (header) {
+        if (o->fmt_csv)
+            printf("model,layers,kv_heads,head_dim,context,batch,method,bits,params,bits_total,bytes,gib,vs_fp16\n");
+        else {
+            printf("| model | layers × kv heads × d | context | batch | method | bits | params | bits/coord (total) | "
+                   "bytes | GiB | × smaller than fp16 |\n");
+            printf("|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|\n");
+        }
+    }
+    for (int i = 0; i < o->n_cfg; i++) {
+        const tq_qparams *p = &o->cfg[i];
+        const tq_format *f = tq_format_of(p->method);
+        double bytes = cache_bytes(p, s, o->context, o->batch, &bt);
+        if (!(bytes < 1.8e19)) die_usage("memory: the cache of '%s' is too large to count in 64 bits", s->model);
+        char desc[192];
+        params_text(p, desc, sizeof desc);
+        unsigned long long ub = (unsigned long long)bytes;
+        double gib = bytes / (1024.0 * 1024 * 1024), ratio = fp16_bytes / bytes;
+        if (o->fmt_csv)
+            printf("%s,%d,%d,%d,%ld,%ld,%s,%d,\"%s\",%.6f,%llu,%.6f,%.4f\n", s->model, s->layers, s->kv_heads,
+                   s->head_dim, o->context, o->batch, f->name, p->bits, desc, bt, ub, gib, ratio);
+        else
+            printf("| %s | %d × %d × %d | %ld | %ld | %s | %d | %s | %.4f | %llu | %.4f | %.2f |\n", s->model, s->layers,
+                   s->kv_heads, s->head_dim, o->context, o->batch, f->name, p->bits, desc, bt, ub, gib, ratio);
+    }
+}
+
+int cmd_memory(int argc, char **argv)
+{
+    const char *preset_name = NULL, *methods = NULL, *bits = "3", *fmt = "md";
+    int layers = 0, kv_heads = 0, head_dim = 0, all = 0, outliers = 0, group = 32, norm32 = 0;
+    mem_opts o;
+    memset(&o, 0, sizeof o);
+    o.context = 8192;
+    o.batch = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--all-presets")) {
+            all = 1;
+            continue;
+        }
+        if (a[0] != '-' || a[1] != '-') die_usage("memory: unexpected argument '%s' (see 'tq memory --help')", a);
+        if (i + 1 >= argc) die_usage("memory: option '%s' needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--preset")) preset_name = v;
+        else if (!strcmp(a, "--layers")) layers = (int)parse_long(a, v, 1, 100000);
+        else if (!strcmp(a, "--kv-heads")) kv_heads = (int)parse_long(a, v, 1, 65536);
+        else if (!strcmp(a, "--head-dim")) head_dim = (int)parse_long(a, v, 1, 65536);
+        else if (!strcmp(a, "--context")) o.context = parse_long(a, v, 1, 2147483647L);
+        else if (!strcmp(a, "--batch")) o.batch = parse_long(a, v, 1, 1000000);
+        else if (!strcmp(a, "--methods") || !strcmp(a, "--method")) methods = v;
+        else if (!strcmp(a, "--bits")) bits = v;
+        else if (!strcmp(a, "--outliers")) outliers = (int)parse_long(a, v, 0, 65535);
+        else if (!strcmp(a, "--group")) group = (int)parse_long(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--norms")) {
+            if (strcmp(v, "fp16") && strcmp(v, "fp32")) die_usage("memory: --norms must be fp16 or fp32, got '%s'", v);
+            norm32 = !strcmp(v, "fp32");
+        } else if (!strcmp(a, "--format")) {
+            if (strcmp(v, "md") && strcmp(v, "csv")) die_usage("memory: --format must be md or csv, got '%s'", v);
+            fmt = v;
+        } else die_usage("memory: unknown option '%s' (see 'tq memory --help')", a);
+    }
+    o.fmt_csv = !strcmp(fmt, "csv");
+    int custom = layers || kv_heads || head_dim;
+    if ((preset_name != NULL) + custom + all > 1)
+        die_usage("memory: give one of --preset, --all-presets or --layers/--kv-heads/--head-dim");
+    if (custom && !(layers && kv_heads && head_dim))
+        die_usage("memory: a custom shape needs all of --layers, --kv-heads and --head-dim");
+    if (!preset_name && !custom && !all)
+        die_usage("memory: give --preset NAME, --all-presets or --layers L --kv-heads H --head-dim d");
+
+    /* configurations: fp16, int8, then each packed method at each bit width */
+    int blist[16];
+    int nb = parse_int_list("--bits", bits, 1, 8, blist, 16);
+    tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_FP16, 16);
+    tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_INT8, 8);
+    char mbuf[256];
+    snprintf(mbuf, sizeof mbuf, "%s", methods ? methods : "turbo-mse,turbo-prod,polar,kivi");
+    for (char *tok = strtok(mbuf, ","); tok; tok = strtok(NULL, ",")) {
+        const tq_format *f = tq_format_by_name(tok);
+        if (!f) die_usage("memory: unknown method '%s' (fp16, int8, kivi, turbo-mse, turbo-prod, qjl, polar)", tok);
+        if (f->method == TQ_M_FP16 || f->method == TQ_M_INT8) continue; /* always printed */
+        for (int j = 0; j < nb; j++) {
+            if (blist[j] < f->min_bits || blist[j] > f->max_bits) {
+                if (f->min_bits == f->max_bits) { /* qjl: one width, whatever --bits says */
+                    if (j) continue;
+                } else die_usage("memory: --bits %d is out of range for %s (%d..%d)", blist[j], f->name, f->min_bits,
+                                 f->max_bits);
+            }
+            if (o.n_cfg == (int)(sizeof o.cfg / sizeof o.cfg[0])) die_usage("memory: too many configurations");
+            tq_qparams *p = &o.cfg[o.n_cfg++];
+            tq_qparams_default(p, f->method, f->min_bits == f->max_bits ? f->min_bits : blist[j]);
+            p->group = group;
+            p->norm_fp32 = norm32;
+            if (outliers && (f->method == TQ_M_TURBO_MSE || f->method == TQ_M_TURBO_PROD)) p->outliers = outliers;
+        }
+    }
+    o.cfg[0].norm_fp32 = o.cfg[1].norm_fp32 = norm32;
+
+    /* Every configuration must fit every shape before anything is printed: an explicit --methods list dies on the
+     * first that does not, the default list drops it with a note (polar needs d % 16 == 0). */
+    for (int k = 0; k < (all ? n_presets : 1); k++) {
+        int d = all ? presets[k].head_dim : head_dim;
+        if (preset_name)
+            for (int i = 0; i < n_presets; i++)
+                if (!strcmp(presets[i].name, preset_name)) d = presets[i].head_dim;
+        if (!d) break; /* unknown preset: reported below */
+        for (int i = 0; i < o.n_cfg; i++) {
+            const tq_format *f = tq_format_of(o.cfg[i].method);
+            if (f->check(&o.cfg[i], d) == TQ_OK) continue;
+            if (methods) die_lib(TQ_ERR_USAGE, f->name);
+            fprintf(stderr, "tq: note: %s left out: %s\n", f->name, tq_error_msg());
+            memmove(&o.cfg[i], &o.cfg[i + 1], sizeof o.cfg[0] * (size_t)(o.n_cfg - i - 1));
+            o.n_cfg--;
+            i--;
+        }
+    }
+    if (all) {
+        for (int i = 0; i < n_presets; i++) {
+            shape s = {presets[i].name, presets[i].layers, presets[i].kv_heads, presets[i].head_dim};
+            print_shape(&o, &s, i == 0);
+        }
+        return 0;
+    }
+    shape s = {"custom", layers, kv_heads, head_dim};
+    if (preset_name) {
+        int k = -1;
+        for (int i = 0; i < n_presets; i++)
+            if (!strcmp(presets[i].name, preset_name)) k = i;
+        if (k < 0)
+            die_usage("memory: unknown preset '%s' (gemma-2b, llama-3.1-8b, llama-3.1-70b, smollm2-135m)", preset_name);
+        s = (shape){presets[k].name, presets[k].layers, presets[k].kv_heads, presets[k].head_dim};
+    }
+    print_shape(&o, &s, 1);
+    return 0;
+}
