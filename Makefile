@@ -91,7 +91,15 @@ $(TQ): $(CMD_OBJ) $(LIBA)
 $(BUILD)/tests/%: tests/%.c tests/tq_test.h $(LIBA) | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -Itests $< $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@
 
-$(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda:
+# Benchmarks (never part of `make test`): each eval/*.c is a program linked against libtq that validates, times and
+# writes its table under results/bench/.
+EVAL_BIN := $(patsubst eval/%.c,$(BUILD)/eval/%,$(wildcard eval/*.c))
+$(BUILD)/eval/%: eval/%.c $(LIBA) | $(BUILD)/eval
+	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) $< $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@
+bench: all $(EVAL_BIN)
+	@for b in $(EVAL_BIN); do echo "== $$b"; $$b || exit 1; done
+
+$(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda $(BUILD)/eval:
 	@mkdir -p $@
 
 # The pcg-cpp reference generator used by tests/test_rng (C++ against Debian's pcg_random.hpp).

@@ -5,30 +5,59 @@
 
 #include "tq.h"
 
-void tq_pack_row(const uint8_t *codes, int d, int bits, uint8_t *row)
+/* One body, instantiated per width below so the compiler sees `bits` as a constant and unrolls the group of 8. */
+static inline void pack_body(const uint8_t *codes, int d, const int bits, uint8_t *row)
 {
     const uint64_t mask = (1u << bits) - 1u;
-    for (int i = 0; i < d; i += 8) {
-        int cnt = d - i < 8 ? d - i : 8;
+    int i = 0;
+    for (; i + 8 <= d; i += 8) {
+        uint64_t w = 0;
+        for (int l = 0; l < 8; l++) w |= ((uint64_t)codes[i + l] & mask) << (l * bits);
+        uint8_t *o = row + (size_t)(i / 8) * (size_t)bits;
+        for (int k = 0; k < bits; k++) o[k] = (uint8_t)(w >> (8 * k));
+    }
+    if (i < d) { /* tail group: only the bytes it covers */
+        int cnt = d - i, nb = (cnt * bits + 7) / 8;
         uint64_t w = 0;
         for (int l = 0; l < cnt; l++) w |= ((uint64_t)codes[i + l] & mask) << (l * bits);
-        int nb = (cnt * bits + 7) / 8;
         uint8_t *o = row + (size_t)(i / 8) * (size_t)bits;
         for (int k = 0; k < nb; k++) o[k] = (uint8_t)(w >> (8 * k));
     }
 }
 
-void tq_unpack_row(const uint8_t *row, int d, int bits, uint8_t *codes)
+static inline void unpack_body(const uint8_t *row, int d, const int bits, uint8_t *codes)
 {
     const uint64_t mask = (1u << bits) - 1u;
     for (int i = 0; i < d; i += 8) {
         int cnt = d - i < 8 ? d - i : 8;
-        int nb = (cnt * bits + 7) / 8;
+        int nb = cnt == 8 ? bits : (cnt * bits + 7) / 8;
         const uint8_t *p = row + (size_t)(i / 8) * (size_t)bits;
         uint64_t w = 0;
         for (int k = 0; k < nb; k++) w |= (uint64_t)p[k] << (8 * k);
         for (int l = 0; l < cnt; l++) codes[i + l] = (uint8_t)((w >> (l * bits)) & mask);
     }
+}
+
+#define TQ_PACK_W(b) \
+    static void pack_##b(const uint8_t *c, int d, uint8_t *r) { pack_body(c, d, b, r); } \
+    static void unpack_##b(const uint8_t *r, int d, uint8_t *c) { unpack_body(r, d, b, c); }
+TQ_PACK_W(1) TQ_PACK_W(2) TQ_PACK_W(3) TQ_PACK_W(4) TQ_PACK_W(5) TQ_PACK_W(6) TQ_PACK_W(7) TQ_PACK_W(8)
+
+static void (*const packers[9])(const uint8_t *, int, uint8_t *) = {
+    NULL, pack_1, pack_2, pack_3, pack_4, pack_5, pack_6, pack_7, pack_8};
+static void (*const unpackers[9])(const uint8_t *, int, uint8_t *) = {
+    NULL, unpack_1, unpack_2, unpack_3, unpack_4, unpack_5, unpack_6, unpack_7, unpack_8};
+
+void tq_pack_row(const uint8_t *codes, int d, int bits, uint8_t *row)
+{
+    TQ_ASSERT(bits >= 1 && bits <= 8);
+    packers[bits](codes, d, row);
+}
+
+void tq_unpack_row(const uint8_t *row, int d, int bits, uint8_t *codes)
+{
+    TQ_ASSERT(bits >= 1 && bits <= 8);
+    unpackers[bits](row, d, codes);
 }
 
 void tq_pack_rows(const uint8_t *codes, long n, int d, int bits, uint8_t *rows, size_t row_stride)

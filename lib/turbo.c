@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -524,6 +525,41 @@ out:
 
 /* Vectors per chunk: a chunk's buffers (a few x CH x d floats) stay in L2/L3 between the stages. */
 #define CH 2048
+#if TQ_HAVE_OPENMP
+#define TQ_SIMD _Pragma("omp simd")
+#else
+#define TQ_SIMD
+#endif
+/* AVX2 clone of the hot loops where GCC can dispatch at load time; every clone computes the same exact
+ * comparisons and products, so codes do not depend on the CPU. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define TQ_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TQ_CLONES
+#endif
+
+/* Scale a rotated row by 1/||x|| and encode it. Up to 16 levels: count the thresholds below each value, one
+ * threshold at a time across the row (SIMD compares; the same count the reference's linear scan makes); more
+ * levels: the branchless binary search. acc: m ints of scratch. */
+TQ_CLONES static void quantize_row(const tq_codebook *cb, float *restrict y, float iv, uint8_t *restrict idx,
+                                   int32_t *restrict acc, int m)
+{
+    TQ_SIMD
+    for (int j = 0; j < m; j++) y[j] *= iv;
+    if (cb->n <= 16) {
+        TQ_SIMD
+        for (int j = 0; j < m; j++) acc[j] = 0;
+        for (int t = 0; t < cb->n - 1; t++) {
+            const float th = cb->t[t];
+            TQ_SIMD
+            for (int j = 0; j < m; j++) acc[j] += y[j] > th;
+        }
+        TQ_SIMD
+        for (int j = 0; j < m; j++) idx[j] = (uint8_t)acc[j];
+    } else
+        for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode(cb, y[j]);
+}
+
 /* Threads only for chunks with enough work: small slices run serially, because idle OpenMP workers spin and on a
  * loaded machine they steal the cores OpenBLAS's own threads need (measured 10x slowdowns on 2 busy cores). */
 #define PAR(cnt, m) ((long)(cnt) * (m) >= 65536)
@@ -539,12 +575,13 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
     if ((st = center_and_split(p, L, x, n, &s, &cx, &xc))) goto out;
     if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 1))) goto out;
     int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
-    size_t per = (size_t)3 * d + (size_t)qmax + 2; /* sub, y, xm, proj, seen norm, 1/norm */
+    size_t per = (size_t)4 * d + (size_t)qmax + 2; /* sub, y, xm, proj, seen norm, 1/norm, int counts */
     buf = tq_malloc(sizeof(float) * per * CH + (size_t)CH * (d > qmax ? d : qmax));
     if (!buf) { st = TQ_ERR_NOMEM; goto out; }
     float *sub = buf, *y = sub + (size_t)CH * d, *xm = y + (size_t)CH * d, *proj = xm + (size_t)CH * d;
     float *seen = proj + (size_t)CH * qmax, *inv = seen + CH;
-    uint8_t *ib = (uint8_t *)(inv + CH);
+    int32_t *acc = (int32_t *)(inv + CH);
+    uint8_t *ib = (uint8_t *)(acc + (size_t)CH * d);
     for (long i0 = 0; i0 < n; i0 += CH) {
         int cnt = (int)(n - i0 < CH ? n - i0 : CH);
         for (int k = 0; k < L->ninst; k++) {
@@ -568,9 +605,9 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
 #pragma omp parallel for schedule(static) if (PAR(cnt, m))
 #endif
                 for (int r = 0; r < cnt; r++) {
-                    float iv = inv[r], *yr = y + (size_t)r * m;
+                    float *yr = y + (size_t)r * m;
                     uint8_t *ir = ib + (size_t)r * m;
-                    for (int j = 0; j < m; j++) ir[j] = (uint8_t)tq_codebook_encode(cb, yr[j] * iv);
+                    quantize_row(cb, yr, inv[r], ir, acc + (size_t)r * m, m);
                     tq_pack_row(ir, m, bm, codes + (size_t)r * L->code_row);
                     if (need_xm)
                         for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
