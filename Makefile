@@ -98,6 +98,7 @@ $(BUILD)/eval/%: eval/%.c $(LIBA) | $(BUILD)/eval
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) $< $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@
 bench: all $(EVAL_BIN)
 	@for b in $(EVAL_BIN); do echo "== $$b"; $$b || exit 1; done
+	@echo "== eval/bench_sweep.py"; python3 eval/bench_sweep.py --tq $(abspath $(TQ))
 
 $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda $(BUILD)/eval:
 	@mkdir -p $@
