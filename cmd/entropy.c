@@ -26,6 +26,14 @@ static void usage(FILE *f)
 
 static double get(const sw_row *r, int m) { return r->m.v[m]; }
 
+/* A metric for the summary: "-" when absent (no queries in a dump), never "nan". */
+static const char *cell(char *buf, size_t n, const char *f, double v, double scale)
+{
+    if (isfinite(v)) snprintf(buf, n, f, scale * v);
+    else snprintf(buf, n, "-");
+    return buf;
+}
+
 int cmd_entropy(int argc, char **argv)
 {
     sw_opts o;
@@ -125,9 +133,12 @@ int cmd_entropy(int argc, char **argv)
         const sw_row *r = &rows.rows[i];
         if (r->tensor != 0) continue;
         const sw_config *c = &o.cfg[r->cfg];
-        printf("| %s | %s | %.4g | %.4f | %.4f | %.2f%% | %.4g | %.3f |\n", o.inputs[r->input],
-               tq_format_of(c->k.method)->name, r->bits_code, get(r, TQ_MET_ENTROPY), get(r, TQ_MET_ENTROPY_Q),
-               100 * get(r, TQ_MET_ENTROPY_COLLAPSE), get(r, TQ_MET_ATTN_KL), get(r, TQ_MET_TOP8));
+        char b[5][32];
+        printf("| %s | %s | %.4g | %s | %s | %s | %s | %s |\n", o.inputs[r->input], tq_format_of(c->k.method)->name,
+               r->bits_code, cell(b[0], 32, "%.4f", get(r, TQ_MET_ENTROPY), 1),
+               cell(b[1], 32, "%.4f", get(r, TQ_MET_ENTROPY_Q), 1),
+               cell(b[2], 32, "%.2f%%", get(r, TQ_MET_ENTROPY_COLLAPSE), 100),
+               cell(b[3], 32, "%.4g", get(r, TQ_MET_ATTN_KL), 1), cell(b[4], 32, "%.3f", get(r, TQ_MET_TOP8), 1));
     }
     /* isotropic vs structured at 2 bits, where both were run */
     int gi = -1, si = -1;

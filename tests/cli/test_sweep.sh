@@ -129,6 +129,22 @@ for key, (dm, sl) in want.items():
         assert abs(got[key][1] - sl) <= 0.02 * sl, (key, got[key][1], sl)
 EOF2
 
+# a dump without queries: inner-product and attention metrics are absent (empty / '-'), never "nan"
+python3 - "$T/nq.h5" <<'EOF2'
+import sys, h5py, numpy as np
+r = np.random.default_rng(2)
+with h5py.File(sys.argv[1], "w") as f:
+    f.attrs.update(tq_format="tq-kv", tq_format_version=1, model="test", source="no queries", rope="none", n_layers=1)
+    g = f.create_group("layer_000")
+    g["keys"] = r.standard_normal((1, 32, 16)).astype(np.float16)
+EOF2
+expect_ok "no queries csv" -- "$TQ" sweep "$T/nq.h5" --methods kivi --bits 2 --format csv
+check "no queries absent" python3 -c "
+import csv; rows=list(csv.DictReader(open('$T/out')))
+assert rows and all(r['attn_kl']=='' and r['ip_rmse']=='' and r['out_rel']=='' and r['nmse']!='' for r in rows), rows"
+expect_ok "no queries entropy" -- "$TQ" entropy "$T/nq.h5" --methods kivi --bits 2
+check "no queries: no nan" bash -c "! grep -qi nan '$T/out' && grep -q '| - |' '$T/out'"
+
 # bad options: exit 2, one line
 expect_fail "no input" 2 "no input" -- "$TQ" sweep
 expect_fail "unknown option" 2 "unknown option '--frobnicate'" -- "$TQ" sweep "$T/d.h5" --frobnicate
