@@ -523,8 +523,10 @@ out:
 
 /* ================================================ fast paths ================================================= */
 
-/* Vectors per chunk: a chunk's buffers (a few x CH x d floats) stay in L2/L3 between the stages. */
-#define CH 2048
+/* Vectors per chunk: large enough that each sgemm keeps all of OpenBLAS's threads busy, small enough that a chunk's
+ * buffers (a few x CH x d floats, ~40 MB at d = 128) stay near the last-level cache between the stages. Slices
+ * smaller than a chunk get buffers of their own size. */
+#define CH_MAX 16384
 #if TQ_HAVE_OPENMP
 #define TQ_SIMD _Pragma("omp simd")
 #else
@@ -575,6 +577,7 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
     if ((st = center_and_split(p, L, x, n, &s, &cx, &xc))) goto out;
     if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 1))) goto out;
     int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
+    const int CH = n < CH_MAX ? (n > 0 ? n : 1) : CH_MAX;
     size_t per = (size_t)4 * d + (size_t)qmax + 2; /* sub, y, xm, proj, seen norm, 1/norm, int counts */
     buf = tq_malloc(sizeof(float) * per * CH + (size_t)CH * (d > qmax ? d : qmax));
     if (!buf) { st = TQ_ERR_NOMEM; goto out; }
@@ -592,8 +595,12 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
                 for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx.ch[k], m, sub + (size_t)r * m);
             if (bm > 0) {
                 size_t base = (size_t)L->norm_slot[k] * n + i0;
+#if TQ_HAVE_OPENMP
+#pragma omp parallel for schedule(static) if (PAR(cnt, m))
+#endif
+                for (int r = 0; r < cnt; r++) inv[r] = vnorm(sk + (size_t)r * m, m);
                 for (int r = 0; r < cnt; r++) {
-                    float v = vnorm(sk + (size_t)r * m, m);
+                    float v = inv[r];
                     if ((st = norm_store(p, s.norms, base + r, v, i0 + r, &seen[r]))) goto out;
                     inv[r] = v > 0 ? 1.0f / v : 0.0f;
                 }
@@ -665,6 +672,7 @@ static int turbo_decode_fast(const tq_codes *c, float *xhat)
     if (st) goto out;
     const layout *L = &cx.L;
     int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
+    const int CH = n < CH_MAX ? (n > 0 ? n : 1) : CH_MAX;
     buf = tq_malloc(sizeof(float) * ((size_t)2 * d + qmax) * CH + (size_t)CH * (d > qmax ? d : qmax));
     if (!buf) { st = TQ_ERR_NOMEM; goto out; }
     float *y = buf, *xk = y + (size_t)CH * d, *z = xk + (size_t)CH * d;
