@@ -55,6 +55,13 @@ EOF
 expect_ok "threads 2" -- "$TQ" sweep "$T/d.h5" --methods kivi,int8 --bits 2,4 --format csv --threads 2
 check "threads identical" cmp -s "$T/out" "$T/a.csv"
 
+# the same with sampled inner products (1500 tokens: 1.1M pairs per kv head > the 2^20 cap)
+BIG=(--synthetic gaussian --layers 1 --heads 2 --tokens 1500 --dim 32 --methods kivi --bits 2 --format csv)
+expect_ok "sampled threads 1" -- "$TQ" sweep "${BIG[@]}" --threads 1
+cp "$T/out" "$T/big1.csv"
+expect_ok "sampled threads 2" -- "$TQ" sweep "${BIG[@]}" --threads 2
+check "sampled threads identical" cmp -s "$T/out" "$T/big1.csv"
+
 # --layers/--heads selection: only layer 1, head 0
 expect_ok "select" -- "$TQ" sweep "$T/d.h5" --methods int8 --layers 1 --heads 0 --format csv
 check "select rows" python3 -c "
