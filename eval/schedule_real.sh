@@ -2,7 +2,9 @@
 # schedule_real.sh: regenerates results/schedule/ — mixed-precision key schedules on the bundled real dump
 # (SmolLM2-135M, 30 layers x 3 kv heads, d = 64, 320 tokens): optimal vs rank rule vs uniform at budgets 2.5, 3.0
 # and 3.5 bits, per layer and per (layer, kv head), for turbo-mse and turbo-prod, every number measured by
-# `tq sweep --schedule`. Deterministic (seed 0); a few minutes on two cores. Usage: bash eval/schedule_real.sh
+# `tq sweep --schedule`; and the same schedules measured on a held-out dump of the same model over other texts
+# (Pride and Prejudice + A Scandal in Bohemia, made with scripts/dump_kv.py; HELDOUT=f.h5 gives another, HELDOUT=none
+# skips it). Deterministic (seed 0); a few minutes on two cores. Usage: bash eval/schedule_real.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TQ=${TQ:-$PWD/tq}
@@ -18,6 +20,20 @@ BUDGETS="2.5 3.0 3.5"
 # rule on two widths (the more sensitive half one bit up)
 frac() { case $1 in 2.5) echo 0.5,0.5,0 ;; 3.0) echo 0.25,0.5,0.25 ;; 3.5) echo 0,0.5,0.5 ;; esac; }
 
+HO=${HELDOUT:-}
+if [ -z "$HO" ]; then
+    if gguf=$(bash scripts/get_smollm2.sh); then
+        { cat datasets/text/pride-and-prejudice.txt; printf '\n\n'; cat datasets/text/scandal-in-bohemia.txt; } > "$W/ho.txt"
+        echo "== held-out dump (Pride and Prejudice + A Scandal in Bohemia, 320 tokens)" >&2
+        python3 scripts/dump_kv.py --gguf "$gguf" --text "$W/ho.txt" --tokens 320 --dtype f16 \
+            --model SmolLM2-135M-Instruct-Q4_1 -o "$W/heldout.h5" >&2
+        HO=$W/heldout.h5
+    else
+        echo "schedule_real: no SmolLM2 GGUF, skipping the held-out dump" >&2
+        HO=none
+    fi
+fi
+
 for m in $METHODS; do
     for u in layer head; do
         flag=(); [ "$u" = head ] && flag=(--per-head)
@@ -31,16 +47,21 @@ for m in $METHODS; do
                 echo "== $m per $u: $p at $B bits" >&2
                 "$TQ" sweep "$D" --schedule "$OUT/schedules/$m-$u-$p-$B.json" --values none --format csv \
                     -o "$W/$m-$u-$p-$B.csv"
+                [ "$HO" = none ] || "$TQ" sweep "$HO" --schedule "$OUT/schedules/$m-$u-$p-$B.json" --values none \
+                    --format csv -o "$W/ho-$m-$u-$p-$B.csv"
             done
         done
     done
     echo "== $m: uniform 2, 3, 4 bits, with and without 32 outlier channels at +1 bit" >&2
     "$TQ" sweep "$D" --methods "$m" --bits 2,3,4 --outliers 0,32 --values none --format csv -o "$W/$m-uniform.csv"
+    [ "$HO" = none ] || "$TQ" sweep "$HO" --methods "$m" --bits 2,3,4 --outliers 0,32 --values none --format csv \
+        -o "$W/ho-$m-uniform.csv"
 done
 
 python3 - "$W" "$OUT" "$D" $METHODS <<'EOF'
-import csv, json, sys
+import csv, json, os, sys
 W, OUT, D, methods = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+HO = os.path.exists(f"{W}/ho-{methods[0]}-uniform.csv")
 budgets = ["2.5", "3.0", "3.5"]
 COLS = ["attn_kl", "nmse", "ip_rmse", "top8"]
 
@@ -55,15 +76,18 @@ def total(rs, params=None):
 
 comp, per_unit = [], []
 for m in methods:
-    uni = rows(f"{W}/{m}-uniform.csv")
+  for pre in ([""] + (["ho-"] if HO else [])):
+    uni = rows(f"{W}/{pre}{m}-uniform.csv")
     U = {b: total(uni, f"bits={b},rot=dense,cb=beta,seed") for b in (2, 3, 4)}
     S = {b: total(uni, f"bits={b},rot=dense,cb=beta,outliers=32") for b in (2, 3)}
     for u in ("layer", "head"):
         for B in budgets:
             res = {}
             for p in ("optimal", "rank"):
-                rs = rows(f"{W}/{m}-{u}-{p}-{B}.csv")
+                rs = rows(f"{W}/{pre}{m}-{u}-{p}-{B}.csv")
                 res[p] = total(rs)
+                if pre:
+                    continue
                 sch = json.load(open(f"{OUT}/schedules/{m}-{u}-{p}-{B}.json"))
                 for r in rs:
                     if r["tensor"] != "keys" or r["layer"] == "all":
@@ -77,7 +101,8 @@ for m in methods:
                     "3.5": [("uniform 3", U[3]), ("uniform 3 + 32 outlier ch", S[3])]}[B]
             base = refs[-1][1]
             for name, r in [("optimal", res["optimal"]), ("rank", res["rank"])] + refs:
-                comp.append({"method": m, "units": u, "budget": B, "policy": name,
+                comp.append({"dump": "held-out" if pre else "calibration", "method": m, "units": u, "budget": B,
+                             "policy": name,
                              "bits_code": float(r["bits_code"]), "bits_total": float(r["bits_total"]),
                              **{c: float(r[c]) for c in COLS},
                              "attn_kl_vs_rank_pct": 100 * (float(r["attn_kl"]) / float(res["rank"]["attn_kl"]) - 1),
@@ -109,10 +134,31 @@ for m in methods:
         md.append("| budget | policy | code bits | total bits | attn_kl | nmse | top8 | Δ vs rank | Δ vs uniform |")
         md.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in comp:
-            if r["method"] == m and r["units"] == u:
+            if r["method"] == m and r["units"] == u and r["dump"] == "calibration":
                 md.append(f"| {r['budget']} | {r['policy']} | {r['bits_code']:.4g} | {r['bits_total']:.4g} | "
                           f"{r['attn_kl']:.4g} | {r['nmse']:.4g} | {r['top8']:.3f} | "
                           f"{r['attn_kl_vs_rank_pct']:+.1f}% | {r['attn_kl_vs_uniform_pct']:+.1f}% |")
+if HO:
+    md.append("\n## Held-out: the same schedules on other text\n")
+    md.append("The schedules above were fitted to curves measured on the same 320 tokens they are evaluated on. Here "
+              "they are applied unchanged to a dump of the same model over other text (the opening of *Pride and "
+              "Prejudice* followed by *A Scandal in Bohemia*, 320 tokens, made by `scripts/dump_kv.py`), against "
+              "uniform and rank on that dump. attn_kl, Δ as above.\n")
+    md.append("| method | units | budget | optimal | rank | uniform | + 32 outlier ch | optimal Δ vs rank | "
+              "optimal Δ vs uniform |")
+    md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m in methods:
+        for u in ("layer", "head"):
+            for B in budgets:
+                g = {r["policy"]: r for r in comp if r["dump"] == "held-out" and r["method"] == m and
+                     r["units"] == u and r["budget"] == B}
+                un = [k for k in g if k.startswith("uniform") and "outlier" not in k][0]
+                sp = [k for k in g if "outlier" in k]
+                row = (f"| {m} | {u} | {B} | {g['optimal']['attn_kl']:.4g} | {g['rank']['attn_kl']:.4g} | "
+                       f"{g[un]['attn_kl']:.4g} ({un.split()[1]} bits) | "
+                       + (f"{g[sp[0]]['attn_kl']:.4g} | " if sp else "– | ")
+                       + f"{g['optimal']['attn_kl_vs_rank_pct']:+.1f}% | {g['optimal']['attn_kl_vs_uniform_pct']:+.1f}% |")
+                md.append(row)
 m0 = methods[0]
 sens = json.load(open(f"{OUT}/sens/{m0}-layer.json"))
 sch = {p: json.load(open(f"{OUT}/schedules/{m0}-layer-{p}-3.0.json"))["keys"] for p in ("optimal", "rank")}
