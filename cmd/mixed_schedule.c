@@ -38,6 +38,7 @@ typedef struct {
     int *tensor, *layer, *head;      /* [nu] */
     double *coords;                  /* [nu] */
     double *metric_v, *bcode, *btot; /* [nu * nb] */
+    unsigned char *seen;             /* while loading: here, not in a local, so a die() midway leaks nothing */
 } sens;
 
 static void sens_free(sens *s)
@@ -172,8 +173,8 @@ static void sens_load(const char *path, sens *s)
     s->metric_v = calloc(nu * nb, sizeof(double));
     s->bcode = calloc(nu * nb, sizeof(double));
     s->btot = calloc(nu * nb, sizeof(double));
-    unsigned char *seen = calloc(2 * (size_t)s->n_layers * hu, 1);
-    if (!s->tensor || !s->layer || !s->head || !s->coords || !s->metric_v || !s->bcode || !s->btot || !seen)
+    s->seen = calloc(2 * (size_t)s->n_layers * hu, 1);
+    if (!s->tensor || !s->layer || !s->head || !s->coords || !s->metric_v || !s->bcode || !s->btot || !s->seen)
         die("out of memory");
     int nt[2] = {0, 0};
     for (int i = 0; i < rows->n; i++) {
@@ -195,8 +196,8 @@ static void sens_load(const char *path, sens *s)
         num_array(path, r, "bits_code", s->nb, 0, s->bcode + (size_t)i * nb);
         num_array(path, r, "bits_total", s->nb, 0, s->btot + (size_t)i * nb);
         size_t key = ((size_t)s->tensor[i] * s->n_layers + s->layer[i]) * hu + s->head[i];
-        if (seen[key]) bad(path, r, "this (tensor, layer, head) appears twice");
-        seen[key] = 1;
+        if (s->seen[key]) bad(path, r, "this (tensor, layer, head) appears twice");
+        s->seen[key] = 1;
         nt[s->tensor[i]]++;
     }
     for (int t = 0; t < 2; t++)
@@ -206,7 +207,8 @@ static void sens_load(const char *path, sens *s)
                      s->n_layers * hu, s->n_layers, hu);
             bad(path, rows, m);
         }
-    free(seen);
+    free(s->seen);
+    s->seen = NULL;
     tq_json_free(&root);
 }
 

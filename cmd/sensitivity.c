@@ -256,7 +256,8 @@ int cmd_sensitivity(int argc, char **argv)
     tq_dump *dump;
     int rc = tq_dump_open(&dump, in);
     if (rc < 0) die_lib(rc, NULL);
-    const tq_dump_meta *meta = tq_dump_get_meta(dump);
+    tq_dump_meta meta_copy = *tq_dump_get_meta(dump); /* outlives tq_dump_close below */
+    const tq_dump_meta *meta = &meta_copy;
     int nl = meta->n_layers, nkv = meta->shape.n_kv_heads, d = meta->shape.head_dim;
     for (int l = 0; l < nl; l++) {
         const tq_layer_shape *s = tq_dump_layer_shape(dump, l);
