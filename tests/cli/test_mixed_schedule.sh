@@ -116,6 +116,29 @@ for s in ("opt", "opth"):
         assert json.loads(f.attrs["schedule"]) == sch
 EOF
 
+# keys and values under one budget (nmse, --tensor both): the schedule carries both, quantize stores both, and
+# sweep --schedule needs no --values; the joint optimum cannot lose to uniform 3 bits on the same curves, since
+# uniform 3 is a feasible point of the same problem (measured nmse = predicted: the aggregate is the same weighted mean)
+expect_ok "sensitivity both" -- "$TQ" sensitivity "$T/h.h5" --method $M --bits 2-4 --metric nmse --tensor both -o "$T/sb.json"
+expect_ok "optimal both" -- "$TQ" mixed-schedule "$T/sb.json" --budget 3 -o "$T/optb.json"
+expect_ok "quantize both" -- "$TQ" quantize "$T/h.h5" --method $M --schedule "$T/optb.json" -o "$T/optb.codes.h5"
+expect_ok "sweep both" -- "$TQ" sweep "$T/h.h5" --schedule "$T/optb.json" --no-attention --format csv -o "$T/optb.csv"
+check "values scheduled and honoured" python3 - "$T" <<'EOF2'
+import csv, h5py, json, sys
+T = sys.argv[1]
+sch = json.load(open(f"{T}/optb.json"))
+assert len(sch["keys"]) == 8 and len(sch["values"]) == 8 and sch["achieved_bits"] <= 3.0
+with h5py.File(f"{T}/optb.codes.h5") as f:
+    for t in ("keys", "values"):
+        for l in range(8):
+            for h in range(2):
+                assert int(f[f"layer_{l:03d}/{t}/head_{h:03d}"].attrs["bits"]) == sch[t][l], (t, l, h)
+agg = {r["tensor"]: float(r["nmse"]) for r in csv.DictReader(open(f"{T}/optb.csv")) if r["layer"] == "all"}
+# predicted = mean over keys and values units (equal coords) of the measured per-tensor means
+assert abs((agg["keys"] + agg["values"]) / 2 / sch["predicted"] - 1) < 1e-8, (agg, sch["predicted"])
+assert sch["predicted"] <= sch["predicted_uniform"]["3"], sch
+EOF2
+
 # errors: usage 2, bad files 1
 expect_fail "infeasible budget" 2 "budget 0.5 bits is below the smallest achievable 1 .*raise --budget" -- \
     "$TQ" mixed-schedule "$T/s.json" --budget 0.5
