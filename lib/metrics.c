@@ -1,9 +1,12 @@
 /* metrics.c: the slice metrics of metrics.h — vector errors, inner products over causal query/key pairs (all of
- * them, or a seeded sample beyond TQ_METRICS_MAX_PAIRS) and the attention metrics via attention.c. All sums are in
+ * them, or a seeded sample of query rows beyond TQ_METRICS_MAX_PAIRS, scored with sgemm) and the attention metrics
+ * via attention.c. All sums are in
  * double; each slice is computed by one thread in a fixed order, so results never depend on the thread count. */
 #include "metrics.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attention.h"
@@ -58,7 +61,7 @@ void tq_metrics_vec(const float *x, const float *xhat, long n, int d, tq_metrics
 }
 
 /* Uniform integer in [0, n), n < 2^32: Lemire's multiply-shift with rejection (unbiased; the division runs only in
- * the rare case the low word falls below n, so a million draws cost no million divisions). */
+ * the rare case the low word falls below n). */
 static inline uint32_t below32(tq_rng *r, uint32_t n)
 {
     uint64_t m = (uint64_t)tq_rng_u32(r) * n;
@@ -73,84 +76,42 @@ static inline uint32_t below32(tq_rng *r, uint32_t n)
     return (uint32_t)(m >> 32);
 }
 
-/* Uniform integer in [0, n) for n up to 2^63: below32 where it fits, else 64-bit threshold rejection. */
-static uint64_t rng_below(tq_rng *r, uint64_t n)
-{
-    if (n <= UINT32_MAX) return below32(r, (uint32_t)n);
-    uint64_t thresh = (0 - n) % n; /* 2^64 mod n: reject below it so every residue is equally likely */
-    for (;;) {
-        uint64_t x = ((uint64_t)tq_rng_u32(r) << 32) | tq_rng_u32(r);
-        if (x >= thresh) return x % n;
-    }
-}
-
-/* Pair index i in the lower triangle (row-major, s ≤ t) to (t, s). */
-static void tri_index(uint64_t i, int *t, int *s)
-{
-    uint64_t r = (uint64_t)((sqrt(8.0 * (double)i + 1.0) - 1.0) / 2.0);
-    while (r * (r + 1) / 2 > i) r--;           /* the sqrt may be one off either way for large i */
-    while ((r + 1) * (r + 2) / 2 <= i) r++;
-    *t = (int)r;
-    *s = (int)(i - r * (r + 1) / 2);
-}
-
 typedef struct { double n, se, se2, sx, sy, sxx, sxy; } ip_sums;
 
-/* x = ⟨q,k⟩ and e = ⟨q,k̂ − k⟩ in float with eight partial sums each (a fixed order: deterministic; independent
- * lanes the compiler packs into vector registers). e comes from the difference vector, not as ⟨q,k̂⟩ − ⟨q,k⟩, so its
- * rounding error is relative to |q||k̂ − k| (~1e-7 of it), not to |q||k|: small quantization errors keep their
- * digits. x carries ~√d·2^-24 relative error, far below what slope and nrmse resolve. */
-/* GCC/clang vector extension: two SSE registers on baseline x86-64, one AVX register in the avx2 clone. */
-typedef float v8f __attribute__((vector_size(32)));
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TQ_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define TQ_CLONES
-#endif
-
-TQ_CLONES static void dot_err(const float *q, const float *k, const float *kh, int d, double *x, double *e)
+static int cmp_int(const void *a, const void *b)
 {
-    /* two accumulators per sum: the add latency chain, not the arithmetic, bounds a 128-long dot product */
-    v8f xs0 = {0}, xs1 = {0}, es0 = {0}, es1 = {0};
-    int c = 0;
-    for (; c + 16 <= d; c += 16) {
-        v8f q0, k0, h0, q1, k1, h1; /* memcpy: unaligned loads, no aliasing games */
-        memcpy(&q0, q + c, sizeof q0);
-        memcpy(&k0, k + c, sizeof k0);
-        memcpy(&h0, kh + c, sizeof h0);
-        memcpy(&q1, q + c + 8, sizeof q1);
-        memcpy(&k1, k + c + 8, sizeof k1);
-        memcpy(&h1, kh + c + 8, sizeof h1);
-        xs0 += q0 * k0;
-        es0 += q0 * (h0 - k0);
-        xs1 += q1 * k1;
-        es1 += q1 * (h1 - k1);
-    }
-    v8f xs = xs0 + xs1, es = es0 + es1;
-    float fx = ((xs[0] + xs[4]) + (xs[1] + xs[5])) + ((xs[2] + xs[6]) + (xs[3] + xs[7]));
-    float fe = ((es[0] + es[4]) + (es[1] + es[5])) + ((es[2] + es[6]) + (es[3] + es[7]));
-    double sx = fx, se = fe;
-    for (; c < d; c++) {
-        sx += (double)(q[c] * k[c]);
-        se += (double)(q[c] * (kh[c] - k[c]));
-    }
-    *x = sx;
-    *e = se;
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
 }
 
-static inline void ip_pair(const float *qt, const float *ks, const float *kh, int d, ip_sums *a)
+/* Query rows r = g·T + t to evaluate: all of them, or a uniform sample of R rows without replacement (a partial
+ * Fisher–Yates shuffle), in ascending order. Every row is equally likely, so every causal pair is too. */
+static int *pick_rows(int G, int T, long max_pairs, uint64_t seed, int layer, int head, long *n_rows, int *sampled)
 {
-    double x, e;
-    dot_err(qt, ks, kh, d, &x, &e);
-    double y = x + e;
-    a->n += 1;
-    a->se += e;
-    a->se2 += e * e;
-    a->sx += x;
-    a->sy += y;
-    a->sxx += x * x;
-    a->sxy += x * y;
+    long all = (long)G * T;
+    uint64_t total = (uint64_t)G * ((uint64_t)T * ((uint64_t)T + 1) / 2);
+    int *rows = tq_malloc((size_t)all * sizeof(int));
+    if (!rows) return NULL;
+    for (long i = 0; i < all; i++) rows[i] = (int)i;
+    *sampled = total > (uint64_t)max_pairs;
+    if (!*sampled) {
+        *n_rows = all;
+        return rows;
+    }
+    /* rows hold (T+1)/2 pairs on average: R of them make max_pairs pairs in expectation */
+    long R = (long)ceil(2.0 * (double)max_pairs / ((double)T + 1.0));
+    if (R > all) R = all;
+    tq_rng r;
+    tq_rng_derive(&r, seed, layer, head, TQ_PURPOSE_SAMPLE);
+    for (long i = 0; i < R; i++) {
+        long j = i + (long)below32(&r, (uint32_t)(all - i));
+        int tmp = rows[i];
+        rows[i] = rows[j];
+        rows[j] = tmp;
+    }
+    qsort(rows, (size_t)R, sizeof(int), cmp_int);
+    *n_rows = R;
+    return rows;
 }
 
 int tq_metrics_ip(const float *q, int G, const float *k, const float *khat, int T, int d, long max_pairs,
@@ -159,43 +120,54 @@ int tq_metrics_ip(const float *q, int G, const float *k, const float *khat, int 
     if (!q || !k || !khat || G <= 0 || T <= 0 || d <= 0)
         return tq_error_set(TQ_ERR_USAGE, "inner products: bad arguments (G=%d, T=%d, d=%d)", G, T, d);
     if (max_pairs <= 0) max_pairs = TQ_METRICS_MAX_PAIRS;
-    uint64_t tri = (uint64_t)T * ((uint64_t)T + 1) / 2, total = tri * (uint64_t)G;
-    ip_sums a = {0};
-    if (total <= (uint64_t)max_pairs) {
-        for (int g = 0; g < G; g++)
-            for (int t = 0; t < T; t++) {
-                const float *qt = q + ((size_t)g * T + t) * d;
-                for (int s = 0; s <= t; s++) ip_pair(qt, k + (size_t)s * d, khat + (size_t)s * d, d, &a);
-            }
-        m->ip_sampled = 0;
-    } else {
-        /* draws in batches so the rows of pair i + AHEAD can be prefetched while pair i is summed: random rows
-         * are cache misses, and the sums are cheap next to them. Same draws, same order as one pair at a time. */
-        enum { BATCH = 64, AHEAD = 4 };
-        const float *qr[BATCH], *kr[BATCH], *hr[BATCH];
-        tq_rng r;
-        tq_rng_derive(&r, seed, layer, head, TQ_PURPOSE_SAMPLE);
-        for (long i0 = 0; i0 < max_pairs; i0 += BATCH) {
-            int nb = max_pairs - i0 < BATCH ? (int)(max_pairs - i0) : BATCH;
-            for (int b = 0; b < nb; b++) {
-                int g = G > 1 ? (int)below32(&r, (uint32_t)G) : 0, t, s;
-                tri_index(rng_below(&r, tri), &t, &s);
-                qr[b] = q + ((size_t)g * T + t) * d;
-                kr[b] = k + (size_t)s * d;
-                hr[b] = khat + (size_t)s * d;
-            }
-            for (int b = 0; b < nb; b++) {
-                if (b + AHEAD < nb)
-                    for (int c = 0; c < d; c += 16) {
-                        __builtin_prefetch(qr[b + AHEAD] + c);
-                        __builtin_prefetch(kr[b + AHEAD] + c);
-                        __builtin_prefetch(hr[b + AHEAD] + c);
-                    }
-                ip_pair(qr[b], kr[b], hr[b], d, &a);
-            }
-        }
-        m->ip_sampled = 1;
+    const int B = TQ_ATTN_TILE;
+    long n_rows;
+    int sampled;
+    int *rows = pick_rows(G, T, max_pairs, seed, layer, head, &n_rows, &sampled);
+    float *D = tq_malloc((size_t)T * d * sizeof(float)), *Qb = tq_malloc((size_t)B * d * sizeof(float));
+    float *X = tq_malloc((size_t)B * T * sizeof(float)), *E = tq_malloc((size_t)B * T * sizeof(float));
+    if (!rows || !D || !Qb || !X || !E) {
+        free(rows); free(D); free(Qb); free(X); free(E);
+        return TQ_ERR_NOMEM;
     }
+    /* e = ⟨q, k̂ − k⟩ from the difference, not ⟨q,k̂⟩ − ⟨q,k⟩: its float rounding is relative to |q||k̂ − k|, so
+     * small quantization errors keep their digits; x = ⟨q,k⟩ carries ~√d·2^-24 relative error */
+    for (size_t i = 0; i < (size_t)T * d; i++) D[i] = khat[i] - k[i];
+    ip_sums a = {0};
+    /* batches of up to B rows of one query head (rows are sorted, so a batch's keys are a prefix 0..t_max) */
+    for (long i0 = 0; i0 < n_rows;) {
+        int g = rows[i0] / T;
+        long i1 = i0;
+        while (i1 < n_rows && i1 - i0 < B && rows[i1] / T == g) i1++;
+        int nb = (int)(i1 - i0), nk = rows[i1 - 1] % T + 1;
+        for (int b = 0; b < nb; b++) memcpy(Qb + (size_t)b * d, q + (size_t)rows[i0 + b] * d, (size_t)d * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nk, d, 1.0f, Qb, d, k, d, 0.0f, X, nk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nk, d, 1.0f, Qb, d, D, d, 0.0f, E, nk);
+        for (int b = 0; b < nb; b++) {
+            int n = rows[i0 + b] % T + 1;
+            const float *xr = X + (size_t)b * nk, *er = E + (size_t)b * nk;
+            double se = 0, se2 = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+            for (int s = 0; s < n; s++) {
+                double x = xr[s], e = er[s], y = x + e;
+                se += e;
+                se2 += e * e;
+                sx += x;
+                sy += y;
+                sxx += x * x;
+                sxy += x * y;
+            }
+            a.n += n;
+            a.se += se;
+            a.se2 += se2;
+            a.sx += sx;
+            a.sy += sy;
+            a.sxx += sxx;
+            a.sxy += sxy;
+        }
+        i0 = i1;
+    }
+    free(rows); free(D); free(Qb); free(X); free(E);
+    m->ip_sampled = sampled;
     m->n_pairs = (long)a.n;
     double me = a.se / a.n, mxx = a.sxx / a.n;
     m->v[TQ_MET_IP_BIAS] = me;

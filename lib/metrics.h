@@ -7,9 +7,10 @@
 
 #include <stdint.h>
 
-/* Inner products use every causal pair (g, t, s ≤ t) of the group's query heads while there are at most this many;
- * beyond it a uniform sample of this many pairs (with replacement) from stream tq_rng_derive(seed, layer, head,
- * TQ_PURPOSE_SAMPLE). */
+/* Inner products use every causal pair (g, t, s ≤ t) of the group's query heads while there are at most this many.
+ * Beyond it they use a seeded sample: R = ⌈2·cap/(T+1)⌉ query rows (g, t) drawn uniformly without replacement from
+ * stream tq_rng_derive(seed, layer, head, TQ_PURPOSE_SAMPLE), each with all its keys s ≤ t — about `cap` pairs, every
+ * pair equally likely to be included (a cluster sample: rows are scored with sgemm instead of pair by pair). */
 #define TQ_METRICS_MAX_PAIRS (1L << 20)
 
 enum {
@@ -38,8 +39,8 @@ void tq_metrics_init(tq_metrics *m); /* all absent */
 void tq_metrics_vec(const float *x, const float *xhat, long n, int d, tq_metrics *m);
 
 /* ip_bias, ip_rmse, ip_nrmse, ip_slope of one kv head against its G query heads q [G][T][d]; k, khat [T][d].
- * e = ⟨q_t, k̂_s⟩ − ⟨q_t, k_s⟩ over pairs s ≤ t, formed as ⟨q, k̂ − k⟩ in float (so small errors keep their
- * digits; ⟨q,k⟩ in float too, ~√d·2^-24 relative), all sums in double. ip_slope is the ordinary least-squares
+ * e = ⟨q_t, k̂_s⟩ − ⟨q_t, k_s⟩ over pairs s ≤ t, formed as ⟨q, k̂ − k⟩ by sgemm (so small errors keep their
+ * digits; ⟨q,k⟩ by sgemm too, ~√d·2^-24 relative), all sums in double. ip_slope is the ordinary least-squares
  * slope (with intercept) of ⟨q,k̂⟩ on ⟨q,k⟩; ip_nrmse = ip_rmse / √mean⟨q,k⟩². max_pairs 0 means
  * TQ_METRICS_MAX_PAIRS. Returns TQ_OK or TQ_ERR_USAGE. */
 int tq_metrics_ip(const float *q, int G, const float *k, const float *khat, int T, int d, long max_pairs,
