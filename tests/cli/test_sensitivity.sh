@@ -68,6 +68,7 @@ for r in hd["rows"]:
         assert abs(r["metric"][i] / want - 1) < 1e-8, (r, want); n += 1
 assert n == 8 * 2 + 16 * 2, n
 EOF
+printf '{"tq_schedule": 1, "units": "head", "achieved_bits": 2.5, "keys": [[2, 3], [3, 2], [2, 2], [3, 3], [2, 3], [3, 2], [2, 2], [3, 3]]}' > "$T/ps.json"
 check "per head rows" python3 -c "
 import json; d = json.load(open('$T/sh.json'))
 assert d['units'] == 'head' and len(d['rows']) == 16 and d['rows'][3]['layer'] == 1 and d['rows'][3]['head'] == 1
@@ -95,6 +96,16 @@ check "out_rel falls with bits" python3 -c "
 import json; d = json.load(open('$T/so.json'))
 assert all(r['metric'][0] > 2 * r['metric'][1] > 0 for r in d['rows']), [r['metric'] for r in d['rows']]"
 
+# the plot: one column per tensor, a second row for schedules; 7.5 x 3.6 inches per panel at 110 dpi
+expect_ok "plot" -- python3 "$(dirname "$0")/../../scripts/plot_sensitivity.py" "$T/sn.json" -o "$T/sn.png"
+expect_ok "plot with schedule" -- python3 "$(dirname "$0")/../../scripts/plot_sensitivity.py" "$T/sh.json" --schedule "x=$T/ps.json" -o "$T/sh.png"
+check "png sizes" python3 - "$T/sn.png" "$T/sh.png" <<'EOF'
+import struct, sys
+for path, want in ((sys.argv[1], (1650, 396)), (sys.argv[2], (825, 792))):
+    b = open(path, "rb").read(24)
+    assert b[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert struct.unpack(">II", b[16:24]) == want, (path, struct.unpack(">II", b[16:24]), want)
+EOF
 expect_ok "threads 2" -- "$TQ" sensitivity "$T/h.h5" --method $M --bits 1-4 --threads 2 -o "$T/s2.json"
 check "threads do not change the bytes" cmp -s "$T/s.json" "$T/s2.json"
 
