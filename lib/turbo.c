@@ -5,6 +5,9 @@
 #include "turbo.h"
 
 #include <cblas.h>
+#if TQ_HAVE_OPENMP
+#include <omp.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -523,10 +526,11 @@ out:
 
 /* ================================================ fast paths ================================================= */
 
-/* Vectors per chunk: large enough that each sgemm keeps all of OpenBLAS's threads busy, small enough that a chunk's
- * buffers (a few x CH x d floats, ~40 MB at d = 128) stay near the last-level cache between the stages. Slices
- * smaller than a chunk get buffers of their own size. */
-#define CH_MAX 16384
+/* Threading: a slice is cut into blocks of BLK vectors and each OpenMP thread runs whole blocks — gather, norms,
+ * its own single-threaded sgemm, quantize, pack, the QJL stage — in its own scratch. Mixing OpenBLAS's thread pool
+ * with OpenMP loops between sgemm calls was 5x slower on 16 cores (both pools' idle threads spin and fight for the
+ * cores), so OpenBLAS is held at one thread while the blocks run and restored after. */
+#define BLK 1024
 #if TQ_HAVE_OPENMP
 #define TQ_SIMD _Pragma("omp simd")
 #else
@@ -562,101 +566,224 @@ TQ_CLONES static void quantize_row(const tq_codebook *cb, float *restrict y, flo
         for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode(cb, y[j]);
 }
 
-/* Threads only for chunks with enough work: small slices run serially, because idle OpenMP workers spin and on a
- * loaded machine they steal the cores OpenBLAS's own threads need (measured 10x slowdowns on 2 busy cores). */
-#define PAR(cnt, m) ((long)(cnt) * (m) >= 65536)
+/* Scratch of one thread: sub, y, xm (BLK x d), proj (BLK x qmax), norms, 1/norms, counts (BLK x d ints), bytes. */
+typedef struct { float *sub, *y, *xm, *proj, *seen, *inv; int32_t *acc; uint8_t *ib; } scratch;
+
+static float *scratch_alloc(scratch *w, int d, int qmax)
+{
+    size_t B = BLK, mx = (size_t)(d > qmax ? d : qmax);
+    float *buf = tq_malloc(sizeof(float) * (B * (4 * (size_t)d + (size_t)qmax + 2)) + B * mx);
+    if (!buf) return NULL;
+    w->sub = buf;
+    w->y = w->sub + B * d;
+    w->xm = w->y + B * d;
+    w->proj = w->xm + B * d;
+    w->seen = w->proj + B * qmax;
+    w->inv = w->seen + B;
+    w->acc = (int32_t *)(w->inv + B);
+    w->ib = (uint8_t *)(w->acc + B * d);
+    return buf;
+}
+
+/* Encode vectors [i0, i0 + cnt) of the slice. Returns the index of a vector whose norm cannot be stored (the caller
+ * redoes it on its own thread to record the message: tq_error_set is per thread), or -1. */
+static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int cnt, scratch *w)
+{
+    const layout *L = &cx->L;
+    const tq_qparams *p = cx->p;
+    int d = L->d;
+    for (int k = 0; k < L->ninst; k++) {
+        int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+        const float *sk = w->sub;
+        if (L->ninst == 1) sk = xc + i0 * d; /* all channels in order: no gather */
+        else
+            for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx->ch[k], m, w->sub + (size_t)r * m);
+        if (bm > 0) {
+            size_t base = (size_t)L->norm_slot[k] * n + i0;
+            for (int r = 0; r < cnt; r++) {
+                float v = vnorm(sk + (size_t)r * m, m);
+                if (norm_store(p, s->norms, base + r, v, i0 + r, &w->seen[r])) return i0 + r;
+                w->inv[r] = v > 0 ? 1.0f / v : 0.0f;
+            }
+            tq_rotation_forward(cx->rot[k], sk, w->y, cnt);
+            const tq_codebook *cb = cx->cb[k];
+            uint8_t *codes = s->codes + (size_t)i0 * L->code_row + L->code_off[k];
+            for (int r = 0; r < cnt; r++) {
+                float *yr = w->y + (size_t)r * m;
+                uint8_t *ir = w->ib + (size_t)r * m;
+                quantize_row(cb, yr, w->inv[r], ir, w->acc, m);
+                tq_pack_row(ir, m, bm, codes + (size_t)r * L->code_row);
+                if (q)
+                    for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
+            }
+            if (q) { /* residual r = x - ||x|| Pi^T c[idx], what the decoder will rebuild */
+                tq_rotation_inverse(cx->rot[k], w->y, w->xm, cnt);
+                for (int r = 0; r < cnt; r++) {
+                    float *xr = w->xm + (size_t)r * m, sv = w->seen[r];
+                    const float *srow = sk + (size_t)r * m;
+                    TQ_SIMD
+                    for (int j = 0; j < m; j++) xr[j] = srow[j] - xr[j] * sv;
+                }
+            }
+        }
+        if (q > 0) {
+            const float *res = bm > 0 ? w->xm : sk;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cnt, q, m, 1.0f, res, m, cx->S[k], m, 0.0f, w->proj,
+                        q);
+            uint8_t *signs = s->signs + (size_t)i0 * L->sign_row + L->sign_off[k];
+            for (int r = 0; r < cnt; r++) {
+                const float *pr = w->proj + (size_t)r * q;
+                TQ_SIMD
+                for (int t = 0; t < q; t++) w->ib[t] = pr[t] >= 0;
+                tq_pack_row(w->ib, q, 1, signs + (size_t)r * L->sign_row);
+                float g = vnorm(res + (size_t)r * m, m), sv;
+                int bad = L->method == TQ_M_QJL
+                              ? norm_store(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r, g, i0 + r, &sv)
+                              : norm_store(p, s->rnorms, (size_t)k * n + i0 + r, g, i0 + r, &sv);
+                if (bad) return i0 + r;
+            }
+        }
+    }
+    return -1;
+}
+
+/* Decode vectors [i0, i0 + cnt) into xhat. */
+static void decode_block(const ctx *cx, const secs *s, const tq_qparams *p, int n, long i0, int cnt, scratch *w,
+                         float *xhat)
+{
+    const layout *L = &cx->L;
+    int d = L->d;
+    for (int k = 0; k < L->ninst; k++) {
+        int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+        float *xk = w->xm;
+        if (bm > 0) {
+            const tq_codebook *cb = cx->cb[k];
+            const uint8_t *codes = s->codes + (size_t)i0 * L->code_row + L->code_off[k];
+            for (int r = 0; r < cnt; r++) {
+                uint8_t *ir = w->ib;
+                float *yr = w->y + (size_t)r * m;
+                tq_unpack_row(codes + (size_t)r * L->code_row, m, bm, ir);
+                for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
+            }
+            tq_rotation_inverse(cx->rot[k], w->y, xk, cnt);
+            for (int r = 0; r < cnt; r++) {
+                float nrm = norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r), *xr = xk + (size_t)r * m;
+                TQ_SIMD
+                for (int j = 0; j < m; j++) xr[j] *= nrm;
+            }
+        } else memset(xk, 0, sizeof(float) * (size_t)cnt * m);
+        if (q > 0) {
+            const uint8_t *signs = s->signs + (size_t)i0 * L->sign_row + L->sign_off[k];
+            for (int r = 0; r < cnt; r++) {
+                float *zr = w->proj + (size_t)r * q;
+                tq_unpack_row(signs + (size_t)r * L->sign_row, q, 1, w->ib);
+                for (int t = 0; t < q; t++) zr[t] = w->ib[t] ? 1.0f : -1.0f;
+            }
+            /* y = Z S: row r is S^T z_r */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cnt, m, q, 1.0f, w->proj, q, cx->S[k], m, 0.0f, w->y,
+                        m);
+            for (int r = 0; r < cnt; r++) {
+                float g = L->method == TQ_M_QJL ? norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r)
+                                                : norm_load(p, s->rnorms, (size_t)k * n + i0 + r);
+                float coef = (float)(TQ_SQRT_HALF_PI / q * g), *xr = xk + (size_t)r * m;
+                const float *yr = w->y + (size_t)r * m;
+                TQ_SIMD
+                for (int j = 0; j < m; j++) xr[j] += coef * yr[j];
+            }
+        }
+        for (int r = 0; r < cnt; r++) {
+            float *xo = xhat + (i0 + r) * d;
+            const float *xr = xk + (size_t)r * m;
+            for (int j = 0; j < m; j++) xo[cx->ch[k][j]] = xr[j];
+        }
+    }
+    if (s->mean)
+        for (int r = 0; r < cnt; r++)
+            for (int j = 0; j < d; j++) xhat[(i0 + r) * d + j] += s->mean[j];
+}
+
+/* Run fn over the blocks of n vectors: on OpenMP threads (OpenBLAS held at one thread meanwhile) when there is
+ * more than one block, else on the caller's thread. Returns the smallest bad index any block reported, or -1; st
+ * gets TQ_ERR_NOMEM if a thread could not get scratch. */
+typedef struct {
+    ctx *cx;
+    secs *s;
+    const float *xc;
+    float *xhat;
+    int n, d, qmax, decode;
+} job;
+
+static long run_blocks(job *jb, int *st)
+{
+    long nblk = (jb->n + BLK - 1) / BLK, bad = -1;
+    int nomem = 0;
+    int par = 0;
+#if TQ_HAVE_OPENMP
+    par = nblk > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
+#endif
+    int blas_threads = par ? openblas_get_num_threads() : 1;
+    if (par) openblas_set_num_threads(1);
+#if TQ_HAVE_OPENMP
+#pragma omp parallel if (par)
+#endif
+    {
+        scratch w;
+        float *buf = scratch_alloc(&w, jb->d, jb->qmax);
+        if (!buf) {
+#if TQ_HAVE_OPENMP
+#pragma omp atomic write
+#endif
+            nomem = 1;
+        }
+#if TQ_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (long b = 0; b < nblk; b++) {
+            if (!buf) continue;
+            long i0 = b * BLK;
+            int cnt = (int)(jb->n - i0 < BLK ? jb->n - i0 : BLK);
+            if (jb->decode) {
+                decode_block(jb->cx, jb->s, jb->cx->p, jb->n, i0, cnt, &w, jb->xhat);
+                continue;
+            }
+            long e = encode_block(jb->cx, jb->s, jb->xc, jb->n, i0, cnt, &w);
+            if (e >= 0) {
+#if TQ_HAVE_OPENMP
+#pragma omp critical(tq_turbo_bad)
+#endif
+                if (bad < 0 || e < bad) bad = e;
+            }
+        }
+        free(buf);
+    }
+    if (par) openblas_set_num_threads(blas_threads);
+    *st = nomem ? tq_error_set(TQ_ERR_NOMEM, "out of memory for encoder scratch") : TQ_OK;
+    return bad;
+}
 
 static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
 {
     ctx cx;
     secs s;
-    float *xc = NULL, *buf = NULL;
+    float *xc = NULL;
     int st = encode_begin(p, id, n, d, c, &cx, &s);
     if (st) goto out;
-    const layout *L = &cx.L;
-    if ((st = center_and_split(p, L, x, n, &s, &cx, &xc))) goto out;
+    if ((st = center_and_split(p, &cx.L, x, n, &s, &cx, &xc))) goto out;
     if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 1))) goto out;
-    int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
-    const int CH = n < CH_MAX ? (n > 0 ? n : 1) : CH_MAX;
-    size_t per = (size_t)4 * d + (size_t)qmax + 2; /* sub, y, xm, proj, seen norm, 1/norm, int counts */
-    buf = tq_malloc(sizeof(float) * per * CH + (size_t)CH * (d > qmax ? d : qmax));
-    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
-    float *sub = buf, *y = sub + (size_t)CH * d, *xm = y + (size_t)CH * d, *proj = xm + (size_t)CH * d;
-    float *seen = proj + (size_t)CH * qmax, *inv = seen + CH;
-    int32_t *acc = (int32_t *)(inv + CH);
-    uint8_t *ib = (uint8_t *)(acc + (size_t)CH * d);
-    for (long i0 = 0; i0 < n; i0 += CH) {
-        int cnt = (int)(n - i0 < CH ? n - i0 : CH);
-        for (int k = 0; k < L->ninst; k++) {
-            int m = L->m[k], bm = L->bm[k], q = L->qm[k];
-            const float *sk = sub;
-            if (L->ninst == 1 && xc) sk = xc + i0 * d; /* all channels in order: no gather */
-            else
-                for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx.ch[k], m, sub + (size_t)r * m);
-            if (bm > 0) {
-                size_t base = (size_t)L->norm_slot[k] * n + i0;
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                for (int r = 0; r < cnt; r++) inv[r] = vnorm(sk + (size_t)r * m, m);
-                for (int r = 0; r < cnt; r++) {
-                    float v = inv[r];
-                    if ((st = norm_store(p, s.norms, base + r, v, i0 + r, &seen[r]))) goto out;
-                    inv[r] = v > 0 ? 1.0f / v : 0.0f;
-                }
-                tq_rotation_forward(cx.rot[k], sk, y, cnt);
-                const tq_codebook *cb = cx.cb[k];
-                uint8_t *codes = s.codes + (size_t)i0 * L->code_row + L->code_off[k];
-                int need_xm = q > 0;
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                for (int r = 0; r < cnt; r++) {
-                    float *yr = y + (size_t)r * m;
-                    uint8_t *ir = ib + (size_t)r * m;
-                    quantize_row(cb, yr, inv[r], ir, acc + (size_t)r * m, m);
-                    tq_pack_row(ir, m, bm, codes + (size_t)r * L->code_row);
-                    if (need_xm)
-                        for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
-                }
-                if (need_xm) {
-                    tq_rotation_inverse(cx.rot[k], y, xm, cnt);
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                    for (int r = 0; r < cnt; r++) {
-                        float *xr = xm + (size_t)r * m, sv = seen[r];
-                        const float *srow = sk + (size_t)r * m;
-                        for (int j = 0; j < m; j++) xr[j] = srow[j] - xr[j] * sv; /* residual */
-                    }
-                }
-            }
-            if (q > 0) {
-                const float *res = bm > 0 ? xm : sk;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cnt, q, m, 1.0f, res, m, cx.S[k], m, 0.0f, proj,
-                            q);
-                uint8_t *signs = s.signs + (size_t)i0 * L->sign_row + L->sign_off[k];
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                for (int r = 0; r < cnt; r++) {
-                    uint8_t *ir = ib + (size_t)r * q;
-                    const float *pr = proj + (size_t)r * q;
-                    for (int t = 0; t < q; t++) ir[t] = pr[t] >= 0;
-                    tq_pack_row(ir, q, 1, signs + (size_t)r * L->sign_row);
-                }
-                for (int r = 0; r < cnt; r++) {
-                    float g = vnorm(res + (size_t)r * m, m), sv;
-                    st = L->method == TQ_M_QJL ? norm_store(p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r, g, i0 + r, &sv)
-                                               : norm_store(p, s.rnorms, (size_t)k * n + i0 + r, g, i0 + r, &sv);
-                    if (st) goto out;
-                }
-            }
+    job jb = {&cx, &s, xc, NULL, n, d, cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1], 0};
+    long bad = run_blocks(&jb, &st);
+    if (!st && bad >= 0) { /* redo that vector's checks here to record the message on this thread */
+        scratch w;
+        float *buf = scratch_alloc(&w, d, jb.qmax);
+        if (!buf) st = TQ_ERR_NOMEM;
+        else {
+            encode_block(&cx, &s, xc, n, bad, 1, &w);
+            free(buf);
+            st = TQ_ERR;
         }
     }
 out:
     if (xc != x) free(xc);
-    free(buf);
     ctx_free(&cx);
     if (st) tq_codes_free(c);
     return st;
@@ -666,73 +793,11 @@ static int turbo_decode_fast(const tq_codes *c, float *xhat)
 {
     ctx cx;
     secs s;
-    int d = c->d, n = c->n;
-    float *buf = NULL;
     int st = decode_begin(c, &cx, &s);
-    if (st) goto out;
-    const layout *L = &cx.L;
-    int qmax = L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1];
-    const int CH = n < CH_MAX ? (n > 0 ? n : 1) : CH_MAX;
-    buf = tq_malloc(sizeof(float) * ((size_t)2 * d + qmax) * CH + (size_t)CH * (d > qmax ? d : qmax));
-    if (!buf) { st = TQ_ERR_NOMEM; goto out; }
-    float *y = buf, *xk = y + (size_t)CH * d, *z = xk + (size_t)CH * d;
-    uint8_t *ib = (uint8_t *)(z + (size_t)CH * qmax);
-    for (long i0 = 0; i0 < n; i0 += CH) {
-        int cnt = (int)(n - i0 < CH ? n - i0 : CH);
-        for (int k = 0; k < L->ninst; k++) {
-            int m = L->m[k], bm = L->bm[k], q = L->qm[k];
-            if (bm > 0) {
-                const tq_codebook *cb = cx.cb[k];
-                const uint8_t *codes = s.codes + (size_t)i0 * L->code_row + L->code_off[k];
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                for (int r = 0; r < cnt; r++) {
-                    uint8_t *ir = ib + (size_t)r * m;
-                    float *yr = y + (size_t)r * m;
-                    tq_unpack_row(codes + (size_t)r * L->code_row, m, bm, ir);
-                    for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
-                }
-                tq_rotation_inverse(cx.rot[k], y, xk, cnt);
-                for (int r = 0; r < cnt; r++) {
-                    float nrm = norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r);
-                    float *xr = xk + (size_t)r * m;
-                    for (int j = 0; j < m; j++) xr[j] *= nrm;
-                }
-            } else memset(xk, 0, sizeof(float) * (size_t)cnt * m);
-            if (q > 0) {
-                const uint8_t *signs = s.signs + (size_t)i0 * L->sign_row + L->sign_off[k];
-#if TQ_HAVE_OPENMP
-#pragma omp parallel for schedule(static) if (PAR(cnt, m))
-#endif
-                for (int r = 0; r < cnt; r++) {
-                    uint8_t *ir = ib + (size_t)r * q;
-                    float *zr = z + (size_t)r * q;
-                    tq_unpack_row(signs + (size_t)r * L->sign_row, q, 1, ir);
-                    for (int t = 0; t < q; t++) zr[t] = ir[t] ? 1.0f : -1.0f;
-                }
-                /* y = Z S: row r is S^T z_r */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cnt, m, q, 1.0f, z, q, cx.S[k], m, 0.0f, y, m);
-                for (int r = 0; r < cnt; r++) {
-                    float g = L->method == TQ_M_QJL ? norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i0 + r)
-                                                    : norm_load(&c->p, s.rnorms, (size_t)k * n + i0 + r);
-                    float coef = (float)(TQ_SQRT_HALF_PI / q * g), *xr = xk + (size_t)r * m;
-                    const float *yr = y + (size_t)r * m;
-                    for (int j = 0; j < m; j++) xr[j] += coef * yr[j];
-                }
-            }
-            for (int r = 0; r < cnt; r++) {
-                float *xo = xhat + (i0 + r) * d;
-                const float *xr = xk + (size_t)r * m;
-                for (int j = 0; j < m; j++) xo[cx.ch[k][j]] = xr[j];
-            }
-        }
-        if (s.mean)
-            for (int r = 0; r < cnt; r++)
-                for (int j = 0; j < d; j++) xhat[(i0 + r) * d + j] += s.mean[j];
+    if (!st) {
+        job jb = {&cx, &s, NULL, xhat, c->n, c->d, cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1], 1};
+        run_blocks(&jb, &st);
     }
-out:
-    free(buf);
     ctx_free(&cx);
     return st;
 }
