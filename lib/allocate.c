@@ -165,16 +165,15 @@ out:
 
 /* ---------- rank rule ---------- */
 
-static const double *g_score; /* qsort has no context argument in C11; tq_alloc_rank is not reentrant across threads */
+typedef struct { double score; int unit; } ranked; /* qsort has no context argument: sort the pairs */
 
 static int rank_cmp(const void *a, const void *b)
 {
-    int i = *(const int *)a, j = *(const int *)b;
-    double x = g_score[i], y = g_score[j];
-    int xn = isnan(x), yn = isnan(y);
+    const ranked *p = a, *q = b;
+    int xn = isnan(p->score), yn = isnan(q->score);
     if (xn != yn) return xn - yn; /* NaN (unmeasured) ranks least sensitive */
-    if (!xn && x != y) return x > y ? -1 : 1;
-    return (i > j) - (i < j);
+    if (!xn && p->score != q->score) return p->score > q->score ? -1 : 1;
+    return (p->unit > q->unit) - (p->unit < q->unit);
 }
 
 int tq_alloc_rank(int n_units, const double *w, const double *score, int n_cls, const double *frac, int *cls)
@@ -190,15 +189,14 @@ int tq_alloc_rank(int n_units, const double *w, const double *score, int n_cls, 
         if (!(w[u] > 0)) return tq_error_set(TQ_ERR_USAGE, "unit %d has weight %g; weights must be positive", u, w[u]);
         W += w[u];
     }
-    int *order = tq_malloc(sizeof(int) * (size_t)n_units);
+    ranked *order = tq_malloc(sizeof(ranked) * (size_t)n_units);
     if (!order) return TQ_ERR_NOMEM;
-    for (int u = 0; u < n_units; u++) order[u] = u;
-    g_score = score;
+    for (int u = 0; u < n_units; u++) order[u] = (ranked){score[u], u};
     qsort(order, (size_t)n_units, sizeof *order, rank_cmp);
     int k = n_cls - 1;
     double used = 0;
     for (int i = 0; i < n_units; i++) {
-        int u = order[i];
+        int u = order[i].unit;
         /* 1e-9 relative slack: 0.25 * 18 equal units must admit exactly 4 units whatever the rounding of 0.25*W */
         while (k > 0 && used + w[u] > frac[k] * W * (1 + 1e-9)) {
             k--;
