@@ -14,7 +14,8 @@ typedef struct {
     const double *dist;
 } tq_alloc_problem;
 
-/* Frontier states allowed per unit before tq_alloc_optimal gives up (memory ~13 bytes per state and unit). */
+/* Frontier states allowed per unit before tq_alloc_optimal gives up (8 bytes per kept state and unit for the
+ * back-pointers, 24 * n_opts per state transiently). */
 #define TQ_ALLOC_MAX_STATES (1L << 21)
 
 /* Minimise  sum_u w[u] * dist[u, c_u]  subject to  sum_u w[u] * cost[u, c_u] <= budget * sum_u w[u]

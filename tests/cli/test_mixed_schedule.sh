@@ -184,5 +184,7 @@ expect_fail "sweep: values unspecified" 2 "has no values bits; add --values none
 printf '{"tq_schedule": 1, "keys": [3, 3, 3, 3, 3, 3, 3, 9]}' > "$T/b9.json"
 expect_fail "sweep: bits 9 in the file" 1 "bits 9 out of range 1..8" -- \
     "$TQ" sweep "$T/h.h5" --schedule "$T/b9.json" --methods $M --values none
+expect_ok "help" -- "$TQ" mixed-schedule --help
+check "help is usage on stdout" grep -q "^usage: tq mixed-schedule " "$T/out"
 check "no stray temporary files" [ -z "$(ls "$T" | grep '\.tmp\.')" ]
 finish

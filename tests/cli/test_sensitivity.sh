@@ -128,5 +128,7 @@ with h5py.File(sys.argv[1], "w") as f:
 EOF
 expect_fail "no queries" 2 "has no queries; metric 'attn_kl' needs them" -- "$TQ" sensitivity "$T/nq.h5" --method $M
 expect_ok "no queries, nmse" -- "$TQ" sensitivity "$T/nq.h5" --method $M --metric nmse --bits 2
+expect_ok "help" -- "$TQ" sensitivity --help
+check "help is usage on stdout" grep -q "^usage: tq sensitivity " "$T/out"
 check "no stray temporary files" [ -z "$(ls "$T" | grep '\.tmp\.')" ]
 finish
