@@ -27,8 +27,8 @@ int main(void)
                 overrun += fast[nb] != 0xA5; /* and nothing past it */
                 tq_unpack_row(ref, d, b, fast_u);
                 tq_unpack_row_ref(ref, d, b, back);
-                bad_unpack += memcmp(fast_u, back, (size_t)d) != 0;
-                bad_round += memcmp(back, codes, (size_t)d) != 0;
+                bad_unpack += memcmp(fast_u, back, (size_t)(unsigned)d) != 0;
+                bad_round += memcmp(back, codes, (size_t)(unsigned)d) != 0;
                 for (int i = 0; i < d; i++) bad_get += tq_pack_get(ref, i, b) != codes[i];
             }
         }
