@@ -319,7 +319,9 @@ def dump_hf(name, text, n_tokens, layers):
     register("tq_capture", capture)
     try:
         tok = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=torch.float32, attn_implementation="tq_capture")
+        # float32 weights: transformers 5 renamed torch_dtype to dtype (and defaults to the checkpoint's dtype).
+        dt = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
+        model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="tq_capture", **dt)
     except Exception as e:
         raise DumpError(f"cannot load '{name}' with transformers: {str(e).splitlines()[0] if str(e) else e}")
     model.eval()
