@@ -93,12 +93,20 @@ $(BUILD)/tests/%: tests/%.c tests/tq_test.h $(LIBA) | $(BUILD)/tests
 
 # Benchmarks (never part of `make test`): each eval/*.c is a program linked against libtq that validates, times and
 # writes its table under results/bench/.
-EVAL_BIN := $(patsubst eval/%.c,$(BUILD)/eval/%,$(wildcard eval/*.c))
+# (eval/repro.c is the paper reproduction, run by `make repro`, not a benchmark.)
+EVAL_BIN := $(filter-out $(BUILD)/eval/repro,$(patsubst eval/%.c,$(BUILD)/eval/%,$(wildcard eval/*.c)))
 $(BUILD)/eval/%: eval/%.c $(LIBA) | $(BUILD)/eval
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) $< $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@
 bench: all $(EVAL_BIN)
 	@for b in $(EVAL_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== eval/bench_sweep.py"; python3 eval/bench_sweep.py --tq $(abspath $(TQ))
+
+# The paper's tables into results/paper/ (Markdown + CSV): eval/repro (lib/paper.c and tq commands), then
+# scripts/plot_repro.py draws the figures and writes results/paper/README.md. QUICK=1: smaller samples.
+repro: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/eval/repro
+	$(BUILD)/eval/repro --tq ./$(TQ) --out results/paper $(if $(filter 1,$(QUICK)),--quick,)
+	python3 scripts/plot_repro.py results/paper
 
 $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda $(BUILD)/eval:
 	@mkdir -p $@
