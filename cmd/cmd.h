@@ -33,6 +33,11 @@ void progress_start(tq_progress *p, const char *label, long total);
 void progress_step(tq_progress *p, long n);
 void progress_end(tq_progress *p);
 
+/* Before any work: die_usage when `out` is one of the n `inputs` (NULL entries skipped) or exists and is not a
+ * regular file (writers rename a temporary file over it: /dev/full would be replaced); die (exit 1) when its folder
+ * is missing or not writable, so a long run does not fail at its very end. */
+void check_output(const char *out, const char *const *inputs, int n);
+
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);
 

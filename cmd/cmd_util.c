@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,3 +132,27 @@ void progress_end(tq_progress *p)
 }
 
 int is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+
+void check_output(const char *out, const char *const *inputs, int n)
+{
+    struct stat so, si;
+    int exists = stat(out, &so) == 0;
+    for (int i = 0; i < n; i++) {
+        if (!inputs[i]) continue;
+        if (!strcmp(out, inputs[i]) || (exists && stat(inputs[i], &si) == 0 && si.st_dev == so.st_dev &&
+                                        si.st_ino == so.st_ino))
+            die_usage("output '%s' is the input '%s'; choose another -o", out, inputs[i]);
+    }
+    if (exists && !S_ISREG(so.st_mode))
+        die_usage("output '%s' is not a regular file (tq writes a temporary file and renames it into place); "
+                  "give a file path", out);
+    char dir[4096];
+    const char *slash = strrchr(out, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == out) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out) < 4095 ? (int)(slash - out) : 4095, out);
+    struct stat sd;
+    if (stat(dir, &sd) != 0) die("cannot write '%s': folder '%s' does not exist (create it first)", out, dir);
+    if (!S_ISDIR(sd.st_mode)) die("cannot write '%s': '%s' is not a folder", out, dir);
+    if (access(dir, W_OK) != 0) die("cannot write '%s': folder '%s' is not writable (%s)", out, dir, strerror(errno));
+}

@@ -86,6 +86,7 @@ int cmd_entropy(int argc, char **argv)
     if (ax.rotation && strchr(ax.rotation, ',')) die_usage("option '--rotation': one value here (tq sweep takes lists)");
     if (ax.codebook && strchr(ax.codebook, ',')) die_usage("option '--codebook': one value here (tq sweep takes lists)");
     if (!nd && !synth) die_usage("no input: give dump files and/or --synthetic gaussian,structured");
+    if (outp) check_output(outp, (const char *const *)dumps, nd);
     int fmtv = sw_format_pick(fmt, outp);
     o.sp.n_q_heads = qh ? qh : o.sp.n_kv_heads;
     o.sp.seed = o.seed;

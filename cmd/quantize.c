@@ -178,6 +178,8 @@ int cmd_quantize(int argc, char **argv)
     if (recon && (same_file(recon, in) || same_file(recon, out)))
         die_usage("quantize: --emit-recon '%s' is the input or the output; choose another name", recon);
     if (values_opt && keys_only) die_usage("quantize: --values and --keys-only contradict each other; drop one");
+    check_output(out, (const char *const[]){in, sched_path}, 2);
+    if (recon) check_output(recon, (const char *const[]){in, sched_path}, 2);
 
     /* ---- parameters ---- */
     const tq_format *fk = method_or_die("--method", method);
@@ -437,6 +439,7 @@ int cmd_dequantize(int argc, char **argv)
     if (!in) die_usage("dequantize: no input (usage: tq dequantize CODES.h5 -o RECON.h5)");
     if (!out) die_usage("dequantize: no output file; add -o RECON.h5");
     if (same_file(in, out)) die_usage("dequantize: output '%s' is the input; choose another -o", out);
+    check_output(out, &in, 1);
     tq_codes_file *cf = NULL;
     int rc = tq_codes_open(&cf, in);
     if (rc) die_lib(rc, NULL);

@@ -212,6 +212,7 @@ int cmd_sensitivity(int argc, char **argv)
     }
     if (!in) die_usage("sensitivity: no input dump (usage: tq sensitivity DUMP --method M -o SENS.json)");
     if (!method) die_usage("sensitivity: no method; add --method (e.g. turbo-prod)");
+    if (outp) check_output(outp, &in, 1);
     const tq_format *f = tq_format_by_name(method);
     if (!f) die_usage("sensitivity: unknown method '%s' (see 'tq sweep --help' for the list)", method);
     if (f->min_bits == f->max_bits)

@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,6 +70,28 @@ static const char *params_of(const char *desc)
     return c ? c + 1 : "";
 }
 
+/* Skip notes are held back until the configurations are known: printed when some remain, folded into the one
+ * error line when none does (a failing command says one thing). */
+static char *skip_notes;
+static size_t skip_len;
+static char skip_last[320];
+static int n_skipped;
+
+static void skip_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void skip_note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_last, sizeof skip_last, fmt, ap);
+    va_end(ap);
+    n_skipped++;
+    size_t n = strlen(skip_last);
+    char *p = realloc(skip_notes, skip_len + n + 16);
+    if (!p) die("out of memory");
+    skip_notes = p;
+    skip_len += (size_t)sprintf(skip_notes + skip_len, "tq: note: %s\n", skip_last);
+}
+
 /* vmode: 1 values use the keys' configuration, 0 the fixed *v, -1 none (keys only). */
 static void add_config(sw_opts *o, const tq_qparams *k, const tq_qparams *v, int vmode, int d, int *cap)
 {
@@ -78,7 +101,7 @@ static void add_config(sw_opts *o, const tq_qparams *k, const tq_qparams *v, int
     tq_error_clear();
     int rc = f->check(k, d);
     if (rc < 0) {
-        fprintf(stderr, "tq: note: skipping %s for head dim %d: %s\n", kd, d, tq_error_msg());
+        skip_note("skipping %s for head dim %d: %s", kd, d, tq_error_msg());
         return;
     }
     tq_qparams vv = vmode == 1 ? *k : *v;
@@ -162,8 +185,7 @@ void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
         int fixed = f->min_bits == f->max_bits;
         for (int bi = 0; bi < (fixed ? 1 : nb); bi++) {
             if (!fixed && (bits[bi] < f->min_bits || bits[bi] > f->max_bits)) {
-                fprintf(stderr, "tq: note: skipping %s at %d bits: it takes %d..%d\n", f->name, bits[bi], f->min_bits,
-                        f->max_bits);
+                skip_note("skipping %s at %d bits: it takes %d..%d", f->name, bits[bi], f->min_bits, f->max_bits);
                 continue;
             }
             tq_qparams p = base_params(f, bits[bi], o->seed);
@@ -184,7 +206,15 @@ void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
                         }
         }
     }
-    if (!o->n_cfg) die_usage("no configuration left to run: every method/bits combination was skipped (see notes)");
+    if (!o->n_cfg) {
+        if (n_skipped > 1)
+            die_usage("no configuration left to run: all %d were skipped; the last: %s", n_skipped, skip_last);
+        die_usage("no configuration left to run: %s", skip_last[0] ? skip_last : "nothing was asked for");
+    }
+    if (skip_notes) fputs(skip_notes, stderr);
+    free(skip_notes);
+    skip_notes = NULL;
+    skip_len = 0;
 }
 
 /* ---------- selections ---------- */
@@ -749,6 +779,10 @@ int cmd_sweep(int argc, char **argv)
     if (!nd && !synth) die_usage("no input: give dump files or --synthetic DIST (see 'tq sweep --help')");
     if (nd && synth) die_usage("give dump files or --synthetic, not both (--layers/--heads mean different things)");
     if (!synth && (qheads || dim)) die_usage("options '--q-heads' and '--dim' go with --synthetic");
+    if (outp) {
+        check_output(outp, (const char *const *)dumps, nd);
+        check_output(outp, &sched_path, 1);
+    }
     int fmtv = sw_format_pick(fmt, outp);
     if (synth) {
         char d[16][32];

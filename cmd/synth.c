@@ -122,6 +122,7 @@ int cmd_synth(int argc, char **argv)
     }
     if (!have_dist) die_usage("synth: missing --dist (gaussian, structured, outlier, heavy or rope)");
     if (!out) die_usage("synth: missing -o FILE.h5 (where to write the dump)");
+    check_output(out, NULL, 0);
     if (!have_q) p.n_q_heads = p.n_kv_heads;
     if (p.n_q_heads % p.n_kv_heads)
         die_usage("synth: --q-heads %d is not a multiple of --heads %d (GQA: each kv head serves HQ/H query heads)",

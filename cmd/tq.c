@@ -44,6 +44,11 @@ int main(int argc, char **argv)
         return 0;
     }
     for (int i = 0; i < n_commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            /* a table or JSON piped into a full disk must not end with exit 0 */
+            if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write the standard output (disk full?)");
+            return rc;
+        }
     die_usage("unknown command '%s' (see 'tq --help')", argv[1]);
 }

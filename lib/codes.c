@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fp16.h"
@@ -491,6 +492,11 @@ static int open_inner(tq_codes_file *f)
         if (sh->n_q_heads % sh->n_kv_heads)
             return tq_error_set(TQ_ERR, "/%s: n_q_heads %d is not a multiple of n_kv_heads %d", gname, sh->n_q_heads,
                                 sh->n_kv_heads);
+        /* the decoder allocates whole slices and layers: the dump reader's limit, checked before any allocation */
+        uint64_t heads = (uint64_t)(sh->n_q_heads > sh->n_kv_heads ? sh->n_q_heads : sh->n_kv_heads);
+        if (heads * (uint64_t)sh->n_tokens * (uint64_t)sh->head_dim > TQ_DUMP_MAX_ELEMS)
+            return tq_error_set(TQ_ERR, "/%s: %llu heads x %d tokens x dim %d is more than 2^31 values per tensor",
+                                gname, (unsigned long long)heads, sh->n_tokens, sh->head_dim);
         sh->has_values = m->has_values;
         sh->has_queries = sh->n_q_heads > 0;
         sh->dtype = m->dtype;
@@ -503,13 +509,18 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     tq_h5_quiet();
     *out = NULL;
     if (access(path, R_OK) != 0) return tq_error_set(TQ_ERR, "cannot read '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return tq_error_set(TQ_ERR, "cannot read '%s': is a directory, expected a tq-codes file", path);
+    if (stat(path, &st) == 0 && st.st_size == 0)
+        return tq_error_set(TQ_ERR, "cannot read '%s': empty file (0 bytes), expected a tq-codes file", path);
     htri_t is = H5Fis_hdf5(path);
     if (is <= 0) return tq_error_set(TQ_ERR, "cannot read '%s': not an HDF5 file", path);
     tq_codes_file *f = tq_calloc(1, sizeof *f);
     if (!f) return TQ_ERR_NOMEM;
     snprintf(f->path, sizeof f->path, "%s", path);
     f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = f->file < 0 ? tq_error_set(TQ_ERR, "cannot open as HDF5") : open_inner(f);
+    int rc = f->file < 0 ? tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)") : open_inner(f);
     if (rc) {
         tq_error_prefix(rc, "cannot read codes file '%s': ", path);
         tq_codes_close(f);

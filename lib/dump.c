@@ -41,6 +41,10 @@ void tq_h5_quiet(void)
 {
     static int done;
     if (!done) {
+        /* No HDF5 atexit hook: after a write fails (disk full) H5Fclose fails and leaves the file half-closed, and
+         * HDF5 1.10's own shutdown then crashes in H5F__close_cb. Every tq handle is closed explicitly, so there is
+         * nothing for that hook to do. Must precede the first HDF5 call (a later call just fails, harmlessly). */
+        H5dont_atexit();
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
         done = 1;
     }
