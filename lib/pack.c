@@ -3,6 +3,8 @@
  * the bytes it covers. Tested byte-identical to tq_pack_row_ref / tq_unpack_row_ref for b = 1..8. */
 #include "pack.h"
 
+#include <string.h>
+
 #include "tq.h"
 
 /* One body, instantiated per width below so the compiler sees `bits` as a constant and unrolls the group of 8. */
@@ -10,6 +12,20 @@ static inline void pack_body(const uint8_t *codes, int d, const int bits, uint8_
 {
     const uint64_t mask = (1u << bits) - 1u;
     int i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* Little-endian hosts: the 8 codes as one word (byte l = code l), squeezed in three halving steps — pairs of
+     * bytes into 2b-bit fields, pairs of those into 4b, then 8b — and stored as its low b bytes. */
+    const uint64_t bmask = mask * 0x0101010101010101ULL;
+    for (; i + 8 <= d; i += 8) {
+        uint64_t v;
+        memcpy(&v, codes + i, 8);
+        v &= bmask;
+        v = (v & 0x00FF00FF00FF00FFULL) | ((v & 0xFF00FF00FF00FF00ULL) >> (8 - bits));
+        v = (v & 0x0000FFFF0000FFFFULL) | ((v & 0xFFFF0000FFFF0000ULL) >> (16 - 2 * bits));
+        v = (v & 0x00000000FFFFFFFFULL) | ((v & 0xFFFFFFFF00000000ULL) >> (32 - 4 * bits));
+        memcpy(row + (size_t)(i / 8) * (size_t)bits, &v, (size_t)bits);
+    }
+#endif
     for (; i + 8 <= d; i += 8) {
         uint64_t w = 0;
         for (int l = 0; l < 8; l++) w |= ((uint64_t)codes[i + l] & mask) << (l * bits);
