@@ -1023,7 +1023,7 @@ int main(int argc, char **argv)
     snprintf(tpath, sizeof tpath, "%s/timing.tsv", OUT);
     tim = fopen(tpath, only ? "a" : "w");
     for (int i = 0; i < 9; i++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof key, "%d", i + 1);
         if (only && !strstr(only, key)) continue;
         double t1 = now();
