@@ -482,8 +482,10 @@ int cmd_bench(int argc, char **argv)
         csv = fopen(csv_tmp, "w");
         if (!csv) die("bench: cannot write '%s': check the folder exists and is writable", o.out);
     }
-    if (o.device_cuda) bench_cuda(&o);
-    else bench_cpu(&o);
+    if (o.device_cuda) {
+        bench_cuda(&o);
+        tq_cuda_release();
+    } else bench_cpu(&o);
     if (csv) {
         if (fclose(csv) || rename(csv_tmp, o.out)) {
             remove(csv_tmp);

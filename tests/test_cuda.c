@@ -515,6 +515,17 @@ int main(void)
         TQ_TEST_END();
     }
     fprintf(stderr, "  device: %s\n", name);
+    if (getenv("TQ_CUDA_QUICK")) { /* small shapes for compute-sanitizer (memcheck, racecheck), every kernel once */
+        check_codec(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 3, 100);
+        check_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 50);
+        check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 50);
+        check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, 64, 1, 50);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 2, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 3, 3, 100, 3, 2);
+        check_fp16(128, 1, 4, 2, 200);
+        tq_cuda_release();
+        TQ_TEST_END();
+    }
     /* A stub build must have said "built without CUDA"; a real one reaches here. */
     for (int di = 0; di < 3; di++) {
         int d = 64 << di;
@@ -535,5 +546,6 @@ int main(void)
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 3, 2, 2, 33, 1, 1);
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);
+    tq_cuda_release();
     TQ_TEST_END();
 }

@@ -72,7 +72,7 @@ __global__ void k_prep(const float *q, int Hq, int G, int rotation, const float 
  * takes 32 tokens at a time: lane = token while scoring (the key row sits in the lane's registers, the codebook
  * entry comes from the lane holding it), lane = 1/32 of the coordinates while accumulating values. */
 template <int D, int KB, int GT, bool PROD>
-__global__ void __launch_bounds__(NWARP * 32) k_attn_codes(AttnArgs a)
+__global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
 {
     /* value bits are a runtime parameter (they only set shifts and masks); key bits size the register row */
     constexpr int E = D / 32, NWK = D * KB / 32, RK = D * KB / 8;
@@ -164,20 +164,31 @@ __global__ void __launch_bounds__(NWARP * 32) k_attn_codes(AttnArgs a)
             wv[hh] = p * nv;
         }
         int nvalid = end - t0 < 32 ? (int)(end - t0) : 32;
-        const int bit0 = lane * E * VB;
-        for (int j = 0; j < nvalid; j++) {
-            const uint32_t *vr = (const uint32_t *)(a.kv.v_codes + (size_t)(base + t0 + j) * RV);
-            uint64_t win = __ldg(vr + (bit0 >> 5));
-            if ((bit0 & 31) + E * VB > 32) win |= (uint64_t)__ldg(vr + (bit0 >> 5) + 1) << 32;
-            win >>= (bit0 & 31);
-            float pj[GT];
+        const int bit0 = lane * E * VB, w0 = bit0 >> 5, sh = bit0 & 31;
+        const bool two = sh + E * VB > 32;
+        const uint32_t *vbase = (const uint32_t *)(a.kv.v_codes + (size_t)(base + t0) * RV);
+        const int RVW = RV / 4;
+        for (int j0 = 0; j0 < nvalid; j0 += 8) {
+            uint64_t win[8];
 #pragma unroll
-            for (int hh = 0; hh < GT; hh++) pj[hh] = __shfl_sync(TQ_FULL_MASK, wv[hh], j);
+            for (int u = 0; u < 8; u++) { /* all loads first: 8 tokens' windows in flight at once */
+                int j = j0 + u < nvalid ? j0 + u : j0;
+                const uint32_t *vr = vbase + (size_t)j * RVW;
+                uint32_t lo = __ldg(vr + w0), hi = two ? __ldg(vr + w0 + 1) : 0u;
+                win[u] = ((uint64_t)hi << 32 | lo) >> sh;
+            }
 #pragma unroll
-            for (int k = 0; k < E; k++) {
-                float c = __shfl_sync(TQ_FULL_MASK, vc, (int)((win >> (k * VB)) & VM));
+            for (int u = 0; u < 8; u++) {
+                float pj[GT];
 #pragma unroll
-                for (int hh = 0; hh < GT; hh++) acc[hh][k] = fmaf(pj[hh], c, acc[hh][k]);
+                for (int hh = 0; hh < GT; hh++) pj[hh] = __shfl_sync(TQ_FULL_MASK, wv[hh], (j0 + u) & 31);
+                if (j0 + u >= nvalid) break; /* uniform across the warp */
+#pragma unroll
+                for (int k = 0; k < E; k++) {
+                    float c = __shfl_sync(TQ_FULL_MASK, vc, (int)((win[u] >> (k * VB)) & VM));
+#pragma unroll
+                    for (int hh = 0; hh < GT; hh++) acc[hh][k] = fmaf(pj[hh], c, acc[hh][k]);
+                }
             }
         }
     }
@@ -368,11 +379,12 @@ extern "C" int tq_cuda_attn_create(tq_cuda_attn **out, const tq_cuda_attn_spec *
     return TQ_OK;
 }
 
-/* Splits: enough blocks to fill the device about four times, each split at least NWARP*32 tokens. */
+/* Splits: about 16 blocks per SM (several waves, so the last partial wave costs little), each split at least
+ * 4 tiles per warp (NWARP*128 tokens) so the merge and the per-block set-up stay small beside the scan. */
 static void plan_splits(int sm, long L, long groups, long *chunk, int *nsplit)
 {
-    long want = (4L * sm + groups - 1) / groups;
-    long maxs = (L + NWARP * 32 - 1) / (NWARP * 32);
+    long want = (16L * sm + groups - 1) / groups;
+    long maxs = (L + NWARP * 128 - 1) / (NWARP * 128);
     if (want > maxs) want = maxs;
     if (want < 1) want = 1;
     long c = (L + want - 1) / want;
@@ -482,6 +494,13 @@ extern "C" int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int Hq, long L, const
 
 static float *fp16_ws;
 static size_t fp16_ws_bytes;
+
+extern "C" void tq_cuda_release_attn(void)
+{
+    tq_cuda_free(fp16_ws);
+    fp16_ws = NULL;
+    fp16_ws_bytes = 0;
+}
 
 extern "C" int tq_cuda_attn_fp16(int B, int Hq, int Hkv, long L, int d, const float *q, const uint16_t *k,
                                  const uint16_t *v, float *out)

@@ -31,10 +31,10 @@ __device__ __forceinline__ float tq_cu_fwht_scale_dev(int d) { return (float)(1.
  * exactly tq_fwht's float operations, only distributed over lanes. */
 __device__ __forceinline__ void tq_cu_fwht_warp(float *x, int d, int lane)
 {
-    for (int h = 1; h < d; h <<= 1) {
+    for (int h = 1, lg = 0; h < d; h <<= 1, lg++) {
         __syncwarp();
         for (int p = lane; p < d / 2; p += 32) {
-            int i = (p / h) * 2 * h + (p % h);
+            int i = ((p >> lg) << (lg + 1)) + (p & (h - 1)); /* (p / h) * 2h + p % h, h a power of two */
             float a = x[i], b = x[i + h];
             x[i] = a + b;
             x[i + h] = a - b;
@@ -46,10 +46,10 @@ __device__ __forceinline__ void tq_cu_fwht_warp(float *x, int d, int lane)
 /* The same by a whole block (blockDim.x threads). */
 __device__ __forceinline__ void tq_cu_fwht_block(float *x, int d)
 {
-    for (int h = 1; h < d; h <<= 1) {
+    for (int h = 1, lg = 0; h < d; h <<= 1, lg++) {
         __syncthreads();
         for (int p = threadIdx.x; p < d / 2; p += blockDim.x) {
-            int i = (p / h) * 2 * h + (p % h);
+            int i = ((p >> lg) << (lg + 1)) + (p & (h - 1));
             float a = x[i], b = x[i + h];
             x[i] = a + b;
             x[i + h] = a - b;

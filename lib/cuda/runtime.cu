@@ -86,6 +86,18 @@ extern "C" int tq_cuda_timer_stop(float *ms)
     return TQ_OK;
 }
 
+extern "C" void tq_cuda_release_attn(void);
+
+extern "C" void tq_cuda_release(void)
+{
+    tq_cuda_release_attn();
+    if (ev_ready) {
+        cudaEventDestroy(ev_start);
+        cudaEventDestroy(ev_stop);
+        ev_ready = 0;
+    }
+}
+
 __global__ void k_to_half(uint16_t *dst, const float *src, long n)
 {
     for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)

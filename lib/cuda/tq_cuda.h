@@ -25,6 +25,8 @@ int tq_cuda_sync(void);
 /* GPU-side timing with CUDA events on the default stream: start, then stop returns milliseconds in between. */
 int tq_cuda_timer_start(void);
 int tq_cuda_timer_stop(float *ms);
+/* Free what the library keeps between calls (the fp16 baseline's workspace, the timer events). */
+void tq_cuda_release(void);
 /* float -> IEEE half on the device (n elements), for fp16 inputs of the benchmark. */
 int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n);
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""bench_sdpa.py: PyTorch's scaled_dot_product_attention on an fp16 KV cache, one query token per (batch, query
+head) — the fp16 decode baseline for tq bench --device cuda (same shapes, same GPU, same run of eval/gpu_run.sh).
+Writes CSV rows: kind,config,batch,tokens,ms,gbs (bytes of K and V read per second)."""
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", default="1,16")
+    ap.add_argument("--tokens", default="4096,32768,65536,131072")
+    ap.add_argument("--q-heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("-o", dest="out", required=True)
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(1)
+    rows = ["kind,config,batch,tokens,ms,gbs"]
+    print(f"# sdpa on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    for B in map(int, a.batch.split(",")):
+        for L in map(int, a.tokens.split(",")):
+            q = torch.randn(B, a.q_heads, 1, a.dim, device=dev, dtype=torch.float16, generator=g)
+            k = torch.randn(B, a.kv_heads, L, a.dim, device=dev, dtype=torch.float16, generator=g)
+            v = torch.randn(B, a.kv_heads, L, a.dim, device=dev, dtype=torch.float16, generator=g)
+            for name, fn in (("sdpa-gqa", lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)),):
+                try:
+                    for _ in range(3):
+                        fn()
+                    torch.cuda.synchronize()
+                    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    s.record()
+                    for _ in range(a.iters):
+                        fn()
+                    e.record()
+                    e.synchronize()
+                    ms = s.elapsed_time(e) / a.iters
+                except Exception as ex:  # a backend refusing the shape is a result, not a crash
+                    print(f"{name} B={B} L={L}: {ex}", file=sys.stderr)
+                    continue
+                gbs = 2 * k.numel() * 2 / (ms * 1e6)
+                rows.append(f"attn,{name},{B},{L},{ms:.5f},{gbs:.2f}")
+                print(f"| {name} | B={B} | L={L} | {ms:.4f} ms | {gbs:.1f} GB/s |", flush=True)
+            del q, k, v
+            torch.cuda.empty_cache()
+    with open(a.out + ".tmp", "w") as f:
+        f.write("\n".join(rows) + "\n")
+    import os
+    os.replace(a.out + ".tmp", a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# gpu_run.sh: everything tq does on a GPU, in one script for a lent GPU machine. Phase `check`: the CUDA unit test
+# (GPU vs CPU references), compute-sanitizer memcheck / racecheck / synccheck on small shapes, a benchmark smoke run.
+# Phase `bench`: tq bench --device cuda, PyTorch SDPA on the same shapes, ncu on the attention kernels, and the report
+# results/bench/cuda_<gpu>.{md,csv}. `all` runs both. Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
+# a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+phase=${1:-all}
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT" results/bench
+if [ -f .devbin/bin.tar.xz ] && [ ! -x .devbin/tq ]; then
+    python3 -c "import tarfile; tarfile.open('.devbin/bin.tar.xz').extractall('.devbin')" || exit 1
+fi
+if [ -x .devbin/tq ] && [ -x .devbin/test_cuda ]; then TQB=.devbin/tq; TEST=.devbin/test_cuda
+else make -j8 CUDA=1 build/cuda/tq build/cuda/tests/test_cuda || exit 1; TQB=build/cuda/tq; TEST=build/cuda/tests/test_cuda; fi
+export PATH=$PATH:/usr/local/cuda/bin
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+tag=$(echo "$gpu" | grep -oiE 'h100|h200|a100|l40s|b200' | head -1 | tr A-Z a-z); tag=${tag:-gpu}
+rc=0
+if [ "$phase" = check ] || [ "$phase" = all ]; then
+    {
+        nvidia-smi -L
+        echo "== test_cuda (full)"; "$TEST" || rc=1
+        for tool in memcheck racecheck synccheck; do
+            echo "== compute-sanitizer --tool $tool (TQ_CUDA_QUICK=1)"
+            extra=; [ $tool = memcheck ] && extra="--leak-check full"
+            TQ_CUDA_QUICK=1 timeout 240 "$SAN" --tool $tool $extra --error-exitcode 9 "$TEST" || { echo "$tool: rc $?"; rc=1; }
+        done
+        echo "== bench smoke"
+        "$TQB" bench --device cuda --batch 1 --tokens 5000 --iters 2 --encode-vectors 100000 || rc=1
+        exit $rc
+    } 2>&1 | tee "$OUT/check.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    grep -qE "^[0-9]+ passed, [1-9]" "$OUT/check.log" && rc=1
+    echo "check phase: rc $rc" | tee -a "$OUT/check.log"
+fi
+if [ "$phase" = bench ] || [ "$phase" = all ]; then
+    csv=results/bench/cuda_$tag.csv
+    "$TQB" bench --device cuda -o "$csv" 2>&1 | tee "$OUT/bench.log" || rc=1
+    PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py -o results/bench/sdpa_$tag.csv 2>&1 | tee -a "$OUT/bench.log"
+    if [ -n "$NCU" ]; then
+        timeout 200 "$NCU" --clock-control none -k regex:k_attn -c 30 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
+            --print-summary per-kernel "$TQB" bench --device cuda --only attn --batch 16 --tokens 65536 --iters 1 \
+            > "$OUT/ncu.txt" 2>&1 || echo "ncu: rc $?" >> "$OUT/ncu.txt"
+        timeout 120 "$NCU" --clock-control none -k regex:k_encode -c 1 --section SpeedOfLight --section Occupancy \
+            --section ComputeWorkloadAnalysis "$TQB" bench --device cuda --only encode --iters 1 \
+            >> "$OUT/ncu.txt" 2>&1 || echo "ncu encode: rc $?" >> "$OUT/ncu.txt"
+    fi
+    python3 eval/bench_report.py "$csv" results/bench/sdpa_$tag.csv "$OUT/ncu.txt" results/bench/cuda_$tag.md eval/cuda_notes.md
+    cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$OUT/" 2>/dev/null
+fi
+exit $rc
