@@ -79,7 +79,7 @@ $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -c $< -o $@
 $(BUILD)/cmd/%.o: cmd/%.c $(wildcard lib/*.h cmd/*.h) | $(BUILD)/cmd
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -Icmd -c $< -o $@
-$(BUILD)/cuda/%.o: lib/cuda/%.cu $(wildcard lib/*.h lib/cuda/*.h) | $(BUILD)/cuda
+$(BUILD)/cuda/%.o: lib/cuda/%.cu $(wildcard lib/*.h lib/cuda/*.h lib/cuda/*.cuh) | $(BUILD)/cuda
 	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Ilib -Xcompiler -Wall -c $< -o $@
 
 $(LIBA): $(LIB_OBJ)
