@@ -390,8 +390,10 @@ static void bench_cpu(const bench_opts *o)
     for (int i = 0; i < 5; i++) {
         const tq_format *f = tq_format_of(methods[i]);
         if (!f || !f->encode) continue;
+        /* qjl and int8 have one fixed width; the others take --bits */
+        int bits = methods[i] == TQ_M_QJL ? 1 : methods[i] == TQ_M_INT8 ? 8 : o->bits;
         tq_qparams p;
-        tq_qparams_default(&p, methods[i], o->bits);
+        tq_qparams_default(&p, methods[i], bits);
         p.rotation = o->rotation;
         p.seed = o->seed;
         tq_slice_id id = {0, 0, TQ_TENSOR_KEYS};
@@ -406,7 +408,7 @@ static void bench_cpu(const bench_opts *o)
             continue;
         }
         char cfg[64];
-        snprintf(cfg, sizeof cfg, "%s %db", f->name, o->bits);
+        snprintf(cfg, sizeof cfg, "%s %db", f->name, bits);
         printf("| encode   | %-22s | %7ld | %9.2f | %14.1f |\n", cfg, n, ms, 4.0 * n * d / (ms * 1e3));
         if (csv) fprintf(csv, "encode,%s,%ld,%.3f,%.1f\n", cfg, n, ms, 4.0 * n * d / (ms * 1e3));
     }
