@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "codes.h"
 #include "commands.h"
+#include "cuda/tq_cuda.h"
 #include "dump.h"
 #include "quant.h"
 #include "schedule.h"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
             "  --qjl-m M            qjl projections (default d)\n"
             "  --polar-bits LIST    polar bits per level, level 1 first (default 4,2,2,2: 3.875 bits)\n"
             "  --seed S             seed of rotations and projections (default 0)\n"
+            "  --device cpu|cuda    encode turbo-mse / turbo-prod / qjl on the GPU (same bytes as the CPU on the\n"
+            "                       Hadamard path; README \"CUDA\"); default cpu\n"
             "  --values M:B         values with another method and bits (default: as the keys)\n"
             "  --keys-only          leave the values out\n"
             "  --schedule FILE      per-layer / per-head bits from a schedule (README \"Schedules\")\n"
@@ -131,7 +134,7 @@ int cmd_quantize(int argc, char **argv)
     const char *in = NULL, *out = NULL, *values_opt = NULL, *sched_path = NULL, *layers_opt = NULL, *recon = NULL;
     const char *method = NULL, *bits_s = NULL, *rot = NULL, *cb = NULL, *norms = NULL, *polar = NULL;
     long outliers = -1, group = -1, qjl_m = -1, residual = -1;
-    int center = 0, keys_only = 0, have_seed = 0;
+    int center = 0, keys_only = 0, have_seed = 0, device_cuda = 0;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -148,7 +151,7 @@ int cmd_quantize(int argc, char **argv)
         }
         static const char *const with_value[] = {"--method", "--bits", "--rotation", "--codebook", "--outliers",
                                                  "--norms", "--group", "--residual", "--qjl-m", "--polar-bits", "--seed", "--values",
-                                                 "--schedule", "--layers", "--emit-recon", "-o", "--output"};
+                                                 "--schedule", "--layers", "--emit-recon", "-o", "--output", "--device"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
         if (!known) die_usage("quantize: unknown option '%s' (see 'tq quantize --help')", a);
@@ -169,10 +172,18 @@ int cmd_quantize(int argc, char **argv)
         else if (!strcmp(a, "--schedule")) sched_path = v;
         else if (!strcmp(a, "--layers")) layers_opt = v;
         else if (!strcmp(a, "--emit-recon")) recon = v;
+        else if (!strcmp(a, "--device")) {
+            if (!strcmp(v, "cuda")) device_cuda = 1;
+            else if (strcmp(v, "cpu")) die_usage("quantize: unknown device '%s'; use cpu or cuda", v);
+        }
         else out = v;
     }
     if (!in) die_usage("quantize: no input dump (usage: tq quantize DUMP.h5 --method M --bits B -o CODES.h5)");
     if (!out) die_usage("quantize: no output file; add -o CODES.h5");
+    if (device_cuda) {
+        int cst = tq_cuda_device(NULL, 0, NULL, NULL);
+        if (cst) die_lib(cst, "quantize --device cuda");
+    }
     if (!method) die_usage("quantize: no method; add --method (fp16, int8, kivi, turbo-mse, turbo-prod, qjl, polar)");
     if (same_file(in, out)) die_usage("quantize: output '%s' is the input; choose another -o", out);
     if (recon && (same_file(recon, in) || same_file(recon, out)))
@@ -368,7 +379,8 @@ int cmd_quantize(int argc, char **argv)
                 tq_qparams p = slice_params(t ? &pv : &pk, f, fk, st.sched, l, h, t, polar != NULL);
                 const float *x = (t ? lay.values : lay.keys) + (size_t)h * T * D;
                 tq_codes *c = t ? &cl.values[h] : &cl.keys[h];
-                rc = tq_quantize(&p, (tq_slice_id){l, h, t}, x, T, D, c);
+                rc = device_cuda ? tq_cuda_quantize(&p, (tq_slice_id){l, h, t}, x, T, D, c)
+                                 : tq_quantize(&p, (tq_slice_id){l, h, t}, x, T, D, c);
                 if (!rc && xr) rc = tq_dequantize(c, xr + ((size_t)t * H + h) * T * D);
                 if (!rc) {
                     code_bits += f->bits_code(&p, D) * (double)T * D;

@@ -29,6 +29,16 @@ if [ "$phase" = check ] || [ "$phase" = all ]; then
             extra=; [ $tool = memcheck ] && extra="--leak-check full"
             TQ_CUDA_QUICK=1 timeout 240 "$SAN" --tool $tool $extra --error-exitcode 9 "$TEST" || { echo "$tool: rc $?"; rc=1; }
         done
+        echo "== tq quantize --device cuda against --device cpu (hadamard: identical datasets)"
+        tmp=$(mktemp -d)
+        "$TQB" synth --dist outlier --layers 2 --heads 4 --tokens 1000 --dim 128 --seed 3 -o "$tmp/s.h5" >/dev/null || rc=1
+        for m in "turbo-mse --bits 3 --rotation hadamard" "turbo-prod --bits 3 --rotation hadamard" \
+                 "turbo-mse --bits 4 --rotation hadamard --norms fp32" "qjl --bits 1"; do
+            "$TQB" quantize "$tmp/s.h5" --method $m --seed 7 -o "$tmp/cpu.h5" >/dev/null &&
+            "$TQB" quantize "$tmp/s.h5" --method $m --seed 7 --device cuda -o "$tmp/gpu.h5" >/dev/null &&
+            python3 eval/h5_same.py "$tmp/cpu.h5" "$tmp/gpu.h5" "$m" || rc=1
+        done
+        rm -rf "$tmp"
         echo "== bench smoke"
         "$TQB" bench --device cuda --batch 1 --tokens 5000 --iters 2 --encode-vectors 100000 || rc=1
         exit $rc

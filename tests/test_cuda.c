@@ -505,6 +505,42 @@ static void check_fp16(int d, int B, int Hq, int Hkv, long L)
     free(k); free(v); free(q); free(o);
 }
 
+/* tq_cuda_quantize (lib/cuda_quant.c) against lib/turbo.c's encode_ref through the format table: same sections,
+ * same bytes on the Hadamard path. */
+static void check_quantize_wrapper(int method, int bits, int d, int n)
+{
+    const tq_format *f = tq_format_of(method);
+    if (!f || !f->encode_ref) {
+        SKIP("tq_cuda_quantize: no CPU format row in this build");
+        return;
+    }
+    tq_qparams p;
+    tq_qparams_default(&p, method, bits);
+    p.rotation = TQ_ROT_HADAMARD;
+    p.seed = 5;
+    tq_slice_id id = {3, 1, TQ_TENSOR_VALUES};
+    float *x = malloc(sizeof(float) * n * d);
+    gen_vectors(x, n, d, 99);
+    tq_codes g, r;
+    memset(&g, 0, sizeof g);
+    memset(&r, 0, sizeof r);
+    int sg = tq_cuda_quantize(&p, id, x, n, d, &g), sr = f->encode_ref(&p, id, x, n, d, &r);
+    CHECK(sg == TQ_OK && sr == TQ_OK, "tq_cuda_quantize %s: %s", f->name, tq_error_msg());
+    if (!sg && !sr) {
+        int same = g.nsec == r.nsec;
+        for (int k = 0; same && k < r.nsec; k++) {
+            const tq_section *a = tq_codes_find(&g, r.sec[k].name);
+            same = a && a->type == r.sec[k].type && a->count == r.sec[k].count &&
+                   !memcmp(a->data, r.sec[k].data, tq_section_bytes(a));
+        }
+        CHECK(same, "tq_cuda_quantize %s %d bits d=%d: sections differ from encode_ref", f->name, bits, d);
+        CHECK(tq_codes_payload_bytes(&g) == tq_codes_payload_bytes(&r), "payload sizes differ");
+    }
+    tq_codes_free(&g);
+    tq_codes_free(&r);
+    free(x);
+}
+
 int main(void)
 {
     char name[256];
@@ -537,6 +573,9 @@ int main(void)
         check_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, d, 2, 500);
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, d, 1, 1000);
     }
+    check_quantize_wrapper(TQ_M_TURBO_MSE, 3, 128, 700);
+    check_quantize_wrapper(TQ_M_TURBO_PROD, 4, 256, 300);
+    check_quantize_wrapper(TQ_M_QJL, 1, 64, 300);
     /* GQA 4:1 (the sub-group path of 4 heads) and MHA (1 head per kv head); L not a multiple of any tile */
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 8, 2, 1000, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 8, 2, 1000, 2, 3);

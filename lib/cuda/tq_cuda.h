@@ -11,6 +11,8 @@
 extern "C" {
 #endif
 
+#include "quant.h"
+
 /* ---- device and buffers ------------------------------------------------------------------------------------ */
 
 /* TQ_OK when a CUDA device is usable (name/sm_count/mem filled, any may be NULL); TQ_ERR_NOCUDA in a CPU-only build;
@@ -75,6 +77,12 @@ void tq_cuda_quant_free(tq_cuda_quant *q);
 int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out);
 /* xhat: n x d on the device, float (out_half 0) or half (out_half 1). */
 int tq_cuda_decode(const tq_cuda_quant *q, const tq_cuda_codes *in, long n, void *xhat, int out_half);
+
+/* tq_quantize on the GPU (lib/cuda_quant.c): the same sections, byte for byte on the Hadamard path, for turbo-mse,
+ * turbo-prod (bits >= 2) and qjl (projections a multiple of 8) with dense or hadamard rotation and beta or gaussian
+ * codebooks, head dims multiple of 32 up to 1024. Outliers, centering and empirical codebooks stay on the CPU:
+ * TQ_ERR_USAGE says so. TQ_ERR_NOCUDA in a CPU-only build. */
+int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c);
 
 /* ---- fused decode attention ----------------------------------------------------------------------------------
  * One query token per (batch, query head) against L cached tokens per (batch, kv head), GQA: query head h uses kv
