@@ -3,7 +3,8 @@
 # scripts/ and the Python-side tests. Idempotent; when everything is present it only checks (well under a second).
 set -euo pipefail
 
-apt_pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev libpcg-cpp-dev valgrind time)  # time: /usr/bin/time -v for eval/bench_sweep.py
+apt_pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev libpcg-cpp-dev valgrind time
+          clang-14 libclang-rt-14-dev)  # time: /usr/bin/time -v for eval/bench_sweep.py; clang: make fuzz
 py_mods=(numpy h5py matplotlib gguf)      # import names
 py_pkgs=(numpy h5py matplotlib gguf)      # matching PyPI names
 
