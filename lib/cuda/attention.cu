@@ -81,6 +81,7 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
     const uint32_t VM = (1u << VB) - 1;
     __shared__ __align__(16) float qs[GT][D];
     __shared__ __align__(16) float sqs[PROD ? GT : 1][D];
+    __shared__ __align__(16) float wsh[NWARP][32][GT]; /* softmax weight x value norm of each token of a tile */
     int s = blockIdx.x, g = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
     int h0 = g * a.G + sub * GT, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int idx = threadIdx.x; idx < GT * D; idx += blockDim.x) {
@@ -163,6 +164,10 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
             m[hh] = mnew;
             wv[hh] = p * nv;
         }
+        /* one broadcast shared-memory read per token below instead of GT shuffles */
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) wsh[warp][lane][hh] = wv[hh];
+        __syncwarp();
         int nvalid = end - t0 < 32 ? (int)(end - t0) : 32;
         const int bit0 = lane * E * VB, w0 = bit0 >> 5, sh = bit0 & 31;
         const bool two = sh + E * VB > 32;
@@ -179,10 +184,15 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
             }
 #pragma unroll
             for (int u = 0; u < 8; u++) {
-                float pj[GT];
-#pragma unroll
-                for (int hh = 0; hh < GT; hh++) pj[hh] = __shfl_sync(TQ_FULL_MASK, wv[hh], (j0 + u) & 31);
                 if (j0 + u >= nvalid) break; /* uniform across the warp */
+                float pj[GT];
+                if constexpr (GT == 4) {
+                    float4 t4 = *(const float4 *)&wsh[warp][j0 + u][0];
+                    pj[0] = t4.x; pj[1] = t4.y; pj[2] = t4.z; pj[3] = t4.w;
+                } else {
+#pragma unroll
+                    for (int hh = 0; hh < GT; hh++) pj[hh] = wsh[warp][j0 + u][hh];
+                }
 #pragma unroll
                 for (int k = 0; k < E; k++) {
                     float c = __shfl_sync(TQ_FULL_MASK, vc, (int)((win[u] >> (k * VB)) & VM));
@@ -191,6 +201,7 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
                 }
             }
         }
+        __syncwarp(); /* wsh is rewritten by the next tile */
     }
     int split = s * NWARP + warp;
 #pragma unroll
