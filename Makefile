@@ -147,5 +147,13 @@ install: all
 	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/libtq.a
 	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/tq/
 
+# Robustness (README "Robustness"): libFuzzer harnesses (make fuzz, tests/fuzz/fuzz.mk); make robustness runs the
+# bad-input matrix, the memory-bounded sweep and writes results/robustness.md (eval/robustness.sh).
+include tests/fuzz/fuzz.mk
+.PHONY: robustness
+robustness: deps
+	@$(MAKE) --no-print-directory all
+	@TQ=$(abspath $(TQ)) bash eval/robustness.sh
+
 clean:
 	rm -rf build lib/libtq.a tq
