@@ -10,6 +10,11 @@ if ! command -v valgrind >/dev/null; then
     skip "valgrind not installed (scripts/deps.sh installs it)"
     finish; exit
 fi
+# valgrind and AddressSanitizer cannot share a process: the SANITIZE=1 suite covers memory errors its own way.
+if ldd "$TQ" 2>/dev/null | grep -q libasan; then
+    skip "tq is an ASan build (SANITIZE=1): valgrind runs in the plain suite"
+    finish; exit
+fi
 # one OpenBLAS thread: fewer pools to report and a faster run; --threads 2 still exercises OpenMP in sweep
 export OPENBLAS_NUM_THREADS=1
 VG=(valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
