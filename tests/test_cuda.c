@@ -558,6 +558,7 @@ int main(void)
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, 64, 1, 50);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 3, 3, 100, 3, 2);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3); /* the 64-token-tile kernel */
         check_fp16(128, 1, 4, 2, 200);
         tq_cuda_release();
         TQ_TEST_END();
@@ -583,6 +584,10 @@ int main(void)
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 6, 3, 513, 4, 2);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 256, 1, 8, 1, 300, 3, 4);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 3, 2, 2, 33, 1, 1);
+    /* d = 128 turbo-mse with 4-head groups runs k_attn_codes_t64: every key/value width, two sub-groups (G = 8) */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 16, 2, 2049, 4, 1);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 1500, 2, 4);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 700, 1, 2);
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);
     tq_cuda_release();

@@ -5,6 +5,7 @@
 #include "common.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define NWARP 4            /* warps per block of the split kernel; each warp is its own softmax split */
 #define LOG2E 1.4426950408889634
@@ -217,6 +218,142 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
     }
 }
 
+/* The split kernel for the common decode shape: d = 128, query heads in groups of 4 per kv head, turbo-mse keys.
+ * k_attn_codes above spends its time in the MIO pipe (shared memory and shuffles), not on DRAM: its rotated-query
+ * reads were one scalar shared load per coordinate and head (4 per codebook shuffle), its value windows two loads per
+ * token per lane. Here a warp takes 64 tokens: while scoring a lane holds two key rows, so one float4 read of four
+ * coordinates of a head feeds 8 FMAs (a quarter of the old shared loads per token); while accumulating values half a
+ * warp takes one token and a lane owns 8 coordinates (8 codes are VB whole bytes), so one window and one float4
+ * weight read feed 32 FMAs. The codebook lookups stay shuffles: one per code, the floor for exact fp32 centroids. */
+template <int KB>
+__global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
+{
+    constexpr int D = 128, GT = 4, TT = 64, NWK = D * KB / 32, RK = D * KB / 8, EV = D / 16;
+    constexpr uint32_t KM = (1u << KB) - 1;
+    const int VB = a.vbits, RVW = D * VB / 32; /* value row in 32-bit words (d = 128: whole words) */
+    const uint32_t VM = (1u << VB) - 1;
+    __shared__ __align__(16) float qs[D / 4][GT][4];  /* head hh's query, coordinates 4 i4 .. 4 i4 + 3 */
+    __shared__ __align__(16) float wsh[NWARP][TT][GT]; /* softmax weight x value norm, per token of the tile */
+    int s = blockIdx.x, g = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
+    int h0 = g * a.G + sub * GT, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int idx = threadIdx.x; idx < GT * D; idx += blockDim.x) {
+        int hh = idx / D, i = idx % D;
+        qs[i / 4][hh][i % 4] = a.qrot[((size_t)b * a.Hq + h0 + hh) * D + i];
+    }
+    __syncthreads();
+    /* every lane holds centroid (lane mod 2^bits): a shuffle reads only the low 5 bits of its source lane, so a code
+     * shifted down to bit 0 needs no mask (one shift or funnel shift per code on the busiest pipe, ALU) */
+    float kc = a.kcent[lane & KM], vc = a.vcent[lane & VM];
+    long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
+    long base = ((long)b * a.Hkv + g) * a.L;
+    float m[GT], l[GT], acc[GT][EV];
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        m[hh] = -INFINITY;
+        l[hh] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < EV; k++) acc[hh][k] = 0.0f;
+    }
+    /* value phase: half-warp hw takes tokens 2u + hw, lane sl of it coordinates 8 sl .. 8 sl + 7 */
+    const int hw = lane >> 4, sl = lane & 15;
+    const int vbit0 = sl * EV * VB, vw0 = vbit0 >> 5, vsh = vbit0 & 31;
+    const bool vtwo = vsh + EV * VB > 32;
+    for (long t0 = start + warp * TT; t0 < end; t0 += NWARP * TT) {
+        long ta = t0 + lane, tb = ta + 32;
+        bool va = ta < end, vb = tb < end;
+        long tca = va ? ta : t0, tcb = vb ? tb : t0; /* t0 < end: a valid row to read in place of a missing one */
+        uint32_t wa[NWK], wb[NWK];
+        const uint4 *ra = (const uint4 *)(a.kv.k_codes + (size_t)(base + tca) * RK);
+        const uint4 *rb = (const uint4 *)(a.kv.k_codes + (size_t)(base + tcb) * RK);
+#pragma unroll
+        for (int i = 0; i < NWK / 4; i++) {
+            uint4 x = __ldg(ra + i), y = __ldg(rb + i);
+            wa[4 * i] = x.x; wa[4 * i + 1] = x.y; wa[4 * i + 2] = x.z; wa[4 * i + 3] = x.w;
+            wb[4 * i] = y.x; wb[4 * i + 1] = y.y; wb[4 * i + 2] = y.z; wb[4 * i + 3] = y.w;
+        }
+        float nka = tq_cu_half(a.kv.k_norms[base + tca]), nkb = tq_cu_half(a.kv.k_norms[base + tcb]);
+        float nva = tq_cu_half(a.kv.v_norms[base + tca]), nvb = tq_cu_half(a.kv.v_norms[base + tcb]);
+        float sa[GT], sb[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) sa[hh] = sb[hh] = 0.0f;
+#pragma unroll
+        for (int i4 = 0; i4 < D / 4; i4++) {
+            float4 q4[GT];
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) q4[hh] = *(const float4 *)&qs[i4][hh][0];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int bit = (4 * i4 + k) * KB, wi = bit >> 5, off = bit & 31;
+                uint32_t ca = off + KB <= 32 ? wa[wi] >> off : __funnelshift_r(wa[wi], wa[wi + 1], off);
+                uint32_t cb = off + KB <= 32 ? wb[wi] >> off : __funnelshift_r(wb[wi], wb[wi + 1], off);
+                float ea = __shfl_sync(TQ_FULL_MASK, kc, (int)ca), eb = __shfl_sync(TQ_FULL_MASK, kc, (int)cb);
+#pragma unroll
+                for (int hh = 0; hh < GT; hh++) {
+                    float qv = k == 0 ? q4[hh].x : k == 1 ? q4[hh].y : k == 2 ? q4[hh].z : q4[hh].w;
+                    sa[hh] = fmaf(qv, ea, sa[hh]);
+                    sb[hh] = fmaf(qv, eb, sb[hh]);
+                }
+            }
+        }
+        float pa[GT], pb[GT];
+#pragma unroll
+        for (int hh = 0; hh < GT; hh++) {
+            float xa = va ? sa[hh] * nka : -INFINITY, xb = vb ? sb[hh] * nkb : -INFINITY;
+            float mnew = fmaxf(m[hh], warp_max(fmaxf(xa, xb))); /* finite: token t0 is valid */
+            float alpha = exp2f(m[hh] - mnew), ea = exp2f(xa - mnew), eb = exp2f(xb - mnew);
+            l[hh] = l[hh] * alpha + (ea + eb);
+#pragma unroll
+            for (int k = 0; k < EV; k++) acc[hh][k] *= alpha;
+            m[hh] = mnew;
+            pa[hh] = ea * nva; /* 0 for a missing token: the value loop below needs no bounds test */
+            pb[hh] = eb * nvb;
+        }
+        *(float4 *)&wsh[warp][lane][0] = make_float4(pa[0], pa[1], pa[2], pa[3]);
+        *(float4 *)&wsh[warp][lane + 32][0] = make_float4(pb[0], pb[1], pb[2], pb[3]);
+        __syncwarp();
+        int nvalid = end - t0 < TT ? (int)(end - t0) : TT;
+        const uint32_t *vbase = (const uint32_t *)(a.kv.v_codes + (size_t)(base + t0) * RVW * 4);
+        for (int j0 = 0; j0 < nvalid; j0 += 16) { /* uniform trip count: missing tokens weigh 0 */
+            uint32_t win[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) { /* all loads first: 8 tokens' windows in flight at once */
+                int j = j0 + 2 * u + hw, jj = j < nvalid ? j : 0;
+                const uint32_t *vr = vbase + (size_t)jj * RVW;
+                uint32_t lo = __ldg(vr + vw0), hi = vtwo ? __ldg(vr + vw0 + 1) : 0u;
+                win[u] = __funnelshift_r(lo, hi, vsh);
+            }
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                float4 p4 = *(const float4 *)&wsh[warp][j0 + 2 * u + hw][0];
+#pragma unroll
+                for (int k = 0; k < EV; k++) {
+                    float c = __shfl_sync(TQ_FULL_MASK, vc, (int)(win[u] >> (k * VB)));
+                    acc[0][k] = fmaf(p4.x, c, acc[0][k]);
+                    acc[1][k] = fmaf(p4.y, c, acc[1][k]);
+                    acc[2][k] = fmaf(p4.z, c, acc[2][k]);
+                    acc[3][k] = fmaf(p4.w, c, acc[3][k]);
+                }
+            }
+        }
+        __syncwarp(); /* wsh is rewritten by the next tile */
+    }
+    int split = s * NWARP + warp;
+#pragma unroll
+    for (int hh = 0; hh < GT; hh++) {
+        float lsum = warp_sum(l[hh]);
+        size_t bh = (size_t)b * a.Hq + h0 + hh;
+        if (lane == 0) {
+            a.pm[bh * a.NS + split] = m[hh];
+            a.pl[bh * a.NS + split] = lsum;
+        }
+#pragma unroll
+        for (int k = 0; k < EV; k++) { /* the two half-warps summed over different tokens */
+            float v = acc[hh][k] + __shfl_xor_sync(TQ_FULL_MASK, acc[hh][k], 16);
+            if (hw == 0) a.pacc[(bh * a.NS + split) * D + sl * EV + k] = v;
+        }
+    }
+}
+
 /* The fp16 baseline with the same split structure: scores lane = token from the fp16 key row, values lane = 1/32 of
  * the coordinates. No rotation, no norms. */
 template <int D, int GT>
@@ -404,6 +541,26 @@ static void plan_splits(int sm, long L, long groups, long *chunk, int *nsplit)
     *nsplit = (int)((L + c - 1) / c);
 }
 
+/* Splits for k_attn_codes_t64, which holds only bps (4) blocks per SM: the 16-blocks-per-SM plan above left a
+ * partial last wave (B = 16, L = 64k: 2176 blocks = 4.1 waves of 528). Choose the split count that minimises
+ * waves x (tokens per block + a fixed cost per block, about 512 tokens' worth: set-up, softmax state, merge). */
+static void plan_splits_waves(int sm, int bps, long L, long groups, long *chunk, int *nsplit)
+{
+    long W = (long)bps * sm, maxs = (L + NWARP * 128 - 1) / (NWARP * 128), best_c = 0;
+    double best = 0;
+    if (maxs < 1) maxs = 1;
+    for (long ns = 1; ns <= maxs; ns++) {
+        long c = ((L + ns - 1) / ns + 63) / 64 * 64, n = (L + c - 1) / c;
+        double cost = (double)((n * groups + W - 1) / W) * (double)(c + 512);
+        if (!best_c || cost < best) {
+            best = cost;
+            best_c = c;
+        }
+    }
+    *chunk = best_c;
+    *nsplit = (int)((L + best_c - 1) / best_c);
+}
+
 static int ensure_ws(float **ws, size_t *have, size_t need)
 {
     if (*have >= need) return TQ_OK;
@@ -429,10 +586,32 @@ static attn_kernel pick_kb(int kb)
     }
 }
 
+/* Benchmark switch, so one run can time the variants side by side: TQ_CUDA_ATTN=v1 keeps k_attn_codes for every
+ * shape (and its split plan); TQ_CUDA_ATTN=t64-plan16 runs k_attn_codes_t64 with k_attn_codes's split plan. */
+static int attn_mode(void)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("TQ_CUDA_ATTN");
+        mode = !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : 0;
+    }
+    return mode;
+}
+static bool attn_v1_forced(void) { return attn_mode() == 1; }
+
 template <int D>
 static attn_kernel pick(int gt, bool prod, int kb, int vb)
 {
     if (vb < 1 || vb > 4) return NULL;
+    if (D == 128 && gt == 4 && !prod && !attn_v1_forced()) {
+        switch (kb) {
+        case 1: return k_attn_codes_t64<1>;
+        case 2: return k_attn_codes_t64<2>;
+        case 3: return k_attn_codes_t64<3>;
+        case 4: return k_attn_codes_t64<4>;
+        default: return NULL;
+        }
+    }
     if (gt == 4) return prod ? pick_kb<D, 4, true>(kb) : pick_kb<D, 4, false>(kb);
     return prod ? pick_kb<D, 1, true>(kb) : pick_kb<D, 1, false>(kb);
 }
@@ -447,9 +626,18 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     int G = Hq / Hkv, GT = G % 4 == 0 ? 4 : 1, nsub = G / GT;
     long chunk;
     int nsplit;
-    plan_splits(sm, L, (long)B * Hkv * nsub, &chunk, &nsplit);
-    int NS = nsplit * NWARP;
     bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
+    int bps = 0; /* blocks per SM of the 64-token-tile kernel, when it is the one that runs */
+    if (kv && d == 128 && GT == 4 && !prod && attn_mode() == 0) {
+        attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
+        if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
+            (void)cudaGetLastError();
+            bps = 0;
+        }
+    }
+    if (bps > 0) plan_splits_waves(sm, bps, L, (long)B * Hkv * nsub, &chunk, &nsplit);
+    else plan_splits(sm, L, (long)B * Hkv * nsub, &chunk, &nsplit);
+    int NS = nsplit * NWARP;
     size_t nq = (size_t)B * Hq;
     size_t need = sizeof(float) * (nq * d * 2 + nq * NS * 2 + nq * NS * (size_t)d);
     int st = ensure_ws(wsp, ws_bytes, need);
