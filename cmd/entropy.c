@@ -21,6 +21,8 @@ static void usage(FILE *f)
         "  --synthetic LIST    gaussian,structured,outlier,heavy,rope\n"
         "  --layers L --heads H --q-heads HQ --tokens T --dim d   synthetic shapes (default 1, 4, 4, 1024, 128);\n"
         "                      --tokens also limits the dumps' tokens\n"
+        "  --device cpu|cuda   encode and decode the keys on the GPU (turbo-mse, turbo-prod b>=2, qjl; the rest is\n"
+        "                      skipped with a note); metrics stay on the CPU (default cpu; README \"CUDA\")\n"
         "  --seed S, --threads N, --format md|csv|json (for -o), -o FILE\n");
 }
 
@@ -45,7 +47,7 @@ int cmd_entropy(int argc, char **argv)
     o.threads = 1;
     o.attention = 1;
     o.per_head_rows = 0;
-    const char *fmt = NULL, *outp = NULL, *synth = NULL;
+    const char *fmt = NULL, *outp = NULL, *synth = NULL, *device = NULL;
     int nd = 0, qh = 0;
     char **dumps = calloc((size_t)argc, sizeof *dumps);
     if (!dumps) die("out of memory");
@@ -62,7 +64,7 @@ int cmd_entropy(int argc, char **argv)
         }
         const char *const valued[] = {"--methods", "--bits", "--rotation", "--codebook", "--synthetic", "--layers",
                                       "--heads", "--q-heads", "--tokens", "--dim", "--seed", "--threads", "--format",
-                                      "-o"};
+                                      "-o", "--device"};
         int known = 0;
         for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
         if (!known) die_usage("unknown option '%s' (see 'tq entropy --help')", a);
@@ -82,12 +84,14 @@ int cmd_entropy(int argc, char **argv)
         else if (!strcmp(a, "--threads")) o.threads = (int)parse_long(a, v, 1, 1024);
         else if (!strcmp(a, "--format")) fmt = v;
         else if (!strcmp(a, "-o")) outp = v;
+        else if (!strcmp(a, "--device")) device = v;
     }
     if (ax.rotation && strchr(ax.rotation, ',')) die_usage("option '--rotation': one value here (tq sweep takes lists)");
     if (ax.codebook && strchr(ax.codebook, ',')) die_usage("option '--codebook': one value here (tq sweep takes lists)");
     if (!nd && !synth) die_usage("no input: give dump files and/or --synthetic gaussian,structured");
     if (outp) check_output(outp, (const char *const *)dumps, nd);
     int fmtv = sw_format_pick(fmt, outp);
+    if (device) o.device = sw_device_parse("entropy", device);
     o.sp.n_q_heads = qh ? qh : o.sp.n_kv_heads;
     o.sp.seed = o.seed;
     if (o.tokens) o.sp.n_tokens = o.tokens;

@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "cuda/tq_cuda.h"
 #include "dump.h"
 #include "metrics.h"
 #include "quant.h"
+#include "sweep.h"
 #include "tq.h"
 
 /* The metrics an allocator can minimise (lower is better) and which tensors they respond to. */
@@ -40,6 +42,8 @@ static void usage(FILE *f)
         "  --tokens N        first N tokens only (default all)\n"
         "  --seed S          quantizer and sampling seed (default 0)\n"
         "  --threads N       heads x bits evaluated in parallel (default 1; results do not depend on it)\n"
+        "  --device cpu|cuda encode and decode on the GPU (turbo-mse, turbo-prod b>=2, qjl; without --bits, widths\n"
+        "                    the GPU does not run are dropped with a note); metrics on the CPU (default cpu)\n"
         "  --top N           units listed at each end of the summary (default 5)\n"
         "  -o FILE           the JSON output (written to a temporary name, then renamed)\n");
 }
@@ -58,21 +62,9 @@ typedef struct {
     double *metric, *bits_code, *bits_total; /* [nb] */
 } unit;
 
-static int quant_slice(const tq_qparams *p, tq_slice_id id, const float *x, int T, int d, float *xhat, double *btot)
-{
-    tq_codes c;
-    memset(&c, 0, sizeof c);
-    int rc = tq_quantize(p, id, x, T, d, &c);
-    if (rc < 0) return rc;
-    *btot = tq_codes_bits_total(&c);
-    rc = tq_dequantize(&c, xhat);
-    tq_codes_free(&c);
-    return rc;
-}
-
 /* One kv head at one bit width: keys quantized with exact values, then values quantized with exact keys. */
-static void eval_task(const tq_qparams *p, int mi, const int *tens, uint64_t seed, int layer, int h, const tq_layer *L,
-                      task_result *r)
+static void eval_task(int device, const tq_qparams *p, int mi, const int *tens, uint64_t seed, int layer, int h,
+                      const tq_layer *L, task_result *r)
 {
     int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
     size_t off = (size_t)h * T * d;
@@ -87,7 +79,7 @@ static void eval_task(const tq_qparams *p, int mi, const int *tens, uint64_t see
         r->m[t] = NAN;
         if (!tens[t]) continue;
         tq_metrics mk, mv;
-        r->rc = quant_slice(p, (tq_slice_id){layer, h, t}, t ? v : k, T, d, xh, &r->btot[t]);
+        r->rc = sw_quantize_slice(device, p, (tq_slice_id){layer, h, t}, t ? v : k, T, d, xh, &r->btot[t]);
         if (r->rc < 0) break;
         if (t == TQ_TENSOR_KEYS)
             r->rc = tq_metrics_head(&mo, q, G, k, xh, need_v ? v : NULL, need_v ? v : NULL, T, d, &mk, need_v ? &mv : NULL);
@@ -174,8 +166,8 @@ static void summary_row(const unit *u, int nb, int rank)
 int cmd_sensitivity(int argc, char **argv)
 {
     const char *in = NULL, *method = NULL, *bits_s = NULL, *metric = "attn_kl", *tensor = "keys", *outp = NULL;
-    const char *rot = NULL;
-    int per_head = 0, tokens = 0, threads = 1, top = 5;
+    const char *rot = NULL, *device_s = NULL;
+    int per_head = 0, tokens = 0, threads = 1, top = 5, device = SW_DEV_CPU;
     uint64_t seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -193,7 +185,7 @@ int cmd_sensitivity(int argc, char **argv)
             continue;
         }
         const char *const valued[] = {"--method", "--bits", "--metric", "--tensor", "--rotation", "--tokens", "--seed",
-                                      "--threads", "--top", "-o"};
+                                      "--threads", "--top", "-o", "--device"};
         int known = 0;
         for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
         if (!known) die_usage("sensitivity: unknown option '%s' (see 'tq sensitivity --help')", a);
@@ -208,11 +200,13 @@ int cmd_sensitivity(int argc, char **argv)
         else if (!strcmp(a, "--seed")) seed = parse_u64(a, v);
         else if (!strcmp(a, "--threads")) threads = (int)parse_long(a, v, 1, 1024);
         else if (!strcmp(a, "--top")) top = (int)parse_long(a, v, 1, 1000000);
+        else if (!strcmp(a, "--device")) device_s = v;
         else outp = v;
     }
     if (!in) die_usage("sensitivity: no input dump (usage: tq sensitivity DUMP --method M -o SENS.json)");
     if (!method) die_usage("sensitivity: no method; add --method (e.g. turbo-prod)");
     if (outp) check_output(outp, &in, 1);
+    if (device_s) device = sw_device_parse("sensitivity", device_s);
     const tq_format *f = tq_format_by_name(method);
     if (!f) die_usage("sensitivity: unknown method '%s' (see 'tq sweep --help' for the list)", method);
     if (f->min_bits == f->max_bits)
@@ -278,6 +272,19 @@ int cmd_sensitivity(int argc, char **argv)
         tq_error_clear();
         if (f->check(&P[i], d) < 0) die_usage("sensitivity: %s", tq_error_msg());
     }
+    for (int i = 0, k = 0, n0 = nb; device == SW_DEV_CUDA && i < n0; i++) {
+        /* explicit --bits the GPU cannot run are an error; the default range just loses them, with a note */
+        tq_error_clear();
+        if (tq_cuda_supports(&P[i], d) < 0) {
+            if (bits_s) die_usage("sensitivity: --bits %d: %s", bits[i], tq_error_msg());
+            fprintf(stderr, "tq: note: skipping %d bits: %s\n", bits[i], tq_error_msg());
+            nb--;
+            continue;
+        }
+        P[k] = P[i];
+        bits[k++] = bits[i];
+    }
+    if (nb <= 0) die_usage("sensitivity: no bit width of 1..4 runs on --device cuda for %s; use --device cpu", f->name);
 
     int hu = per_head ? nkv : 1, nt = tens[0] + tens[1];
     int nu = nt * nl * hu;
@@ -305,7 +312,7 @@ int cmd_sensitivity(int argc, char **argv)
 #if TQ_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
 #endif
-        for (int j = 0; j < ntask; j++) eval_task(&P[j % nb], mi, tens, seed, l, j / nb, &L, &res[j]);
+        for (int j = 0; j < ntask; j++) eval_task(device, &P[j % nb], mi, tens, seed, l, j / nb, &L, &res[j]);
         for (int t = 0, base = 0; t < 2; t++) {
             if (!tens[t]) continue;
             for (int b = 0; b < nb; b++) {

@@ -15,6 +15,7 @@
 #endif
 
 #include "cmd.h"
+#include "cuda/tq_cuda.h"
 #include "dump.h"
 #include "tq.h"
 
@@ -104,6 +105,10 @@ static void add_config(sw_opts *o, const tq_qparams *k, const tq_qparams *v, int
         skip_note("skipping %s for head dim %d: %s", kd, d, tq_error_msg());
         return;
     }
+    if (o->device == SW_DEV_CUDA && tq_cuda_supports(k, d) < 0) { /* like a config the method does not take */
+        skip_note("skipping %s: %s", kd, tq_error_msg());
+        return;
+    }
     tq_qparams vv = vmode == 1 ? *k : *v;
     if (vmode < 0) {
         vv.method = -1;
@@ -146,6 +151,20 @@ static int parse_values(const char *s, uint64_t seed, int d, tq_qparams *v)
     return 0;
 }
 
+int sw_device_parse(const char *cmd, const char *v)
+{
+    if (!strcmp(v, "cpu")) return SW_DEV_CPU;
+    if (strcmp(v, "cuda")) die_usage("%s: unknown device '%s'; use cpu or cuda", cmd, v);
+    int st = tq_cuda_device(NULL, 0, NULL, NULL);
+    if (st) {
+        if (st == TQ_ERR_NOCUDA)
+            die("%s --device cuda: this tq is built without CUDA (rebuild with make CUDA=1 on a machine with nvcc, "
+                "or use --device cpu)", cmd);
+        die_lib(st, cmd);
+    }
+    return SW_DEV_CUDA;
+}
+
 void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
 {
     char meth[TQ_M_COUNT * 2][32], rot[4][32], cb[4][32], cen[4][32];
@@ -179,6 +198,8 @@ void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
     tq_qparams vfix;
     memset(&vfix, 0, sizeof vfix);
     int vmode = parse_values(ax->values, o->seed, d, &vfix);
+    if (vmode == 0 && o->device == SW_DEV_CUDA && tq_cuda_supports(&vfix, d) < 0)
+        die_usage("option '--values': %s", tq_error_msg());
     int cap = 0;
     for (int mi = 0; mi < nm; mi++) {
         const tq_format *f = method_or_die("--methods", meth[mi]);
@@ -254,11 +275,24 @@ typedef struct {
     char err[300];
 } head_result;
 
-static int quantize_slice(const tq_qparams *p, tq_slice_id id, const float *x, int T, int d, float *xhat, double *bits)
+int sw_quantize_slice(int device, const tq_qparams *p, tq_slice_id id, const float *x, int T, int d, float *xhat,
+                      double *bits)
 {
     tq_codes c;
     memset(&c, 0, sizeof c);
-    int rc = tq_quantize(p, id, x, T, d, &c);
+    int rc;
+    if (device == SW_DEV_CUDA) {
+        /* one slice at a time on the GPU (its calls sync the default stream); heads' metrics still run in parallel */
+#if TQ_HAVE_OPENMP
+#pragma omp critical(tq_sweep_cuda)
+#endif
+        rc = tq_cuda_quantize_recon(p, id, x, T, d, &c, xhat);
+        if (rc < 0) return rc;
+        *bits = tq_codes_bits_total(&c);
+        tq_codes_free(&c);
+        return TQ_OK;
+    }
+    rc = tq_quantize(p, id, x, T, d, &c);
     if (rc < 0) return rc;
     *bits = tq_codes_bits_total(&c);
     rc = tq_dequantize(&c, xhat);
@@ -296,9 +330,9 @@ static void eval_head(const sw_opts *o, const sw_config *c, int layer, int h, co
     tq_error_clear();
     if (!kh || (v && !vh)) r->rc = TQ_ERR_NOMEM;
     if (r->rc == TQ_OK)
-        r->rc = quantize_slice(&kp, (tq_slice_id){layer, h, TQ_TENSOR_KEYS}, k, T, d, kh, &r->kbits);
+        r->rc = sw_quantize_slice(o->device, &kp, (tq_slice_id){layer, h, TQ_TENSOR_KEYS}, k, T, d, kh, &r->kbits);
     if (r->rc == TQ_OK && v)
-        r->rc = quantize_slice(&vp, (tq_slice_id){layer, h, TQ_TENSOR_VALUES}, v, T, d, vh, &r->vbits);
+        r->rc = sw_quantize_slice(o->device, &vp, (tq_slice_id){layer, h, TQ_TENSOR_VALUES}, v, T, d, vh, &r->vbits);
     if (r->rc == TQ_OK) {
         tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->attention};
         r->rc = tq_metrics_head(&mo, q, G, k, kh, v, vh, T, d, &r->mk, v ? &r->mv : NULL);
@@ -715,6 +749,8 @@ static void usage(FILE *f)
         "  --threads N         heads evaluated in parallel (default 1; results do not depend on it)\n"
         "  --seed S            quantizer seed and inner-product sample seed (default 0)\n"
         "  --no-attention      skip the attention metrics (the O(T^2) part)\n"
+        "  --device cpu|cuda   encode and decode on the GPU (turbo-mse, turbo-prod b>=2, qjl; other configurations\n"
+        "                      are skipped with a note); metrics stay on the CPU (default cpu; README \"CUDA\")\n"
         "  --schedule FILE     bits per layer / kv head from a schedule (tq mixed-schedule), one dump, one method\n"
         "  --format md|csv|json, -o FILE   (default Markdown on stdout; -o FILE.csv/.json picks the format)\n",
         method_names());
@@ -730,7 +766,7 @@ int cmd_sweep(int argc, char **argv)
     o.attention = 1;
     o.per_head_rows = 1;
     const char *fmt = NULL, *outp = NULL, *synth = NULL, *qheads = NULL, *dim = NULL;
-    const char *layers = NULL, *heads = NULL, *sched_path = NULL;
+    const char *layers = NULL, *heads = NULL, *sched_path = NULL, *device = NULL;
     char **dumps = calloc((size_t)argc, sizeof *dumps);
     int nd = 0;
     if (!dumps) die("out of memory");
@@ -751,7 +787,8 @@ int cmd_sweep(int argc, char **argv)
         }
         const char *const valued[] = {"--methods", "--bits", "--rotation", "--codebook", "--center", "--outliers",
                                       "--values", "--layers", "--heads", "--tokens", "--threads", "--seed",
-                                      "--schedule", "--format", "-o", "--synthetic", "--q-heads", "--dim"};
+                                      "--schedule", "--format", "-o", "--synthetic", "--q-heads", "--dim",
+                                      "--device"};
         int known = 0;
         for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
         if (!known) die_usage("unknown option '%s' (see 'tq sweep --help')", a);
@@ -775,6 +812,7 @@ int cmd_sweep(int argc, char **argv)
         else if (!strcmp(a, "--synthetic")) synth = v;
         else if (!strcmp(a, "--q-heads")) qheads = v;
         else if (!strcmp(a, "--dim")) dim = v;
+        else if (!strcmp(a, "--device")) device = v;
     }
     if (!nd && !synth) die_usage("no input: give dump files or --synthetic DIST (see 'tq sweep --help')");
     if (nd && synth) die_usage("give dump files or --synthetic, not both (--layers/--heads mean different things)");
@@ -784,6 +822,7 @@ int cmd_sweep(int argc, char **argv)
         check_output(outp, &sched_path, 1);
     }
     int fmtv = sw_format_pick(fmt, outp);
+    if (device) o.device = sw_device_parse("sweep", device);
     if (synth) {
         char d[16][32];
         int n = split_list("--synthetic", synth, d, 16);

@@ -13,6 +13,7 @@
 #include "synth.h"
 
 enum { SW_FMT_MD, SW_FMT_CSV, SW_FMT_JSON };
+enum { SW_DEV_CPU, SW_DEV_CUDA };
 
 typedef struct {
     tq_qparams k, v;        /* keys and values quantizers */
@@ -45,6 +46,7 @@ typedef struct {
     int attention;          /* 0: skip the O(T²) attention metrics */
     int per_head_rows;      /* 0: only aggregate rows (tq entropy) */
     const tq_schedule *sched; /* sweep --schedule: per-slice bits replace each configuration's, or NULL */
+    int device;             /* SW_DEV_CPU or SW_DEV_CUDA: where slices are encoded and decoded (metrics: CPU) */
     int n_cfg;
     sw_config *cfg;
 } sw_opts;
@@ -54,7 +56,15 @@ typedef struct {
     const char *methods, *bits, *rotation, *codebook, *center, *outliers, *values;
 } sw_axes;
 
-/* Build o->cfg from the axes for head dim d (skipped configurations get a note on stderr; none left dies 2). */
+/* --device cpu|cuda for `cmd` (sweep, entropy, sensitivity): a bad value dies 2; cuda on a CPU-only build or with no
+ * GPU dies 1 ("built without CUDA"). */
+int sw_device_parse(const char *cmd, const char *v);
+/* Quantize one slice and reconstruct it: tq_quantize + tq_dequantize, or on SW_DEV_CUDA the GPU encoder and decoder
+ * (tq_cuda_quantize_recon; calls serialised, callers may be OpenMP threads). *bits = total bits per value. */
+int sw_quantize_slice(int device, const tq_qparams *p, tq_slice_id id, const float *x, int T, int d, float *xhat,
+                      double *bits);
+/* Build o->cfg from the axes for head dim d (skipped configurations get a note on stderr; none left dies 2). With
+ * o->device SW_DEV_CUDA, configurations the GPU does not run are skipped the same way (set device first). */
 void sw_build_configs(sw_opts *o, const sw_axes *ax, int d);
 /* Head dim of the first input (opens the dump), for the configuration checks. */
 int sw_first_dim(const sw_opts *o);

@@ -1,6 +1,7 @@
 /* cuda_quant.c: tq_quantize's GPU path — builds the quantizer of one slice from the CPU's own rotation, codebook and
- * QJL matrix (same seed, same streams as lib/turbo.c), runs the CUDA encoder and fills a tq_codes with the sections
- * lib/turbo.c writes. Plain C over lib/cuda/tq_cuda.h, so a CPU-only build answers "built without CUDA". */
+ * QJL matrix (same seed, same streams as lib/turbo.c), runs the CUDA encoder (and, for sweeps, the CUDA decoder) and
+ * fills a tq_codes with the sections lib/turbo.c writes. Plain C over lib/cuda/tq_cuda.h, so a CPU-only build
+ * answers "built without CUDA". */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,7 @@
 #include "rotation.h"
 #include "tq.h"
 
-int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+int tq_cuda_supports(const tq_qparams *p, int d)
 {
     const tq_format *f = tq_format_of(p->method);
     if (!f || (p->method != TQ_M_TURBO_MSE && p->method != TQ_M_TURBO_PROD && p->method != TQ_M_QJL))
@@ -20,12 +21,31 @@ int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n,
     int st = f->check(p, d);
     if (st) return st;
     int qjl = p->method == TQ_M_QJL, prod = p->method == TQ_M_TURBO_PROD;
+    int m = qjl ? (p->qjl_m ? p->qjl_m : d) : d;
+    /* one reason per message, naming the option, so a sweep's skip note says what to change */
+    const char *why = p->outliers ? "--outliers (outlier channels)"
+                      : p->center ? "--center on (key-mean removal)"
+                      : !qjl && p->codebook == TQ_CB_EMPIRICAL ? "--codebook empirical"
+                      : !qjl && p->rotation == TQ_ROT_NONE ? "--rotation none"
+                      : prod && p->bits < 2 ? "turbo-prod at 1 bit (no MSE part)"
+                      : d % 32 || d > 1024 ? "head dims that are not a multiple of 32 up to 1024"
+                      : qjl && m % 8 ? "--qjl-m not a multiple of 8" : NULL;
+    if (why) return tq_error_set(TQ_ERR_USAGE, "--device cuda does not run %s; use --device cpu", why);
+    return TQ_OK;
+}
+
+int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+{
+    return tq_cuda_quantize_recon(p, id, x, n, d, c, NULL);
+}
+
+int tq_cuda_quantize_recon(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c,
+                           float *xhat)
+{
+    int st = tq_cuda_supports(p, d);
+    if (st) return st;
+    int qjl = p->method == TQ_M_QJL, prod = p->method == TQ_M_TURBO_PROD;
     int m = qjl ? (p->qjl_m ? p->qjl_m : d) : d, mse_bits = qjl ? 1 : p->bits - prod;
-    if (p->outliers || p->center || (!qjl && p->codebook == TQ_CB_EMPIRICAL) || (!qjl && p->rotation == TQ_ROT_NONE)
-        || (prod && mse_bits < 1) || d % 32 || d > 1024 || (qjl && m % 8))
-        return tq_error_set(TQ_ERR_USAGE, "--device cuda does not cover this configuration yet (outliers, center, "
-                            "empirical codebook, rotation none, 1-bit turbo-prod, dims not a multiple of 32, qjl-m "
-                            "not a multiple of 8); use --device cpu");
     memset(c, 0, sizeof *c);
     c->p = *p;
     c->id = id;
@@ -50,21 +70,25 @@ int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n,
     if (!st && !(norms = tq_codes_add(c, "norms", nt, (size_t)n))) st = TQ_ERR_NOMEM;
     if (!st && (qjl || prod) && !(signs = tq_codes_add(c, "signs", TQ_SEC_U8, (size_t)n * sb))) st = TQ_ERR_NOMEM;
     if (!st && prod && !(rnorms = tq_codes_add(c, "rnorms", nt, (size_t)n))) st = TQ_ERR_NOMEM;
-    void *dx = NULL;
+    void *dx = NULL, *dxh = NULL;
     tq_cuda_codes dc = {0};
     if (!st) st = tq_cuda_alloc(&dx, sizeof(float) * (size_t)n * d);
+    if (!st && xhat) st = tq_cuda_alloc(&dxh, sizeof(float) * (size_t)n * d);
     if (!st && rb) st = tq_cuda_alloc((void **)&dc.codes, (size_t)n * rb);
     if (!st) st = tq_cuda_alloc(&dc.norms, (size_t)n * nb);
     if (!st && signs) st = tq_cuda_alloc((void **)&dc.signs, (size_t)n * sb);
     if (!st && rnorms) st = tq_cuda_alloc(&dc.rnorms, (size_t)n * nb);
     if (!st) st = tq_cuda_upload(dx, x, sizeof(float) * (size_t)n * d);
     if (!st) st = tq_cuda_encode(q, dx, 0, n, &dc);
+    if (!st && xhat) st = tq_cuda_decode(q, &dc, n, dxh, 0);
     if (!st) st = tq_cuda_sync();
     if (!st && rb) st = tq_cuda_download(codes, dc.codes, (size_t)n * rb);
     if (!st) st = tq_cuda_download(norms, dc.norms, (size_t)n * nb);
     if (!st && signs) st = tq_cuda_download(signs, dc.signs, (size_t)n * sb);
     if (!st && rnorms) st = tq_cuda_download(rnorms, dc.rnorms, (size_t)n * nb);
+    if (!st && xhat) st = tq_cuda_download(xhat, dxh, sizeof(float) * (size_t)n * d);
     tq_cuda_free(dx);
+    tq_cuda_free(dxh);
     tq_cuda_free(dc.codes);
     tq_cuda_free(dc.norms);
     tq_cuda_free(dc.signs);

@@ -83,6 +83,13 @@ int tq_cuda_decode(const tq_cuda_quant *q, const tq_cuda_codes *in, long n, void
  * codebooks, head dims multiple of 32 up to 1024. Outliers, centering and empirical codebooks stay on the CPU:
  * TQ_ERR_USAGE says so. TQ_ERR_NOCUDA in a CPU-only build. */
 int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c);
+/* The same, then the GPU decoder (tq_cuda_decode) on the GPU's codes into xhat (n x d floats on the host; NULL: no
+ * decode). xhat equals tq_dequantize's output up to float rounding (the decoders sum in different orders). */
+int tq_cuda_quantize_recon(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c,
+                           float *xhat);
+/* TQ_OK when tq_cuda_quantize runs these parameters at head dim d; else TQ_ERR_USAGE (or the method's own check)
+ * with a message naming the option to change. Needs no GPU: sweeps use it to skip configurations up front. */
+int tq_cuda_supports(const tq_qparams *p, int d);
 
 /* ---- fused decode attention ----------------------------------------------------------------------------------
  * One query token per (batch, query head) against L cached tokens per (batch, kv head), GQA: query head h uses kv
