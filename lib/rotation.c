@@ -133,12 +133,69 @@ __attribute__((target("avx"))) static void fwht8_avx(float *x, int d)
         _mm256_storeu_ps(x + i, v);
     }
 }
+/* Stages h = 1..32 of one aligned block of 64 floats, held in eight registers (the same butterflies as tq_fwht, in
+ * the same order per element: stages below 64 never leave the block). Reads src (times signs, an exact +-1 product,
+ * when signs is not NULL) and writes dst. */
+__attribute__((target("avx"))) static void fwht64_avx(float *dst, const float *src, const float *signs)
+{
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        __m256 v = _mm256_loadu_ps(src + 8 * i), sw;
+        if (signs) v = _mm256_mul_ps(v, _mm256_loadu_ps(signs + 8 * i));
+        sw = _mm256_permute_ps(v, 0xB1);
+        v = _mm256_blend_ps(_mm256_add_ps(v, sw), _mm256_sub_ps(sw, v), 0xAA);
+        sw = _mm256_permute_ps(v, 0x4E);
+        v = _mm256_blend_ps(_mm256_add_ps(v, sw), _mm256_sub_ps(sw, v), 0xCC);
+        sw = _mm256_permute2f128_ps(v, v, 1);
+        r[i] = _mm256_blend_ps(_mm256_add_ps(v, sw), _mm256_sub_ps(sw, v), 0xF0);
+    }
+    /* register distance h = element distance 8h; written out so r[] stays in registers */
+#define TQ_BF(j, h) do { __m256 a_ = r[j], b_ = r[(j) + (h)]; r[j] = _mm256_add_ps(a_, b_); \
+                         r[(j) + (h)] = _mm256_sub_ps(a_, b_); } while (0)
+    TQ_BF(0, 1); TQ_BF(2, 1); TQ_BF(4, 1); TQ_BF(6, 1);
+    TQ_BF(0, 2); TQ_BF(1, 2); TQ_BF(4, 2); TQ_BF(5, 2);
+    TQ_BF(0, 4); TQ_BF(1, 4); TQ_BF(2, 4); TQ_BF(3, 4);
+#undef TQ_BF
+    _mm256_storeu_ps(dst, r[0]); _mm256_storeu_ps(dst + 8, r[1]); _mm256_storeu_ps(dst + 16, r[2]);
+    _mm256_storeu_ps(dst + 24, r[3]); _mm256_storeu_ps(dst + 32, r[4]); _mm256_storeu_ps(dst + 40, r[5]);
+    _mm256_storeu_ps(dst + 48, r[6]); _mm256_storeu_ps(dst + 56, r[7]);
+}
 #else
 #define TQ_FWHT_AVX 0
 #endif
 
+/* Normalized FWHT of sign-flipped src into dst (signs may be NULL; dst may equal src), d a multiple of 64 with AVX:
+ * the register blocks above, then the stages h >= 64 and the scale. Returns 0 where it does not apply. */
+TQ_CLONES static int fwht_blocks(float *dst, const float *src, const float *signs, int d)
+{
+#if TQ_FWHT_AVX
+    static int have_avx = -1;
+    if (have_avx < 0) have_avx = __builtin_cpu_supports("avx") ? 1 : 0; /* benign race: same value */
+    if (!have_avx || d < 64 || d % 64) return 0;
+    for (int i = 0; i < d; i += 64) fwht64_avx(dst + i, src + i, signs ? signs + i : NULL);
+    for (int h = 64; h < d; h *= 2)
+        for (int i = 0; i < d; i += 2 * h) {
+            float *restrict lo = dst + i, *restrict hi = dst + i + h;
+            TQ_SIMD
+            for (int j = 0; j < h; j++) {
+                float a = lo[j], b = hi[j];
+                lo[j] = a + b;
+                hi[j] = a - b;
+            }
+        }
+    float s = fwht_scale(d);
+    TQ_SIMD
+    for (int j = 0; j < d; j++) dst[j] *= s;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 TQ_CLONES static void fwht_fast(float *restrict x, int d)
 {
+    if (fwht_blocks(x, x, NULL, d)) return;
     int h = 1;
 #if TQ_FWHT_AVX
     static int have_avx = -1;
@@ -196,6 +253,7 @@ void tq_rotation_forward(const tq_rotation *r, const float *x, float *y, long n)
     for (long i = 0; i < n; i++) {
         const float *xi = x + i * d;
         float *yi = y + i * d;
+        if (fwht_blocks(yi, xi, r->signs, d)) continue;
         TQ_SIMD
         for (int j = 0; j < d; j++) yi[j] = xi[j] * r->signs[j];
         fwht_fast(yi, d);

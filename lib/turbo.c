@@ -553,15 +553,24 @@ TQ_CLONES static void quantize_row(const tq_codebook *cb, float *restrict y, flo
     TQ_SIMD
     for (int j = 0; j < m; j++) y[j] *= iv;
     if (cb->n <= 16) {
-        TQ_SIMD
-        for (int j = 0; j < m; j++) acc[j] = 0;
-        for (int t = 0; t < cb->n - 1; t++) {
-            const float th = cb->t[t];
+        /* 16 coordinates at a time against every threshold, so the counts stay in registers. */
+        const int nt = cb->n - 1;
+        int j0 = 0;
+        for (; j0 + 16 <= m; j0 += 16) {
+            int32_t a[16] = {0};
+            const float *yc = y + j0;
+            for (int t = 0; t < nt; t++) {
+                const float th = cb->t[t];
+                TQ_SIMD
+                for (int j = 0; j < 16; j++) a[j] += yc[j] > th;
+            }
             TQ_SIMD
-            for (int j = 0; j < m; j++) acc[j] += y[j] > th;
+            for (int j = 0; j < 16; j++) idx[j0 + j] = (uint8_t)a[j];
         }
-        TQ_SIMD
-        for (int j = 0; j < m; j++) idx[j] = (uint8_t)acc[j];
+        for (int j = j0; j < m; j++) acc[j] = 0;
+        for (int t = 0; t < nt; t++)
+            for (int j = j0; j < m; j++) acc[j] += y[j] > cb->t[t];
+        for (int j = j0; j < m; j++) idx[j] = (uint8_t)acc[j];
     } else
         for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode(cb, y[j]);
 }

@@ -197,6 +197,10 @@ int main(void)
     test_fast_vs_ref(TQ_ROT_DENSE, 96);
     test_fast_vs_ref(TQ_ROT_HADAMARD, 128);
     test_fast_vs_ref(TQ_ROT_HADAMARD, 256);
+    /* the register-block FWHT covers d % 64 == 0: one block (64), many blocks + stages (512); 32 takes the loop path */
+    test_fast_vs_ref(TQ_ROT_HADAMARD, 64);
+    test_fast_vs_ref(TQ_ROT_HADAMARD, 512);
+    test_fast_vs_ref(TQ_ROT_HADAMARD, 32);
     test_fast_vs_ref(TQ_ROT_NONE, 64);
     test_hadamard_orthogonal(64);
     test_errors_and_streams();
