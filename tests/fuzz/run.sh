@@ -34,7 +34,7 @@ for bin in "$@"; do
         fi
         # first stack frame outside the sanitizer runtime, libFuzzer, libc and the allocator
         frame=$(grep -E '^ +#[0-9]+ ' <<<"$rep" | grep -vE ' in (__sanitizer|__asan|__lsan|__ubsan|__interceptor|fuzzer::|__libc|__pthread|__mem|__str|raise|abort|malloc|calloc|realloc|free|mem(cpy|move|set|cmp)|str[a-z]+)\b|libc\.so|libFuzzer|\(.*fuzz_[a-z]+\+0x' | head -n 1)
-        kind=$(grep -m1 -oE 'ERROR: [A-Za-z]+: [a-z-]+|runtime error: .*' <<<"$rep")
+        kind=$(grep -m1 -oE 'ERROR: [A-Za-z]+: [A-Za-z-]+|runtime error: .*' <<<"$rep")
         fn=$(grep -m1 -oE ' in H5[A-Za-z0-9_]+' <<<"$rep" | sed 's/ in //')  # nearest named HDF5 function
         if grep -q 'libhdf5' <<<"$frame"; then
             h5c=$((h5c + 1)); cls=hdf5
