@@ -38,6 +38,11 @@ void progress_end(tq_progress *p);
  * is missing or not writable, so a long run does not fail at its very end. */
 void check_output(const char *out, const char *const *inputs, int n);
 
+/* JSON output: a quoted, escaped string; a number with 9 significant digits, or null where not finite (JSON has no
+ * NaN/Inf). */
+void json_str(FILE *f, const char *s);
+void json_num(FILE *f, double v);
+
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);
 

@@ -156,3 +156,22 @@ void check_output(const char *out, const char *const *inputs, int n)
     if (!S_ISDIR(sd.st_mode)) die("cannot write '%s': '%s' is not a folder", out, dir);
     if (access(dir, W_OK) != 0) die("cannot write '%s': folder '%s' is not writable (%s)", out, dir, strerror(errno));
 }
+
+void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.9g", v);
+    else fputs("null", f);
+}

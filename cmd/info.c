@@ -82,24 +82,11 @@ static tensor_stats stats_of(const float *x, int heads, int tokens, int d)
     return s;
 }
 
-static void json_str(const char *s)
+/* "key": number (null where not finite), then ", " when more follow. */
+static void json_field(const char *key, double v, int comma)
 {
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') printf("\\%c", *p);
-        else if (*p == '\n') fputs("\\n", stdout);
-        else if (*p == '\t') fputs("\\t", stdout);
-        else if (*p < 0x20) printf("\\u%04x", *p);
-        else putchar(*p);
-    }
-    putchar('"');
-}
-
-/* JSON has no NaN/Inf: those become null. */
-static void json_num(const char *key, double v, int comma)
-{
-    if (isfinite(v)) printf("\"%s\": %.9g", key, v);
-    else printf("\"%s\": null", key);
+    printf("\"%s\": ", key);
+    json_num(stdout, v);
     if (comma) fputs(", ", stdout);
 }
 
@@ -161,13 +148,13 @@ int cmd_info(int argc, char **argv)
 
     if (json) {
         printf("{\"file\": ");
-        json_str(path);
+        json_str(stdout, path);
         printf(", \"format\": \"%s\", \"format_version\": %d, \"model\": ", TQ_DUMP_FORMAT, TQ_DUMP_VERSION);
-        json_str(m->model);
+        json_str(stdout, m->model);
         printf(", \"source\": ");
-        json_str(m->source);
+        json_str(stdout, m->source);
         printf(", \"rope\": ");
-        json_str(m->rope);
+        json_str(stdout, m->rope);
         printf(", \"n_layers\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
                "\"dtype\": \"%s\", \"has_values\": %s, \"has_queries\": %s,\n \"layers\": [",
                L, s0->n_kv_heads, s0->n_q_heads, s0->n_tokens, s0->head_dim, tq_dtype_name(s0->dtype),
@@ -178,13 +165,13 @@ int cmd_info(int argc, char **argv)
             printf("%s\n  {\"layer\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
                    "\"dtype\": \"%s\", ", l ? "," : "", l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim,
                    tq_dtype_name(s->dtype));
-            json_num("key_norm_mean", t[0].norm_mean, 1);
-            json_num("value_norm_mean", t[1].norm_mean, 1);
-            json_num("query_norm_mean", t[2].norm_mean, 1);
-            json_num("key_abs_max", t[0].abs_max, 1);
-            json_num("value_abs_max", t[1].abs_max, 1);
-            json_num("key_outlier_ratio", t[0].outlier, 1);
-            json_num("value_outlier_ratio", t[1].outlier, 1);
+            json_field("key_norm_mean", t[0].norm_mean, 1);
+            json_field("value_norm_mean", t[1].norm_mean, 1);
+            json_field("query_norm_mean", t[2].norm_mean, 1);
+            json_field("key_abs_max", t[0].abs_max, 1);
+            json_field("value_abs_max", t[1].abs_max, 1);
+            json_field("key_outlier_ratio", t[0].outlier, 1);
+            json_field("value_outlier_ratio", t[1].outlier, 1);
             printf("\"nan\": %lld, \"inf\": %lld}", t[0].nan + t[1].nan + t[2].nan, t[0].inf + t[1].inf + t[2].inf);
         }
         printf("\n ]}\n");

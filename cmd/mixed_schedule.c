@@ -237,24 +237,6 @@ static void write_bits(FILE *o, const sens *s, int t, const int *ub)
     free(grid);
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-static void json_num(FILE *f, double v)
-{
-    if (isfinite(v)) fprintf(f, "%.9g", v);
-    else fputs("null", f);
-}
-
 int cmd_mixed_schedule(int argc, char **argv)
 {
     const char *in = NULL, *policy = "optimal", *bits_s = NULL, *fr_s = NULL, *side = "exclude", *outp = NULL;
