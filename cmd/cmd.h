@@ -43,6 +43,10 @@ void check_output(const char *out, const char *const *inputs, int n);
 void json_str(FILE *f, const char *s);
 void json_num(FILE *f, double v);
 
+/* The value of option argv[*i], which must be one of the n names in `valued` (options that take a value), advancing
+ * *i past it; an unknown option or a missing value is a usage error (exit 2) naming the command. */
+const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
+
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);
 

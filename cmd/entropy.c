@@ -65,11 +65,7 @@ int cmd_entropy(int argc, char **argv)
         const char *const valued[] = {"--methods", "--bits", "--rotation", "--codebook", "--synthetic", "--layers",
                                       "--heads", "--q-heads", "--tokens", "--dim", "--seed", "--threads", "--format",
                                       "-o", "--device"};
-        int known = 0;
-        for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
-        if (!known) die_usage("unknown option '%s' (see 'tq entropy --help')", a);
-        if (i + 1 >= argc) die_usage("option '%s' needs a value", a);
-        const char *v = argv[++i];
+        const char *v = option_value("entropy", valued, sizeof valued / sizeof *valued, argc, argv, &i);
         if (!strcmp(a, "--methods")) ax.methods = v;
         else if (!strcmp(a, "--bits")) ax.bits = v;
         else if (!strcmp(a, "--rotation")) ax.rotation = v;

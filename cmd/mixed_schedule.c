@@ -253,11 +253,7 @@ int cmd_mixed_schedule(int argc, char **argv)
             continue;
         }
         const char *const valued[] = {"--budget", "--policy", "--bits", "--fractions", "--side-info", "-o"};
-        int known = 0;
-        for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
-        if (!known) die_usage("mixed-schedule: unknown option '%s' (see 'tq mixed-schedule --help')", a);
-        if (i + 1 >= argc) die_usage("mixed-schedule: option '%s' needs a value", a);
-        const char *v = argv[++i];
+        const char *v = option_value("mixed-schedule", valued, sizeof valued / sizeof *valued, argc, argv, &i);
         if (!strcmp(a, "--budget")) budget = parse_double(a, v, 0.0, 64.0);
         else if (!strcmp(a, "--policy")) policy = v;
         else if (!strcmp(a, "--bits")) bits_s = v;

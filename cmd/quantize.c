@@ -152,11 +152,7 @@ int cmd_quantize(int argc, char **argv)
         static const char *const with_value[] = {"--method", "--bits", "--rotation", "--codebook", "--outliers",
                                                  "--norms", "--group", "--residual", "--qjl-m", "--polar-bits", "--seed", "--values",
                                                  "--schedule", "--layers", "--emit-recon", "-o", "--output", "--device"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
-        if (!known) die_usage("quantize: unknown option '%s' (see 'tq quantize --help')", a);
-        if (i + 1 >= argc) die_usage("quantize: option '%s' needs a value (see 'tq quantize --help')", a);
-        const char *v = argv[++i];
+        const char *v = option_value("quantize", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
         if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--bits")) bits_s = v;
         else if (!strcmp(a, "--rotation")) rot = v;

@@ -168,11 +168,7 @@ int cmd_sensitivity(int argc, char **argv)
         }
         const char *const valued[] = {"--method", "--bits", "--metric", "--tensor", "--rotation", "--tokens", "--seed",
                                       "--threads", "--top", "-o", "--device"};
-        int known = 0;
-        for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
-        if (!known) die_usage("sensitivity: unknown option '%s' (see 'tq sensitivity --help')", a);
-        if (i + 1 >= argc) die_usage("sensitivity: option '%s' needs a value", a);
-        const char *v = argv[++i];
+        const char *v = option_value("sensitivity", valued, sizeof valued / sizeof *valued, argc, argv, &i);
         if (!strcmp(a, "--method")) method = v;
         else if (!strcmp(a, "--bits")) bits_s = v;
         else if (!strcmp(a, "--metric")) metric = v;

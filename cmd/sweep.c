@@ -777,11 +777,7 @@ int cmd_sweep(int argc, char **argv)
                                       "--values", "--layers", "--heads", "--tokens", "--threads", "--seed",
                                       "--schedule", "--format", "-o", "--synthetic", "--q-heads", "--dim",
                                       "--device"};
-        int known = 0;
-        for (size_t j = 0; j < sizeof valued / sizeof *valued; j++) known |= !strcmp(a, valued[j]);
-        if (!known) die_usage("unknown option '%s' (see 'tq sweep --help')", a);
-        if (i + 1 >= argc) die_usage("option '%s' needs a value", a);
-        const char *v = argv[++i];
+        const char *v = option_value("sweep", valued, sizeof valued / sizeof *valued, argc, argv, &i);
         if (!strcmp(a, "--methods")) ax.methods = v;
         else if (!strcmp(a, "--bits")) ax.bits = v;
         else if (!strcmp(a, "--rotation")) ax.rotation = v;

@@ -90,11 +90,7 @@ int cmd_synth(int argc, char **argv)
             die_usage("synth: unexpected argument '%s' (the output goes after -o; see 'tq synth --help')", a);
         static const char *const with_value[] = {"--dist", "-o", "--output", "--layers", "--heads", "--q-heads",
                                                  "--tokens", "--dim", "--seed", "--dtype", "--dof", "--layer-scales"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
-        if (!known) die_usage("synth: unknown option '%s' (see 'tq synth --help')", a);
-        if (i + 1 >= argc) die_usage("synth: option '%s' needs a value (see 'tq synth --help')", a);
-        const char *v = argv[++i];
+        const char *v = option_value("synth", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
         if (!strcmp(a, "--dist")) {
             p.dist = tq_synth_dist_parse(v);
             if (p.dist < 0)
