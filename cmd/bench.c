@@ -67,7 +67,6 @@ static double now_s(void)
 }
 
 static FILE *csv;
-static char csv_tmp[4096];
 
 static void row(const char *kind, const char *config, int B, long L, double ms, double gbs, double pct,
                 double vs_fp16, double vs_deq, double check)
@@ -480,19 +479,12 @@ int cmd_bench(int argc, char **argv)
         if (st) die_lib(st, "bench --device cuda");
     }
     if (o.out) {
-        snprintf(csv_tmp, sizeof csv_tmp, "%s.tmp.%d", o.out, (int)getpid());
-        csv = fopen(csv_tmp, "w");
-        if (!csv) die("bench: cannot write '%s': check the folder exists and is writable", o.out);
+        csv = out_open(o.out);
     }
     if (o.device_cuda) {
         bench_cuda(&o);
         tq_cuda_release();
     } else bench_cpu(&o);
-    if (csv) {
-        if (fclose(csv) || rename(csv_tmp, o.out)) {
-            remove(csv_tmp);
-            die("bench: cannot write '%s'", o.out);
-        }
-    }
+    if (csv) out_commit(csv, o.out);
     return 0;
 }

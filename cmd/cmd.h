@@ -47,6 +47,12 @@ void json_num(FILE *f, double v);
  * *i past it; an unknown option or a missing value is a usage error (exit 2) naming the command. */
 const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
 
+/* Text outputs written through a temporary name: out_open creates "<path>.tmp.<pid>" (dies naming `path` when it
+ * cannot) and out_commit closes it and renames it into place (dies, removing it, on a write error). A command that
+ * dies in between leaves nothing: an exit handler removes the pending temporary file. One pending file at a time. */
+FILE *out_open(const char *path);
+void out_commit(FILE *f, const char *path);
+
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);
 

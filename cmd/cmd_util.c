@@ -185,3 +185,34 @@ const char *option_value(const char *cmd, const char *const *valued, size_t n, i
     if (*i + 1 >= argc) die_usage("%s: option '%s' needs a value (see 'tq %s --help')", cmd, a, cmd);
     return argv[++*i];
 }
+
+static char out_pending[4096];
+
+static void out_cleanup(void)
+{
+    if (out_pending[0]) remove(out_pending);
+}
+
+FILE *out_open(const char *path)
+{
+    static int registered;
+    if (!registered) {
+        atexit(out_cleanup);
+        registered = 1;
+    }
+    snprintf(out_pending, sizeof out_pending, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(out_pending, "w");
+    if (!f) {
+        out_pending[0] = 0;
+        die("cannot write '%s': %s (check that the folder exists and is writable)", path, strerror(errno));
+    }
+    return f;
+}
+
+void out_commit(FILE *f, const char *path)
+{
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) die("cannot write '%s': %s", path, strerror(errno ? errno : EIO));
+    if (rename(out_pending, path) != 0) die("cannot write '%s': rename failed: %s", path, strerror(errno));
+    out_pending[0] = 0;
+}

@@ -375,13 +375,7 @@ int cmd_mixed_schedule(int argc, char **argv)
         uni[k] = d / W;
     }
 
-    char tmp[4096];
-    FILE *o = stdout;
-    if (outp) {
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", outp, (long)getpid());
-        o = fopen(tmp, "w");
-        if (!o) die("cannot write '%s': %s (check that the folder exists and is writable)", outp, strerror(errno));
-    }
+    FILE *o = outp ? out_open(outp) : stdout;
     fprintf(o, "{\"tq_schedule\": %d,\n \"method\": ", TQ_SCHEDULE_VERSION);
     json_str(o, s.method);
     fprintf(o, ", \"params\": ");
@@ -416,16 +410,7 @@ int cmd_mixed_schedule(int argc, char **argv)
     }
     fprintf(o, "\n}\n");
     if (outp) {
-        int bad_w = ferror(o);
-        if (fclose(o) != 0 || bad_w) {
-            remove(tmp);
-            die("cannot write '%s': %s", outp, strerror(errno));
-        }
-        if (rename(tmp, outp) != 0) {
-            int e = errno;
-            remove(tmp);
-            die("cannot write '%s': rename failed: %s", outp, strerror(e));
-        }
+        out_commit(o, outp);
         int cnt[8] = {0};
         for (size_t u = 0; u < nu; u++) cnt[choice[u]]++;
         printf("%s schedule for %s (%s, %d units): %.4g bits per coordinate (%s side info)", rank ? "rank" : "optimal",

@@ -331,10 +331,8 @@ int cmd_sensitivity(int argc, char **argv)
 
     /* ---- JSON ---- */
     if (outp) {
-        char tmp[4096], params[192];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", outp, (long)getpid());
-        FILE *o = fopen(tmp, "w");
-        if (!o) die("cannot write '%s': %s (check that the folder exists and is writable)", outp, strerror(errno));
+        char params[192];
+        FILE *o = out_open(outp);
         shared_params(&P[0], params, sizeof params);
         fprintf(o, "{\"tq_sensitivity\": 1,\n \"dump\": ");
         json_str(o, in);
@@ -365,16 +363,7 @@ int cmd_sensitivity(int argc, char **argv)
             fputc('}', o);
         }
         fprintf(o, "\n]}\n");
-        int bad = ferror(o);
-        if (fclose(o) != 0 || bad) {
-            remove(tmp);
-            die("cannot write '%s': %s", outp, strerror(errno));
-        }
-        if (rename(tmp, outp) != 0) {
-            int e = errno;
-            remove(tmp);
-            die("cannot write '%s': rename failed: %s", outp, strerror(e));
-        }
+        out_commit(o, outp);
     }
 
     /* ---- Markdown summary: ranked by the metric at the middle bit width ---- */

@@ -638,21 +638,9 @@ void sw_write_path(const char *path, int fmt, const sw_opts *o, const sw_rows *r
         if (fflush(stdout) != 0) die("cannot write the report to stdout: %s", strerror(errno));
         return;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) die("cannot write '%s': %s (check that the folder exists and is writable)", path, strerror(errno));
+    FILE *f = out_open(path);
     sw_write(f, fmt, o, r);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        remove(tmp);
-        die("cannot write '%s': %s", path, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        die("cannot write '%s': rename failed: %s", path, strerror(e));
-    }
+    out_commit(f, path);
 }
 
 void sw_rows_free(sw_rows *r)
@@ -698,7 +686,8 @@ static tq_schedule *sweep_schedule(const char *path, sw_opts *o, sw_axes *ax, ch
         die_usage("schedule '%s' has no values bits; add --values none or --values METHOD:BITS", path);
     if (s->values && ax->values && strcmp(ax->values, "same"))
         die_usage("schedule '%s' sets values bits; drop --values", path);
-    snprintf(sbits, 16, "%d", tq_schedule_bits(s, 0, 0, TQ_TENSOR_KEYS)); /* placeholder, replaced per slice */
+    /* one bits value so the configuration axes validate; each slice takes its own bits from the schedule */
+    snprintf(sbits, 16, "%d", tq_schedule_bits(s, 0, 0, TQ_TENSOR_KEYS));
     ax->bits = sbits;
     o->sched = s;
     return s;
