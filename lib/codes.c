@@ -395,21 +395,10 @@ int tq_codes_commit(tq_codes_writer *w)
         tq_codes_abort(w);
         return TQ_ERR;
     }
-    herr_t e = H5Fclose(w->file);
+    int rc = tq_h5_commit(w->file, w->tmp, w->path);
     w->file = -1;
-    if (e < 0) {
-        tq_error_set(TQ_ERR, "cannot write '%s': closing '%s' failed (disk full?)", w->path, w->tmp);
-        tq_codes_abort(w);
-        return TQ_ERR;
-    }
-    if (rename(w->tmp, w->path) != 0) {
-        tq_error_set(TQ_ERR, "cannot write '%s': rename from '%s' failed: %s", w->path, w->tmp, strerror(errno));
-        tq_codes_abort(w);
-        return TQ_ERR;
-    }
-    w->tmp[0] = 0;
-    tq_codes_abort(w);
-    return TQ_OK;
+    tq_codes_abort(w); /* on success tmp is renamed away: abort only frees the writer */
+    return rc;
 }
 
 void tq_codes_abort(tq_codes_writer *w)

@@ -37,6 +37,16 @@ struct tq_dump_writer {
 
 static const char *const tensor_names[3] = {"keys", "values", "queries"};
 
+int tq_h5_commit(int64_t file, char *tmp, const char *path)
+{
+    if (H5Fclose((hid_t)file) < 0)
+        return tq_error_set(TQ_ERR, "cannot write '%s': closing '%s' failed (disk full?)", path, tmp);
+    if (rename(tmp, path) != 0)
+        return tq_error_set(TQ_ERR, "cannot write '%s': rename from '%s' failed: %s", path, tmp, strerror(errno));
+    tmp[0] = 0;
+    return TQ_OK;
+}
+
 void tq_h5_quiet(void)
 {
     static int done;
@@ -724,21 +734,10 @@ int tq_dump_commit(tq_dump_writer *w)
             tq_dump_abort(w);
             return TQ_ERR_USAGE;
         }
-    herr_t e = H5Fclose(w->file);
+    int rc = tq_h5_commit(w->file, w->tmp, w->path);
     w->file = -1;
-    if (e < 0) {
-        tq_error_set(TQ_ERR, "cannot write '%s': closing '%s' failed (disk full?)", w->path, w->tmp);
-        tq_dump_abort(w);
-        return TQ_ERR;
-    }
-    if (rename(w->tmp, w->path) != 0) {
-        tq_error_set(TQ_ERR, "cannot write '%s': rename from '%s' failed: %s", w->path, w->tmp, strerror(errno));
-        tq_dump_abort(w);
-        return TQ_ERR;
-    }
-    w->tmp[0] = 0; /* renamed away: abort now only releases the types and properties */
-    tq_dump_abort(w);
-    return TQ_OK;
+    tq_dump_abort(w); /* on success tmp is renamed away: abort only releases the types and properties */
+    return rc;
 }
 
 void tq_dump_abort(tq_dump_writer *w)

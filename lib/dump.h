@@ -66,6 +66,11 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
 int tq_dump_commit(tq_dump_writer *w);
 void tq_dump_abort(tq_dump_writer *w);
 
+/* Close a finished HDF5 file (an hid_t) written under `tmp` and rename it to `path`; on success tmp[0] becomes 0.
+ * TQ_OK, or TQ_ERR with a message naming `path` (the caller then removes tmp). The file is closed either way.
+ * Shared by the dump and codes writers. */
+int tq_h5_commit(int64_t file, char *tmp, const char *path);
+
 /* Silence HDF5's automatic error stack printing (once per process; every lib/ HDF5 entry point calls it). */
 void tq_h5_quiet(void);
 
