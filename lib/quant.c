@@ -4,9 +4,11 @@
 #include "quant.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tq.h"
 
@@ -19,6 +21,23 @@ static size_t sec_elem_bytes(int type)
     case TQ_SEC_I32: return 4;
     default: return 0;
     }
+}
+
+/* Large sections are written once, front to back, right after allocation: ask for transparent huge pages over the
+ * 2 MiB-aligned interior before the first touch (calloc leaves a fresh mapping untouched), so a 50 MB codes section
+ * takes 25 page faults instead of 12 800 (on a 2-core VM that was a third of the Hadamard encoder's time). Advice
+ * only: where the kernel declines, nothing changes. */
+static void advise_huge(void *p, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t H = (uintptr_t)2 << 20;
+    if (bytes < 4 * H) return;
+    uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1), e = ((uintptr_t)p + bytes) & ~(H - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }
 
 void *tq_codes_add(tq_codes *c, const char *name, int type, size_t count)
@@ -42,6 +61,7 @@ void *tq_codes_add(tq_codes *c, const char *name, int type, size_t count)
     }
     void *data = tq_calloc(count ? count : 1, es);
     if (!data) return NULL;
+    advise_huge(data, (count ? count : 1) * es);
     tq_section *s = &c->sec[c->nsec++];
     memset(s->name, 0, sizeof s->name);
     strcpy(s->name, name);

@@ -91,7 +91,7 @@ void tq_rotation_free(tq_rotation *r)
 #endif
 
 /* 1/sqrt(d) rounded once to float: both paths multiply by this same constant, so they stay bit-identical. */
-static float fwht_scale(int d) { return (float)(1.0 / sqrt((double)d)); }
+float tq_fwht_scale(int d) { return (float)(1.0 / sqrt((double)d)); }
 
 void tq_fwht(float *x, int d)
 {
@@ -102,7 +102,7 @@ void tq_fwht(float *x, int d)
                 x[j] = a + b;
                 x[j + h] = a - b;
             }
-    float s = fwht_scale(d);
+    float s = tq_fwht_scale(d);
     for (int j = 0; j < d; j++) x[j] *= s;
 }
 
@@ -184,7 +184,7 @@ TQ_CLONES static int fwht_blocks(float *dst, const float *src, const float *sign
                 hi[j] = a - b;
             }
         }
-    float s = fwht_scale(d);
+    float s = tq_fwht_scale(d);
     TQ_SIMD
     for (int j = 0; j < d; j++) dst[j] *= s;
     return 1;
@@ -227,7 +227,7 @@ TQ_CLONES static void fwht_fast(float *restrict x, int d)
                 hi[j] = a - b;
             }
         }
-    float s = fwht_scale(d);
+    float s = tq_fwht_scale(d);
     TQ_SIMD
     for (int j = 0; j < d; j++) x[j] *= s;
 }

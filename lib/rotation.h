@@ -42,6 +42,8 @@ void tq_rotation_inverse_ref(const tq_rotation *r, const float *y, float *x);
 
 /* In-place normalized fast Walsh–Hadamard transform of one vector, d a power of two: x <- H x / sqrt(d). */
 void tq_fwht(float *x, int d);
+/* The constant tq_fwht scales by: 1/sqrt(d) rounded once to float (every fast path multiplies by this same value). */
+float tq_fwht_scale(int d);
 
 /* S: m x d i.i.d. N(0,1), row-major, filled in order from the slice's stream (QJL: purpose TQ_PURPOSE_QJL). */
 int tq_gaussian_matrix(float **out, int m, int d, uint64_t seed, tq_slice_id id, int purpose, int part);

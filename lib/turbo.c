@@ -19,6 +19,7 @@
 #include "rng.h"
 #include "rotation.h"
 #include "tq.h"
+#include "turbo_simd.h"
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Layout of one slice's codes (documented in README "Quantizers"). Instance 0 = all channels, or the non-outlier
@@ -607,7 +608,14 @@ static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int 
         if (L->ninst == 1) sk = xc + i0 * d; /* all channels in order: no gather */
         else
             for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx->ch[k], m, w->sub + (size_t)r * m);
-        if (bm > 0) {
+        if (bm > 0 && q == 0 && cx->rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->cb[k]->t)) {
+            /* the whole encode of a row in AVX-512 registers; norms checked and stored after, in row order */
+            size_t base = (size_t)L->norm_slot[k] * n + i0;
+            tq_had_mse_rows_avx512(sk, cnt, m, cx->rot[k]->signs, tq_fwht_scale(m), cx->cb[k]->t, bm,
+                                   s->codes + (size_t)i0 * L->code_row + L->code_off[k], L->code_row, w->inv);
+            for (int r = 0; r < cnt; r++)
+                if (norm_store(p, s->norms, base + r, w->inv[r], i0 + r, &w->seen[r])) return i0 + r;
+        } else if (bm > 0) {
             size_t base = (size_t)L->norm_slot[k] * n + i0;
             for (int r = 0; r < cnt; r++) {
                 float v = vnorm(sk + (size_t)r * m, m);

@@ -1,0 +1,24 @@
+/* turbo_simd.h: the Hadamard turbo-mse encoder held in AVX-512 registers (lib/turbo_avx512.c), the fast path
+ * lib/turbo.c takes where the CPU and the shape allow. Internal to the library. */
+#ifndef TQ_TURBO_SIMD_H
+#define TQ_TURBO_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 1 when this CPU runs the AVX-512 encoder (F, BW, DQ, VL, VBMI) and TQ_SIMD is not "avx2" in the environment
+ * (the switch the benchmark and tests use to time or check the other path). */
+int tq_had_avx512_cpu(void);
+/* Tests: off = 1 makes tq_had_avx512_cpu() answer 0 (the portable fast path runs) until called with 0; returns the
+ * previous setting. Not thread-safe: call it between encodes. */
+int tq_had_avx512_disable(int off);
+/* 1 when tq_had_mse_rows_avx512 handles this shape: the CPU check above, d a power of two in 16..256, bits 1..4,
+ * thresholds t[0 .. 2^bits - 2] ascending (the binary search's count equals the reference's linear one only then). */
+int tq_had_avx512_usable(int d, int bits, const float *thr);
+/* rows vectors of d floats (row stride d) -> packed codes (row r at codes + r * code_stride, pack.h layout) and each
+ * vector's float norm in nrm[r], the same bits as lib/turbo.c's reference: norm in 8 float lanes then a double sum;
+ * y = FWHT(x * signs) * scale * (1 / norm) with tq_fwht's butterflies in stage order; code = #thresholds below y. */
+void tq_had_mse_rows_avx512(const float *x, long rows, int d, const float *signs, float scale, const float *thr,
+                            int bits, uint8_t *codes, size_t code_stride, float *nrm);
+
+#endif
