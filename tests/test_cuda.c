@@ -307,6 +307,70 @@ done:
     tq_rotation_free(rot);
 }
 
+/* Hadamard turbo-mse from fp16 and from float input, through k_encode_had8 (8 lanes per vector) and, with
+ * TQ_CUDA_ENCODE=v1, the one-vector-per-warp k_encode_had: all four must write exactly the emulation's bytes for the
+ * fp16-rounded vectors (the same floats whichever way they arrive). n is odd, so the last group of 4 vectors of a warp
+ * and the last 32-vector step of a block are partial. */
+static void check_had_inputs(int d, int bits, long n)
+{
+    char what[96];
+    snprintf(what, sizeof what, "turbo-mse hadamard d=%d bits=%d fp16/float in, both kernels", d, bits);
+    tq_slice_id id = {1, 2, TQ_TENSOR_KEYS};
+    tq_rotation *rot = NULL;
+    float c[256], t[256];
+    if (tq_rotation_make(&rot, TQ_ROT_HADAMARD, d, 42, id, TQ_PURPOSE_ROTATION, 0)) {
+        CHECK(0, "%s: rotation: %s", what, tq_error_msg());
+        return;
+    }
+    codebook(d, bits, c, t);
+    tq_cuda_qspec sp = {TQ_M_TURBO_MSE, d, bits, TQ_ROT_HADAMARD, d, 0, NULL, rot->signs, c, t, NULL};
+    size_t rb = tq_pack_row_bytes(d, bits);
+    float *x = malloc(sizeof(float) * n * d);
+    uint16_t *xh = malloc(2 * n * d), *norms = calloc(n, 2), *enorms = calloc(n, 2);
+    uint8_t *codes = calloc(n, rb), *ecodes = calloc(n, rb);
+    tq_cuda_quant *q = NULL;
+    void *dx = NULL, *dh = NULL;
+    tq_cuda_codes dc = {0};
+    gen_vectors(x, n, d, 11 + d + bits);
+    for (long i = 0; i < n * d; i++) x[i] = tq_half_to_float(xh[i] = tq_float_to_half(x[i]));
+    for (long i = 0; i < n; i++) emu_encode(TQ_M_TURBO_MSE, rot, bits, c, t, NULL, d, x + i * d, d, ecodes + i * rb,
+                                            enorms + i, NULL, NULL);
+    int st = tq_cuda_quant_create(&q, &sp);
+    if (!st) st = tq_cuda_alloc(&dx, sizeof(float) * n * d);
+    if (!st) st = tq_cuda_alloc(&dh, 2 * n * d);
+    if (!st) st = tq_cuda_alloc((void **)&dc.codes, n * rb);
+    if (!st) st = tq_cuda_alloc(&dc.norms, n * 2);
+    if (!st) st = tq_cuda_upload(dx, x, sizeof(float) * n * d);
+    if (!st) st = tq_cuda_upload(dh, xh, 2 * n * d);
+    for (int v = 0; v < 4 && !st; v++) {
+        static const char *name[4] = {"had8 fp16", "had8 float", "v1 fp16", "v1 float"};
+        if (v >= 2) setenv("TQ_CUDA_ENCODE", "v1", 1);
+        else unsetenv("TQ_CUDA_ENCODE");
+        st = tq_cuda_copy(dc.codes, dx, n * rb); /* poison: stale bytes from the last variant must not pass */
+        if (!st) st = tq_cuda_encode(q, v % 2 ? dx : dh, v % 2 == 0, n, &dc);
+        if (!st) st = tq_cuda_sync();
+        if (!st) st = tq_cuda_download(codes, dc.codes, n * rb);
+        if (!st) st = tq_cuda_download(norms, dc.norms, n * 2);
+        if (st) break;
+        long bad = 0, badn = 0;
+        for (long i = 0; i < n; i++) {
+            bad += memcmp(codes + i * rb, ecodes + i * rb, rb) != 0;
+            badn += norms[i] != enorms[i];
+        }
+        CHECK(bad == 0 && badn == 0, "%s (%s): %ld code rows and %ld norms of %ld differ from the emulation", what,
+              name[v], bad, badn, n);
+    }
+    unsetenv("TQ_CUDA_ENCODE");
+    CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
+    tq_cuda_free(dx);
+    tq_cuda_free(dh);
+    tq_cuda_free(dc.codes);
+    tq_cuda_free(dc.norms);
+    tq_cuda_quant_free(q);
+    free(x); free(xh); free(norms); free(enorms); free(codes); free(ecodes);
+    tq_rotation_free(rot);
+}
+
 /* Fused attention on codes the GPU encoded, against double-precision attention over the same codes decoded in
  * double. Float scores are chains of d products of magnitude <= |q| |k|, the softmax sums L terms and exp2f is
  * within 2 ulp: the relative output error is of order (d + L) 2^-24 ~ 1e-4 for L ~ 1000, so 1e-3 holds with margin. */
@@ -553,6 +617,7 @@ int main(void)
     fprintf(stderr, "  device: %s\n", name);
     if (getenv("TQ_CUDA_QUICK")) { /* small shapes for compute-sanitizer (memcheck, racecheck), every kernel once */
         check_codec(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 3, 100);
+        check_had_inputs(128, 3, 101);
         check_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 50);
         check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 50);
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, 64, 1, 50);
@@ -570,6 +635,7 @@ int main(void)
             check_codec(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, d, bits, 3000);
             check_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, d, bits, 1000);
         }
+        for (int bits = 1; bits <= 4; bits++) check_had_inputs(d, bits, 2001);
         for (int bits = 1; bits <= 3; bits++) check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, d, bits, 1000);
         check_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, d, 2, 500);
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, d, 1, 1000);

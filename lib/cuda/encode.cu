@@ -259,6 +259,157 @@ __global__ void __launch_bounds__(256) k_encode_had(QP p, const void *x, int x_h
     }
 }
 
+/* Hadamard turbo-mse with 8 lanes per vector (4 vectors per warp), d = 64, 128 or 256, 1-4 bits: the fast path of
+ * the benchmark's shape. Lane l of a vector's 8 holds the contiguous coordinates [l*E, l*E + E), E = d/8, read with
+ * 16-byte loads. FWHT stages h < E run inside the lane (the first one with the sign flip folded in: x*s is exact, so
+ * a + x1*s1 as one fmaf rounds like tq_fwht's a + b), h = E, 2E, 4E through three xor shuffles (fmaf(y, -+1, o): the
+ * same a + b / a - b roundings). lib/turbo.c's norm needs lane l to hold x[8k + l], k ascending: the vector goes
+ * through shared memory once (rows padded so neither the 16-byte stores nor the strided reads conflict). Codes are
+ * the count of thresholds (registers) below (y * scale) * inv; a lane's E codes are E*B contiguous bits of the row,
+ * packed in registers and stored directly. Same bytes as k_encode_had / lib/turbo.c's encode_ref. */
+__host__ __device__ constexpr int had8_stride(int d)
+{
+    /* floats per staged vector: 16 bytes of pad per 128 (conflict-free 16-byte stores), then 8 more unless the stride
+     * is already 8 or 24 mod 32 words (the four vectors' strided reads land in disjoint banks) */
+    return (d * 9 / 8) % 32 == 8 || (d * 9 / 8) % 32 == 24 ? d * 9 / 8 : d * 9 / 8 + 8;
+}
+__device__ __forceinline__ int had8_pos(int j) { return j + 4 * (j >> 5); }
+
+template <int D, int B, bool XH>
+__global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, const void *__restrict__ x, long n,
+                                                     uint8_t *__restrict__ codes, void *__restrict__ norms)
+{
+    constexpr int E = D / 8, NT = (1 << B) - 1, VS = had8_stride(D), NW = (E * B + 31) / 32;
+    constexpr int RB = D * B / 8, LB = E * B / 8; /* bytes per row, per lane */
+    __shared__ __align__(16) float stage[8][4][VS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 3, l = lane & 7;
+    float t[NT], sg[E];
+#pragma unroll
+    for (int i = 0; i < NT; i++) t[i] = p.thr[i];
+#pragma unroll
+    for (int e = 0; e < E; e++) sg[e] = p.signs[l * E + e];
+    const float fs = p.fwht_scale, s1 = (l & 1) ? -1.0f : 1.0f, s2 = (l & 2) ? -1.0f : 1.0f,
+                s4 = (l & 4) ? -1.0f : 1.0f;
+    float *st = stage[warp][g];
+    const long step = (long)gridDim.x * 32;
+    /* raw input of the next step, loaded before this step's arithmetic so the DRAM latency overlaps it */
+    constexpr int NR = E * (XH ? 2 : 4) / 16;
+    uint4 raw[NR];
+    auto load = [&](long b0) {
+        const long vv = b0 + g;
+        const uint4 *src = (const uint4 *)((const char *)x + ((size_t)vv * D + l * E) * (XH ? 2 : 4));
+#pragma unroll
+        for (int c = 0; c < NR; c++) raw[c] = vv < n ? __ldg(src + c) : make_uint4(0, 0, 0, 0);
+    };
+    long base = ((long)blockIdx.x * 8 + warp) * 4;
+    if (base < n) load(base);
+    for (; base < n; base += step) {
+        const long v = base + g;
+        const bool ok = v < n;
+        float xv[E];
+#pragma unroll
+        for (int c = 0; c < NR; c++) {
+            const uint32_t ws[4] = {raw[c].x, raw[c].y, raw[c].z, raw[c].w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (XH) {
+                    float2 f = __half22float2(*(const __half2 *)&ws[i]);
+                    xv[8 * c + 2 * i] = f.x;
+                    xv[8 * c + 2 * i + 1] = f.y;
+                } else xv[4 * c + i] = __uint_as_float(ws[i]);
+            }
+        }
+        if (base + step < n) load(base + step);
+        /* norm: acc = sum over k ascending of x[8k + l]^2 (multiply and add rounded apart; for fp16 input the square
+         * is exact in float, so one fmaf rounds the same), then the 8 partial sums in double in lane order */
+#pragma unroll
+        for (int c = 0; c < E / 4; c++)
+            *(float4 *)(st + had8_pos(l * E + 4 * c)) = make_float4(xv[4 * c], xv[4 * c + 1], xv[4 * c + 2], xv[4 * c + 3]);
+        __syncwarp();
+        float acc = 0.0f;
+#pragma unroll
+        for (int k = 0; k < E; k++) {
+            float xk = st[had8_pos(8 * k + l)];
+            acc = XH ? fmaf(xk, xk, acc) : __fadd_rn(acc, __fmul_rn(xk, xk));
+        }
+        __syncwarp(); /* the stage is rewritten by the next vector */
+        double s = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++) s += (double)__shfl_sync(TQ_FULL_MASK, acc, j, 8);
+        const float nrm = (float)sqrt(s);
+        /* FWHT: h = 1 with the signs, h = 2 .. E/2 in the lane, h = E, 2E, 4E across lanes */
+        float y[E];
+#pragma unroll
+        for (int e = 0; e < E; e += 2) {
+            float a = __fmul_rn(xv[e], sg[e]);
+            y[e] = fmaf(xv[e + 1], sg[e + 1], a);
+            y[e + 1] = fmaf(-xv[e + 1], sg[e + 1], a);
+        }
+#pragma unroll
+        for (int h = 2; h < E; h <<= 1)
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if (!(e & h)) {
+                    float a = y[e], b = y[e + h];
+                    y[e] = __fadd_rn(a, b);
+                    y[e + h] = __fsub_rn(a, b);
+                }
+#pragma unroll
+        for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s1, __shfl_xor_sync(TQ_FULL_MASK, y[e], 1));
+#pragma unroll
+        for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s2, __shfl_xor_sync(TQ_FULL_MASK, y[e], 2));
+#pragma unroll
+        for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s4, __shfl_xor_sync(TQ_FULL_MASK, y[e], 4));
+        const float inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
+        uint32_t w[NW];
+#pragma unroll
+        for (int i = 0; i < NW; i++) w[i] = 0;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const float z = __fmul_rn(__fmul_rn(y[e], fs), inv);
+            /* code = count of thresholds below z, by binary search over the sorted thresholds in registers: level
+             * L picks among 2^L candidates with a select tree on the bits found so far */
+            bool pb[B];
+            uint32_t c = 0;
+            if constexpr (B == 4) { /* the select tree of 4 levels went to local memory: count instead */
+#pragma unroll
+                for (int i = 0; i < NT; i++) c += z > t[i] ? 1u : 0u;
+            } else
+#pragma unroll
+            for (int L = 0; L < B; L++) {
+                const int step = 1 << (B - 1 - L);
+                float cand[1 << (B - 1)];
+#pragma unroll
+                for (int q = 0; q < (1 << L); q++) cand[q] = t[q * 2 * step + step - 1];
+#pragma unroll
+                for (int r = 0; r < L; r++)
+#pragma unroll
+                    for (int q = 0; q < (1 << (L - 1 - r)); q++)
+                        cand[q] = pb[L - 1 - r] ? cand[2 * q + 1] : cand[2 * q];
+                pb[L] = z > cand[0];
+                c |= pb[L] ? 1u << (B - 1 - L) : 0u;
+            }
+            const int bit = e * B, wi = bit / 32, sh = bit % 32;
+            w[wi] |= c << sh;
+            if (sh + B > 32) w[wi + 1] |= c >> (32 - sh);
+        }
+        if (ok) {
+            uint8_t *row = codes + (size_t)v * RB + l * LB;
+            if constexpr (LB % 4 == 0) {
+#pragma unroll
+                for (int i = 0; i < LB / 4; i++) ((uint32_t *)row)[i] = w[i];
+            } else if constexpr (LB % 2 == 0) {
+#pragma unroll
+                for (int i = 0; i < LB / 2; i++) ((uint16_t *)row)[i] = (uint16_t)(w[i / 2] >> (16 * (i % 2)));
+            } else {
+#pragma unroll
+                for (int i = 0; i < LB; i++) row[i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
+            }
+            if (l == 0) store_norm(norms, v, nrm, p.norm_fp32);
+        }
+    }
+}
+
 /* Shared memory per warp: VPW rows of ws floats for u, the same for y, VPW rows of ws bytes for codes. */
 template <int VPW>
 __global__ void k_encode(QP p, const void *x, int x_half, long n, tq_cuda_codes out, int ws)
@@ -492,6 +643,35 @@ static void launch_shape(long n, int vpw, size_t per_warp, int *warps, long *blo
     if (*blocks < 1) *blocks = 1;
 }
 
+typedef void (*k_had8)(QP, const void *, long, uint8_t *, void *);
+
+template <int D>
+static k_had8 pick_had8_d(int bits, int x_half)
+{
+    switch (bits) {
+    case 1: return x_half ? k_encode_had8<D, 1, true> : k_encode_had8<D, 1, false>;
+    case 2: return x_half ? k_encode_had8<D, 2, true> : k_encode_had8<D, 2, false>;
+    case 3: return x_half ? k_encode_had8<D, 3, true> : k_encode_had8<D, 3, false>;
+    case 4: return x_half ? k_encode_had8<D, 4, true> : k_encode_had8<D, 4, false>;
+    default: return NULL;
+    }
+}
+
+/* k_encode_had8 where it applies (d = 64, 128, 256 and 1-4 bits), else NULL. */
+static k_had8 pick_had8(int d, int bits, int x_half)
+{
+    return d == 64 ? pick_had8_d<64>(bits, x_half) : d == 128 ? pick_had8_d<128>(bits, x_half)
+           : d == 256 ? pick_had8_d<256>(bits, x_half) : NULL;
+}
+
+/* TQ_CUDA_ENCODE=v1 keeps the one-vector-per-warp k_encode_had (benchmark comparisons; test_cuda checks both). Read
+ * on every call so a test can switch it. */
+static bool encode_v1_forced(void)
+{
+    const char *e = getenv("TQ_CUDA_ENCODE");
+    return e && !strcmp(e, "v1");
+}
+
 extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out)
 {
     if (n <= 0) return TQ_OK;
@@ -500,7 +680,20 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
     int warps;
     long blocks;
     int E = p.d / 32;
-    if (p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && (E == 2 || E == 4 || E == 8) &&
+    k_had8 k8 = p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && !encode_v1_forced()
+                ? pick_had8(p.d, p.bits, x_half) : NULL;
+    if (k8) {
+        static int grid_max = 0; /* resident blocks on the device, once: the grid strides over the rest */
+        if (!grid_max) {
+            int dev = 0, sm = 0, bps = 0;
+            TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
+            TQ_CU(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+            TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k8, 256, 0), "cudaOccupancy");
+            grid_max = sm * (bps > 0 ? bps : 1);
+        }
+        long need = (n + 31) / 32; /* 32 vectors per block and step */
+        k8<<<(unsigned)(need < grid_max ? need : grid_max), 256>>>(p, x, n, out->codes, out->norms);
+    } else if (p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && (E == 2 || E == 4 || E == 8) &&
         E * p.bits <= 32) {
         long blocks8 = (n + 7) / 8;
         unsigned g = (unsigned)(blocks8 < 132L * 32 ? blocks8 : 132L * 32);
