@@ -1,7 +1,8 @@
 /* turbo_avx512.c: Hadamard turbo-mse encode of one vector without leaving the AVX-512 registers — norm, sign flip,
- * FWHT, both scalings, threshold search and bit packing (d = 16..256, 1..4 bits). Each element goes through the same
- * IEEE operations, in the same order, as lib/turbo.c's encode_ref, so codes and norms are the reference's bit for
- * bit (tests/test_turbo_simd.c); only the schedule differs: one pass over registers instead of five over memory. */
+ * FWHT, both scalings, threshold search and bit packing (d = 16..256, 1..4 bits), eight rows' norms summed side by
+ * side. Each element goes through the same IEEE operations, in the same order, as lib/turbo.c's encode_ref, so codes
+ * and norms are the reference's bit for bit (tests/test_turbo_simd.c); only the schedule differs: one pass over
+ * registers instead of five over memory. */
 #include "turbo_simd.h"
 
 #include <math.h>
@@ -11,7 +12,7 @@
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
 #define TQ_AVX512 1
-#define TGT __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
+#define TGT __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,bmi2")))
 #else
 #define TQ_AVX512 0
 #endif
@@ -36,7 +37,7 @@ int tq_had_avx512_cpu(void)
         __builtin_cpu_init();
         have = !off && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vbmi");
+               __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
     }
     return have;
 #else
@@ -53,37 +54,16 @@ int tq_had_avx512_usable(int d, int bits, const float *thr)
 }
 
 #if TQ_AVX512
-/* One chunk of up to 64 codes (four registers of 16 int32 codes, c[0..nreg-1]) packed LSB-first into 8*bits bytes
- * at dst (fewer when the chunk is short: nbytes). Bytes first, then pairs, quads and octets of codes merged by
- * multiply-adds, then the valid bytes gathered by a byte permute. */
-TGT static inline __attribute__((always_inline)) void pack_chunk(const __m512i *c, int nreg, int bits, uint8_t *dst,
-                                                                 int nbytes)
+/* 4 bits: a chunk of up to 64 codes (c[0..nreg-1], 16 int32 codes each) packed two to a byte, low nibble first:
+ * bytes, then c0 + 16 c1 by a multiply-add, then the words narrowed to bytes; nbytes = 8 * nreg stored. */
+TGT static inline __attribute__((always_inline)) void pack4(const __m512i *c, int nreg, uint8_t *dst, int nbytes)
 {
     __m512i B = _mm512_zextsi128_si512(_mm512_cvtepi32_epi8(c[0]));
     if (nreg > 1) B = _mm512_inserti32x4(B, _mm512_cvtepi32_epi8(c[1]), 1);
     if (nreg > 2) B = _mm512_inserti32x4(B, _mm512_cvtepi32_epi8(c[2]), 2);
     if (nreg > 3) B = _mm512_inserti32x4(B, _mm512_cvtepi32_epi8(c[3]), 3);
-    const __mmask64 sm = nbytes >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nbytes) - 1);
-    if (bits == 1) {
-        uint64_t m = _mm512_test_epi8_mask(B, B); /* byte j nonzero -> bit j: the LSB-first stream */
-        memcpy(dst, &m, (size_t)nbytes);
-    } else if (bits == 2) {
-        __m512i w = _mm512_maddubs_epi16(B, _mm512_set1_epi16(0x0401));  /* c0 + 4 c1 */
-        __m512i q = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001)); /* + 16 (c2 + 4 c3) */
-        _mm_mask_storeu_epi8(dst, (__mmask16)sm, _mm512_cvtepi32_epi8(q));
-    } else if (bits == 3) {
-        __m512i w = _mm512_maddubs_epi16(B, _mm512_set1_epi16(0x0801));  /* 6 bits a word */
-        __m512i q = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00400001)); /* 12 bits a dword */
-        q = _mm512_or_si512(_mm512_and_si512(q, _mm512_set1_epi64(0xfff)), _mm512_srli_epi64(q, 20)); /* 24 a qword */
-        const __m512i take = _mm512_set_epi8(63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
-                                              63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
-                                              63, 63, 63, 63, 58, 57, 56, 50, 49, 48, 42, 41, 40, 34, 33, 32, 26, 25,
-                                              24, 18, 17, 16, 10, 9, 8, 2, 1, 0);
-        _mm512_mask_storeu_epi8(dst, sm, _mm512_permutexvar_epi8(take, q));
-    } else {
-        __m512i w = _mm512_maddubs_epi16(B, _mm512_set1_epi16(0x1001)); /* c0 + 16 c1 */
-        _mm256_mask_storeu_epi8(dst, (__mmask32)sm, _mm512_cvtepi16_epi8(w));
-    }
+    __m512i w = _mm512_maddubs_epi16(B, _mm512_set1_epi16(0x1001));
+    _mm256_mask_storeu_epi8(dst, (__mmask32)((1ull << nbytes) - 1), _mm512_cvtepi16_epi8(w));
 }
 
 /* The butterfly of tq_fwht inside a register: sw holds each lane's partner, pm is +1 on the lower lane of a pair and
@@ -91,93 +71,118 @@ TGT static inline __attribute__((always_inline)) void pack_chunk(const __m512i *
  * exact, so the fused multiply-add rounds once, exactly like tq_fwht's add or subtract. */
 #define TQ_BFLY(v, sw, pm) _mm512_fmadd_ps((v), (pm), (sw))
 
-/* P consecutive rows (P independent dependency chains: the norm's serial adds, the double sum, sqrt and divide take
- * ~100 cycles of latency per row, which one row alone leaves exposed). */
-TGT static inline __attribute__((always_inline)) void had_group(const float *x, const int P, const int R,
-                                                                const float *signs, __m512 sc, const __m512 *tab,
-                                                                __m512 t0, const int bits, uint8_t *codes,
-                                                                size_t stride, float *nrm)
+/* Lane l of the result sums x[8k + l]^2 over k ascending: lib/turbo.c's vnorm lanes, the halves of each register
+ * in turn. 16 dependent adds for d = 128; eight rows' chains run side by side (had_rows). */
+TGT static inline __attribute__((always_inline)) __m256 norm_lanes(const float *x, const int R)
 {
-    const int d = 16 * R, n = 1 << bits;
-    const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
-    const __m512 pm[4] = {_mm512_mask_blend_ps(0xAAAA, one, mone), _mm512_mask_blend_ps(0xCCCC, one, mone),
-                          _mm512_mask_blend_ps(0xF0F0, one, mone), _mm512_mask_blend_ps(0xFF00, one, mone)};
-    __m512 v[2][16];
-    __m256 acc[2];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
+    __m256 acc = _mm256_setzero_ps();
 #pragma GCC unroll 16
-        for (int i = 0; i < R; i++) v[p][i] = _mm512_loadu_ps(x + (size_t)p * d + 16 * i);
-        acc[p] = _mm256_setzero_ps();
+    for (int i = 0; i < R; i++) {
+        __m512 v = _mm512_loadu_ps(x + 16 * i), q = _mm512_mul_ps(v, v);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(q));
+        acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(q, 1));
     }
-    /* norm: lane l of acc sums x[8k + l]^2 over k ascending (the halves of each register in turn) */
-#pragma GCC unroll 16
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 2
-        for (int p = 0; p < P; p++) {
-            __m512 q = _mm512_mul_ps(v[p][i], v[p][i]);
-            acc[p] = _mm256_add_ps(acc[p], _mm512_castps512_ps256(q));
-            acc[p] = _mm256_add_ps(acc[p], _mm512_extractf32x8_ps(q, 1));
-        }
-    __m512 iv[2];
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
-        /* the double sum of the 8 lanes in lane order, then sqrt (IEEE: correctly rounded) and the cast */
-        __m128 lo = _mm256_castps256_ps128(acc[p]), hi = _mm256_extractf128_ps(acc[p], 1);
-        __m128d s2 = _mm_cvtss_sd(_mm_setzero_pd(), lo);
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(lo, 1)));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(lo, 2)));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(lo, 3)));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, hi));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(hi, 1)));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(hi, 2)));
-        s2 = _mm_add_sd(s2, _mm_cvtss_sd(s2, _mm_permute_ps(hi, 3)));
-        float nv = _mm_cvtss_f32(_mm_cvtsd_ss(_mm_setzero_ps(), _mm_sqrt_sd(s2, s2)));
-        nrm[p] = nv;
-        iv[p] = _mm512_set1_ps(nv > 0 ? 1.0f / nv : 0.0f);
-    }
+    return acc;
+}
+
+/* Eight rows' lane sums -> their norms and 1/norms: transposed so that one double add serves eight rows, in the same
+ * lane order as the scalar sum (s = lane 0, then + lane 1, ... + lane 7; 0 + lane 0 is exact), then sqrt (IEEE,
+ * correctly rounded like libm's), the cast to float, and nv > 0 ? 1 / nv : 0. */
+TGT static inline __attribute__((always_inline)) void norms8(const __m256 *a, float *nv, float *inv)
+{
+    __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+    __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+    __m256 t4 = _mm256_unpacklo_ps(a[4], a[5]), t5 = _mm256_unpackhi_ps(a[4], a[5]);
+    __m256 t6 = _mm256_unpacklo_ps(a[6], a[7]), t7 = _mm256_unpackhi_ps(a[6], a[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 col[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                     _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                     _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                     _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    __m512d s = _mm512_cvtps_pd(col[0]);
+#pragma GCC unroll 8
+    for (int l = 1; l < 8; l++) s = _mm512_add_pd(s, _mm512_cvtps_pd(col[l]));
+    __m256 n = _mm512_cvtpd_ps(_mm512_sqrt_pd(s));
+    __m256 r = _mm256_maskz_div_ps(_mm256_cmp_ps_mask(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(1.0f), n);
+    _mm256_storeu_ps(nv, n);
+    _mm256_storeu_ps(inv, r);
+}
+
+/* One row after its norm: sign flip and FWHT, y * scale * (1/norm), then the count of thresholds below y (a binary
+ * search: the same count as the reference's linear scan over sorted thresholds) and its packing. */
+TGT static inline __attribute__((always_inline)) void row_codes(const float *x, const int R, const float *signs,
+                                                                __m512 sc, __m512 iv, const __m512 *pm,
+                                                                const __m512 *tab, __m512 t0, const __m512 *tq,
+                                                                const int bits, uint8_t *row)
+{
+    const int n = 1 << bits;
+    __m512 v[16];
     /* FWHT: stages h = 1, 2, 4, 8 inside each register, then h = 16 .. d/2 between registers */
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+        __m512 u = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(signs + 16 * i));
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
+        u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
+        v[i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
+    }
+#pragma GCC unroll 4
+    for (int h = 1; h < R; h *= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++)
+            if (!(i & h)) {
+                __m512 a = v[i], b = v[i + h];
+                v[i] = _mm512_add_ps(a, b);
+                v[i + h] = _mm512_sub_ps(a, b);
+            }
+    if (bits <= 3) {
+        /* bit planes: the search's comparisons are the code's bits (most significant first), the next threshold
+         * chosen by blends; then each register's 16 codes are interleaved into 16*bits bits by pdep (bit j of plane
+         * p goes to bit j*bits + p: the LSB-first stream) and the row assembled in 64-bit words */
+        uint64_t w[(16 * 16 * 3 + 63) / 64 + 1] = {0};
 #pragma GCC unroll 16
         for (int i = 0; i < R; i++) {
-            __m512 u = _mm512_mul_ps(v[p][i], _mm512_loadu_ps(signs + 16 * i));
-            u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
-            u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
-            u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
-            v[p][i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
-        }
-#pragma GCC unroll 4
-        for (int h = 1; h < R; h *= 2)
-#pragma GCC unroll 16
-            for (int i = 0; i < R; i++)
-                if (!(i & h)) {
-                    __m512 a = v[p][i], b = v[p][i + h];
-                    v[p][i] = _mm512_add_ps(a, b);
-                    v[p][i + h] = _mm512_sub_ps(a, b);
+            __m512 y = _mm512_mul_ps(_mm512_mul_ps(v[i], sc), iv);
+            uint64_t val;
+            __mmask16 m1 = _mm512_cmp_ps_mask(y, t0, _CMP_GT_OQ);
+            if (bits == 1) val = m1;
+            else {
+                __mmask16 m2 = _mm512_cmp_ps_mask(y, _mm512_mask_blend_ps(m1, tq[4], tq[5]), _CMP_GT_OQ);
+                if (bits == 2) val = _pdep_u64(m2, 0x55555555u) | _pdep_u64(m1, 0xAAAAAAAAu);
+                else {
+                    __m512 lo = _mm512_mask_blend_ps(m2, tq[0], tq[1]), hi = _mm512_mask_blend_ps(m2, tq[2], tq[3]);
+                    __mmask16 m3 = _mm512_cmp_ps_mask(y, _mm512_mask_blend_ps(m1, lo, hi), _CMP_GT_OQ);
+                    val = _pdep_u64(m3, 0x249249249249ull) | _pdep_u64(m2, 0x492492492492ull) |
+                          _pdep_u64(m1, 0x924924924924ull);
                 }
-    }
-    /* y * scale * (1/norm), the count of thresholds below y by binary search, and packing per 64 codes */
-#pragma GCC unroll 2
-    for (int p = 0; p < P; p++) {
-        uint8_t *row = codes + (size_t)p * stride;
-#pragma GCC unroll 4
-        for (int k = 0; k < R; k += 4) {
-            const int nreg = R - k < 4 ? R - k : 4;
-            __m512i c[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < nreg; i++) {
-                __m512 y = _mm512_mul_ps(_mm512_mul_ps(v[p][k + i], sc), iv[p]);
-                __m512i ci = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, t0, _CMP_GT_OQ), _mm512_set1_epi32(n >> 1));
-#pragma GCC unroll 3
-                for (int j = 0, s = n >> 2; s >= 1; j++, s >>= 1) {
-                    __mmask16 m = _mm512_cmp_ps_mask(y, _mm512_permutexvar_ps(ci, tab[j]), _CMP_GT_OQ);
-                    ci = _mm512_mask_add_epi32(ci, m, ci, _mm512_set1_epi32(s));
-                }
-                c[i] = ci;
             }
-            pack_chunk(c, nreg, bits, row + (size_t)k * 2 * bits, nreg * 2 * bits);
+            const int bit = i * 16 * bits, wi = bit >> 6, sh = bit & 63;
+            w[wi] |= val << sh;
+            if (sh + 16 * bits > 64) w[wi + 1] |= val >> (64 - sh);
         }
+        memcpy(row, w, (size_t)R * 2 * bits);
+        return;
+    }
+    /* 4 bits: the index so far selects the next threshold from a 16-entry table */
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k += 4) {
+        const int nreg = R - k < 4 ? R - k : 4;
+        __m512i c[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < nreg; i++) {
+            __m512 y = _mm512_mul_ps(_mm512_mul_ps(v[k + i], sc), iv);
+            __m512i ci = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(y, t0, _CMP_GT_OQ), _mm512_set1_epi32(n >> 1));
+#pragma GCC unroll 3
+            for (int j = 0, s = n >> 2; s >= 1; j++, s >>= 1) {
+                __mmask16 m = _mm512_cmp_ps_mask(y, _mm512_permutexvar_ps(ci, tab[j]), _CMP_GT_OQ);
+                ci = _mm512_mask_add_epi32(ci, m, ci, _mm512_set1_epi32(s));
+            }
+            c[i] = ci;
+        }
+        pack4(c, nreg, row + (size_t)k * 8, nreg * 8);
     }
 }
 
@@ -187,7 +192,9 @@ TGT static inline __attribute__((always_inline)) void had_rows(const float *x, l
                                                                float *nrm)
 {
     const int d = 16 * R, n = 1 << bits;
-    const __m512 sc = _mm512_set1_ps(scale);
+    const __m512 sc = _mm512_set1_ps(scale), one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
+    const __m512 pm[4] = {_mm512_mask_blend_ps(0xAAAA, one, mone), _mm512_mask_blend_ps(0xCCCC, one, mone),
+                          _mm512_mask_blend_ps(0xF0F0, one, mone), _mm512_mask_blend_ps(0xFF00, one, mone)};
     /* threshold tables of the binary search: step s (n/4 .. 1) compares with t[i + s - 1] for the index i so far */
     __m512 tab[3];
     for (int k = 0, s = n >> 2; s >= 1; k++, s >>= 1) {
@@ -196,12 +203,28 @@ TGT static inline __attribute__((always_inline)) void had_rows(const float *x, l
         tab[k] = _mm512_loadu_ps(t);
     }
     const __m512 t0 = _mm512_set1_ps(thr[(n >> 1) - 1]);
-    long r = 0;
-    if (R <= 8)
-        for (; r + 2 <= rows; r += 2)
-            had_group(x + r * d, 2, R, signs, sc, tab, t0, bits, codes + (size_t)r * stride, stride, nrm + r);
-    for (; r < rows; r++)
-        had_group(x + r * d, 1, R, signs, sc, tab, t0, bits, codes + (size_t)r * stride, stride, nrm + r);
+    /* bits <= 3, by blends: the second comparison takes tq[4] | tq[5] by the first bit (2 bits: t[0] | t[2]; 3 bits:
+     * t[1] | t[5]), the third one of tq[0..3] = t[0], t[2], t[4], t[6] by the first two */
+    __m512 tq[6];
+    for (int k = 0; k < 6; k++) tq[k] = t0;
+    if (bits == 2) { tq[4] = _mm512_set1_ps(thr[0]); tq[5] = _mm512_set1_ps(thr[2]); }
+    if (bits == 3) {
+        for (int k = 0; k < 4; k++) tq[k] = _mm512_set1_ps(thr[2 * k]);
+        tq[4] = _mm512_set1_ps(thr[1]);
+        tq[5] = _mm512_set1_ps(thr[5]);
+    }
+    for (long r0 = 0; r0 < rows; r0 += 8) {
+        const int g = rows - r0 < 8 ? (int)(rows - r0) : 8;
+        __m256 acc[8];
+        float nv[8], inv[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) acc[k] = k < g ? norm_lanes(x + (r0 + k) * d, R) : _mm256_setzero_ps();
+        norms8(acc, nv, inv);
+        memcpy(nrm + r0, nv, sizeof(float) * (size_t)g);
+        for (int k = 0; k < g; k++)
+            row_codes(x + (r0 + k) * d, R, signs, sc, _mm512_set1_ps(inv[k]), pm, tab, t0, tq, bits,
+                      codes + (size_t)(r0 + k) * stride);
+    }
 }
 #undef TQ_BFLY
 
