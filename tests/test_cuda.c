@@ -307,10 +307,11 @@ done:
     tq_rotation_free(rot);
 }
 
-/* Hadamard turbo-mse from fp16 and from float input, through k_encode_had8 (8 lanes per vector) and, with
- * TQ_CUDA_ENCODE=v1, the one-vector-per-warp k_encode_had: all four must write exactly the emulation's bytes for the
- * fp16-rounded vectors (the same floats whichever way they arrive). n is odd, so the last group of 4 vectors of a warp
- * and the last 32-vector step of a block are partial. */
+/* Hadamard turbo-mse from fp16 and from float input, through k_encode_had8 (4 lanes per vector up to d = 128, 8 at
+ * d = 256), with TQ_CUDA_ENCODE=lpv8 its 8-lane form at every d, and with TQ_CUDA_ENCODE=v1 the one-vector-per-warp
+ * k_encode_had: all six must write exactly the emulation's bytes for the fp16-rounded vectors (the same floats
+ * whichever way they arrive). n is odd, so the last group of vectors of a warp and the last step of a block are
+ * partial. */
 static void check_had_inputs(int d, int bits, long n)
 {
     char what[96];
@@ -342,9 +343,10 @@ static void check_had_inputs(int d, int bits, long n)
     if (!st) st = tq_cuda_alloc(&dc.norms, n * 2);
     if (!st) st = tq_cuda_upload(dx, x, sizeof(float) * n * d);
     if (!st) st = tq_cuda_upload(dh, xh, 2 * n * d);
-    for (int v = 0; v < 4 && !st; v++) {
-        static const char *name[4] = {"had8 fp16", "had8 float", "v1 fp16", "v1 float"};
-        if (v >= 2) setenv("TQ_CUDA_ENCODE", "v1", 1);
+    for (int v = 0; v < 6 && !st; v++) {
+        static const char *name[6] = {"default fp16", "default float", "lpv8 fp16", "lpv8 float", "v1 fp16",
+                                      "v1 float"};
+        if (v >= 2) setenv("TQ_CUDA_ENCODE", v >= 4 ? "v1" : "lpv8", 1);
         else unsetenv("TQ_CUDA_ENCODE");
         st = tq_cuda_copy(dc.codes, dx, n * rb); /* poison: stale bytes from the last variant must not pass */
         if (!st) st = tq_cuda_encode(q, v % 2 ? dx : dh, v % 2 == 0, n, &dc);

@@ -259,30 +259,33 @@ __global__ void __launch_bounds__(256) k_encode_had(QP p, const void *x, int x_h
     }
 }
 
-/* Hadamard turbo-mse with 8 lanes per vector (4 vectors per warp), d = 64, 128 or 256, 1-4 bits: the fast path of
- * the benchmark's shape. Lane l of a vector's 8 holds the contiguous coordinates [l*E, l*E + E), E = d/8, read with
- * 16-byte loads. FWHT stages h < E run inside the lane (the first one with the sign flip folded in: x*s is exact, so
- * a + x1*s1 as one fmaf rounds like tq_fwht's a + b), h = E, 2E, 4E through three xor shuffles (fmaf(y, -+1, o): the
- * same a + b / a - b roundings). lib/turbo.c's norm needs lane l to hold x[8k + l], k ascending: the vector goes
- * through shared memory once (rows padded so neither the 16-byte stores nor the strided reads conflict). Codes are
- * the count of thresholds (registers) below (y * scale) * inv; a lane's E codes are E*B contiguous bits of the row,
- * packed in registers and stored directly. Same bytes as k_encode_had / lib/turbo.c's encode_ref. */
-__host__ __device__ constexpr int had8_stride(int d)
+/* Hadamard turbo-mse with LPV = 4 or 8 lanes per vector (32/LPV vectors per warp), d = 64, 128 or 256, 1-4 bits:
+ * the fast path of the benchmark's shape. Lane l of a vector's LPV holds the contiguous coordinates [l*E, l*E + E),
+ * E = d/LPV, read with 16-byte loads one step ahead. FWHT stages h < E run inside the lane (the first one with the
+ * sign flip folded in: x*s is exact, so a + x1*s1 as one fmaf rounds like tq_fwht's a + b), h = E, 2E (, 4E) through
+ * xor shuffles (fmaf(y, -+1, o): the same a + b / a - b roundings). lib/turbo.c's norm needs its partial sum l to run
+ * over x[8k + l], k ascending: the vector goes through shared memory once (rows padded so neither the 16-byte stores
+ * nor the strided reads conflict). Codes: a binary search over the thresholds held in registers on (y * scale) * inv,
+ * each code bit ORed (predicated) straight into the lane's E*B contiguous bits of the row, stored directly. Same
+ * bytes as k_encode_had / lib/turbo.c's encode_ref. */
+__host__ __device__ constexpr int had8_stride(int d, int vpw, int s = 0)
 {
-    /* floats per staged vector: 16 bytes of pad per 128 (conflict-free 16-byte stores), then 8 more unless the stride
-     * is already 8 or 24 mod 32 words (the four vectors' strided reads land in disjoint banks) */
-    return (d * 9 / 8) % 32 == 8 || (d * 9 / 8) % 32 == 24 ? d * 9 / 8 : d * 9 / 8 + 8;
+    /* floats per staged vector: 16 bytes of pad per 128 (conflict-free 16-byte stores), then 4 more at a time until
+     * the stride is an odd multiple of 32/vpw words mod 32, so the vpw vectors' strided reads land in disjoint banks */
+    return s == 0 ? had8_stride(d, vpw, d * 9 / 8)
+           : (s % (32 / vpw) == 0 && (s / (32 / vpw)) % 2 == 1) ? s : had8_stride(d, vpw, s + 4);
 }
 __device__ __forceinline__ int had8_pos(int j) { return j + 4 * (j >> 5); }
 
-template <int D, int B, bool XH>
-__global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, const void *__restrict__ x, long n,
+template <int D, int B, bool XH, int LPV>
+__global__ void __launch_bounds__(256, LPV == 4 ? 2 : D == 256 ? 1 : 3) k_encode_had8(QP p, const void *__restrict__ x, long n,
                                                      uint8_t *__restrict__ codes, void *__restrict__ norms)
 {
-    constexpr int E = D / 8, NT = (1 << B) - 1, VS = had8_stride(D), NW = (E * B + 31) / 32;
+    constexpr int VPW = 32 / LPV, E = D / LPV, NT = (1 << B) - 1, VS = had8_stride(D, VPW), NW = (E * B + 31) / 32;
+    constexpr int NA = 8 / LPV; /* of lib/turbo.c's 8 norm partial sums, lane l keeps l, l + LPV, ... */
     constexpr int RB = D * B / 8, LB = E * B / 8; /* bytes per row, per lane */
-    __shared__ __align__(16) float stage[8][4][VS];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 3, l = lane & 7;
+    __shared__ __align__(16) float stage[8][VPW][VS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane / LPV, l = lane % LPV;
     float t[NT], sg[E];
 #pragma unroll
     for (int i = 0; i < NT; i++) t[i] = p.thr[i];
@@ -291,7 +294,7 @@ __global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, con
     const float fs = p.fwht_scale, s1 = (l & 1) ? -1.0f : 1.0f, s2 = (l & 2) ? -1.0f : 1.0f,
                 s4 = (l & 4) ? -1.0f : 1.0f;
     float *st = stage[warp][g];
-    const long step = (long)gridDim.x * 32;
+    const long step = (long)gridDim.x * 8 * VPW;
     /* raw input of the next step, loaded before this step's arithmetic so the DRAM latency overlaps it */
     constexpr int NR = E * (XH ? 2 : 4) / 16;
     uint4 raw[NR];
@@ -301,7 +304,7 @@ __global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, con
 #pragma unroll
         for (int c = 0; c < NR; c++) raw[c] = vv < n ? __ldg(src + c) : make_uint4(0, 0, 0, 0);
     };
-    long base = ((long)blockIdx.x * 8 + warp) * 4;
+    long base = ((long)blockIdx.x * 8 + warp) * VPW;
     if (base < n) load(base);
     for (; base < n; base += step) {
         const long v = base + g;
@@ -326,16 +329,20 @@ __global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, con
         for (int c = 0; c < E / 4; c++)
             *(float4 *)(st + had8_pos(l * E + 4 * c)) = make_float4(xv[4 * c], xv[4 * c + 1], xv[4 * c + 2], xv[4 * c + 3]);
         __syncwarp();
-        float acc = 0.0f;
+        float acc[NA];
 #pragma unroll
-        for (int k = 0; k < E; k++) {
-            float xk = st[had8_pos(8 * k + l)];
-            acc = XH ? fmaf(xk, xk, acc) : __fadd_rn(acc, __fmul_rn(xk, xk));
+        for (int a = 0; a < NA; a++) {
+            acc[a] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < D / 8; k++) {
+                float xk = st[had8_pos(8 * k + l + LPV * a)];
+                acc[a] = XH ? fmaf(xk, xk, acc[a]) : __fadd_rn(acc[a], __fmul_rn(xk, xk));
+            }
         }
         __syncwarp(); /* the stage is rewritten by the next vector */
         double s = 0;
 #pragma unroll
-        for (int j = 0; j < 8; j++) s += (double)__shfl_sync(TQ_FULL_MASK, acc, j, 8);
+        for (int j = 0; j < 8; j++) s += (double)__shfl_sync(TQ_FULL_MASK, acc[j / LPV], j % LPV, LPV);
         const float nrm = (float)sqrt(s);
         /* FWHT: h = 1 with the signs, h = 2 .. E/2 in the lane, h = E, 2E, 4E across lanes */
         float y[E];
@@ -358,8 +365,9 @@ __global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, con
         for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s1, __shfl_xor_sync(TQ_FULL_MASK, y[e], 1));
 #pragma unroll
         for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s2, __shfl_xor_sync(TQ_FULL_MASK, y[e], 2));
+        if constexpr (LPV == 8)
 #pragma unroll
-        for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s4, __shfl_xor_sync(TQ_FULL_MASK, y[e], 4));
+            for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s4, __shfl_xor_sync(TQ_FULL_MASK, y[e], 4));
         const float inv = nrm > 0.0f ? 1.0f / nrm : 0.0f;
         uint32_t w[NW];
 #pragma unroll
@@ -387,11 +395,15 @@ __global__ void __launch_bounds__(256, D == 256 ? 1 : 3) k_encode_had8(QP p, con
                     for (int q = 0; q < (1 << (L - 1 - r)); q++)
                         cand[q] = pb[L - 1 - r] ? cand[2 * q + 1] : cand[2 * q];
                 pb[L] = z > cand[0];
-                c |= pb[L] ? 1u << (B - 1 - L) : 0u;
+                /* the code's bit B-1-L straight into the packed word (one predicated OR) */
+                const int bit = e * B + B - 1 - L;
+                if (pb[L]) w[bit / 32] |= 1u << (bit % 32);
             }
-            const int bit = e * B, wi = bit / 32, sh = bit % 32;
-            w[wi] |= c << sh;
-            if (sh + B > 32) w[wi + 1] |= c >> (32 - sh);
+            if constexpr (B == 4) {
+                const int bit = e * B, wi = bit / 32, sh = bit % 32;
+                w[wi] |= c << sh;
+                if (sh + B > 32) w[wi + 1] |= c >> (32 - sh);
+            }
         }
         if (ok) {
             uint8_t *row = codes + (size_t)v * RB + l * LB;
@@ -645,31 +657,35 @@ static void launch_shape(long n, int vpw, size_t per_warp, int *warps, long *blo
 
 typedef void (*k_had8)(QP, const void *, long, uint8_t *, void *);
 
-template <int D>
+template <int D, int LPV>
 static k_had8 pick_had8_d(int bits, int x_half)
 {
     switch (bits) {
-    case 1: return x_half ? k_encode_had8<D, 1, true> : k_encode_had8<D, 1, false>;
-    case 2: return x_half ? k_encode_had8<D, 2, true> : k_encode_had8<D, 2, false>;
-    case 3: return x_half ? k_encode_had8<D, 3, true> : k_encode_had8<D, 3, false>;
-    case 4: return x_half ? k_encode_had8<D, 4, true> : k_encode_had8<D, 4, false>;
+    case 1: return x_half ? k_encode_had8<D, 1, true, LPV> : k_encode_had8<D, 1, false, LPV>;
+    case 2: return x_half ? k_encode_had8<D, 2, true, LPV> : k_encode_had8<D, 2, false, LPV>;
+    case 3: return x_half ? k_encode_had8<D, 3, true, LPV> : k_encode_had8<D, 3, false, LPV>;
+    case 4: return x_half ? k_encode_had8<D, 4, true, LPV> : k_encode_had8<D, 4, false, LPV>;
     default: return NULL;
     }
 }
 
-/* k_encode_had8 where it applies (d = 64, 128, 256 and 1-4 bits), else NULL. */
-static k_had8 pick_had8(int d, int bits, int x_half)
+/* k_encode_had8 where it applies (d = 64, 128, 256 and 1-4 bits), else NULL: 4 lanes per vector (8 vectors a warp,
+ * fewer shuffle stages and per-vector overhead) up to d = 128, 8 lanes at d = 256 (shared memory) or when lpv8 asks. */
+static k_had8 pick_had8(int d, int bits, int x_half, bool lpv8, int *vpw)
 {
-    return d == 64 ? pick_had8_d<64>(bits, x_half) : d == 128 ? pick_had8_d<128>(bits, x_half)
-           : d == 256 ? pick_had8_d<256>(bits, x_half) : NULL;
+    *vpw = lpv8 || d == 256 ? 4 : 8;
+    if (*vpw == 4)
+        return d == 64 ? pick_had8_d<64, 8>(bits, x_half) : d == 128 ? pick_had8_d<128, 8>(bits, x_half)
+               : d == 256 ? pick_had8_d<256, 8>(bits, x_half) : NULL;
+    return d == 64 ? pick_had8_d<64, 4>(bits, x_half) : d == 128 ? pick_had8_d<128, 4>(bits, x_half) : NULL;
 }
 
-/* TQ_CUDA_ENCODE=v1 keeps the one-vector-per-warp k_encode_had (benchmark comparisons; test_cuda checks both). Read
- * on every call so a test can switch it. */
-static bool encode_v1_forced(void)
+/* TQ_CUDA_ENCODE=v1 keeps the one-vector-per-warp k_encode_had, lpv8 the 8-lanes-per-vector k_encode_had8 at every d
+ * (benchmark comparisons; test_cuda checks all three). Read on every call so a test can switch it. */
+static bool encode_forced(const char *what)
 {
     const char *e = getenv("TQ_CUDA_ENCODE");
-    return e && !strcmp(e, "v1");
+    return e && !strcmp(e, what);
 }
 
 extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out)
@@ -680,18 +696,17 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
     int warps;
     long blocks;
     int E = p.d / 32;
-    k_had8 k8 = p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && !encode_v1_forced()
-                ? pick_had8(p.d, p.bits, x_half) : NULL;
+    int vpw = 0;
+    k_had8 k8 = p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && !encode_forced("v1")
+                ? pick_had8(p.d, p.bits, x_half, encode_forced("lpv8"), &vpw) : NULL;
     if (k8) {
-        static int grid_max = 0; /* resident blocks on the device, once: the grid strides over the rest */
-        if (!grid_max) {
-            int dev = 0, sm = 0, bps = 0;
-            TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
-            TQ_CU(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-            TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k8, 256, 0), "cudaOccupancy");
-            grid_max = sm * (bps > 0 ? bps : 1);
-        }
-        long need = (n + 31) / 32; /* 32 vectors per block and step */
+        /* resident blocks on the device: the grid strides over the rest */
+        int dev = 0, sm = 0, bps = 0;
+        TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
+        TQ_CU(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k8, 256, 0), "cudaOccupancy");
+        long grid_max = (long)sm * (bps > 0 ? bps : 1);
+        long need = (n + 8 * vpw - 1) / (8 * vpw); /* 8 warps of vpw vectors per block and step */
         k8<<<(unsigned)(need < grid_max ? need : grid_max), 256>>>(p, x, n, out->codes, out->norms);
     } else if (p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && (E == 2 || E == 4 || E == 8) &&
         E * p.bits <= 32) {
