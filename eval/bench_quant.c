@@ -1,8 +1,10 @@
 /* bench_quant.c: CPU throughput of turbo-mse and turbo-prod (d = 128, b = 3, 1M vectors; dense and Hadamard) next to
  * the sgemm roofline of the same run — the rotation matmul alone, 1M x 128 x 128. Validates each configuration
  * (fast codes against the scalar reference, D_mse against theory) before timing; writes results/bench/quant_cpu.md.
- * Environment: BENCH_N (vectors, default 1048576), BENCH_REPS (best of, default 3), BENCH_OUT (output path). */
+ * Environment: BENCH_N (vectors, default 1048576), BENCH_REPS (at least this many runs, default 3; each encoder runs
+ * ~1.5 s worth, up to 20, and reports its best), BENCH_OUT (output path). */
 #include <cblas.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include "rng.h"
 #include "rotation.h"
 #include "tq.h"
+#include "turbo_simd.h"
 
 static double now(void)
 {
@@ -128,31 +131,59 @@ int main(void)
     double gflops = 2.0 * n * d * d / t_gemm / 1e9;
     free(y);
 
-    struct { const tq_format *f; int rot; double enc, encdec, dm; } cfg[4] = {
-        {&tq_format_turbo_mse, TQ_ROT_DENSE, 0, 0, 0}, {&tq_format_turbo_mse, TQ_ROT_HADAMARD, 0, 0, 0},
-        {&tq_format_turbo_prod, TQ_ROT_DENSE, 0, 0, 0}, {&tq_format_turbo_prod, TQ_ROT_HADAMARD, 0, 0, 0}};
+    struct { const tq_format *f; int rot; double enc, encdec, dm; int runs, portable; double enc_fresh; } cfg[5] = {
+        {&tq_format_turbo_mse, TQ_ROT_DENSE, 0, 0, 0, 0, 0, 0}, {&tq_format_turbo_mse, TQ_ROT_HADAMARD, 0, 0, 0, 0, 0, 0},
+        {&tq_format_turbo_prod, TQ_ROT_DENSE, 0, 0, 0, 0, 0, 0}, {&tq_format_turbo_prod, TQ_ROT_HADAMARD, 0, 0, 0, 0, 0, 0},
+        {&tq_format_turbo_mse, TQ_ROT_HADAMARD, 0, 0, 0, 0, 1, 0}};
+    /* the fifth row: the same Hadamard turbo-mse through the portable path, where the AVX-512 one runs */
+    const int avx512 = tq_had_avx512_cpu(), ncfg = avx512 ? 5 : 4;
     float *xh = malloc(sizeof(float) * (size_t)n * d);
-    for (int c = 0; c < 4; c++) {
-        tq_qparams p;
-        tq_qparams_default(&p, cfg[c].f->method, bits);
-        p.rotation = cfg[c].rot;
-        p.seed = 1;
-        if (validate(cfg[c].f, &p, x, n < 4096 ? (int)n : 4096, d, &cfg[c].dm)) return 1;
-        cfg[c].enc = cfg[c].encdec = 1e30;
-        for (int k = 0; k < reps; k++) {
-            tq_codes codes;
-            memset(&codes, 0, sizeof codes);
-            double t0 = now();
-            if (cfg[c].f->encode(&p, id0, x, (int)n, d, &codes)) {
-                fprintf(stderr, "bench: %s\n", tq_error_msg());
-                return 1;
+    /* Two passes. "fresh": every run's codes sections come from new mmap'd pages, as in a process that encodes once
+     * (on this VM freed pages go back to the host, so a fresh 50 MB section costs ~10 ms of page faults and zeroing
+     * that vary run to run). "steady": the allocator keeps freed memory (mallopt: no mmap, no trim), as in a process
+     * that encodes slice after slice; calloc then zeroes recycled memory itself. The targets are judged on steady. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            mallopt(M_MMAP_MAX, 0);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+        for (int c = 0; c < ncfg; c++) {
+            int was = tq_had_avx512_disable(cfg[c].portable);
+            tq_qparams p;
+            tq_qparams_default(&p, cfg[c].f->method, bits);
+            p.rotation = cfg[c].rot;
+            p.seed = 1;
+            if (pass == 0 && validate(cfg[c].f, &p, x, n < 4096 ? (int)n : 4096, d, &cfg[c].dm)) return 1;
+            double enc = 1e30, encdec = 1e30;
+            /* at least `reps` runs and at least ~1.5 s of them (up to 20): a 50 ms encode on a shared VM needs more
+             * samples than a 0.7 s one for its minimum to mean the same thing */
+            int want = reps;
+            for (int k = 0; k < want; k++) {
+                tq_codes codes;
+                memset(&codes, 0, sizeof codes);
+                double t0 = now();
+                if (cfg[c].f->encode(&p, id0, x, (int)n, d, &codes)) {
+                    fprintf(stderr, "bench: %s\n", tq_error_msg());
+                    return 1;
+                }
+                double t1 = now();
+                cfg[c].f->decode(&codes, xh);
+                double t2 = now();
+                tq_codes_free(&codes);
+                if (t1 - t0 < enc) enc = t1 - t0;
+                if (t2 - t0 < encdec) encdec = t2 - t0;
+                if (k == 0) {
+                    int more = (int)(1.5 / (t2 - t0 > 1e-6 ? t2 - t0 : 1e-6));
+                    want = more > want ? (more < 20 ? more : 20) : want;
+                }
             }
-            double t1 = now();
-            cfg[c].f->decode(&codes, xh);
-            double t2 = now();
-            tq_codes_free(&codes);
-            if (t1 - t0 < cfg[c].enc) cfg[c].enc = t1 - t0;
-            if (t2 - t0 < cfg[c].encdec) cfg[c].encdec = t2 - t0;
+            tq_had_avx512_disable(was);
+            if (pass == 0) cfg[c].enc_fresh = enc;
+            else {
+                cfg[c].enc = enc;
+                cfg[c].encdec = encdec;
+                cfg[c].runs = want;
+            }
         }
     }
     free(xh);
@@ -170,28 +201,45 @@ int main(void)
     int len = 0;
     len += snprintf(buf + len, sizeof buf - len,
                     "# CPU quantization throughput (eval/bench_quant.c)\n\n"
-                    "d = %d, b = %d, %ld vectors (%.3f GB as fp16), best of %d; %ld CPU cores online, %d OpenMP "
+                    "d = %d, b = %d, %ld vectors (%.3f GB as fp16), roofline best of %d, encoders best of `runs`; "
+                    "%ld CPU cores online, %d OpenMP "
                     "threads, OpenBLAS; %s %s; load average at the end %.2f.\n\n"
                     "Roofline: the rotation matmul alone (cblas_sgemm %ld x %d x %d): %.3f s = %.1f GFLOP/s = "
                     "%.3g vectors/s. Blocked (1024-row single-threaded sgemm per OpenMP thread, as the encoders "
                     "run it): %.3f s = %.1f GFLOP/s.\n\n"
                     "| method | rotation | encode s | encode vec/s | encode GB/s | encode / sgemm roofline | "
-                    "encode / blocked sgemm | encode+decode s | enc+dec vec/s | dmse (first 4096) |\n"
-                    "|---|---|---|---|---|---|---|---|---|---|\n",
+                    "encode / blocked sgemm | encode+decode s | enc+dec vec/s | dmse (first 4096) | runs | "
+                    "encode s, fresh pages |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                     d, bits, n, gb, reps, sysconf(_SC_NPROCESSORS_ONLN), threads, un.sysname, un.machine, load[0], n,
                     d, d, t_gemm, gflops, n / t_gemm, t_blk, 2.0 * n * d * d / t_blk / 1e9);
-    for (int c = 0; c < 4; c++)
-        len += snprintf(buf + len, sizeof buf - len, "| %s | %s | %.3f | %.3g | %.2f | %.0f%% | %.0f%% | %.3f | %.3g | %.5f |\n",
-                        cfg[c].f->name, cfg[c].rot == TQ_ROT_DENSE ? "dense" : "hadamard", cfg[c].enc, n / cfg[c].enc,
-                        gb / cfg[c].enc, 100 * t_gemm / cfg[c].enc, 100 * t_blk / cfg[c].enc, cfg[c].encdec, n / cfg[c].encdec, cfg[c].dm);
+    for (int c = 0; c < ncfg; c++)
+        len += snprintf(buf + len, sizeof buf - len,
+                        "| %s | %s | %.3f | %.3g | %.2f | %.0f%% | %.0f%% | %.3f | %.3g | %.5f | %d | %.3f |\n",
+                        cfg[c].f->name,
+                        cfg[c].rot == TQ_ROT_DENSE ? "dense"
+                        : cfg[c].portable          ? "hadamard (portable path)"
+                        : avx512 && cfg[c].f == &tq_format_turbo_mse ? "hadamard (AVX-512 path)"
+                                                   : "hadamard",
+                        cfg[c].enc, n / cfg[c].enc, gb / cfg[c].enc, 100 * t_gemm / cfg[c].enc,
+                        100 * t_blk / cfg[c].enc, cfg[c].encdec, n / cfg[c].encdec, cfg[c].dm, cfg[c].runs,
+                        cfg[c].enc_fresh);
     len += snprintf(buf + len, sizeof buf - len,
-                    "\nHadamard vs dense encode speed-up: turbo-mse %.2fx, turbo-prod %.2fx (turbo-prod keeps two dense "
+                    "\nHadamard vs dense encode speed-up: turbo-mse %.2fx (%.2fx with fresh pages), turbo-prod %.2fx "
+                    "(turbo-prod keeps two dense "
                     "d x d products — the QJL projection S r and the inverse rotation for the residual — whatever the "
                     "rotation).\n\nTargets (issue 3): dense turbo-mse encode >= 70%% of the sgemm roofline: %s (blocked: "
                     "%s); Hadamard >= 5x faster than dense: %s.\n",
-                    cfg[0].enc / cfg[1].enc, cfg[2].enc / cfg[3].enc, t_gemm / cfg[0].enc >= 0.7 ? "met" : "not met",
+                    cfg[0].enc / cfg[1].enc, cfg[0].enc_fresh / cfg[1].enc_fresh, cfg[2].enc / cfg[3].enc,
+                    t_gemm / cfg[0].enc >= 0.7 ? "met" : "not met",
                     t_blk / cfg[0].enc >= 0.7 ? "met" : "not met",
                     cfg[0].enc / cfg[1].enc >= 5 ? "met" : "not met");
+    if (avx512)
+        len += snprintf(buf + len, sizeof buf - len,
+                        "\nHadamard turbo-mse on this CPU runs the AVX-512 encoder (lib/turbo_avx512.c); through the "
+                        "portable path (what CPUs without AVX-512 run, same bytes) it is %.2fx the dense path, and the "
+                        "AVX-512 encoder is %.2fx the portable one.\n",
+                        cfg[0].enc / cfg[4].enc, cfg[4].enc / cfg[1].enc);
     fputs(buf, stdout);
     mkdir("results", 0777);
     mkdir("results/bench", 0777);
