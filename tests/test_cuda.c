@@ -625,7 +625,10 @@ int main(void)
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, 64, 1, 50);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 3, 3, 100, 3, 2);
-        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3); /* the 64-token-tile kernel */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3); /* the tensor-core kernel */
+        setenv("TQ_CUDA_ATTN", "t64", 1); /* the same shape through the 64-token-tile CUDA-core kernel */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
+        unsetenv("TQ_CUDA_ATTN");
         check_fp16(128, 1, 4, 2, 200);
         tq_cuda_release();
         TQ_TEST_END();
@@ -656,6 +659,15 @@ int main(void)
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 16, 2, 2049, 4, 1);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 1500, 2, 4);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 700, 1, 2);
+    /* 3-bit keys and values at d = 128 in 4-head groups run k_attn_mma (tensor cores, fp16 operands): two batches, two
+     * sub-groups, L not a multiple of its 64-token tile, both rotations; then the same shapes through t64 */
+    for (int v = 0; v < 2; v++) {
+        if (v) setenv("TQ_CUDA_ATTN", "t64", 1);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 8, 2, 777, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 65, 3, 3);
+    }
+    unsetenv("TQ_CUDA_ATTN");
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);
     tq_cuda_release();

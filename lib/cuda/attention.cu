@@ -354,6 +354,282 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
     }
 }
 
+/* ---- tensor-core split kernel: d = 128, 4 query heads per kv head, 3-bit turbo-mse keys and 3-bit values ----------
+ * k_attn_codes_t64 is bound by its CUDA-core FMAs and one codebook shuffle per code. Here both products run on the
+ * tensor cores (mma.sync m16n8k16, fp16 operands, fp32 accumulation) over 64-token tiles that each warp streams into
+ * shared memory with cp.async one tile ahead. Scores: M = 16 tokens, N = 8 heads (4 real, 4 zero), K = 16 coordinates;
+ * P.V: M = 16 coordinates, N = 8 heads, K = 16 tokens. A code pair decodes with one shift, one LOP3 and one shared
+ * load from a pair table (64 entries of two fp16 centroids, replicated per lane so the loads never conflict).
+ *  - keys: the coordinate order inside the dot product is free, so lane (g, t) of the mma takes the 32 coordinates
+ *    [32t, 32t + 32) of its tokens (96 contiguous bits of the row): its A-fragment pairs at k-step s are coordinates
+ *    32t + 4s + {0,1} and {2,3}; the rotated query is laid out the same way once per block (B fragments in registers).
+ *  - values: fragment pairs run along tokens, so a lane decodes (token, coordinate pair) as usual and two PRMTs swap
+ *    halves between two tokens' pairs. Rows g / g+8 of m-tile j are coordinates 16g + 2j and +1, so lane g's 8 pairs
+ *    are the 48 contiguous bits [48g, 48g + 48) of each value row.
+ *  - the scores' C fragment (tokens x heads) is written to shared memory as fp16 P = exp2(s - m) * value norm and read
+ *    back as the B fragment of P.V (heads x tokens); the online softmax state per head lives in the lanes holding that
+ *    head's columns, which are exactly the columns of the P.V accumulators they rescale.
+ * fp16 query, centroids and probabilities: outputs within ~1e-4 relative of the fp32 kernels (the test's bound is
+ * 1e-3); t64 stays the reference for every other shape and for TQ_CUDA_ATTN=t64. */
+#define MMA_TT 64
+#define MMA_RK 48 /* bytes of a 3-bit row of 128 codes */
+#define MMA_SMEM (2 * 64 * 32 * 4 + NWARP * (2 * 2 * MMA_TT * MMA_RK + 2 * MMA_TT * 4 + 4 * MMA_TT * 2))
+
+__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int bytes)
+{
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+/* The pair-table byte address of the 6-bit field at bit O of the 64/96-bit little-endian chunk w[]: field * 128 (64
+ * entries of 32 lanes x 4 bytes) | lane * 4. O is a compile-time constant after unrolling: one shift (or funnel
+ * shift when the field straddles two words) and one LOP3. */
+template <int O>
+__device__ __forceinline__ uint32_t pair_addr(const uint32_t *w, uint32_t lane4)
+{
+    constexpr int wi = O / 32, sh = O % 32;
+    uint32_t x;
+    if constexpr (sh + 6 > 32) x = __funnelshift_r(w[wi], w[wi + 1], sh - 7);
+    else if constexpr (sh >= 7) x = w[wi] >> (sh - 7);
+    else x = w[wi] << (7 - sh);
+    return (x & (63u << 7)) | lane4;
+}
+
+__device__ __forceinline__ uint32_t lds_u32(const uint8_t *base, uint32_t off)
+{
+    return *(const uint32_t *)(base + off);
+}
+
+__global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
+{
+    constexpr int D = 128, GT = 4, TT = MMA_TT, RK = MMA_RK, RW = RK / 4;
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint8_t *ktab = smem, *vtab = smem + 64 * 32 * 4;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
+    uint8_t *wbase = smem + 2 * 64 * 32 * 4 + warp * (2 * 2 * TT * RK + 2 * TT * 4 + 4 * TT * 2);
+    uint8_t *kst = wbase, *vst = wbase + 2 * TT * RK;                /* [2 stages][TT rows][RK bytes] each */
+    float *nks = (float *)(wbase + 4 * TT * RK), *nvs = nks + TT;     /* this tile's key and value norms */
+    __half *ps = (__half *)(nvs + TT);                                /* [GT heads][TT tokens] P x value norm */
+    for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
+        int e = idx >> 5;
+        __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
+        __half2 vp = __halves2half2(__float2half_rn(a.vcent[e & 7]), __float2half_rn(a.vcent[e >> 3]));
+        ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
+        ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
+    }
+    __syncthreads();
+    int s = blockIdx.x, kvh = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
+    int h0 = kvh * a.G + sub * GT;
+    const uint32_t lane4 = (uint32_t)lane << 2;
+    /* B fragments of the query: n = head g (zero beyond GT), k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
+    uint32_t qb[8][2];
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            __half2 h = __float2half2_rn(0.0f);
+            if (g < GT) {
+                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + g) * D + 32 * tg + 4 * ks + 2 * j;
+                h = __floats2half2_rn(qp[0], qp[1]);
+            }
+            qb[ks][j] = *(uint32_t *)&h;
+        }
+    long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
+    long base = ((long)b * a.Hkv + kvh) * a.L;
+    /* softmax state of heads 2 tg, 2 tg + 1 (real for tg < 2) and the P.V accumulators: m-tile j, C fragment
+     * (coordinate 16 g + 2 j (+1 for [2], [3]), head 2 tg (+1 for [1], [3])) */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    const uint8_t *kg = a.kv.k_codes, *vg = a.kv.v_codes;
+    auto issue = [&](long t0, int stg) { /* one tile's key and value rows into stage stg; rows past end zero-filled */
+#pragma unroll
+        for (int j = 0; j < TT * RK / 16 / 32; j++) {
+            int c = lane + 32 * j, row = c / 3;
+            int ok = t0 + row < end ? 16 : 0;
+            size_t off = (size_t)(base + t0) * RK + (ok ? 16 * c : 0);
+            cp_async16(kst + stg * TT * RK + 16 * c, kg + off, ok);
+            cp_async16(vst + stg * TT * RK + 16 * c, vg + off, ok);
+        }
+        cp_async_commit();
+    };
+    float nk0 = 0.f, nk1 = 0.f, nv0 = 0.f, nv1 = 0.f; /* norms of tokens lane and lane + 32 of the next tile */
+    auto norms = [&](long t0) {
+        long ta = t0 + lane, tb = ta + 32;
+        nk0 = ta < end ? tq_cu_half(a.kv.k_norms[base + ta]) : 0.0f;
+        nv0 = ta < end ? tq_cu_half(a.kv.v_norms[base + ta]) : 0.0f;
+        nk1 = tb < end ? tq_cu_half(a.kv.k_norms[base + tb]) : 0.0f;
+        nv1 = tb < end ? tq_cu_half(a.kv.v_norms[base + tb]) : 0.0f;
+    };
+    long t0 = start + warp * TT;
+    if (t0 < end) {
+        issue(t0, 0);
+        norms(t0);
+    }
+    for (int it = 0; t0 < end; t0 += NWARP * TT, it++) {
+        const int stg = it & 1;
+        nks[lane] = nk0; nks[lane + 32] = nk1; nvs[lane] = nv0; nvs[lane + 32] = nv1;
+        const long tn = t0 + NWARP * TT;
+        if (tn < end) {
+            issue(tn, stg ^ 1);
+            norms(tn);
+        } else cp_async_commit(); /* an empty group keeps the wait count uniform */
+        cp_async_wait<1>();
+        __syncwarp();
+        const uint32_t *kr = (const uint32_t *)(kst + stg * TT * RK), *vr = (const uint32_t *)(vst + stg * TT * RK);
+        /* scores: m-tile mt = tokens 16 mt + g (C [0], [1]) and + 8 ([2], [3]), heads 2 tg, 2 tg + 1 */
+        float sc[4][4];
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
+            uint32_t wa[3], wb[3];
+#pragma unroll
+            for (int i = 0; i < 3; i++) {
+                wa[i] = kr[(16 * mt + g) * RW + 3 * tg + i];
+                wb[i] = kr[(16 * mt + g + 8) * RW + 3 * tg + i];
+            }
+#pragma unroll
+            for (int ks = 0; ks < 8; ks++) {
+                uint32_t a0, a1, a2, a3;
+#define TQ_PAIRS(O)                                                                                                   \
+    a0 = lds_u32(ktab, pair_addr<O>(wa, lane4));                                                                      \
+    a1 = lds_u32(ktab, pair_addr<O>(wb, lane4));                                                                      \
+    a2 = lds_u32(ktab, pair_addr<O + 6>(wa, lane4));                                                                  \
+    a3 = lds_u32(ktab, pair_addr<O + 6>(wb, lane4));
+                switch (ks) { /* the bit offsets as template constants */
+                case 0: TQ_PAIRS(0) break;
+                case 1: TQ_PAIRS(12) break;
+                case 2: TQ_PAIRS(24) break;
+                case 3: TQ_PAIRS(36) break;
+                case 4: TQ_PAIRS(48) break;
+                case 5: TQ_PAIRS(60) break;
+                case 6: TQ_PAIRS(72) break;
+                default: TQ_PAIRS(84) break;
+                }
+#undef TQ_PAIRS
+                mma16816(sc[mt], a0, a1, a2, a3, qb[ks][0], qb[ks][1]);
+            }
+        }
+        /* online softmax for the lane's two heads over the tile's 64 tokens */
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int tok = 16 * mt + g + 8 * r;
+                bool ok = t0 + tok < end;
+                float nk = nks[tok];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    float x = ok ? sc[mt][2 * r + h] * nk : -INFINITY;
+                    sc[mt][2 * r + h] = x;
+                    mx[h] = fmaxf(mx[h], x);
+                }
+            }
+        float alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) mx[h] = fmaxf(mx[h], __shfl_xor_sync(TQ_FULL_MASK, mx[h], o));
+            float mnew = fmaxf(m[h], mx[h]); /* finite: token t0 is valid */
+            alpha[h] = exp2f(m[h] - mnew);
+            m[h] = mnew;
+            l[h] *= alpha[h];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            acc[j][0] *= alpha[0]; acc[j][2] *= alpha[0];
+            acc[j][1] *= alpha[1]; acc[j][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int tok = 16 * mt + g + 8 * r;
+                float nv = nvs[tok];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    float p = exp2f(sc[mt][2 * r + h] - m[h]); /* 0 for a missing token */
+                    l[h] += p;
+                    if (tg < 2) ps[(2 * tg + h) * TT + tok] = __float2half_rn(p * nv);
+                }
+            }
+        __syncwarp();
+        /* P.V: k-step kk = tokens 16 kk + 2 tg, +1 (A cols low) and + 8, + 9 (high); m-tile j = coordinates 16 g + 2 j,
+         * + 1: the 6-bit field at bit 48 g + 6 j of the value row, normalised to bit 6 j by a runtime funnel shift */
+        const int vw = (3 * g) >> 1, vsh = 16 * (g & 1);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t b0 = 0, b1 = 0;
+            if (g < GT) {
+                b0 = *(const uint32_t *)&ps[g * TT + 16 * kk + 2 * tg];
+                b1 = *(const uint32_t *)&ps[g * TT + 16 * kk + 2 * tg + 8];
+            }
+            uint32_t w[4][2];
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                int tok = 16 * kk + 2 * tg + (r & 1) + 8 * (r >> 1);
+                uint32_t lo = vr[tok * RW + vw], hi = vr[tok * RW + vw + 1];
+                w[r][0] = __funnelshift_r(lo, hi, vsh);
+                w[r][1] = hi >> vsh;
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                uint32_t x[4];
+#define TQ_VP(O)                                                                                                      \
+    for (int r = 0; r < 4; r++) x[r] = lds_u32(vtab, pair_addr<O>(w[r], lane4));
+                switch (j) {
+                case 0: TQ_VP(0) break;
+                case 1: TQ_VP(6) break;
+                case 2: TQ_VP(12) break;
+                case 3: TQ_VP(18) break;
+                case 4: TQ_VP(24) break;
+                case 5: TQ_VP(30) break;
+                case 6: TQ_VP(36) break;
+                default: TQ_VP(42) break;
+                }
+#undef TQ_VP
+                mma16816(acc[j], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
+                         __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), b0, b1);
+            }
+        }
+        __syncwarp(); /* stage stg, the norms and ps are rewritten next */
+    }
+    cp_async_wait<0>();
+    int split = s * NWARP + warp;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float ls = l[h];
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) ls += __shfl_xor_sync(TQ_FULL_MASK, ls, o);
+        int hh = 2 * tg + h;
+        if (hh >= GT) continue;
+        size_t bh = (size_t)b * a.Hq + h0 + hh;
+        if (g == 0) {
+            a.pm[bh * a.NS + split] = m[h];
+            a.pl[bh * a.NS + split] = ls;
+        }
+        float *pa = a.pacc + (bh * a.NS + split) * D + 16 * g;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            pa[2 * j] = acc[j][h];
+            pa[2 * j + 1] = acc[j][2 + h];
+        }
+    }
+}
+
 /* The fp16 baseline with the same split structure: scores lane = token from the fp16 key row, values lane = 1/32 of
  * the coordinates. No rotation, no norms. */
 template <int D, int GT>
@@ -587,15 +863,13 @@ static attn_kernel pick_kb(int kb)
 }
 
 /* Benchmark switch, so one run can time the variants side by side: TQ_CUDA_ATTN=v1 keeps k_attn_codes for every
- * shape (and its split plan); TQ_CUDA_ATTN=t64-plan16 runs k_attn_codes_t64 with k_attn_codes's split plan. */
+ * shape (and its split plan); TQ_CUDA_ATTN=t64-plan16 runs k_attn_codes_t64 with k_attn_codes's split plan;
+ * TQ_CUDA_ATTN=t64 keeps k_attn_codes_t64 where the tensor-core k_attn_mma would run. Read on every call (cheap) so a
+ * test can switch it. */
 static int attn_mode(void)
 {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("TQ_CUDA_ATTN");
-        mode = !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : 0;
-    }
-    return mode;
+    const char *e = getenv("TQ_CUDA_ATTN");
+    return !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : !strcmp(e, "t64") ? 3 : 0;
 }
 static bool attn_v1_forced(void) { return attn_mode() == 1; }
 
@@ -627,8 +901,20 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     long chunk;
     int nsplit;
     bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
-    int bps = 0; /* blocks per SM of the 64-token-tile kernel, when it is the one that runs */
-    if (kv && d == 128 && GT == 4 && !prod && attn_mode() == 0) {
+    int bps = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs */
+    /* the tensor-core kernel: d = 128, 4-head groups, 3-bit turbo-mse keys and 3-bit values */
+    bool use_mma = kv && d == 128 && GT == 4 && !prod && a->s.key_bits == 3 && a->s.value_bits == 3 &&
+                   attn_mode() == 0;
+    if (use_mma) {
+        static bool attr_set = false;
+        if (!attr_set) {
+            TQ_CU(cudaFuncSetAttribute(k_attn_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM),
+                  "cudaFuncSetAttribute");
+            attr_set = true;
+        }
+        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k_attn_mma, NWARP * 32, MMA_SMEM),
+              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    } else if (kv && d == 128 && GT == 4 && !prod && (attn_mode() == 0 || attn_mode() == 3)) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
         if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
             (void)cudaGetLastError();
@@ -671,7 +957,8 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
-    kern<<<grid, NWARP * 32>>>(args); \
+    if (use_mma) k_attn_mma<<<grid, NWARP * 32, MMA_SMEM>>>(args); \
+    else kern<<<grid, NWARP * 32>>>(args); \
     k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
     switch (d) {
     case 64: TQ_D(64) break;
