@@ -407,6 +407,14 @@ __device__ __forceinline__ uint32_t pair_addr(const uint32_t *w, uint32_t lane4)
     return (x & (63u << 7)) | lane4;
 }
 
+/* 2^x in one MUFU (ex2.approx.ftz: within 2 ulp; subnormal results flush to 0, far below fp16's P resolution) */
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ uint32_t lds_u32(const uint8_t *base, uint32_t off)
 {
     return *(const uint32_t *)(base + off);
@@ -465,13 +473,15 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
         }
         cp_async_commit();
     };
-    float nk0 = 0.f, nk1 = 0.f, nv0 = 0.f, nv1 = 0.f; /* norms of tokens lane and lane + 32 of the next tile */
+    /* fp16 norms of tokens lane and lane + 32 of the next tile, kept raw: converting them at once would wait a
+     * whole DRAM latency for the load (ncu: long-scoreboard stalls); they are converted a tile later */
+    uint16_t nk0 = 0, nk1 = 0, nv0 = 0, nv1 = 0;
     auto norms = [&](long t0) {
         long ta = t0 + lane, tb = ta + 32;
-        nk0 = ta < end ? tq_cu_half(a.kv.k_norms[base + ta]) : 0.0f;
-        nv0 = ta < end ? tq_cu_half(a.kv.v_norms[base + ta]) : 0.0f;
-        nk1 = tb < end ? tq_cu_half(a.kv.k_norms[base + tb]) : 0.0f;
-        nv1 = tb < end ? tq_cu_half(a.kv.v_norms[base + tb]) : 0.0f;
+        nk0 = ta < end ? __ldg(a.kv.k_norms + base + ta) : (uint16_t)0;
+        nv0 = ta < end ? __ldg(a.kv.v_norms + base + ta) : (uint16_t)0;
+        nk1 = tb < end ? __ldg(a.kv.k_norms + base + tb) : (uint16_t)0;
+        nv1 = tb < end ? __ldg(a.kv.v_norms + base + tb) : (uint16_t)0;
     };
     long t0 = start + warp * TT;
     if (t0 < end) {
@@ -480,7 +490,8 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
     }
     for (int it = 0; t0 < end; t0 += NWARP * TT, it++) {
         const int stg = it & 1;
-        nks[lane] = nk0; nks[lane + 32] = nk1; nvs[lane] = nv0; nvs[lane + 32] = nv1;
+        nks[lane] = tq_cu_half(nk0); nks[lane + 32] = tq_cu_half(nk1);
+        nvs[lane] = tq_cu_half(nv0); nvs[lane + 32] = tq_cu_half(nv1);
         const long tn = t0 + NWARP * TT;
         if (tn < end) {
             issue(tn, stg ^ 1);
@@ -491,17 +502,22 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
         const uint32_t *kr = (const uint32_t *)(kst + stg * TT * RK), *vr = (const uint32_t *)(vst + stg * TT * RK);
         /* scores: m-tile mt = tokens 16 mt + g (C [0], [1]) and + 8 ([2], [3]), heads 2 tg, 2 tg + 1 */
         float sc[4][4];
+        uint32_t kw[4][2][3]; /* the lane's 96 bits of rows g and g + 8 of each m-tile */
 #pragma unroll
         for (int mt = 0; mt < 4; mt++) {
             sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
-            uint32_t wa[3], wb[3];
 #pragma unroll
             for (int i = 0; i < 3; i++) {
-                wa[i] = kr[(16 * mt + g) * RW + 3 * tg + i];
-                wb[i] = kr[(16 * mt + g + 8) * RW + 3 * tg + i];
+                kw[mt][0][i] = kr[(16 * mt + g) * RW + 3 * tg + i];
+                kw[mt][1][i] = kr[(16 * mt + g + 8) * RW + 3 * tg + i];
             }
+        }
+        /* k-steps outside, m-tiles inside: four independent accumulator chains in flight */
 #pragma unroll
-            for (int ks = 0; ks < 8; ks++) {
+        for (int ks = 0; ks < 8; ks++) {
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                const uint32_t *wa = kw[mt][0], *wb = kw[mt][1];
                 uint32_t a0, a1, a2, a3;
 #define TQ_PAIRS(O)                                                                                                   \
     a0 = lds_u32(ktab, pair_addr<O>(wa, lane4));                                                                      \
@@ -544,14 +560,17 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
 #pragma unroll
             for (int o = 4; o < 32; o <<= 1) mx[h] = fmaxf(mx[h], __shfl_xor_sync(TQ_FULL_MASK, mx[h], o));
             float mnew = fmaxf(m[h], mx[h]); /* finite: token t0 is valid */
-            alpha[h] = exp2f(m[h] - mnew);
+            alpha[h] = fast_exp2(m[h] - mnew);
             m[h] = mnew;
             l[h] *= alpha[h];
         }
+        /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
+        if (__any_sync(TQ_FULL_MASK, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            acc[j][0] *= alpha[0]; acc[j][2] *= alpha[0];
-            acc[j][1] *= alpha[1]; acc[j][3] *= alpha[1];
+            for (int j = 0; j < 8; j++) {
+                acc[j][0] *= alpha[0]; acc[j][2] *= alpha[0];
+                acc[j][1] *= alpha[1]; acc[j][3] *= alpha[1];
+            }
         }
 #pragma unroll
         for (int mt = 0; mt < 4; mt++)
@@ -561,7 +580,7 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
                 float nv = nvs[tok];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    float p = exp2f(sc[mt][2 * r + h] - m[h]); /* 0 for a missing token */
+                    float p = fast_exp2(sc[mt][2 * r + h] - m[h]); /* 0 for a missing token */
                     l[h] += p;
                     if (tg < 2) ps[(2 * tg + h) * TT + tok] = __float2half_rn(p * nv);
                 }
