@@ -373,7 +373,9 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
  * 1e-3); t64 stays the reference for every other shape and for TQ_CUDA_ATTN=t64. */
 #define MMA_TT 64
 #define MMA_RK 48 /* bytes of a 3-bit row of 128 codes */
-#define MMA_SMEM (2 * 64 * 32 * 4 + NWARP * (2 * 2 * MMA_TT * MMA_RK + 2 * MMA_TT * 4 + 4 * MMA_TT * 2))
+#define MMA_PS (MMA_TT + 2) /* halves per head row of P in shared memory: the 4 heads' reads land in 4 banks */
+#define MMA_WARP_SMEM (2 * 2 * MMA_TT * MMA_RK + 2 * MMA_TT * 4 + 4 * MMA_PS * 2) /* a multiple of 16 */
+#define MMA_SMEM (2 * 64 * 32 * 4 + NWARP * MMA_WARP_SMEM)
 
 __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                          uint32_t b1)
@@ -426,10 +428,11 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *ktab = smem, *vtab = smem + 64 * 32 * 4;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
-    uint8_t *wbase = smem + 2 * 64 * 32 * 4 + warp * (2 * 2 * TT * RK + 2 * TT * 4 + 4 * TT * 2);
+    static_assert(MMA_WARP_SMEM % 16 == 0, "cp.async destinations need 16-byte alignment");
+    uint8_t *wbase = smem + 2 * 64 * 32 * 4 + warp * MMA_WARP_SMEM;
     uint8_t *kst = wbase, *vst = wbase + 2 * TT * RK;                /* [2 stages][TT rows][RK bytes] each */
     float *nks = (float *)(wbase + 4 * TT * RK), *nvs = nks + TT;     /* this tile's key and value norms */
-    __half *ps = (__half *)(nvs + TT);                                /* [GT heads][TT tokens] P x value norm */
+    __half *ps = (__half *)(nvs + TT);                                /* [GT heads][MMA_PS] P x value norm */
     for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
         int e = idx >> 5;
         __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
@@ -441,35 +444,46 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
     int s = blockIdx.x, kvh = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
     int h0 = kvh * a.G + sub * GT;
     const uint32_t lane4 = (uint32_t)lane << 2;
-    /* B fragments of the query: n = head g (zero beyond GT), k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
+    /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
+     * gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
     uint32_t qb[8][2];
 #pragma unroll
     for (int ks = 0; ks < 8; ks++)
 #pragma unroll
         for (int j = 0; j < 2; j++) {
             __half2 h = __float2half2_rn(0.0f);
-            if (g < GT) {
-                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + g) * D + 32 * tg + 4 * ks + 2 * j;
+            if (!(g & 1)) {
+                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(qp[0], qp[1]);
             }
             qb[ks][j] = *(uint32_t *)&h;
         }
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
     long base = ((long)b * a.Hkv + kvh) * a.L;
-    /* softmax state of heads 2 tg, 2 tg + 1 (real for tg < 2) and the P.V accumulators: m-tile j, C fragment
-     * (coordinate 16 g + 2 j (+1 for [2], [3]), head 2 tg (+1 for [1], [3])) */
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[8][4];
+    /* softmax state of head tg and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates 16 g + 4 mt + 0..3
+     * (see the P.V step below) */
+    float m = -INFINITY, l = 0.0f, acc[4][4];
 #pragma unroll
-    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     const uint8_t *kg = a.kv.k_codes, *vg = a.kv.v_codes;
     auto issue = [&](long t0, int stg) { /* one tile's key and value rows into stage stg; rows past end zero-filled */
+        const size_t row0 = (size_t)(base + t0) * RK;
+        const uint8_t *ksrc = kg + row0 + 16 * lane, *vsrc = vg + row0 + 16 * lane;
+        uint8_t *kdst = kst + stg * TT * RK + 16 * lane, *vdst = vst + stg * TT * RK + 16 * lane;
+        if (t0 + TT <= end) { /* a whole tile (all but a split's last): immediate offsets, no tests */
 #pragma unroll
-        for (int j = 0; j < TT * RK / 16 / 32; j++) {
-            int c = lane + 32 * j, row = c / 3;
-            int ok = t0 + row < end ? 16 : 0;
-            size_t off = (size_t)(base + t0) * RK + (ok ? 16 * c : 0);
-            cp_async16(kst + stg * TT * RK + 16 * c, kg + off, ok);
-            cp_async16(vst + stg * TT * RK + 16 * c, vg + off, ok);
+            for (int j = 0; j < TT * RK / 16 / 32; j++) {
+                cp_async16(kdst + 512 * j, ksrc + 512 * j, 16);
+                cp_async16(vdst + 512 * j, vsrc + 512 * j, 16);
+            }
+        } else {
+            const int lim = (int)(end - t0);
+#pragma unroll
+            for (int j = 0; j < TT * RK / 16 / 32; j++) {
+                const bool ok = (lane + 32 * j) / 3 < lim; /* a missing row reads nothing from row 0's address */
+                cp_async16(kdst + 512 * j, ok ? ksrc + 512 * j : kg + row0, ok ? 16 : 0);
+                cp_async16(vdst + 512 * j, ok ? vsrc + 512 * j : vg + row0, ok ? 16 : 0);
+            }
         }
         cp_async_commit();
     };
@@ -488,6 +502,9 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
         issue(t0, 0);
         norms(t0);
     }
+    /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [48 g, 48 g + 48) of a row; a runtime funnel
+     * shift brings them to bit 0 */
+    const int vw = (3 * g) >> 1, vsh = 16 * (g & 1), hp = g >> 1, pe = 16 * (g & 1);
     for (int it = 0; t0 < end; t0 += NWARP * TT, it++) {
         const int stg = it & 1;
         nks[lane] = tq_cu_half(nk0); nks[lane + 32] = tq_cu_half(nk1);
@@ -500,7 +517,7 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
         cp_async_wait<1>();
         __syncwarp();
         const uint32_t *kr = (const uint32_t *)(kst + stg * TT * RK), *vr = (const uint32_t *)(vst + stg * TT * RK);
-        /* scores: m-tile mt = tokens 16 mt + g (C [0], [1]) and + 8 ([2], [3]), heads 2 tg, 2 tg + 1 */
+        /* scores: m-tile mt, C [0] = token 16 mt + g, [2] = token 16 mt + g + 8, head tg ([1], [3]: zero columns) */
         float sc[4][4];
         uint32_t kw[4][2][3]; /* the lane's 96 bits of rows g and g + 8 of each m-tile */
 #pragma unroll
@@ -538,38 +555,29 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
                 mma16816(sc[mt], a0, a1, a2, a3, qb[ks][0], qb[ks][1]);
             }
         }
-        /* online softmax for the lane's two heads over the tile's 64 tokens */
-        float mx[2] = {-INFINITY, -INFINITY};
+        /* online softmax of head tg over the tile's 64 tokens */
+        const int lim = end - t0 < TT ? (int)(end - t0) : TT;
+        float mx = -INFINITY;
 #pragma unroll
         for (int mt = 0; mt < 4; mt++)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int tok = 16 * mt + g + 8 * r;
-                bool ok = t0 + tok < end;
-                float nk = nks[tok];
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    float x = ok ? sc[mt][2 * r + h] * nk : -INFINITY;
-                    sc[mt][2 * r + h] = x;
-                    mx[h] = fmaxf(mx[h], x);
-                }
+                float x = tok < lim ? sc[mt][2 * r] * nks[tok] : -INFINITY;
+                sc[mt][2 * r] = x;
+                mx = fmaxf(mx, x);
             }
-        float alpha[2];
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-#pragma unroll
-            for (int o = 4; o < 32; o <<= 1) mx[h] = fmaxf(mx[h], __shfl_xor_sync(TQ_FULL_MASK, mx[h], o));
-            float mnew = fmaxf(m[h], mx[h]); /* finite: token t0 is valid */
-            alpha[h] = fast_exp2(m[h] - mnew);
-            m[h] = mnew;
-            l[h] *= alpha[h];
-        }
+        for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL_MASK, mx, o));
+        const float mnew = fmaxf(m, mx); /* finite: token t0 is valid */
+        const float alpha = fast_exp2(m - mnew);
+        m = mnew;
+        l *= alpha;
         /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
-        if (__any_sync(TQ_FULL_MASK, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+        if (__any_sync(TQ_FULL_MASK, alpha != 1.0f)) {
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                acc[j][0] *= alpha[0]; acc[j][2] *= alpha[0];
-                acc[j][1] *= alpha[1]; acc[j][3] *= alpha[1];
+            for (int j = 0; j < 4; j++) {
+                acc[j][0] *= alpha; acc[j][1] *= alpha; acc[j][2] *= alpha; acc[j][3] *= alpha;
             }
         }
 #pragma unroll
@@ -577,51 +585,46 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int tok = 16 * mt + g + 8 * r;
-                float nv = nvs[tok];
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    float p = fast_exp2(sc[mt][2 * r + h] - m[h]); /* 0 for a missing token */
-                    l[h] += p;
-                    if (tg < 2) ps[(2 * tg + h) * TT + tok] = __float2half_rn(p * nv);
-                }
+                float p = fast_exp2(sc[mt][2 * r] - m); /* 0 for a missing token */
+                l += p;
+                ps[tg * MMA_PS + tok] = __float2half_rn(p * nvs[tok]);
             }
         __syncwarp();
-        /* P.V: k-step kk = tokens 16 kk + 2 tg, +1 (A cols low) and + 8, + 9 (high); m-tile j = coordinates 16 g + 2 j,
-         * + 1: the 6-bit field at bit 48 g + 6 j of the value row, normalised to bit 6 j by a runtime funnel shift */
-        const int vw = (3 * g) >> 1, vsh = 16 * (g & 1);
+        /* P.V with the coordinate parity folded into K and N: K = 8 tokens x parity e', N = 4 heads x parity e,
+         * B[(t, e')][(h, e)] = P[h][t] if e' = e else 0, A[pair p][(t, e')] = V[t][2p + e'], so an A pair is one
+         * table entry as it comes (two consecutive coordinates of one token) and C[p][(h, e)] = O[h][2p + e].
+         * k-step ks: tokens 8 ks + tg (A/B low) and + 4 (high); m-tile mt rows g / g + 8 = pairs 8 g + 2 mt and + 1,
+         * the fields at bits 12 mt and 12 mt + 6 of the lane's normalised value chunk. Lane (g, tg) builds B column
+         * g = (head g/2, parity g%2): P in the low or high half. */
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t b0 = 0, b1 = 0;
-            if (g < GT) {
-                b0 = *(const uint32_t *)&ps[g * TT + 16 * kk + 2 * tg];
-                b1 = *(const uint32_t *)&ps[g * TT + 16 * kk + 2 * tg + 8];
-            }
-            uint32_t w[4][2];
+        for (int ks = 0; ks < 8; ks++) {
+            const int ta = 8 * ks + tg, tb = ta + 4;
+            uint32_t b0 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + ta]) << pe;
+            uint32_t b1 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + tb]) << pe;
+            uint32_t w[2][2];
 #pragma unroll
-            for (int r = 0; r < 4; r++) {
-                int tok = 16 * kk + 2 * tg + (r & 1) + 8 * (r >> 1);
+            for (int r = 0; r < 2; r++) {
+                int tok = r ? tb : ta;
                 uint32_t lo = vr[tok * RW + vw], hi = vr[tok * RW + vw + 1];
                 w[r][0] = __funnelshift_r(lo, hi, vsh);
                 w[r][1] = hi >> vsh;
             }
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                uint32_t x[4];
+            for (int mt = 0; mt < 4; mt++) {
+                uint32_t x0, x1, x2, x3;
 #define TQ_VP(O)                                                                                                      \
-    for (int r = 0; r < 4; r++) x[r] = lds_u32(vtab, pair_addr<O>(w[r], lane4));
-                switch (j) {
+    x0 = lds_u32(vtab, pair_addr<O>(w[0], lane4));                                                                    \
+    x1 = lds_u32(vtab, pair_addr<O + 6>(w[0], lane4));                                                                \
+    x2 = lds_u32(vtab, pair_addr<O>(w[1], lane4));                                                                    \
+    x3 = lds_u32(vtab, pair_addr<O + 6>(w[1], lane4));
+                switch (mt) {
                 case 0: TQ_VP(0) break;
-                case 1: TQ_VP(6) break;
-                case 2: TQ_VP(12) break;
-                case 3: TQ_VP(18) break;
-                case 4: TQ_VP(24) break;
-                case 5: TQ_VP(30) break;
-                case 6: TQ_VP(36) break;
-                default: TQ_VP(42) break;
+                case 1: TQ_VP(12) break;
+                case 2: TQ_VP(24) break;
+                default: TQ_VP(36) break;
                 }
 #undef TQ_VP
-                mma16816(acc[j], __byte_perm(x[0], x[1], 0x5410), __byte_perm(x[0], x[1], 0x7632),
-                         __byte_perm(x[2], x[3], 0x5410), __byte_perm(x[2], x[3], 0x7632), b0, b1);
+                mma16816(acc[mt], x0, x1, x2, x3, b0, b1);
             }
         }
         __syncwarp(); /* stage stg, the norms and ps are rewritten next */
@@ -629,26 +632,16 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
     cp_async_wait<0>();
     int split = s * NWARP + warp;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        float ls = l[h];
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) ls += __shfl_xor_sync(TQ_FULL_MASK, ls, o);
-        int hh = 2 * tg + h;
-        if (hh >= GT) continue;
-        size_t bh = (size_t)b * a.Hq + h0 + hh;
-        if (g == 0) {
-            a.pm[bh * a.NS + split] = m[h];
-            a.pl[bh * a.NS + split] = ls;
-        }
-        float *pa = a.pacc + (bh * a.NS + split) * D + 16 * g;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            pa[2 * j] = acc[j][h];
-            pa[2 * j + 1] = acc[j][2 + h];
-        }
+    for (int o = 4; o < 32; o <<= 1) l += __shfl_xor_sync(TQ_FULL_MASK, l, o);
+    size_t bh = (size_t)b * a.Hq + h0 + tg;
+    if (g == 0) {
+        a.pm[bh * a.NS + split] = m;
+        a.pl[bh * a.NS + split] = l;
     }
+    float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + 16 * g);
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) pa[mt] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
 }
-
 /* The fp16 baseline with the same split structure: scores lane = token from the fp16 key row, values lane = 1/32 of
  * the coordinates. No rotation, no norms. */
 template <int D, int GT>
