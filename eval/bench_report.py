@@ -63,8 +63,8 @@ def main():
             txt = f.read()
         lines = [l.rstrip() for l in txt.splitlines() if l.strip() and not l.startswith("==")]
         first = next((i for i, l in enumerate(lines) if l.startswith("  void ") or l.startswith("  k_")), 0)
-        keep = ("void ", "Duration", "Throughput", "Occupancy", "Block Limit Registers", "Elapsed Cycles", "Issue",
-                "Pipe", "IPC")
+        keep = ("void ", "  k_", "Duration", "Throughput", "Occupancy", "Block Limit Registers", "Elapsed Cycles",
+                "Issue", "Pipe", "IPC")  # "  k_": kernels that are no templates print without "void"
         o += [l for l in lines[first:] if any(k in l for k in keep)][:120]
     except OSError:
         o.append("(no ncu output)")
