@@ -158,6 +158,21 @@ __device__ __forceinline__ int encode_one(const float *thr, int ncent, float y)
     return i;
 }
 
+/* tq_fwht's stages h0 .. E/2 inside one lane's E consecutive coordinates (lower index a + b, upper a - b). */
+template <int E>
+__device__ __forceinline__ void fwht_lane(float *y, int h0)
+{
+#pragma unroll
+    for (int h = h0; h < E; h <<= 1)
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            if (!(e & h)) {
+                float a = y[e], b = y[e + h];
+                y[e] = __fadd_rn(a, b);
+                y[e + h] = __fsub_rn(a, b);
+            }
+}
+
 /* Fast path of the most common case, Hadamard turbo-mse with E = d/32 coordinates per lane and E * bits <= 32: one
  * warp per vector, coordinates [lane*E, lane*E + E) in registers. The butterflies with h < E run inside a lane, the
  * rest through shuffles (the lower index of a pair gets a + b, the upper a - b: tq_fwht's operations exactly); the
@@ -222,15 +237,7 @@ __global__ void __launch_bounds__(256) k_encode_had(QP p, const void *x, int x_h
         float y[E];
 #pragma unroll
         for (int e = 0; e < E; e++) y[e] = __fmul_rn(xv[e], sg[e]);
-#pragma unroll
-        for (int h = 1; h < E; h <<= 1)
-#pragma unroll
-            for (int e = 0; e < E; e++)
-                if (!(e & h)) {
-                    float a = y[e], b = y[e + h];
-                    y[e] = __fadd_rn(a, b);
-                    y[e + h] = __fsub_rn(a, b);
-                }
+        fwht_lane<E>(y, 1);
 #pragma unroll
         for (int hl = 1; hl < 32; hl <<= 1) {
             bool hi = lane & hl;
@@ -352,15 +359,7 @@ __global__ void __launch_bounds__(256, LPV == 4 ? 2 : D == 256 ? 1 : 3) k_encode
             y[e] = fmaf(xv[e + 1], sg[e + 1], a);
             y[e + 1] = fmaf(-xv[e + 1], sg[e + 1], a);
         }
-#pragma unroll
-        for (int h = 2; h < E; h <<= 1)
-#pragma unroll
-            for (int e = 0; e < E; e++)
-                if (!(e & h)) {
-                    float a = y[e], b = y[e + h];
-                    y[e] = __fadd_rn(a, b);
-                    y[e + h] = __fsub_rn(a, b);
-                }
+        fwht_lane<E>(y, 2);
 #pragma unroll
         for (int e = 0; e < E; e++) y[e] = fmaf(y[e], s1, __shfl_xor_sync(TQ_FULL_MASK, y[e], 1));
 #pragma unroll
