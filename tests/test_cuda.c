@@ -379,9 +379,10 @@ static void check_had_inputs(int d, int bits, long n)
 static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, int Hkv, long L, int kbits, int vbits)
 {
     char what[160];
-    snprintf(what, sizeof what, "attention %s %s d=%d B=%d Hq=%d Hkv=%d L=%ld kbits=%d vbits=%d",
+    const char *mode = getenv("TQ_CUDA_ATTN");
+    snprintf(what, sizeof what, "attention %s %s d=%d B=%d Hq=%d Hkv=%d L=%ld kbits=%d vbits=%d%s%s",
              key_method == TQ_M_TURBO_PROD ? "turbo-prod" : "turbo-mse", rot_kind == TQ_ROT_DENSE ? "dense" : "hadamard",
-             d, B, Hq, Hkv, L, kbits, vbits);
+             d, B, Hq, Hkv, L, kbits, vbits, mode ? " " : "", mode ? mode : "");
     size_t nr = rot_kind == TQ_ROT_DENSE ? (size_t)d * d : (size_t)d;
     float *krot = malloc(sizeof(float) * nr * Hkv), *vrot = malloc(sizeof(float) * nr * Hkv);
     float *kS = malloc(sizeof(float) * (size_t)d * d * Hkv);
@@ -626,6 +627,12 @@ int main(void)
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 3, 3, 100, 3, 2);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3); /* the tensor-core kernel */
+        /* k_attn_mma's other instantiations: 4-bit tables (16 copies), turbo-prod's sign mma, 2 and 1 heads a block */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 4, 4);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 4, 2, 300, 2, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 2, 2, 300, 3, 3);
+        setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the k_attn_mma template in place of k_attn_mma33 */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
         setenv("TQ_CUDA_ATTN", "t64", 1); /* the same shape through the 64-token-tile CUDA-core kernel */
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
         unsetenv("TQ_CUDA_ATTN");
@@ -667,6 +674,25 @@ int main(void)
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 8, 2, 777, 3, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 65, 3, 3);
     }
+    unsetenv("TQ_CUDA_ATTN");
+    /* k_attn_mma's other instantiations (d = 128): turbo-mse 2/2 and 4/4 bits, turbo-prod 1+1/2, 2+1/3, 3+1/4 (the
+     * QJL term as a second mma), 2 heads a block (G = 2, 6) and 1 (MHA, G = 3); then the same shapes through the fp32
+     * kernels (TQ_CUDA_ATTN=t64: k_attn_codes_t64 / k_attn_codes). L not a multiple of 64 everywhere. */
+    for (int v = 0; v < 2; v++) {
+        if (v) setenv("TQ_CUDA_ATTN", "t64", 1);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 2, 2);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 2, 8, 2, 777, 4, 4);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 1, 2);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 2, 3);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 3, 4);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 2, 1000, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 12, 2, 513, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 2, 2, 1000, 3, 3);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 2, 777, 2, 3);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 6, 2, 300, 2, 3);
+    }
+    setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the template's 3-bit turbo-mse 4-head form, which k_attn_mma33 replaces */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 3, 3);
     unsetenv("TQ_CUDA_ATTN");
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);

@@ -354,28 +354,53 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
     }
 }
 
-/* ---- tensor-core split kernel: d = 128, 4 query heads per kv head, 3-bit turbo-mse keys and 3-bit values ----------
+/* ---- tensor-core split kernel: d = 128, packed turbo-mse (or turbo-prod) keys and turbo-mse values -------------
  * k_attn_codes_t64 is bound by its CUDA-core FMAs and one codebook shuffle per code. Here both products run on the
  * tensor cores (mma.sync m16n8k16, fp16 operands, fp32 accumulation) over 64-token tiles that each warp streams into
  * shared memory with cp.async one tile ahead. Scores: M = 16 tokens, N = 8 heads (4 real, 4 zero), K = 16 coordinates;
  * P.V: M = 16 coordinates, N = 8 heads, K = 16 tokens. A code pair decodes with one shift, one LOP3 and one shared
- * load from a pair table (64 entries of two fp16 centroids, replicated per lane so the loads never conflict).
+ * load from a pair table (2^(2 bits) entries of two fp16 centroids, replicated per lane so the loads never conflict;
+ * 4-bit tables, 256 entries, are replicated 16 times to fit: lanes l and l + 16 share a copy, a 2-way conflict when
+ * their entries have the same parity).
  *  - keys: the coordinate order inside the dot product is free, so lane (g, t) of the mma takes the 32 coordinates
- *    [32t, 32t + 32) of its tokens (96 contiguous bits of the row): its A-fragment pairs at k-step s are coordinates
- *    32t + 4s + {0,1} and {2,3}; the rotated query is laid out the same way once per block (B fragments in registers).
- *  - values: fragment pairs run along tokens, so a lane decodes (token, coordinate pair) as usual and two PRMTs swap
- *    halves between two tokens' pairs. Rows g / g+8 of m-tile j are coordinates 16g + 2j and +1, so lane g's 8 pairs
- *    are the 48 contiguous bits [48g, 48g + 48) of each value row.
+ *    [32t, 32t + 32) of its tokens (32 KB contiguous bits of the row): its A-fragment pairs at k-step s are
+ *    coordinates 32t + 4s + {0,1} and {2,3}; the rotated query is laid out the same way once per block (B fragments
+ *    in registers).
+ *  - turbo-prod keys (KB = b - 1 MSE bits): the QJL term is one more mma per k-step with the same coordinate order:
+ *    lane (g, t)'s 32 signs are word t of the token's 16-byte sign row; a pair of them becomes two fp16 +-1 with a
+ *    shift and one LOP3 (sign_pair: the pairs are coordinates 15 - s and 31 - s, s = 0..15, not 4s + {0,1}), and the B
+ *    operand is S q (k_prep) laid out in that order. score = ||k|| <q, c> + gamma <Sq, z>
+ *    with sqrt(pi/2)/d, 1/sqrt(d) and log2 e folded into Sq by k_prep, as in k_attn_codes.
+ *  - values: fragment pairs run along tokens, so a lane decodes (token, coordinate pair) as usual. Rows g / g+8 of
+ *    m-tile j are coordinates 16g + 2j and +1, so lane g's 8 pairs are the 16 VB contiguous bits [16 VB g, ...) of
+ *    each value row.
  *  - the scores' C fragment (tokens x heads) is written to shared memory as fp16 P = exp2(s - m) * value norm and read
  *    back as the B fragment of P.V (heads x tokens); the online softmax state per head lives in the lanes holding that
  *    head's columns, which are exactly the columns of the P.V accumulators they rescale.
- * fp16 query, centroids and probabilities: outputs within ~1e-4 relative of the fp32 kernels (the test's bound is
- * 1e-3); t64 stays the reference for every other shape and for TQ_CUDA_ATTN=t64. */
+ *  - GT query heads per block (4, 2 or 1): B columns of heads >= GT are zero and their outputs are not written, so
+ *    MHA and GQA-2 read each kv row once per query head group like GQA-4 (the tensor cores have the idle width).
+ * fp16 query, centroids and probabilities: outputs within ~6e-4 relative of exact (the test's bound is 1e-3); t64 and
+ * k_attn_codes stay the reference for every other shape and for TQ_CUDA_ATTN=t64. */
 #define MMA_TT 64
-#define MMA_RK 48 /* bytes of a 3-bit row of 128 codes */
 #define MMA_PS (MMA_TT + 2) /* halves per head row of P in shared memory: the 4 heads' reads land in 4 banks */
-#define MMA_WARP_SMEM (2 * 2 * MMA_TT * MMA_RK + 2 * MMA_TT * 4 + 4 * MMA_PS * 2) /* a multiple of 16 */
-#define MMA_SMEM (2 * 64 * 32 * 4 + NWARP * MMA_WARP_SMEM)
+
+/* pair table of B-bit codes: 2^(2B) entries, REP copies (lane mod REP reads its own); SH = log2 of an entry's bytes */
+template <int B> struct MmaTab {
+    static constexpr int REP = B == 4 ? 16 : 32, SH = B == 4 ? 6 : 7, BYTES = (1 << (2 * B)) * REP * 4;
+};
+/* Shared memory: ALIGN = false: [key table][value table][NWARP warp areas]; a table address is the table's base plus
+ * (field << SH | lane copy). ptxas keeps that base in an ordinary register in most instantiations and adds it before
+ * every lookup (IMAD.IADD, ~280 per tile). ALIGN = true (turbo-prod, where the smem fits): [warp areas][the larger
+ * table at the first shared address aligned to its size][the smaller after it], so base | field | lane is one LOP3
+ * with the base folded into the lane term; up to one table's size is reserved for the alignment. */
+template <int KB, int VB, bool PROD> struct MmaCfg {
+    static constexpr int RK = 16 * KB, RV = 16 * VB, RS = PROD ? 16 : 0; /* row bytes: keys, values, signs */
+    static constexpr bool ALIGN = PROD;
+    static constexpr int KT = MmaTab<KB>::BYTES, VT = MmaTab<VB>::BYTES, BIG = KT > VT ? KT : VT;
+    static constexpr int TABS = ALIGN ? 2 * BIG + KT + VT - BIG : KT + VT; /* with room to align the larger */
+    static constexpr int WARP = 2 * MMA_TT * (RK + RV + RS) + (PROD ? 3 : 2) * MMA_TT * 4 + 4 * MMA_PS * 2;
+    static constexpr int SMEM = TABS + NWARP * WARP;
+};
 
 __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                          uint32_t b1)
@@ -395,18 +420,18 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
-/* The pair-table byte address of the 6-bit field at bit O of the 64/96-bit little-endian chunk w[]: field * 128 (64
- * entries of 32 lanes x 4 bytes) | lane * 4. O is a compile-time constant after unrolling: one shift (or funnel
- * shift when the field straddles two words) and one LOP3. */
-template <int O>
-__device__ __forceinline__ uint32_t pair_addr(const uint32_t *w, uint32_t lane4)
+/* The pair-table byte address of the FW-bit field at bit O of the little-endian chunk w[]: field << SH (an entry's
+ * REP copies) | the lane's copy. O is a compile-time constant after unrolling: one shift (or funnel shift when the
+ * field straddles two words) and one LOP3. */
+template <int O, int FW, int SH>
+__device__ __forceinline__ uint32_t pair_addr(const uint32_t *w, uint32_t lanet)
 {
     constexpr int wi = O / 32, sh = O % 32;
     uint32_t x;
-    if constexpr (sh + 6 > 32) x = __funnelshift_r(w[wi], w[wi + 1], sh - 7);
-    else if constexpr (sh >= 7) x = w[wi] >> (sh - 7);
-    else x = w[wi] << (7 - sh);
-    return (x & (63u << 7)) | lane4;
+    if constexpr (sh + FW > 32) x = __funnelshift_r(w[wi], w[wi + 1], sh - SH);
+    else if constexpr (sh >= SH) x = w[wi] >> (sh - SH);
+    else x = w[wi] << (SH - sh);
+    return (x & (((1u << FW) - 1) << SH)) | lanet;
 }
 
 /* 2^x in one MUFU (ex2.approx.ftz: within 2 ulp; subnormal results flush to 0, far below fp16's P resolution) */
@@ -417,19 +442,363 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
-__device__ __forceinline__ uint32_t lds_u32(const uint8_t *base, uint32_t off)
+/* a 32-bit shared load at base + off; the base as a shared-window address (the explicit form lets ptxas keep it in a
+ * uniform register and fold it into the LDS: [R+UR], no add per lookup) */
+__device__ __forceinline__ uint32_t lds_u32(uint32_t base, uint32_t off)
+{
+    uint32_t v;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(base + off));
+    return v;
+}
+
+/* one table of pairs (c[e & m], c[e >> B]) as fp16, REP copies per entry */
+template <int B>
+__device__ __forceinline__ void mma_table(uint8_t *tab, const float *cent)
+{
+    constexpr int REP = MmaTab<B>::REP, N = (1 << (2 * B)) * REP;
+    for (int idx = threadIdx.x; idx < N; idx += blockDim.x) {
+        int e = idx / REP;
+        __half2 p = __halves2half2(__float2half_rn(cent[e & ((1 << B) - 1)]), __float2half_rn(cent[e >> B]));
+        ((uint32_t *)tab)[idx] = *(uint32_t *)&p;
+    }
+}
+
+/* the lane's KB words of a key row (rows of 16 KB bytes): vector loads where KB is even, so a quarter-warp's rows
+ * fall in distinct banks */
+template <int KB>
+__device__ __forceinline__ void key_words(uint32_t *w, const uint32_t *row, int tg)
+{
+    if constexpr (KB == 2) {
+        uint2 v = *(const uint2 *)(row + 2 * tg);
+        w[0] = v.x; w[1] = v.y;
+    } else if constexpr (KB == 4) {
+        uint4 v = *(const uint4 *)(row + 4 * tg);
+        w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < KB; i++) w[i] = row[KB * tg + i];
+    }
+}
+
+/* key A fragment of k-step KS (pairs at bits 4 KS KB and 4 KS KB + 2 KB of the lane's chunks wa / wb) and its mma */
+template <int KS, int B, int SH>
+__device__ __forceinline__ void mma_key_step(float *c, uint32_t tab, const uint32_t *wa, const uint32_t *wb,
+                                             uint32_t lanet, uint32_t b0, uint32_t b1)
+{
+    constexpr int O = 4 * KS * B, FW = 2 * B;
+    uint32_t a0 = lds_u32(tab, pair_addr<O, FW, SH>(wa, lanet));
+    uint32_t a1 = lds_u32(tab, pair_addr<O, FW, SH>(wb, lanet));
+    uint32_t a2 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wa, lanet));
+    uint32_t a3 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wb, lanet));
+    mma16816(c, a0, a1, a2, a3, b0, b1);
+}
+
+/* value A fragment of m-tile MT (pairs at bits 4 MT VB and + 2 VB of the lane's chunks of tokens a and b) */
+template <int MT, int B, int SH>
+__device__ __forceinline__ void mma_value_step(float *c, uint32_t tab, const uint32_t *wa, const uint32_t *wb,
+                                               uint32_t lanet, uint32_t b0, uint32_t b1)
+{
+    constexpr int O = 4 * MT * B, FW = 2 * B;
+    uint32_t x0 = lds_u32(tab, pair_addr<O, FW, SH>(wa, lanet));
+    uint32_t x1 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wa, lanet));
+    uint32_t x2 = lds_u32(tab, pair_addr<O, FW, SH>(wb, lanet));
+    uint32_t x3 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wb, lanet));
+    mma16816(c, x0, x1, x2, x3, b0, b1);
+}
+
+/* the QJL signs (bit set: +1) of coordinates 15 - S and 31 - S of a lane's 32-sign word as a pair of fp16 +-1: shifted
+ * to bits 15 and 31 they are the halves' sign bits, so one LOP3 ((x & 0x80008000) ^ bits of (-1, -1)) builds the pair */
+template <int S>
+__device__ __forceinline__ uint32_t sign_pair(uint32_t w)
+{
+    return ((w << S) & 0x80008000u) ^ 0xBC00BC00u;
+}
+
+/* k-step KS of the scores for the four m-tiles (independent accumulator chains), and the QJL term beside it */
+template <int KS, int KB, int SH, bool PROD>
+__device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], uint32_t ktab,
+                                               uint32_t (*kw)[2][KB], uint32_t (*sw)[2], uint32_t lanek,
+                                               uint32_t (*qb)[2], uint32_t (*sb)[2])
+{
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) {
+        mma_key_step<KS, KB, SH>(sc[mt], ktab, kw[mt][0], kw[mt][1], lanek, qb[KS][0], qb[KS][1]);
+        if constexpr (PROD)
+            mma16816(ss[mt], sign_pair<2 * KS>(sw[mt][0]), sign_pair<2 * KS>(sw[mt][1]),
+                     sign_pair<2 * KS + 1>(sw[mt][0]), sign_pair<2 * KS + 1>(sw[mt][1]), sb[KS][0], sb[KS][1]);
+    }
+}
+
+template <int KB, int VB, bool PROD, int GT>
+__global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 : 3) k_attn_mma(AttnArgs a)
+{
+    using C = MmaCfg<KB, VB, PROD>;
+    constexpr int D = 128, TT = MMA_TT, RK = C::RK, RV = C::RV, RS = C::RS, RKW = RK / 4, RVW = RV / 4;
+    constexpr int KSH = MmaTab<KB>::SH, VSH = MmaTab<VB>::SH;
+    static_assert(C::WARP % 16 == 0 && C::TABS % 16 == 0, "cp.async destinations need 16-byte alignment");
+    static_assert(C::KT % C::VT == 0 || C::VT % C::KT == 0, "the smaller table must keep the larger's alignment");
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint8_t *ktab = smem, *vtab = smem + C::KT;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
+    uint8_t *wbase = smem + (C::ALIGN ? 0 : C::TABS) + warp * C::WARP;
+    if constexpr (C::ALIGN) {
+        uint8_t *t0 = smem + NWARP * C::WARP;
+        const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(t0);
+        uint8_t *big = t0 + (((s0 + C::BIG - 1) & ~(uint32_t)(C::BIG - 1)) - s0);
+        if (C::KT >= C::VT) {
+            ktab = big;
+            vtab = big + C::KT;
+        } else {
+            vtab = big;
+            ktab = big + C::VT;
+        }
+    }
+    uint8_t *kst = wbase, *vst = kst + 2 * TT * RK, *sst = vst + 2 * TT * RV; /* [2 stages][TT rows][row bytes] */
+    float *nks = (float *)(sst + 2 * TT * RS), *nvs = nks + TT, *nrs = nvs + TT; /* this tile's norms (and gammas) */
+    __half *ps = (__half *)(nvs + (PROD ? 2 : 1) * TT);                         /* [4 heads][MMA_PS] P x value norm */
+    /* ALIGN: the tables' bases ride in the lane terms and the lookups add 0 */
+    const uint32_t ktab_a = (uint32_t)__cvta_generic_to_shared(ktab), vtab_a = (uint32_t)__cvta_generic_to_shared(vtab);
+    const uint32_t ktab_s = C::ALIGN ? 0u : ktab_a, vtab_s = C::ALIGN ? 0u : vtab_a;
+    mma_table<KB>(ktab, a.kcent);
+    mma_table<VB>(vtab, a.vcent);
+    __syncthreads();
+    int s = blockIdx.x, kvh = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
+    int h0 = kvh * a.G + sub * GT;
+    const uint32_t lanek = (C::ALIGN ? ktab_a : 0u) | (uint32_t)(lane & (MmaTab<KB>::REP - 1)) << 2,
+                   lanev = (C::ALIGN ? vtab_a : 0u) | (uint32_t)(lane & (MmaTab<VB>::REP - 1)) << 2;
+    /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
+     * scores' C fragment gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates
+     * 32 tg + 4 ks + {0,1}, {2,3} */
+    uint32_t qb[8][2], sb[PROD ? 8 : 1][2];
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            __half2 h = __float2half2_rn(0.0f), hs = h;
+            if (!(g & 1) && (g >> 1) < GT) {
+                size_t at = ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
+                h = __floats2half2_rn(a.qrot[at], a.qrot[at + 1]);
+                if (PROD) {
+                    const int sh = 2 * ks + j;
+                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg;
+                    hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
+                }
+            }
+            qb[ks][j] = *(uint32_t *)&h;
+            if (PROD) sb[ks][j] = *(uint32_t *)&hs;
+        }
+    long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
+    long base = ((long)b * a.Hkv + kvh) * a.L;
+    /* softmax state of head tg and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates 16 g + 4 mt + 0..3
+     * (see the P.V step below) */
+    float m = -INFINITY, l = 0.0f, acc[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    const uint8_t *kg = a.kv.k_codes, *vg = a.kv.v_codes, *sg = a.kv.k_signs;
+    auto issue = [&](long t0, int stg) { /* one tile's rows into stage stg; rows past end zero-filled */
+        const size_t r0 = (size_t)(base + t0);
+        const uint8_t *ksrc = kg + r0 * RK + 16 * lane, *vsrc = vg + r0 * RV + 16 * lane;
+        uint8_t *kdst = kst + stg * TT * RK + 16 * lane, *vdst = vst + stg * TT * RV + 16 * lane;
+        const uint8_t *ssrc = PROD ? sg + r0 * RS + 16 * lane : NULL;
+        uint8_t *sdst = sst + stg * TT * RS + 16 * lane;
+        if (t0 + TT <= end) { /* a whole tile (all but a split's last): immediate offsets, no tests */
+#pragma unroll
+            for (int j = 0; j < TT * RK / 16 / 32; j++) cp_async16(kdst + 512 * j, ksrc + 512 * j, 16);
+#pragma unroll
+            for (int j = 0; j < TT * RV / 16 / 32; j++) cp_async16(vdst + 512 * j, vsrc + 512 * j, 16);
+            if constexpr (PROD) {
+#pragma unroll
+                for (int j = 0; j < TT * RS / 16 / 32; j++) cp_async16(sdst + 512 * j, ssrc + 512 * j, 16);
+            }
+        } else { /* a missing row reads nothing from the first row's address */
+            const int lim = (int)(end - t0);
+#pragma unroll
+            for (int j = 0; j < TT * RK / 16 / 32; j++) {
+                const bool ok = (lane + 32 * j) / (RK / 16) < lim;
+                cp_async16(kdst + 512 * j, ok ? ksrc + 512 * j : kg + r0 * RK, ok ? 16 : 0);
+            }
+#pragma unroll
+            for (int j = 0; j < TT * RV / 16 / 32; j++) {
+                const bool ok = (lane + 32 * j) / (RV / 16) < lim;
+                cp_async16(vdst + 512 * j, ok ? vsrc + 512 * j : vg + r0 * RV, ok ? 16 : 0);
+            }
+            if constexpr (PROD) {
+#pragma unroll
+                for (int j = 0; j < TT * RS / 16 / 32; j++) {
+                    const bool ok = lane + 32 * j < lim;
+                    cp_async16(sdst + 512 * j, ok ? ssrc + 512 * j : sg + r0 * RS, ok ? 16 : 0);
+                }
+            }
+        }
+        cp_async_commit();
+    };
+    /* fp16 norms of tokens lane and lane + 32 of the next tile, kept raw: converting them at once would wait a
+     * whole DRAM latency for the load (ncu: long-scoreboard stalls); they are converted a tile later */
+    uint16_t nk0 = 0, nk1 = 0, nv0 = 0, nv1 = 0, nr0 = 0, nr1 = 0;
+    auto norms = [&](long t0) {
+        long ta = t0 + lane, tb = ta + 32;
+        nk0 = ta < end ? __ldg(a.kv.k_norms + base + ta) : (uint16_t)0;
+        nv0 = ta < end ? __ldg(a.kv.v_norms + base + ta) : (uint16_t)0;
+        nk1 = tb < end ? __ldg(a.kv.k_norms + base + tb) : (uint16_t)0;
+        nv1 = tb < end ? __ldg(a.kv.v_norms + base + tb) : (uint16_t)0;
+        if (PROD) {
+            nr0 = ta < end ? __ldg(a.kv.k_rnorms + base + ta) : (uint16_t)0;
+            nr1 = tb < end ? __ldg(a.kv.k_rnorms + base + tb) : (uint16_t)0;
+        }
+    };
+    long t0 = start + warp * TT;
+    if (t0 < end) {
+        issue(t0, 0);
+        norms(t0);
+    }
+    /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [16 VB g, 16 VB g + 16 VB) of a row; a
+     * funnel shift brings them to bit 0 (VB = 2, 4: whole words, no shift) */
+    constexpr int NVW = VB > 2 ? 2 : 1;
+    const int vbit = 16 * VB * g, vw = vbit >> 5, vsh = vbit & 31, hp = g >> 1, pe = 16 * (g & 1);
+    for (int it = 0; t0 < end; t0 += NWARP * TT, it++) {
+        const int stg = it & 1;
+        nks[lane] = tq_cu_half(nk0); nks[lane + 32] = tq_cu_half(nk1);
+        nvs[lane] = tq_cu_half(nv0); nvs[lane + 32] = tq_cu_half(nv1);
+        if (PROD) {
+            nrs[lane] = tq_cu_half(nr0);
+            nrs[lane + 32] = tq_cu_half(nr1);
+        }
+        const long tn = t0 + NWARP * TT;
+        if (tn < end) {
+            issue(tn, stg ^ 1);
+            norms(tn);
+        } else cp_async_commit(); /* an empty group keeps the wait count uniform */
+        cp_async_wait<1>();
+        __syncwarp();
+        const uint32_t *kr = (const uint32_t *)(kst + stg * TT * RK), *vr = (const uint32_t *)(vst + stg * TT * RV);
+        const uint32_t *sr = (const uint32_t *)(sst + stg * TT * RS);
+        /* scores: m-tile mt, C [0] = token 16 mt + g, [2] = token 16 mt + g + 8, head tg ([1], [3]: zero columns) */
+        float sc[4][4], ss[PROD ? 4 : 1][4];
+        uint32_t kw[4][2][KB]; /* the lane's 32 KB bits of rows g and g + 8 of each m-tile */
+        uint32_t sw[PROD ? 4 : 1][2];
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
+            key_words<KB>(kw[mt][0], kr + (16 * mt + g) * RKW, tg);
+            key_words<KB>(kw[mt][1], kr + (16 * mt + g + 8) * RKW, tg);
+            if constexpr (PROD) {
+                ss[mt][0] = ss[mt][1] = ss[mt][2] = ss[mt][3] = 0.0f;
+                sw[mt][0] = sr[(16 * mt + g) * 4 + tg];
+                sw[mt][1] = sr[(16 * mt + g + 8) * 4 + tg];
+            }
+        }
+        /* k-steps outside, m-tiles inside */
+        mma_score_step<0, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<1, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<2, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<3, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<4, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<5, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<6, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        mma_score_step<7, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        /* online softmax of head tg over the tile's 64 tokens */
+        const int lim = end - t0 < TT ? (int)(end - t0) : TT;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int tok = 16 * mt + g + 8 * r;
+                float x = sc[mt][2 * r] * nks[tok];
+                if constexpr (PROD) x = fmaf(ss[mt][2 * r], nrs[tok], x);
+                x = tok < lim ? x : -INFINITY;
+                sc[mt][2 * r] = x;
+                mx = fmaxf(mx, x);
+            }
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL_MASK, mx, o));
+        const float mnew = fmaxf(m, mx); /* finite: token t0 is valid */
+        const float alpha = fast_exp2(m - mnew);
+        m = mnew;
+        l *= alpha;
+        /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
+        if (__any_sync(TQ_FULL_MASK, alpha != 1.0f)) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                acc[j][0] *= alpha; acc[j][1] *= alpha; acc[j][2] *= alpha; acc[j][3] *= alpha;
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int tok = 16 * mt + g + 8 * r;
+                float p = fast_exp2(sc[mt][2 * r] - m); /* 0 for a missing token */
+                l += p;
+                ps[tg * MMA_PS + tok] = __float2half_rn(p * nvs[tok]);
+            }
+        __syncwarp();
+        /* P.V with the coordinate parity folded into K and N: K = 8 tokens x parity e', N = 4 heads x parity e,
+         * B[(t, e')][(h, e)] = P[h][t] if e' = e else 0, A[pair p][(t, e')] = V[t][2p + e'], so an A pair is one
+         * table entry as it comes (two consecutive coordinates of one token) and C[p][(h, e)] = O[h][2p + e].
+         * k-step ks: tokens 8 ks + tg (A/B low) and + 4 (high); m-tile mt rows g / g + 8 = pairs 8 g + 2 mt and + 1,
+         * the fields at bits 4 VB mt and 4 VB mt + 2 VB of the lane's normalised value chunk. Lane (g, tg) builds B
+         * column g = (head g/2, parity g%2): P in the low or high half. */
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            const int ta = 8 * ks + tg, tb = ta + 4;
+            uint32_t b0 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + ta]) << pe;
+            uint32_t b1 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + tb]) << pe;
+            uint32_t w[2][2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int tok = r ? tb : ta;
+                uint32_t lo = vr[tok * RVW + vw];
+                if constexpr (NVW == 2) {
+                    uint32_t hi = vr[tok * RVW + vw + 1];
+                    w[r][0] = __funnelshift_r(lo, hi, vsh);
+                    w[r][1] = hi >> vsh;
+                } else {
+                    w[r][0] = lo >> vsh;
+                    w[r][1] = 0;
+                }
+            }
+            mma_value_step<0, VB, VSH>(acc[0], vtab_s, w[0], w[1], lanev, b0, b1);
+            mma_value_step<1, VB, VSH>(acc[1], vtab_s, w[0], w[1], lanev, b0, b1);
+            mma_value_step<2, VB, VSH>(acc[2], vtab_s, w[0], w[1], lanev, b0, b1);
+            mma_value_step<3, VB, VSH>(acc[3], vtab_s, w[0], w[1], lanev, b0, b1);
+        }
+        __syncwarp(); /* stage stg, the norms and ps are rewritten next */
+    }
+    cp_async_wait<0>();
+    int split = s * NWARP + warp;
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) l += __shfl_xor_sync(TQ_FULL_MASK, l, o);
+    if (tg >= GT) return; /* a padding head */
+    size_t bh = (size_t)b * a.Hq + h0 + tg;
+    if (g == 0) {
+        a.pm[bh * a.NS + split] = m;
+        a.pl[bh * a.NS + split] = l;
+    }
+    float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + 16 * g);
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) pa[mt] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
+}
+/* k_attn_mma for 3-bit turbo-mse keys and values in 4-head groups, kept as first written (commit 8553896): the
+ * template below computes the same thing, but ptxas keeps the shared-window base of its pair tables in an ordinary
+ * register there and adds it before each of the 256 table loads of a tile (IMAD.IADD; 0.329 against 0.320 ms at B = 16,
+ * L = 64k), where this form gets [R+UR] addressing. TQ_CUDA_ATTN=mma-t runs the template for this shape instead. */
+#define MMA33_RK 48 /* bytes of a 3-bit row of 128 codes */
+#define MMA33_WARP_SMEM (2 * 2 * MMA_TT * MMA33_RK + 2 * MMA_TT * 4 + 4 * MMA_PS * 2) /* a multiple of 16 */
+#define MMA33_SMEM (2 * 64 * 32 * 4 + NWARP * MMA33_WARP_SMEM)
+__device__ __forceinline__ uint32_t lds33(const uint8_t *base, uint32_t off)
 {
     return *(const uint32_t *)(base + off);
 }
 
-__global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
+__global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
 {
-    constexpr int D = 128, GT = 4, TT = MMA_TT, RK = MMA_RK, RW = RK / 4;
+    constexpr int D = 128, GT = 4, TT = MMA_TT, RK = MMA33_RK, RW = RK / 4;
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *ktab = smem, *vtab = smem + 64 * 32 * 4;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
-    static_assert(MMA_WARP_SMEM % 16 == 0, "cp.async destinations need 16-byte alignment");
-    uint8_t *wbase = smem + 2 * 64 * 32 * 4 + warp * MMA_WARP_SMEM;
+    static_assert(MMA33_WARP_SMEM % 16 == 0, "cp.async destinations need 16-byte alignment");
+    uint8_t *wbase = smem + 2 * 64 * 32 * 4 + warp * MMA33_WARP_SMEM;
     uint8_t *kst = wbase, *vst = wbase + 2 * TT * RK;                /* [2 stages][TT rows][RK bytes] each */
     float *nks = (float *)(wbase + 4 * TT * RK), *nvs = nks + TT;     /* this tile's key and value norms */
     __half *ps = (__half *)(nvs + TT);                                /* [GT heads][MMA_PS] P x value norm */
@@ -537,10 +906,10 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
                 const uint32_t *wa = kw[mt][0], *wb = kw[mt][1];
                 uint32_t a0, a1, a2, a3;
 #define TQ_PAIRS(O)                                                                                                   \
-    a0 = lds_u32(ktab, pair_addr<O>(wa, lane4));                                                                      \
-    a1 = lds_u32(ktab, pair_addr<O>(wb, lane4));                                                                      \
-    a2 = lds_u32(ktab, pair_addr<O + 6>(wa, lane4));                                                                  \
-    a3 = lds_u32(ktab, pair_addr<O + 6>(wb, lane4));
+    a0 = lds33(ktab, pair_addr<O, 6, 7>(wa, lane4));                                                                      \
+    a1 = lds33(ktab, pair_addr<O, 6, 7>(wb, lane4));                                                                      \
+    a2 = lds33(ktab, pair_addr<O + 6, 6, 7>(wa, lane4));                                                                  \
+    a3 = lds33(ktab, pair_addr<O + 6, 6, 7>(wb, lane4));
                 switch (ks) { /* the bit offsets as template constants */
                 case 0: TQ_PAIRS(0) break;
                 case 1: TQ_PAIRS(12) break;
@@ -613,10 +982,10 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma(AttnArgs a)
             for (int mt = 0; mt < 4; mt++) {
                 uint32_t x0, x1, x2, x3;
 #define TQ_VP(O)                                                                                                      \
-    x0 = lds_u32(vtab, pair_addr<O>(w[0], lane4));                                                                    \
-    x1 = lds_u32(vtab, pair_addr<O + 6>(w[0], lane4));                                                                \
-    x2 = lds_u32(vtab, pair_addr<O>(w[1], lane4));                                                                    \
-    x3 = lds_u32(vtab, pair_addr<O + 6>(w[1], lane4));
+    x0 = lds33(vtab, pair_addr<O, 6, 7>(w[0], lane4));                                                                    \
+    x1 = lds33(vtab, pair_addr<O + 6, 6, 7>(w[0], lane4));                                                                \
+    x2 = lds33(vtab, pair_addr<O, 6, 7>(w[1], lane4));                                                                    \
+    x3 = lds33(vtab, pair_addr<O + 6, 6, 7>(w[1], lane4));
                 switch (mt) {
                 case 0: TQ_VP(0) break;
                 case 1: TQ_VP(12) break;
@@ -876,12 +1245,14 @@ static attn_kernel pick_kb(int kb)
 
 /* Benchmark switch, so one run can time the variants side by side: TQ_CUDA_ATTN=v1 keeps k_attn_codes for every
  * shape (and its split plan); TQ_CUDA_ATTN=t64-plan16 runs k_attn_codes_t64 with k_attn_codes's split plan;
- * TQ_CUDA_ATTN=t64 keeps k_attn_codes_t64 where the tensor-core k_attn_mma would run. Read on every call (cheap) so a
+ * TQ_CUDA_ATTN=t64 keeps k_attn_codes_t64 / k_attn_codes where the tensor-core kernels would run; TQ_CUDA_ATTN=mma-t
+ * runs the k_attn_mma template where k_attn_mma33 would (3-bit turbo-mse, 4-head groups). Read on every call (cheap) so a
  * test can switch it. */
 static int attn_mode(void)
 {
     const char *e = getenv("TQ_CUDA_ATTN");
-    return !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : !strcmp(e, "t64") ? 3 : 0;
+    return !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : !strcmp(e, "t64") ? 3
+         : !strcmp(e, "mma-t") ? 4 : 0;
 }
 static bool attn_v1_forced(void) { return attn_mode() == 1; }
 
@@ -902,6 +1273,27 @@ static attn_kernel pick(int gt, bool prod, int kb, int vb)
     return prod ? pick_kb<D, 1, true>(kb) : pick_kb<D, 1, false>(kb);
 }
 
+/* The tensor-core kernel's instantiations (d = 128): turbo-mse keys and values at 2, 3, 4 bits and turbo-prod keys of
+ * 2, 3, 4 bits in all (1, 2, 3 MSE bits + the QJL bit) with values of the same total width, in groups of 4 query heads
+ * (G = 4, 8, ...); the 3-bit pair (turbo-mse 3/3, turbo-prod 2+1/3) also for G = 2 (and 6, 10, ...) and MHA (G odd).
+ * Every other shape: NULL (the CUDA-core kernels). */
+struct mma_pick {
+    attn_kernel k;
+    int smem, gt;
+};
+static mma_pick pick_mma(bool prod, int kb, int vb, int G)
+{
+    int gt = G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1;
+#define TQ_MMA(KB, VB, P, GT)                                                                                         \
+    if (kb == KB && vb == VB && prod == P && gt == GT) return {k_attn_mma<KB, VB, P, GT>, MmaCfg<KB, VB, P>::SMEM, GT};
+    if (kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != 4) return {k_attn_mma33, MMA33_SMEM, 4};
+    TQ_MMA(3, 3, false, 4) TQ_MMA(2, 2, false, 4) TQ_MMA(4, 4, false, 4)
+    TQ_MMA(2, 3, true, 4) TQ_MMA(1, 2, true, 4) TQ_MMA(3, 4, true, 4)
+    TQ_MMA(3, 3, false, 2) TQ_MMA(3, 3, false, 1) TQ_MMA(2, 3, true, 2) TQ_MMA(2, 3, true, 1)
+#undef TQ_MMA
+    return {NULL, 0, 0};
+}
+
 static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, const float *q, const tq_cuda_kv *kv,
                     const uint16_t *k16, const uint16_t *v16, float *out, float **wsp, size_t *ws_bytes, int sm,
                     int rotation, const float *krot, const float *vrot)
@@ -914,17 +1306,24 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     int nsplit;
     bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
     int bps = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs */
-    /* the tensor-core kernel: d = 128, 4-head groups, 3-bit turbo-mse keys and 3-bit values */
-    bool use_mma = kv && d == 128 && GT == 4 && !prod && a->s.key_bits == 3 && a->s.value_bits == 3 &&
-                   attn_mode() == 0;
+    /* the tensor-core kernel where it is instantiated for this shape (pick_mma) */
+    mma_pick mp = {NULL, 0, 0};
+    if (kv && d == 128 && (attn_mode() == 0 || attn_mode() == 4))
+        mp = pick_mma(prod, a->s.key_bits, a->s.value_bits, G);
+    bool use_mma = mp.k != NULL;
     if (use_mma) {
-        static bool attr_set = false;
-        if (!attr_set) {
-            TQ_CU(cudaFuncSetAttribute(k_attn_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM),
+        GT = mp.gt;
+        nsub = G / GT;
+        static attn_kernel attr_set[32];
+        static int n_attr;
+        bool have = false;
+        for (int i = 0; i < n_attr; i++) have |= attr_set[i] == mp.k;
+        if (!have) {
+            TQ_CU(cudaFuncSetAttribute(mp.k, cudaFuncAttributeMaxDynamicSharedMemorySize, mp.smem),
                   "cudaFuncSetAttribute");
-            attr_set = true;
+            if (n_attr < 32) attr_set[n_attr++] = mp.k;
         }
-        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k_attn_mma, NWARP * 32, MMA_SMEM),
+        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     } else if (kv && d == 128 && GT == 4 && !prod && (attn_mode() == 0 || attn_mode() == 3)) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
@@ -966,10 +1365,11 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
 #define TQ_D(DD) \
     k_prep<DD><<<(unsigned)nq, DD>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, sq_scale, qrot, \
                                      prod ? sq : NULL); \
-    if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
+    if (use_mma) kern = mp.k; \
+    else if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
-    if (use_mma) k_attn_mma<<<grid, NWARP * 32, MMA_SMEM>>>(args); \
+    if (use_mma) kern<<<grid, NWARP * 32, mp.smem>>>(args); \
     else kern<<<grid, NWARP * 32>>>(args); \
     k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
     switch (d) {
