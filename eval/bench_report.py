@@ -17,6 +17,36 @@ def load(path):
     return dev, rows
 
 
+def shapes_section(path, sdpa, rows):
+    """k_attn_mma's other instantiations (eval/gpu_run.sh's cuda_<gpu>_shapes.csv): one row per (bits, query heads)."""
+    try:
+        with open(path) as f:
+            srows = list(csv.DictReader(f))
+    except OSError:
+        return []
+    o = ["## Other widths and query-head groups (B = 16, L = 65536, 8 kv heads)", "",
+         "Same run. turbo-prod at b bits = b-1 MSE bits + 1 QJL bit; values turbo-mse at b bits. The 3-bit / 32-head",
+         "row repeats the table above.", "",
+         "| bits | q heads (G) | SDPA fp16 ms | tq fp16 ms | fused turbo-mse ms | fused turbo-prod ms | fused-mse GB/s (% copy) | "
+         "fused-mse vs SDPA | fused-prod vs SDPA |", "|---|---|---|---|---|---|---|---|---|"]
+    main16 = [r for r in rows if r["kind"] == "attn" and int(r["batch"]) == 16 and int(r["tokens"]) == 65536]
+    shapes = sorted({(int(r["bits"]), int(r["q_heads"])) for r in srows if r["bits"] != "0"} | {(3, 32)},
+                    key=lambda x: (x[1] != 32, x[1], x[0]))
+    for bits, hq in shapes:
+        rs = main16 if (bits, hq) == (3, 32) else [r for r in srows if int(r["bits"]) == bits and int(r["q_heads"]) == hq]
+        get = lambda p: next((r for r in rs if r["config"].startswith(p)), None)
+        f16, fm, fp = get("fp16"), get("fused-turbo-mse"), get("fused-turbo-prod")
+        s = sdpa.get((16, 65536)) if hq == 32 else next(
+            (float(r["ms"]) for r in srows if r["bits"] == "0" and int(r["q_heads"]) == hq), None)
+        ms = lambda r: float(r["ms"]) if r else float("nan")
+        sp = lambda a, b: f"{a / b:.2f}x" if a == a and b == b and b > 0 else "n/a"
+        sv = s if s else float("nan")
+        o.append(f"| {bits} | {hq} ({hq // 8}) | {sv:.4f} | {ms(f16):.4f} | {ms(fm):.4f} | {ms(fp):.4f} | "
+                 f"{float(fm['gbs']) if fm else 0:.0f} ({float(fm['pct_copy']) if fm else 0:.0f}%) | "
+                 f"{sp(sv, ms(fm))} | {sp(sv, ms(fp))} |")
+    return o + [""]
+
+
 def main():
     tq_csv, sdpa_csv, ncu_txt, out = sys.argv[1:5]
     dev, rows = load(tq_csv)
@@ -57,7 +87,9 @@ def main():
                  f"{sp(s or float('nan'), ms(fm))} | {sp(ms(dq), ms(fm))} | {sp(s or float('nan'), ms(fp))} |")
     o += ["", "Each fused row was validated before timing: its output equals dequantize-then-attend on the same codes",
           "within 2e-3 relative (fp16 rounding of the dequantized cache); tests/test_cuda.c checks it against a",
-          "double-precision reference within 1e-3.", "", "## Nsight Compute (B = 16, L = 65536)", "", "```"]
+          "double-precision reference within 1e-3.", ""]
+    o += shapes_section(tq_csv[:-4] + "_shapes.csv", sdpa, rows)
+    o += ["## Nsight Compute (B = 16, L = 65536)", "", "```"]
     try:
         with open(ncu_txt) as f:
             txt = f.read()

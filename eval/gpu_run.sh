@@ -51,6 +51,23 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
     csv=results/bench/cuda_$tag.csv
     "$TQB" bench --device cuda -o "$csv" 2>&1 | tee "$OUT/bench.log" || rc=1
     PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py -o results/bench/sdpa_$tag.csv 2>&1 | tee -a "$OUT/bench.log"
+    # k_attn_mma's other instantiations at B = 16, L = 64k: 2- and 4-bit codes, and 8 kv heads under 8 (MHA), 16
+    # (GQA-2) and 64 (GQA-8) query heads at 3 bits with SDPA on the same shapes; merged into cuda_<gpu>_shapes.csv
+    # (bits, q_heads, then tq bench's columns; SDPA rows have bits 0)
+    shapes=results/bench/cuda_${tag}_shapes.csv; tmpx=$(mktemp -d)
+    echo "bits,q_heads,kind,config,batch,tokens,ms,gbs,pct_copy,speedup_vs_fp16,speedup_vs_dequant,check" > "$tmpx/all"
+    for x in "2 32" "4 32" "3 8" "3 16" "3 64"; do
+        b=${x% *}; h=${x#* }
+        "$TQB" bench --device cuda --only attn --batch 16 --tokens 65536 --bits $b --q-heads $h --kv-heads 8 \
+            -o "$tmpx/tq.csv" 2>&1 | tee -a "$OUT/bench.log" || rc=1
+        awk -F, -v b=$b -v h=$h '$1 == "attn" { print b "," h "," $0 }' "$tmpx/tq.csv" >> "$tmpx/all"
+        if [ $b = 3 ]; then
+            PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py --batch 16 --tokens 65536 --q-heads $h --kv-heads 8 \
+                -o "$tmpx/sdpa.csv" 2>&1 | tee -a "$OUT/bench.log"
+            awk -F, -v h=$h '$1 == "attn" { print "0," h "," $0 ",,,,," }' "$tmpx/sdpa.csv" >> "$tmpx/all"
+        fi
+    done
+    mv "$tmpx/all" "$shapes"; rm -rf "$tmpx"
     if [ -n "$NCU" ]; then
         timeout 200 "$NCU" --clock-control none -k regex:k_attn -c 30 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
             --print-summary per-kernel "$TQB" bench --device cuda --only attn --batch 16 --tokens 65536 --iters 1 \
@@ -60,6 +77,6 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
             >> "$OUT/ncu.txt" 2>&1 || echo "ncu encode: rc $?" >> "$OUT/ncu.txt"
     fi
     python3 eval/bench_report.py "$csv" results/bench/sdpa_$tag.csv "$OUT/ncu.txt" results/bench/cuda_$tag.md eval/cuda_notes.md
-    cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$OUT/" 2>/dev/null
+    cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$shapes" "$OUT/" 2>/dev/null
 fi
 exit $rc
