@@ -631,6 +631,7 @@ int main(void)
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 4, 4);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 4, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 2, 2, 300, 3, 3);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 16, 2, 300, 2, 3); /* 8 heads a block */
         setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the k_attn_mma template in place of k_attn_mma33 */
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
         setenv("TQ_CUDA_ATTN", "t64", 1); /* the same shape through the 64-token-tile CUDA-core kernel */
@@ -691,8 +692,13 @@ int main(void)
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 2, 777, 2, 3);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 6, 2, 300, 2, 3);
     }
+    unsetenv("TQ_CUDA_ATTN");
+    /* 8 heads a block (G = 8, and G = 16 as two blocks), 3-bit turbo-mse and turbo-prod */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 16, 2, 777, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 32, 2, 1000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 2, 16, 2, 1000, 2, 3);
     setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the template's 3-bit turbo-mse 4-head form, which k_attn_mma33 replaces */
-    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 8, 2, 4099, 3, 3);
     unsetenv("TQ_CUDA_ATTN");
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);

@@ -377,8 +377,11 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
  *  - the scores' C fragment (tokens x heads) is written to shared memory as fp16 P = exp2(s - m) * value norm and read
  *    back as the B fragment of P.V (heads x tokens); the online softmax state per head lives in the lanes holding that
  *    head's columns, which are exactly the columns of the P.V accumulators they rescale.
- *  - GT query heads per block (4, 2 or 1): B columns of heads >= GT are zero and their outputs are not written, so
- *    MHA and GQA-2 read each kv row once per query head group like GQA-4 (the tensor cores have the idle width).
+ *  - GT query heads per block (8, 4, 2 or 1): GT < 4: B columns of heads >= GT are zero and their outputs are not
+ *    written, so MHA and GQA-2 read each kv row once, like GQA-4 (the tensor cores have the idle width). GT = 8: the
+ *    scores' N = 8 columns are 8 real heads (ordered so lane (g, t) holds heads t and t + 4), P.V runs one mma per
+ *    4-head group on the same decoded value fragment, and a lane keeps two softmax states: GQA-8 reads the cache once
+ *    instead of twice as two 4-head blocks.
  * fp16 query, centroids and probabilities: outputs within ~6e-4 relative of exact (the test's bound is 1e-3); t64 and
  * k_attn_codes stay the reference for every other shape and for TQ_CUDA_ATTN=t64. */
 #define MMA_TT 64
@@ -393,12 +396,13 @@ template <int B> struct MmaTab {
  * every lookup (IMAD.IADD, ~280 per tile). ALIGN = true (turbo-prod, where the smem fits): [warp areas][the larger
  * table at the first shared address aligned to its size][the smaller after it], so base | field | lane is one LOP3
  * with the base folded into the lane term; up to one table's size is reserved for the alignment. */
-template <int KB, int VB, bool PROD> struct MmaCfg {
+template <int KB, int VB, bool PROD, int GT> struct MmaCfg {
     static constexpr int RK = 16 * KB, RV = 16 * VB, RS = PROD ? 16 : 0; /* row bytes: keys, values, signs */
     static constexpr bool ALIGN = PROD;
     static constexpr int KT = MmaTab<KB>::BYTES, VT = MmaTab<VB>::BYTES, BIG = KT > VT ? KT : VT;
     static constexpr int TABS = ALIGN ? 2 * BIG + KT + VT - BIG : KT + VT; /* with room to align the larger */
-    static constexpr int WARP = 2 * MMA_TT * (RK + RV + RS) + (PROD ? 3 : 2) * MMA_TT * 4 + 4 * MMA_PS * 2;
+    static constexpr int PH = GT == 8 ? 8 : 4; /* head rows of P */
+    static constexpr int WARP = 2 * MMA_TT * (RK + RV + RS) + (PROD ? 3 : 2) * MMA_TT * 4 + PH * MMA_PS * 2;
     static constexpr int SMEM = TABS + NWARP * WARP;
 };
 
@@ -493,17 +497,19 @@ __device__ __forceinline__ void mma_key_step(float *c, uint32_t tab, const uint3
     mma16816(c, a0, a1, a2, a3, b0, b1);
 }
 
-/* value A fragment of m-tile MT (pairs at bits 4 MT VB and + 2 VB of the lane's chunks of tokens a and b) */
-template <int MT, int B, int SH>
-__device__ __forceinline__ void mma_value_step(float *c, uint32_t tab, const uint32_t *wa, const uint32_t *wb,
-                                               uint32_t lanet, uint32_t b0, uint32_t b1)
+/* value A fragment of m-tile MT (pairs at bits 4 MT VB and + 2 VB of the lane's chunks of tokens a and b), one mma
+ * per group of 4 heads (NH: 1, or 2 for 8 heads a block) */
+template <int MT, int B, int SH, int NH>
+__device__ __forceinline__ void mma_value_step(float (*acc)[4][4], uint32_t tab, const uint32_t *wa,
+                                               const uint32_t *wb, uint32_t lanet, uint32_t (*bb)[2])
 {
     constexpr int O = 4 * MT * B, FW = 2 * B;
     uint32_t x0 = lds_u32(tab, pair_addr<O, FW, SH>(wa, lanet));
     uint32_t x1 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wa, lanet));
     uint32_t x2 = lds_u32(tab, pair_addr<O, FW, SH>(wb, lanet));
     uint32_t x3 = lds_u32(tab, pair_addr<O + FW, FW, SH>(wb, lanet));
-    mma16816(c, x0, x1, x2, x3, b0, b1);
+#pragma unroll
+    for (int gi = 0; gi < NH; gi++) mma16816(acc[gi][MT], x0, x1, x2, x3, bb[gi][0], bb[gi][1]);
 }
 
 /* the QJL signs (bit set: +1) of coordinates 15 - S and 31 - S of a lane's 32-sign word as a pair of fp16 +-1: shifted
@@ -530,9 +536,10 @@ __device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], u
 }
 
 template <int KB, int VB, bool PROD, int GT>
-__global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 : 3) k_attn_mma(AttnArgs a)
+__global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT == 8) ? 2 : 3) k_attn_mma(AttnArgs a)
 {
-    using C = MmaCfg<KB, VB, PROD>;
+    using C = MmaCfg<KB, VB, PROD, GT>;
+    constexpr int NH = GT == 8 ? 2 : 1; /* heads per lane: tg, and tg + 4 when GT = 8 */
     constexpr int D = 128, TT = MMA_TT, RK = C::RK, RV = C::RV, RS = C::RS, RKW = RK / 4, RVW = RV / 4;
     constexpr int KSH = MmaTab<KB>::SH, VSH = MmaTab<VB>::SH;
     static_assert(C::WARP % 16 == 0 && C::TABS % 16 == 0, "cp.async destinations need 16-byte alignment");
@@ -555,7 +562,7 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
     }
     uint8_t *kst = wbase, *vst = kst + 2 * TT * RK, *sst = vst + 2 * TT * RV; /* [2 stages][TT rows][row bytes] */
     float *nks = (float *)(sst + 2 * TT * RS), *nvs = nks + TT, *nrs = nvs + TT; /* this tile's norms (and gammas) */
-    __half *ps = (__half *)(nvs + (PROD ? 2 : 1) * TT);                         /* [4 heads][MMA_PS] P x value norm */
+    __half *ps = (__half *)(nvs + (PROD ? 2 : 1) * TT);                         /* [PH heads][MMA_PS] P x value norm */
     /* ALIGN: the tables' bases ride in the lane terms and the lookups add 0 */
     const uint32_t ktab_a = (uint32_t)__cvta_generic_to_shared(ktab), vtab_a = (uint32_t)__cvta_generic_to_shared(vtab);
     const uint32_t ktab_s = C::ALIGN ? 0u : ktab_a, vtab_s = C::ALIGN ? 0u : vtab_a;
@@ -567,20 +574,22 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
     const uint32_t lanek = (C::ALIGN ? ktab_a : 0u) | (uint32_t)(lane & (MmaTab<KB>::REP - 1)) << 2,
                    lanev = (C::ALIGN ? vtab_a : 0u) | (uint32_t)(lane & (MmaTab<VB>::REP - 1)) << 2;
     /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
-     * scores' C fragment gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates
-     * 32 tg + 4 ks + {0,1}, {2,3} */
+     * scores' C fragment gives lane (g, tg) head tg in its even columns; GT = 8: column g holds head g/2 + 4 (g % 2),
+     * so lane (g, tg) gets heads tg and tg + 4, the heads of its P.V columns in the two 4-head groups. k-step ks
+     * pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
     uint32_t qb[8][2], sb[PROD ? 8 : 1][2];
 #pragma unroll
     for (int ks = 0; ks < 8; ks++)
 #pragma unroll
         for (int j = 0; j < 2; j++) {
             __half2 h = __float2half2_rn(0.0f), hs = h;
-            if (!(g & 1) && (g >> 1) < GT) {
-                size_t at = ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
+            const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
+            if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
+                size_t at = ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(a.qrot[at], a.qrot[at + 1]);
                 if (PROD) {
                     const int sh = 2 * ks + j;
-                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg;
+                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg;
                     hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
                 }
             }
@@ -589,11 +598,16 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
         }
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
     long base = ((long)b * a.Hkv + kvh) * a.L;
-    /* softmax state of head tg and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates 16 g + 4 mt + 0..3
-     * (see the P.V step below) */
-    float m = -INFINITY, l = 0.0f, acc[4][4];
+    /* softmax state of head tg (+ 4 c) and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates
+     * 16 g + 4 mt + 0..3 (see the P.V step below) */
+    float m[NH], l[NH], acc[NH][4][4];
 #pragma unroll
-    for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int c = 0; c < NH; c++) {
+        m[c] = -INFINITY;
+        l[c] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[c][j][0] = acc[c][j][1] = acc[c][j][2] = acc[c][j][3] = 0.0f;
+    }
     const uint8_t *kg = a.kv.k_codes, *vg = a.kv.v_codes, *sg = a.kv.k_signs;
     auto issue = [&](long t0, int stg) { /* one tile's rows into stage stg; rows past end zero-filled */
         const size_t r0 = (size_t)(base + t0);
@@ -696,42 +710,45 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
         mma_score_step<5, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
         mma_score_step<6, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
         mma_score_step<7, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
-        /* online softmax of head tg over the tile's 64 tokens */
+        /* online softmax of head tg (+ 4 c: C columns 2 tg + c) over the tile's 64 tokens */
         const int lim = end - t0 < TT ? (int)(end - t0) : TT;
-        float mx = -INFINITY;
 #pragma unroll
-        for (int mt = 0; mt < 4; mt++)
+        for (int c = 0; c < NH; c++) {
+            float mx = -INFINITY;
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                int tok = 16 * mt + g + 8 * r;
-                float x = sc[mt][2 * r] * nks[tok];
-                if constexpr (PROD) x = fmaf(ss[mt][2 * r], nrs[tok], x);
-                x = tok < lim ? x : -INFINITY;
-                sc[mt][2 * r] = x;
-                mx = fmaxf(mx, x);
+            for (int mt = 0; mt < 4; mt++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    int tok = 16 * mt + g + 8 * r;
+                    float x = sc[mt][2 * r + c] * nks[tok];
+                    if constexpr (PROD) x = fmaf(ss[mt][2 * r + c], nrs[tok], x);
+                    x = tok < lim ? x : -INFINITY;
+                    sc[mt][2 * r + c] = x;
+                    mx = fmaxf(mx, x);
+                }
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL_MASK, mx, o));
+            const float mnew = fmaxf(m[c], mx); /* finite: token t0 is valid */
+            const float alpha = fast_exp2(m[c] - mnew);
+            m[c] = mnew;
+            l[c] *= alpha;
+            /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
+            if (__any_sync(TQ_FULL_MASK, alpha != 1.0f)) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    acc[c][j][0] *= alpha; acc[c][j][1] *= alpha; acc[c][j][2] *= alpha; acc[c][j][3] *= alpha;
+                }
             }
 #pragma unroll
-        for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL_MASK, mx, o));
-        const float mnew = fmaxf(m, mx); /* finite: token t0 is valid */
-        const float alpha = fast_exp2(m - mnew);
-        m = mnew;
-        l *= alpha;
-        /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
-        if (__any_sync(TQ_FULL_MASK, alpha != 1.0f)) {
+            for (int mt = 0; mt < 4; mt++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                acc[j][0] *= alpha; acc[j][1] *= alpha; acc[j][2] *= alpha; acc[j][3] *= alpha;
-            }
+                for (int r = 0; r < 2; r++) {
+                    int tok = 16 * mt + g + 8 * r;
+                    float p = fast_exp2(sc[mt][2 * r + c] - m[c]); /* 0 for a missing token */
+                    l[c] += p;
+                    ps[(tg + 4 * c) * MMA_PS + tok] = __float2half_rn(p * nvs[tok]);
+                }
         }
-#pragma unroll
-        for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                int tok = 16 * mt + g + 8 * r;
-                float p = fast_exp2(sc[mt][2 * r] - m); /* 0 for a missing token */
-                l += p;
-                ps[tg * MMA_PS + tok] = __float2half_rn(p * nvs[tok]);
-            }
         __syncwarp();
         /* P.V with the coordinate parity folded into K and N: K = 8 tokens x parity e', N = 4 heads x parity e,
          * B[(t, e')][(h, e)] = P[h][t] if e' = e else 0, A[pair p][(t, e')] = V[t][2p + e'], so an A pair is one
@@ -742,8 +759,12 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
             const int ta = 8 * ks + tg, tb = ta + 4;
-            uint32_t b0 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + ta]) << pe;
-            uint32_t b1 = (uint32_t)__half_as_ushort(ps[hp * MMA_PS + tb]) << pe;
+            uint32_t bb[NH][2];
+#pragma unroll
+            for (int gi = 0; gi < NH; gi++) {
+                bb[gi][0] = (uint32_t)__half_as_ushort(ps[(4 * gi + hp) * MMA_PS + ta]) << pe;
+                bb[gi][1] = (uint32_t)__half_as_ushort(ps[(4 * gi + hp) * MMA_PS + tb]) << pe;
+            }
             uint32_t w[2][2];
 #pragma unroll
             for (int r = 0; r < 2; r++) {
@@ -758,27 +779,32 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4) ? 2 :
                     w[r][1] = 0;
                 }
             }
-            mma_value_step<0, VB, VSH>(acc[0], vtab_s, w[0], w[1], lanev, b0, b1);
-            mma_value_step<1, VB, VSH>(acc[1], vtab_s, w[0], w[1], lanev, b0, b1);
-            mma_value_step<2, VB, VSH>(acc[2], vtab_s, w[0], w[1], lanev, b0, b1);
-            mma_value_step<3, VB, VSH>(acc[3], vtab_s, w[0], w[1], lanev, b0, b1);
+            mma_value_step<0, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            mma_value_step<1, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            mma_value_step<2, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            mma_value_step<3, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
         }
         __syncwarp(); /* stage stg, the norms and ps are rewritten next */
     }
     cp_async_wait<0>();
     int split = s * NWARP + warp;
 #pragma unroll
-    for (int o = 4; o < 32; o <<= 1) l += __shfl_xor_sync(TQ_FULL_MASK, l, o);
-    if (tg >= GT) return; /* a padding head */
-    size_t bh = (size_t)b * a.Hq + h0 + tg;
-    if (g == 0) {
-        a.pm[bh * a.NS + split] = m;
-        a.pl[bh * a.NS + split] = l;
-    }
-    float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + 16 * g);
+    for (int c = 0; c < NH; c++) {
 #pragma unroll
-    for (int mt = 0; mt < 4; mt++) pa[mt] = make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]);
+        for (int o = 4; o < 32; o <<= 1) l[c] += __shfl_xor_sync(TQ_FULL_MASK, l[c], o);
+        if (tg >= GT) return; /* a padding head */
+        size_t bh = (size_t)b * a.Hq + h0 + tg + 4 * c;
+        if (g == 0) {
+            a.pm[bh * a.NS + split] = m[c];
+            a.pl[bh * a.NS + split] = l[c];
+        }
+        float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + 16 * g);
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++)
+            pa[mt] = make_float4(acc[c][mt][0], acc[c][mt][1], acc[c][mt][2], acc[c][mt][3]);
+    }
 }
+
 /* k_attn_mma for 3-bit turbo-mse keys and values in 4-head groups, kept as first written (commit 8553896): the
  * template below computes the same thing, but ptxas keeps the shared-window base of its pair tables in an ordinary
  * register there and adds it before each of the 256 table loads of a tile (IMAD.IADD; 0.329 against 0.320 ms at B = 16,
@@ -1275,22 +1301,34 @@ static attn_kernel pick(int gt, bool prod, int kb, int vb)
 
 /* The tensor-core kernel's instantiations (d = 128): turbo-mse keys and values at 2, 3, 4 bits and turbo-prod keys of
  * 2, 3, 4 bits in all (1, 2, 3 MSE bits + the QJL bit) with values of the same total width, in groups of 4 query heads
- * (G = 4, 8, ...); the 3-bit pair (turbo-mse 3/3, turbo-prod 2+1/3) also for G = 2 (and 6, 10, ...) and MHA (G odd).
+ * (G = 4, 12, ...); the 3-bit pair (turbo-mse 3/3, turbo-prod 2+1/3) also in groups of 8 (G = 8, 16, ...: two P.V
+ * mma per k-step, one cache read for 8 heads), 2 (G = 2, 6, ...) and 1 (MHA, G odd).
  * Every other shape: NULL (the CUDA-core kernels). */
 struct mma_pick {
     attn_kernel k;
     int smem, gt;
 };
-static mma_pick pick_mma(bool prod, int kb, int vb, int G)
+static mma_pick pick_mma_gt(bool prod, int kb, int vb, int gt)
 {
-    int gt = G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1;
 #define TQ_MMA(KB, VB, P, GT)                                                                                         \
-    if (kb == KB && vb == VB && prod == P && gt == GT) return {k_attn_mma<KB, VB, P, GT>, MmaCfg<KB, VB, P>::SMEM, GT};
+    if (kb == KB && vb == VB && prod == P && gt == GT)                                                               \
+        return {k_attn_mma<KB, VB, P, GT>, MmaCfg<KB, VB, P, GT>::SMEM, GT};
     if (kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != 4) return {k_attn_mma33, MMA33_SMEM, 4};
     TQ_MMA(3, 3, false, 4) TQ_MMA(2, 2, false, 4) TQ_MMA(4, 4, false, 4)
     TQ_MMA(2, 3, true, 4) TQ_MMA(1, 2, true, 4) TQ_MMA(3, 4, true, 4)
+    TQ_MMA(3, 3, false, 8) TQ_MMA(2, 3, true, 8)
     TQ_MMA(3, 3, false, 2) TQ_MMA(3, 3, false, 1) TQ_MMA(2, 3, true, 2) TQ_MMA(2, 3, true, 1)
 #undef TQ_MMA
+    return {NULL, 0, 0};
+}
+/* the largest instantiated head group that divides G */
+static mma_pick pick_mma(bool prod, int kb, int vb, int G)
+{
+    for (int gt = 8; gt >= 1; gt >>= 1) {
+        if (G % gt) continue;
+        mma_pick p = pick_mma_gt(prod, kb, vb, gt);
+        if (p.k) return p;
+    }
     return {NULL, 0, 0};
 }
 

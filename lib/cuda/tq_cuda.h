@@ -99,7 +99,7 @@ int tq_cuda_supports(const tq_qparams *p, int d);
  * splits the sequence across blocks with an online softmax merged afterwards (flash-decoding), accumulates values in
  * the rotated space and rotates back once per query. Scale 1/sqrt(d). Arithmetic is fp32 except where the tensor-core
  * kernels run (d = 128; turbo-mse keys/values 2/2, 3/3, 4/4 bits, turbo-prod MSE bits 1, 2, 3 with values of one bit
- * more; groups of 4 query heads, and for 3/3 and 2/3 any group size): fp16 query, S q, centroids and softmax
+ * more; groups of 4 query heads, and for 3/3 and 2/3 any group size, 8 heads a block where G % 8 == 0): fp16 query, S q, centroids and softmax
  * weights, fp32 accumulation, outputs within ~6e-4 relative of exact (TQ_CUDA_ATTN=t64: the fp32 kernels). */
 typedef struct {
     int d;                    /* 64, 128 or 256 */
