@@ -280,7 +280,7 @@ int cmd_sensitivity(int argc, char **argv)
                 for (int b = 0; b < nb; b++) U[i].bits_code[b] = f->bits_code(&P[b], d);
             }
     }
-    if (threads > 1) openblas_set_num_threads(1); /* parallel over tasks; nested BLAS threads oversubscribe */
+    openblas_set_num_threads(1); /* parallel over tasks (--threads); an idle BLAS pool spins (see sw_run) */
     tq_progress pg;
     progress_start(&pg, in, nl);
     for (int l = 0; l < nl; l++) {
