@@ -673,7 +673,12 @@ static void decode_block(const ctx *cx, const secs *s, const tq_qparams *p, int 
     for (int k = 0; k < L->ninst; k++) {
         int m = L->m[k], bm = L->bm[k], q = L->qm[k];
         float *xk = w->xm;
-        if (bm > 0) {
+        if (bm > 0 && cx->rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->cb[k]->t)) {
+            /* the MSE reconstruction of a row in AVX-512 registers (the QJL term below adds to it as usual) */
+            for (int r = 0; r < cnt; r++) w->seen[r] = norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r);
+            tq_had_mse_decode_rows_avx512(s->codes + (size_t)i0 * L->code_row + L->code_off[k], L->code_row, cnt, m,
+                                          bm, cx->cb[k]->c, cx->rot[k]->signs, tq_fwht_scale(m), w->seen, xk);
+        } else if (bm > 0) {
             const tq_codebook *cb = cx->cb[k];
             const uint8_t *codes = s->codes + (size_t)i0 * L->code_row + L->code_off[k];
             for (int r = 0; r < cnt; r++) {

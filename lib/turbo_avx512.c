@@ -226,6 +226,66 @@ TGT static inline __attribute__((always_inline)) void had_rows(const float *x, l
                       codes + (size_t)(r0 + k) * stride);
     }
 }
+
+/* Decode of one row: the codes' bit planes pulled out by pext (the inverse of the encoder's pdep), the index built
+ * from them, the centroid by a 16-entry permute; then tq_rotation_inverse's operations in its order — the FWHT
+ * stages, * scale, * signs — and * norm, as decode_block and decode_ref do. */
+TGT static inline __attribute__((always_inline)) void row_decode(const uint8_t *row, const int R, const int bits,
+                                                                 __m512 ctab, const float *signs, __m512 sc,
+                                                                 const __m512 *pm, float nv, float *out)
+{
+    static const uint64_t plane_mask[4][4] = {
+        {0xffffull, 0, 0, 0},
+        {0x55555555ull, 0xaaaaaaaaull, 0, 0},
+        {0x249249249249ull, 0x492492492492ull, 0x924924924924ull, 0},
+        {0x1111111111111111ull, 0x2222222222222222ull, 0x4444444444444444ull, 0x8888888888888888ull}};
+    __m512 v[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+        uint64_t w = 0;
+        memcpy(&w, row + (size_t)i * 2 * bits, (size_t)(2 * bits)); /* 16 codes = 2*bits bytes, never past the row */
+        __m512i ci = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < bits; p++)
+            ci = _mm512_mask_or_epi32(ci, (__mmask16)_pext_u64(w, plane_mask[bits - 1][p]), ci,
+                                      _mm512_set1_epi32(1 << p));
+        __m512 u = _mm512_permutexvar_ps(ci, ctab);
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
+        u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
+        v[i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
+    }
+#pragma GCC unroll 4
+    for (int h = 1; h < R; h *= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++)
+            if (!(i & h)) {
+                __m512 a = v[i], b = v[i + h];
+                v[i] = _mm512_add_ps(a, b);
+                v[i + h] = _mm512_sub_ps(a, b);
+            }
+    const __m512 nn = _mm512_set1_ps(nv);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++)
+        _mm512_storeu_ps(out + 16 * i,
+                         _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(v[i], sc), _mm512_loadu_ps(signs + 16 * i)), nn));
+}
+
+TGT static inline __attribute__((always_inline)) void had_decode(const uint8_t *codes, size_t stride, long rows,
+                                                                 const int R, const int bits, const float *cent,
+                                                                 const float *signs, float scale, const float *nrm,
+                                                                 float *out)
+{
+    const __m512 sc = _mm512_set1_ps(scale), one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
+    const __m512 pm[4] = {_mm512_mask_blend_ps(0xAAAA, one, mone), _mm512_mask_blend_ps(0xCCCC, one, mone),
+                          _mm512_mask_blend_ps(0xF0F0, one, mone), _mm512_mask_blend_ps(0xFF00, one, mone)};
+    float c[16] = {0};
+    memcpy(c, cent, sizeof(float) * (size_t)(1 << bits));
+    const __m512 ctab = _mm512_loadu_ps(c);
+    for (long r = 0; r < rows; r++)
+        row_decode(codes + (size_t)r * stride, R, bits, ctab, signs, sc, pm, nrm[r], out + (size_t)r * 16 * R);
+}
+
 #undef TQ_BFLY
 
 /* One specialization per register count and width, so every loop above unrolls and v[] stays in registers. */
@@ -238,6 +298,16 @@ TGT static inline __attribute__((always_inline)) void had_rows(const float *x, l
         case 2: had_rows(x, rows, R_, signs, scale, thr, 2, codes, stride, nrm); break;                           \
         case 3: had_rows(x, rows, R_, signs, scale, thr, 3, codes, stride, nrm); break;                           \
         default: had_rows(x, rows, R_, signs, scale, thr, 4, codes, stride, nrm); break;                          \
+        }                                                                                                         \
+    }                                                                                                             \
+    TGT static void had_decode_##R_(const uint8_t *codes, size_t stride, long rows, int bits, const float *cent,   \
+                                    const float *signs, float scale, const float *nrm, float *out)               \
+    {                                                                                                             \
+        switch (bits) {                                                                                           \
+        case 1: had_decode(codes, stride, rows, R_, 1, cent, signs, scale, nrm, out); break;                      \
+        case 2: had_decode(codes, stride, rows, R_, 2, cent, signs, scale, nrm, out); break;                      \
+        case 3: had_decode(codes, stride, rows, R_, 3, cent, signs, scale, nrm, out); break;                      \
+        default: had_decode(codes, stride, rows, R_, 4, cent, signs, scale, nrm, out); break;                     \
         }                                                                                                         \
     }
 TQ_HAD_R(1)
@@ -263,5 +333,23 @@ void tq_had_mse_rows_avx512(const float *x, long rows, int d, const float *signs
 #else
     (void)x; (void)rows; (void)d; (void)signs; (void)scale; (void)thr; (void)bits; (void)codes; (void)code_stride;
     (void)nrm;
+#endif
+}
+
+void tq_had_mse_decode_rows_avx512(const uint8_t *codes, size_t code_stride, long rows, int d, int bits,
+                                   const float *cent, const float *signs, float scale, const float *nrm, float *out)
+{
+#if TQ_AVX512
+    switch (d) {
+    case 16: had_decode_1(codes, code_stride, rows, bits, cent, signs, scale, nrm, out); break;
+    case 32: had_decode_2(codes, code_stride, rows, bits, cent, signs, scale, nrm, out); break;
+    case 64: had_decode_4(codes, code_stride, rows, bits, cent, signs, scale, nrm, out); break;
+    case 128: had_decode_8(codes, code_stride, rows, bits, cent, signs, scale, nrm, out); break;
+    case 256: had_decode_16(codes, code_stride, rows, bits, cent, signs, scale, nrm, out); break;
+    default: break; /* tq_had_avx512_usable() said no: callers never get here */
+    }
+#else
+    (void)codes; (void)code_stride; (void)rows; (void)d; (void)bits; (void)cent; (void)signs; (void)scale; (void)nrm;
+    (void)out;
 #endif
 }

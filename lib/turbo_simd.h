@@ -21,4 +21,10 @@ int tq_had_avx512_usable(int d, int bits, const float *thr);
 void tq_had_mse_rows_avx512(const float *x, long rows, int d, const float *signs, float scale, const float *thr,
                             int bits, uint8_t *codes, size_t code_stride, float *nrm);
 
+/* The decoder of the same shapes (tq_had_avx512_usable with any sorted thresholds): rows packed rows (stride
+ * code_stride) -> out (row r at out + r * d) = tq_rotation_inverse(centroids[codes]) * nrm[r], bit for bit the
+ * decode of lib/turbo.c (FWHT stages, * scale, * signs, then * norm). */
+void tq_had_mse_decode_rows_avx512(const uint8_t *codes, size_t code_stride, long rows, int d, int bits,
+                                   const float *cent, const float *signs, float scale, const float *nrm, float *out);
+
 #endif

@@ -53,10 +53,38 @@ static int same_codes(const tq_codes *a, const tq_codes *b, char *why, size_t wn
     return 1;
 }
 
+/* turbo-prod with the Hadamard rotation: its MSE stage (b - 1 bits) decodes through the AVX-512 decoder, the QJL
+ * term through sgemm as before, so its decode equals the portable fast path's bit for bit. */
+static void prod_decode(void)
+{
+    const int n = 1100, d = 128;
+    float *x = make_rows(n, d, 77);
+    int ok = 0;
+    for (int bits = 2; bits <= 5; bits++) {
+        tq_qparams p;
+        tq_qparams_default(&p, TQ_M_TURBO_PROD, bits);
+        p.rotation = TQ_ROT_HADAMARD;
+        p.seed = 5;
+        tq_slice_id id = {0, 1, 1};
+        tq_codes c = {0};
+        float *a = malloc(sizeof(float) * (size_t)n * d), *b = malloc(sizeof(float) * (size_t)n * d);
+        if (!tq_format_turbo_prod.encode(&p, id, x, n, d, &c) && !tq_format_turbo_prod.decode(&c, a)) {
+            int w = tq_had_avx512_disable(1);
+            ok += !tq_format_turbo_prod.decode(&c, b) && !memcmp(a, b, sizeof(float) * (size_t)n * d);
+            tq_had_avx512_disable(w);
+        }
+        tq_codes_free(&c);
+        free(a);
+        free(b);
+    }
+    CHECK(ok == 4, "turbo-prod decodes: %d of 4 widths bit-identical between the AVX-512 and portable paths", ok);
+    free(x);
+}
+
 static void format_level(void)
 {
     const int n = 1500; /* > one 1024-vector block: two blocks per encode, both threads busy */
-    int cfgs = 0, fails = 0;
+    int cfgs = 0, dcfgs = 0, fails = 0;
     for (size_t di = 0; di < sizeof DIMS / sizeof DIMS[0]; di++) {
         int d = DIMS[di];
         float *x = make_rows(n, d, 100 + d);
@@ -85,6 +113,21 @@ static void format_level(void)
                         fprintf(stderr, "d=%d b=%d cb=%d var=%d: st %d/%d/%d %s %s\n", d, bits, cbk, var, sr, sf, ss,
                                 why, tq_error_msg());
                     cfgs += ok;
+                    /* decode of the reference's codes: decode_ref, the AVX-512 decoder and the portable one agree
+                     * bit for bit (the same operations in the same order) */
+                    if (ok) {
+                        float *a = malloc(sizeof(float) * (size_t)n * d), *b = malloc(sizeof(float) * (size_t)n * d),
+                              *e = malloc(sizeof(float) * (size_t)n * d);
+                        int da = tq_format_turbo_mse.decode_ref(&ref, a), db = tq_format_turbo_mse.decode(&ref, b);
+                        int w2 = tq_had_avx512_disable(1), de = tq_format_turbo_mse.decode(&ref, e);
+                        tq_had_avx512_disable(w2);
+                        int dok = !da && !db && !de && !memcmp(a, b, sizeof(float) * (size_t)n * d) &&
+                                  !memcmp(a, e, sizeof(float) * (size_t)n * d);
+                        if (!dok && fails++ < 5)
+                            fprintf(stderr, "decode d=%d b=%d cb=%d var=%d differs\n", d, bits, cbk, var);
+                        dcfgs += dok;
+                        free(a); free(b); free(e);
+                    }
                     tq_codes_free(&ref);
                     tq_codes_free(&fast);
                     tq_codes_free(&slow);
@@ -93,8 +136,10 @@ static void format_level(void)
     }
     /* 5 dims x 4 widths x 3 codebooks x 4 variants, each: ref, AVX-512 and portable fast path identical */
     CHECK(cfgs == 5 * 4 * 3 * 4, "%d of %d configurations byte-identical to encode_ref", cfgs, 5 * 4 * 3 * 4);
-    fprintf(stderr, "  format level: %d configurations x %d rows byte-identical (AVX-512, portable, reference)\n",
-            cfgs, n);
+    CHECK(dcfgs == 5 * 4 * 3 * 4, "%d of %d configurations decode bit-identically to decode_ref", dcfgs,
+          5 * 4 * 3 * 4);
+    fprintf(stderr, "  format level: %d configurations x %d rows byte-identical (AVX-512, portable, reference), "
+            "%d decoded bit-identically\n", cfgs, n, dcfgs);
 }
 
 /* The reference of one row with caller thresholds: lib/turbo.c's norm (8 float lanes, then a double sum), the
@@ -196,6 +241,7 @@ static void kernel_level(void)
 int main(void)
 {
     format_level();
+    prod_decode();
     kernel_level();
     TQ_TEST_END();
 }
