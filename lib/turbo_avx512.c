@@ -71,6 +71,29 @@ TGT static inline __attribute__((always_inline)) void pack4(const __m512i *c, in
  * exact, so the fused multiply-add rounds once, exactly like tq_fwht's add or subtract. */
 #define TQ_BFLY(v, sw, pm) _mm512_fmadd_ps((v), (pm), (sw))
 
+/* tq_fwht's butterflies (without the scale) on 16 R floats in R registers: stages h = 1, 2, 4, 8 inside each
+ * register, then h = 16 .. 8 R between registers, in stage order. */
+TGT static inline __attribute__((always_inline)) void fwht_regs(__m512 *v, const int R, const __m512 *pm)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+        __m512 u = v[i];
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
+        u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
+        u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
+        v[i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
+    }
+#pragma GCC unroll 4
+    for (int h = 1; h < R; h *= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++)
+            if (!(i & h)) {
+                __m512 a = v[i], b = v[i + h];
+                v[i] = _mm512_add_ps(a, b);
+                v[i + h] = _mm512_sub_ps(a, b);
+            }
+}
+
 /* Lane l of the result sums x[8k + l]^2 over k ascending: lib/turbo.c's vnorm lanes, the halves of each register
  * in turn. 16 dependent adds for d = 128; eight rows' chains run side by side (had_rows). */
 TGT static inline __attribute__((always_inline)) __m256 norm_lanes(const float *x, const int R)
@@ -120,24 +143,9 @@ TGT static inline __attribute__((always_inline)) void row_codes(const float *x, 
 {
     const int n = 1 << bits;
     __m512 v[16];
-    /* FWHT: stages h = 1, 2, 4, 8 inside each register, then h = 16 .. d/2 between registers */
 #pragma GCC unroll 16
-    for (int i = 0; i < R; i++) {
-        __m512 u = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(signs + 16 * i));
-        u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
-        u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
-        u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
-        v[i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
-    }
-#pragma GCC unroll 4
-    for (int h = 1; h < R; h *= 2)
-#pragma GCC unroll 16
-        for (int i = 0; i < R; i++)
-            if (!(i & h)) {
-                __m512 a = v[i], b = v[i + h];
-                v[i] = _mm512_add_ps(a, b);
-                v[i + h] = _mm512_sub_ps(a, b);
-            }
+    for (int i = 0; i < R; i++) v[i] = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(signs + 16 * i));
+    fwht_regs(v, R, pm);
     if (bits <= 3) {
         /* bit planes: the search's comparisons are the code's bits (most significant first), the next threshold
          * chosen by blends; then each register's 16 codes are interleaved into 16*bits bits by pdep (bit j of plane
@@ -249,21 +257,9 @@ TGT static inline __attribute__((always_inline)) void row_decode(const uint8_t *
         for (int p = 0; p < bits; p++)
             ci = _mm512_mask_or_epi32(ci, (__mmask16)_pext_u64(w, plane_mask[bits - 1][p]), ci,
                                       _mm512_set1_epi32(1 << p));
-        __m512 u = _mm512_permutexvar_ps(ci, ctab);
-        u = TQ_BFLY(u, _mm512_permute_ps(u, 0xB1), pm[0]);
-        u = TQ_BFLY(u, _mm512_permute_ps(u, 0x4E), pm[1]);
-        u = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0xB1), pm[2]);
-        v[i] = TQ_BFLY(u, _mm512_shuffle_f32x4(u, u, 0x4E), pm[3]);
+        v[i] = _mm512_permutexvar_ps(ci, ctab);
     }
-#pragma GCC unroll 4
-    for (int h = 1; h < R; h *= 2)
-#pragma GCC unroll 16
-        for (int i = 0; i < R; i++)
-            if (!(i & h)) {
-                __m512 a = v[i], b = v[i + h];
-                v[i] = _mm512_add_ps(a, b);
-                v[i + h] = _mm512_sub_ps(a, b);
-            }
+    fwht_regs(v, R, pm);
     const __m512 nn = _mm512_set1_ps(nv);
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++)
