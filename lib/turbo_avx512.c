@@ -1,8 +1,8 @@
 /* turbo_avx512.c: Hadamard turbo-mse encode of one vector without leaving the AVX-512 registers — norm, sign flip,
  * FWHT, both scalings, threshold search and bit packing (d = 16..256, 1..4 bits), eight rows' norms summed side by
- * side. Each element goes through the same IEEE operations, in the same order, as lib/turbo.c's encode_ref, so codes
- * and norms are the reference's bit for bit (tests/test_turbo_simd.c); only the schedule differs: one pass over
- * registers instead of five over memory. */
+ * side — and the decode back. Each element goes through the same IEEE operations, in the same order, as
+ * lib/turbo.c's reference, so codes, norms and reconstructions are the reference's bit for bit
+ * (tests/test_turbo_simd.c); only the schedule differs: one pass over registers instead of five over memory. */
 #include "turbo_simd.h"
 
 #include <math.h>

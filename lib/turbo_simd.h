@@ -1,12 +1,12 @@
-/* turbo_simd.h: the Hadamard turbo-mse encoder held in AVX-512 registers (lib/turbo_avx512.c), the fast path
- * lib/turbo.c takes where the CPU and the shape allow. Internal to the library. */
+/* turbo_simd.h: the Hadamard turbo-mse encoder and decoder held in AVX-512 registers (lib/turbo_avx512.c), the fast
+ * paths lib/turbo.c takes where the CPU and the shape allow. Internal to the library. */
 #ifndef TQ_TURBO_SIMD_H
 #define TQ_TURBO_SIMD_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* 1 when this CPU runs the AVX-512 encoder (F, BW, DQ, VL, VBMI) and TQ_SIMD is not "avx2" in the environment
+/* 1 when this CPU runs the AVX-512 code (F, BW, DQ, VL, VBMI; BMI2) and TQ_SIMD is not "avx2" in the environment
  * (the switch the benchmark and tests use to time or check the other path). */
 int tq_had_avx512_cpu(void);
 /* Tests: off = 1 makes tq_had_avx512_cpu() answer 0 (the portable fast path runs) until called with 0; returns the
