@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include "tq.h"
+#include "vocab.h"
 
 static size_t sec_elem_bytes(int type)
 {
@@ -120,15 +121,8 @@ void tq_qparams_default(tq_qparams *p, int method, int bits)
     p->seed = 0;
 }
 
-static const char *rot_name(int r)
-{
-    return r == TQ_ROT_DENSE ? "dense" : r == TQ_ROT_HADAMARD ? "hadamard" : r == TQ_ROT_NONE ? "none" : "?";
-}
-
-static const char *cb_name(int c)
-{
-    return c == TQ_CB_BETA ? "beta" : c == TQ_CB_GAUSSIAN ? "gaussian" : c == TQ_CB_EMPIRICAL ? "empirical" : "?";
-}
+static const char *rot_name(int r) { return tq_vocab_name(TQ_VOCAB_ROTATION, r); }
+static const char *cb_name(int c) { return tq_vocab_name(TQ_VOCAB_CODEBOOK, c); }
 
 /* Appends printf output at buf+*len, never overflowing; keeps *len at the end of what fit. */
 static void app(char *buf, size_t n, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -147,8 +141,7 @@ const char *tq_qparams_describe(const tq_qparams *p, char *buf, size_t n)
     size_t len = 0;
     if (!n) return buf;
     buf[0] = 0;
-    static const char *const names[TQ_M_COUNT] = {"fp16", "int8", "kivi", "turbo-mse", "turbo-prod", "qjl", "polar"};
-    app(buf, n, &len, "%s", p->method >= 0 && p->method < TQ_M_COUNT ? names[p->method] : "?");
+    app(buf, n, &len, "%s", tq_vocab_name(TQ_VOCAB_METHOD, p->method));
     switch (p->method) {
     case TQ_M_FP16:
     case TQ_M_INT8: break;

@@ -7,10 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { TQ_M_FP16, TQ_M_INT8, TQ_M_KIVI, TQ_M_TURBO_MSE, TQ_M_TURBO_PROD, TQ_M_QJL, TQ_M_POLAR, TQ_M_COUNT };
-enum { TQ_ROT_DENSE, TQ_ROT_HADAMARD, TQ_ROT_NONE };
-enum { TQ_CB_BETA, TQ_CB_GAUSSIAN, TQ_CB_EMPIRICAL };
-enum { TQ_TENSOR_KEYS, TQ_TENSOR_VALUES };
+/* The vocabulary's enums (their names, both ways: lib/vocab.h). Struct fields keep `int` so files and ABI stay put. */
+typedef enum { TQ_M_FP16, TQ_M_INT8, TQ_M_KIVI, TQ_M_TURBO_MSE, TQ_M_TURBO_PROD, TQ_M_QJL, TQ_M_POLAR, TQ_M_COUNT } tq_method;
+typedef enum { TQ_ROT_DENSE, TQ_ROT_HADAMARD, TQ_ROT_NONE, TQ_ROT_COUNT } tq_rotation_kind;
+typedef enum { TQ_CB_BETA, TQ_CB_GAUSSIAN, TQ_CB_EMPIRICAL, TQ_CB_COUNT } tq_codebook_kind;
+typedef enum { TQ_TENSOR_KEYS, TQ_TENSOR_VALUES, TQ_TENSOR_COUNT } tq_tensor;
 
 #define TQ_POLAR_MAX_LEVELS 8
 

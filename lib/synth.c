@@ -11,8 +11,8 @@
 #include "fp16.h"
 #include "rng.h"
 #include "tq.h"
+#include "vocab.h"
 
-static const char *const dist_names[TQ_SYNTH_COUNT] = {"gaussian", "structured", "outlier", "heavy", "rope"};
 
 enum { SUB_PARAMS, SUB_KEYS, SUB_VALUES, SUB_QUERIES, SUB_COUNT };
 
@@ -28,14 +28,9 @@ void tq_synth_params_default(tq_synth_params *p)
     p->rope_post = 1;
 }
 
-int tq_synth_dist_parse(const char *name)
-{
-    for (int i = 0; i < TQ_SYNTH_COUNT; i++)
-        if (!strcmp(name, dist_names[i])) return i;
-    return -1;
-}
+int tq_synth_dist_parse(const char *name) { return tq_vocab_find(TQ_VOCAB_SYNTH, name); }
 
-const char *tq_synth_dist_name(int dist) { return dist >= 0 && dist < TQ_SYNTH_COUNT ? dist_names[dist] : "?"; }
+const char *tq_synth_dist_name(int dist) { return tq_vocab_name(TQ_VOCAB_SYNTH, dist); }
 
 int tq_synth_check(const tq_synth_params *p)
 {
