@@ -24,8 +24,16 @@ void die_lib(int status, const char *what) __attribute__((noreturn));
 long parse_long(const char *opt, const char *s, long lo, long hi);
 double parse_double(const char *opt, const char *s, double lo, double hi);
 uint64_t parse_u64(const char *opt, const char *s);
-/* "1-4", "2,3,4", "3" or mixes ("1,3-5") into out[] (sorted, unique); returns count. Each in [lo, hi]. */
-int parse_int_list(const char *opt, const char *s, int lo, int hi, int *out, int max);
+/* The one list parser: "1-4", "2,3,4", "3" or mixes ("1,3-5") into *out (malloc'd, sorted, unique; free it);
+ * returns the count (>= 1). Each value in [lo, hi], else die_usage naming the option; with `of` not NULL a value above
+ * hi reads "N is out of range for '<of>', which has hi+1 (0..hi)" (layers or heads of an input). No cap. */
+int parse_list(const char *opt, const char *s, long lo, long hi, const char *of, int **out);
+/* The same into a 0/1 mask of hi+1 entries (malloc'd), for selections; s NULL selects all. */
+unsigned char *parse_mask(const char *opt, const char *s, int n, const char *of);
+/* "a,b,c" into *n names: one malloc'd block (free the returned pointer); an empty list or entry dies 2. */
+char **parse_names(const char *opt, const char *s, int *n);
+/* A vocabulary name (lib/vocab.h) for option `opt`, else die_usage "option 'opt': unknown <kind> 'x' (list)". */
+int parse_vocab(const char *opt, int vocab, const char *s);
 
 /* Progress bar on stderr, drawn only when stderr is a terminal. */
 typedef struct { long total, done; int active; double t0; const char *label; } tq_progress;
@@ -43,8 +51,8 @@ void check_output(const char *out, const char *const *inputs, int n);
 void json_str(FILE *f, const char *s);
 void json_num(FILE *f, double v);
 
-/* The value of option argv[*i], which must be one of the n names in `valued` (options that take a value), advancing
- * *i past it; an unknown option or a missing value is a usage error (exit 2) naming the command. */
+/* The value of option argv[*i] from a hand-written loop (cmd/bench.c until it moves to options.h): an unknown option
+ * or a missing value is a usage error naming the command. New commands declare a tq_option table instead. */
 const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
 
 /* Text outputs written through a temporary name: out_open creates "<path>.tmp.<pid>" (dies naming `path` when it

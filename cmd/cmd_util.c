@@ -1,6 +1,8 @@
 /* cmd_util.c: the shared command-line plumbing declared in cmd.h. */
 #include "cmd.h"
 
+#include "vocab.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -72,31 +74,92 @@ uint64_t parse_u64(const char *opt, const char *s)
     return (uint64_t)v;
 }
 
-int parse_int_list(const char *opt, const char *s, int lo, int hi, int *out, int max)
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+int parse_list(const char *opt, const char *s, long lo, long hi, const char *of, int **out)
 {
-    char buf[256];
-    if (strlen(s) >= sizeof buf || !*s) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s);
-    strcpy(buf, s);
-    int mark[64] = {0};
-    if (hi - lo >= 64) hi = lo + 63;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        char *dash = strchr(tok + 1, '-'); /* tok+1: a leading '-' is a sign, rejected below */
+    if (!s || !*s) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s ? s : "");
+    char *buf = strdup(s);
+    int *v = NULL;
+    size_t n = 0, cap = 0;
+    if (!buf) die("out of memory");
+    /* with `of`, numbers are read as any index and then checked against the input's count, naming it */
+    long top = of ? 1L << 30 : hi;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *dash = strchr(tok + 1, '-'); /* tok+1: a leading '-' is a sign, rejected by the range */
         long a, b;
         if (dash) {
             *dash = 0;
-            a = parse_long(opt, tok, lo, hi);
-            b = parse_long(opt, dash + 1, lo, hi);
+            a = parse_long(opt, tok, lo, top);
+            b = parse_long(opt, dash + 1, lo, top);
             if (b < a) die_usage("option '%s': empty range '%s-%s'", opt, tok, dash + 1);
-        } else a = b = parse_long(opt, tok, lo, hi);
-        for (long v = a; v <= b; v++) mark[v - lo] = 1;
-    }
-    int n = 0;
-    for (int v = lo; v <= hi; v++)
-        if (mark[v - lo]) {
-            if (n == max) die_usage("option '%s': more than %d values", opt, max);
-            out[n++] = v;
+        } else a = b = parse_long(opt, tok, lo, top);
+        if (of && b > hi) die_usage("option '%s': %ld is out of range for '%s', which has %ld (0..%ld)", opt, b, of,
+                                    hi + 1, hi);
+        if (b - a >= (1L << 24) || n + (size_t)(b - a) >= (1u << 24))
+            die_usage("option '%s': more than 2^24 values in '%s'", opt, s);
+        for (long x = a; x <= b; x++) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                int *t = realloc(v, cap * sizeof *v);
+                if (!t) die("out of memory");
+                v = t;
+            }
+            v[n++] = (int)x;
         }
-    return n;
+    }
+    free(buf);
+    if (!n) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s);
+    qsort(v, n, sizeof *v, cmp_int);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!k || v[i] != v[k - 1]) v[k++] = v[i];
+    *out = v;
+    return (int)k;
+}
+
+unsigned char *parse_mask(const char *opt, const char *s, int n, const char *of)
+{
+    unsigned char *m = calloc(n > 0 ? (size_t)n : 1, 1);
+    if (!m) die("out of memory");
+    if (!s) {
+        memset(m, 1, (size_t)n);
+        return m;
+    }
+    int *v, k = parse_list(opt, s, 0, n - 1, of, &v);
+    for (int i = 0; i < k; i++) m[v[i]] = 1;
+    free(v);
+    return m;
+}
+
+char **parse_names(const char *opt, const char *s, int *n)
+{
+    if (!s || !*s) die_usage("option '%s': bad list '%s'", opt, s ? s : "");
+    size_t len = strlen(s), k = 1;
+    for (const char *p = s; *p; p++) k += *p == ',';
+    char **out = malloc(k * sizeof *out + len + 1);
+    if (!out) die("out of memory");
+    char *text = (char *)(out + k);
+    memcpy(text, s, len + 1);
+    *n = 0;
+    for (char *t = text;; t++) {
+        char *c = strchr(t, ',');
+        if (c) *c = 0;
+        if (!*t) die_usage("option '%s': empty entry in '%s'", opt, s);
+        out[(*n)++] = t;
+        if (!c) break;
+        t = c;
+    }
+    return out;
+}
+
+int parse_vocab(const char *opt, int vocab, const char *s)
+{
+    int v = tq_vocab_find((tq_vocab)vocab, s);
+    if (v < 0) die_usage("option '%s': unknown %s '%s' (%s)", opt, tq_vocab_kind((tq_vocab)vocab), s,
+                         tq_vocab_list((tq_vocab)vocab, ", "));
+    return v;
 }
 
 static double now_s(void)

@@ -177,8 +177,8 @@ int cmd_memory(int argc, char **argv)
         die_usage("memory: give --preset NAME, --all-presets or --layers L --kv-heads H --head-dim d");
 
     /* configurations: fp16, int8, then each packed method at each bit width */
-    int blist[16];
-    int nb = parse_int_list("--bits", bits, 1, 8, blist, 16);
+    int *blist;
+    int nb = parse_list("--bits", bits, 1, 8, NULL, &blist);
     tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_FP16, 16);
     tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_INT8, 8);
     char mbuf[256];
@@ -202,6 +202,7 @@ int cmd_memory(int argc, char **argv)
             if (outliers && (f->method == TQ_M_TURBO_MSE || f->method == TQ_M_TURBO_PROD)) p->outliers = outliers;
         }
     }
+    free(blist);
     o.cfg[0].norm_fp32 = o.cfg[1].norm_fp32 = norm32;
 
     /* Every configuration must fit every shape before anything is printed: an explicit --methods list dies on the

@@ -271,9 +271,13 @@ int cmd_mixed_schedule(int argc, char **argv)
     else if (strcmp(side, "exclude")) die_usage("mixed-schedule: --side-info is '%s', expected include or exclude", side);
     if (!rank && isnan(budget)) die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
     if (fr_s && !rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
-    int want[64], nw;
-    if (bits_s) nw = parse_int_list("--bits", bits_s, 1, 8, want, 64);
-    else nw = 0;
+    int want[8], nw = 0; /* at most the 8 widths 1..8 */
+    if (bits_s) {
+        int *w;
+        nw = parse_list("--bits", bits_s, 1, 8, NULL, &w);
+        memcpy(want, w, (size_t)nw * sizeof *w);
+        free(w);
+    }
     double frac[8];
     if (rank) {
         if (!bits_s) {

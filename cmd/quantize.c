@@ -291,24 +291,9 @@ int cmd_quantize(int argc, char **argv)
     int *sel = calloc((size_t)dm->n_layers, sizeof(int)), nsel = 0;
     if (!sel) die("out of memory");
     if (layers_opt) {
-        /* parse_int_list caps ranges at 64 values; parse by hand for deep models */
-        char *buf = strdup(layers_opt), *save = NULL;
-        if (!buf) die("out of memory");
-        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            char *dash = strchr(t + 1, '-');
-            long a, b;
-            if (dash) {
-                *dash = 0;
-                a = parse_long("--layers", t, 0, dm->n_layers - 1);
-                b = parse_long("--layers", dash + 1, 0, dm->n_layers - 1);
-            } else a = b = parse_long("--layers", t, 0, dm->n_layers - 1);
-            if (b < a) {
-                q_cleanup(&st);
-                die_usage("quantize: --layers has an empty range '%ld-%ld'", a, b);
-            }
-            for (long l = a; l <= b; l++) sel[l] = 1;
-        }
-        free(buf);
+        int *ls, nl = parse_list("--layers", layers_opt, 0, dm->n_layers - 1, NULL, &ls);
+        for (int i = 0; i < nl; i++) sel[ls[i]] = 1;
+        free(ls);
     } else
         for (int l = 0; l < dm->n_layers; l++) sel[l] = 1;
     for (int l = 0; l < dm->n_layers; l++) nsel += sel[l];

@@ -202,9 +202,12 @@ int cmd_sensitivity(int argc, char **argv)
     if (tens[1] && !metrics[mi].values_ok)
         die_usage("sensitivity: metric '%s' does not depend on values; with --tensor %s use nmse or out_rel", metric,
                   tensor);
-    int bits[64], nb = 0;
+    int bits[8], nb = 0; /* at most the 8 widths 1..8 */
     if (bits_s) {
-        nb = parse_int_list("--bits", bits_s, 1, 8, bits, 64);
+        int *w;
+        nb = parse_list("--bits", bits_s, 1, 8, NULL, &w);
+        memcpy(bits, w, (size_t)nb * sizeof *w);
+        free(w);
         for (int i = 0; i < nb; i++)
             if (bits[i] < f->min_bits || bits[i] > f->max_bits)
                 die_usage("sensitivity: --bits %d is out of range for %s (%d..%d)", bits[i], f->name, f->min_bits,

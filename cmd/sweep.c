@@ -168,9 +168,11 @@ int sw_device_parse(const char *cmd, const char *v)
 void sw_build_configs(sw_opts *o, const sw_axes *ax, int d)
 {
     char meth[TQ_M_COUNT * 2][32], rot[4][32], cb[4][32], cen[4][32];
-    int bits[64], outl[16];
+    int bits[16], outl[16], *bl;
     int nm = split_list("--methods", ax->methods ? ax->methods : "turbo-mse,turbo-prod,polar,kivi", meth, TQ_M_COUNT * 2);
-    int nb = parse_int_list("--bits", ax->bits ? ax->bits : "1-4", 1, 16, bits, 64);
+    int nb = parse_list("--bits", ax->bits ? ax->bits : "1-4", 1, 16, NULL, &bl);
+    memcpy(bits, bl, (size_t)nb * sizeof *bl);
+    free(bl);
     int nr = split_list("--rotation", ax->rotation ? ax->rotation : "dense", rot, 4);
     int nc = split_list("--codebook", ax->codebook ? ax->codebook : "beta", cb, 4);
     int ne = split_list("--center", ax->center ? ax->center : "off", cen, 4);
