@@ -1,0 +1,39 @@
+/* report.h: every report the evaluation commands write — the sweep table as Markdown, CSV or JSON, the entropy
+ * summary, the sensitivity curves (JSON) and their ranked summary — plus the stderr progress bar the engine drives
+ * through its callback. The engine (lib/evaluate.h) computes; this file only formats. */
+#ifndef TQ_REPORT_H
+#define TQ_REPORT_H
+
+#include <stdio.h>
+
+#include "dump.h"
+#include "evaluate.h"
+
+enum { REPORT_MD, REPORT_CSV, REPORT_JSON };
+
+/* Output format from --format (may be NULL) and the -o path's extension (may be NULL); a bad --format dies 2. */
+int report_format(const char *fmt, const char *path);
+/* The sweep table: one row per tq_eval_row, columns dump, layer, head, tensor, method, params, bits_code,
+ * bits_total, compression, then lib/metrics.h's metrics. */
+void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r);
+/* The same to `path` through a temporary name renamed on success (stdout when path is NULL or "-"). */
+void report_rows_path(const char *path, int fmt, const tq_eval_opts *o, const tq_eval_rows *r);
+/* tq entropy's Markdown summary on stdout (aggregate keys rows, then gaussian vs structured at 2 bits). */
+void report_entropy(const tq_eval_opts *o, const tq_eval_rows *r);
+
+/* tq sensitivity: what the JSON records beside the curves. */
+typedef struct {
+    const char *dump, *model, *metric, *tensor; /* tensor: keys, values or both (the --tensor given) */
+    const tq_qparams *params;                   /* [n_bits], params[0] describes the shared parameters */
+    const int *bits;
+    int n_bits, n_layers, n_kv_heads, head_dim, tokens, per_head, tensors[2];
+    uint64_t seed;
+} report_sens_info;
+void report_sens_json(const char *path, const report_sens_info *s, const tq_sens_result *r);
+/* Ranked Markdown summary on stdout: the `top` most and least sensitive units at the middle width. */
+void report_sens_summary(const report_sens_info *s, const tq_sens_result *r, int top, const char *outp);
+
+/* tq_progress_fn for the engine: ctx is a tq_progress (cmd.h), drawn on stderr when it is a terminal. */
+void report_progress(void *ctx, const char *label, long done, long total);
+
+#endif
