@@ -5,6 +5,7 @@
 #define TQ_DEVICE_H
 
 #include "quant.h"
+#include "tq.h"
 #include "vocab.h"
 
 typedef struct {

@@ -15,6 +15,7 @@
 #include "quant.h"
 #include "schedule.h"
 #include "synth.h"
+#include "tq.h"
 
 /* ---- configurations ---- */
 
