@@ -7,41 +7,8 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dump.h"
+#include "options.h"
 #include "synth.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tq synth --dist gaussian|structured|outlier|heavy|rope -o FILE.h5 [options]\n"
-            "\n"
-            "Write a tq-kv dump (datasets/FORMAT.md) of synthetic keys, values and queries. The models and their\n"
-            "parameters are in datasets/SYNTHETIC.md. Same options and seed: identical datasets.\n"
-            "\n"
-            "  --dist NAME          gaussian    i.i.d. N(0,1) keys, values, queries\n"
-            "                       structured  keys in 8 directional clusters per head, queries near them (peaked)\n"
-            "                       outlier     round(4d/128) key channels at 10-20x the scale of the rest\n"
-            "                       heavy       standardized Student-t keys and values (--dof, default 3)\n"
-            "                       rope        post-RoPE keys/queries: per-head base + slowly varying content,\n"
-            "                                   rotated by position (theta_i = 10000^(-2i/d))\n"
-            "  -o, --output FILE    the dump to write (through a temporary name, renamed when complete)\n"
-            "  --layers L           layers (default 1, at most %d)\n"
-            "  --heads H            kv heads (default 1)\n"
-            "  --q-heads HQ         query heads, a multiple of H for GQA (default H)\n"
-            "  --tokens T           tokens (default 256)\n"
-            "  --dim D              head dim, any D >= 2, even for rope (default 128)\n"
-            "  --seed S             seed (default 0)\n"
-            "  --dtype f16|f32      stored type (default f16)\n"
-            "  --dof N              heavy: Student-t degrees of freedom, 3..%d (default 3)\n"
-            "  --layer-scales a,b.. one query scale per layer: multiplies that layer's queries, so its attention\n"
-            "                       logits (and the logit errors of quantized keys) grow with it\n"
-            "  --hetero             built-in heterogeneous layers: query scale 0.25*16^sin(pi(l+0.5)/L), ~0.25 at\n"
-            "                       the first/last layers (near-uniform attention), 4 in the middle (very peaky)\n"
-            "  --pre-rope           rope: write the keys/queries before rotation (rope attribute \"pre\")\n"
-            "  -h, --help           this help\n"
-            "\n"
-            "One layer (keys + values + queries) may hold at most 2^31 values.\n",
-            TQ_SYNTH_MAX_LAYERS, TQ_SYNTH_DOF_MAX);
-}
 
 /* "a,b,c" -> positive scales; dies on anything else. Returns the count. */
 static int parse_scales(const char *s, double **out)
@@ -63,102 +30,119 @@ static int parse_scales(const char *s, double **out)
     return n;
 }
 
-int cmd_synth(int argc, char **argv)
-{
+typedef struct {
     tq_synth_params p;
-    tq_synth_params_default(&p);
-    p.dtype = TQ_DTYPE_F16;
-    const char *out = NULL;
-    double *scales = NULL;
-    int have_dist = 0, have_q = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage(stdout);
-            free(scales);
-            return 0;
-        }
-        if (!strcmp(a, "--hetero")) {
-            p.hetero = 1;
-            continue;
-        }
-        if (!strcmp(a, "--pre-rope")) {
-            p.rope_post = 0;
-            continue;
-        }
-        if (a[0] != '-' || !a[1])
-            die_usage("synth: unexpected argument '%s' (the output goes after -o; see 'tq synth --help')", a);
-        static const char *const with_value[] = {"--dist", "-o", "--output", "--layers", "--heads", "--q-heads",
-                                                 "--tokens", "--dim", "--seed", "--dtype", "--dof", "--layer-scales"};
-        const char *v = option_value("synth", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
-        if (!strcmp(a, "--dist")) {
-            p.dist = tq_synth_dist_parse(v);
-            if (p.dist < 0)
-                die_usage("synth: unknown distribution '%s' (gaussian, structured, outlier, heavy, rope)", v);
-            have_dist = 1;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
-        else if (!strcmp(a, "--layers")) p.n_layers = (int)parse_long(a, v, 1, TQ_SYNTH_MAX_LAYERS);
-        else if (!strcmp(a, "--heads")) p.n_kv_heads = (int)parse_long(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--q-heads")) {
-            p.n_q_heads = (int)parse_long(a, v, 1, 1 << 20);
-            have_q = 1;
-        } else if (!strcmp(a, "--tokens")) p.n_tokens = (int)parse_long(a, v, 1, 1L << 30);
-        else if (!strcmp(a, "--dim")) p.head_dim = (int)parse_long(a, v, 2, 1 << 20);
-        else if (!strcmp(a, "--seed")) p.seed = parse_u64(a, v);
-        else if (!strcmp(a, "--dof")) p.dof = (int)parse_long(a, v, 3, TQ_SYNTH_DOF_MAX);
-        else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "f16") || !strcmp(v, "float16")) p.dtype = TQ_DTYPE_F16;
-            else if (!strcmp(v, "f32") || !strcmp(v, "float32")) p.dtype = TQ_DTYPE_F32;
-            else die_usage("synth: option '--dtype' is '%s', expected f16 or f32", v);
-        } else if (!strcmp(a, "--layer-scales")) {
-            free(scales);
-            p.n_layer_scales = parse_scales(v, &scales);
-            p.layer_scales = scales;
-        }
+    const char *dist, *out, *dtype, *scales_s;
+    int have_q, pre_rope;
+    double *scales;
+} synth_args;
+
+static void synth_parse(synth_args *a, int argc, char **argv)
+{
+    tq_synth_params *p = &a->p;
+    char layers_help[64], dof_help[96];
+    snprintf(layers_help, sizeof layers_help, "layers, at most %d", TQ_SYNTH_MAX_LAYERS);
+    snprintf(dof_help, sizeof dof_help, "heavy: Student-t degrees of freedom, 3..%d", TQ_SYNTH_DOF_MAX);
+    const tq_option opts[] = {
+        OPT_STR_("--dist", &a->dist, "NAME", NULL,
+                 "gaussian    i.i.d. N(0,1) keys, values, queries\n"
+                 "structured  keys in 8 directional clusters per head, queries near them (peaked)\n"
+                 "outlier     round(4d/128) key channels at 10-20x the scale of the rest\n"
+                 "heavy       standardized Student-t keys and values (--dof, default 3)\n"
+                 "rope        post-RoPE keys/queries: per-head base + slowly varying content,\n"
+                 "            rotated by position (theta_i = 10000^(-2i/d))"),
+        {.kind = OPT_STRING, .name = "-o", .alias = "--output", .value = &a->out, .arg = "FILE",
+         .help = "the dump to write (through a temporary name, renamed when complete)"},
+        OPT_INT_("--layers", &p->n_layers, "L", "1", 1, TQ_SYNTH_MAX_LAYERS, layers_help),
+        OPT_INT_("--heads", &p->n_kv_heads, "H", "1", 1, 1 << 20, "kv heads"),
+        {.kind = OPT_INT, .name = "--q-heads", .value = &p->n_q_heads, .arg = "HQ", .lo = 1, .hi = 1 << 20,
+         .seen = &a->have_q, .help = "query heads, a multiple of H for GQA (default H)"},
+        OPT_INT_("--tokens", &p->n_tokens, "T", "256", 1, 1L << 30, "tokens"),
+        OPT_INT_("--dim", &p->head_dim, "D", "128", 2, 1 << 20, "head dim, any D >= 2, even for rope"),
+        OPT_U64_("--seed", &p->seed, "S", "0", "seed"),
+        OPT_STR_("--dtype", &a->dtype, "f16|f32", "f16", "stored type"),
+        OPT_INT_("--dof", &p->dof, "N", "3", 3, TQ_SYNTH_DOF_MAX, dof_help),
+        OPT_STR_("--layer-scales", &a->scales_s, "a,b..", NULL, "one query scale per layer: multiplies that layer's "
+                 "queries, so its\nattention logits (and the logit errors of quantized keys) grow with it"),
+        OPT_FLAG_("--hetero", &p->hetero, "built-in heterogeneous layers: query scale 0.25*16^sin(pi(l+0.5)/L), "
+                  "~0.25 at\nthe first/last layers (near-uniform attention), 4 in the middle (very peaky)"),
+        OPT_FLAG_("--pre-rope", &a->pre_rope, "rope: write the keys/queries before rotation (rope attribute \"pre\")"),
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "synth", "synth --dist gaussian|structured|outlier|heavy|rope -o FILE.h5 [options]",
+        "\nWrite a tq-kv dump (datasets/FORMAT.md) of synthetic keys, values and queries. The models and their\n"
+        "parameters are in datasets/SYNTHETIC.md. Same options and seed: identical datasets.\n",
+        opts, "\nOne layer (keys + values + queries) may hold at most 2^31 values."};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    if (opt_parse(&spec, argc, argv, pos) > 0)
+        die_usage("synth: unexpected argument '%s' (the output goes after -o; see 'tq synth --help')", pos[0]);
+    free(pos);
+}
+
+/* every parameter checked before the file is created */
+static void synth_check(synth_args *a)
+{
+    tq_synth_params *p = &a->p;
+    if (!a->dist) die_usage("synth: missing --dist (gaussian, structured, outlier, heavy or rope)");
+    if ((p->dist = tq_synth_dist_parse(a->dist)) < 0)
+        die_usage("synth: unknown distribution '%s' (gaussian, structured, outlier, heavy, rope)", a->dist);
+    if (!strcmp(a->dtype, "f16") || !strcmp(a->dtype, "float16")) p->dtype = TQ_DTYPE_F16;
+    else if (!strcmp(a->dtype, "f32") || !strcmp(a->dtype, "float32")) p->dtype = TQ_DTYPE_F32;
+    else die_usage("synth: option '--dtype' is '%s', expected f16 or f32", a->dtype);
+    if (a->scales_s) {
+        p->n_layer_scales = parse_scales(a->scales_s, &a->scales);
+        p->layer_scales = a->scales;
     }
-    if (!have_dist) die_usage("synth: missing --dist (gaussian, structured, outlier, heavy or rope)");
-    if (!out) die_usage("synth: missing -o FILE.h5 (where to write the dump)");
-    check_output(out, NULL, 0);
-    if (!have_q) p.n_q_heads = p.n_kv_heads;
-    if (p.n_q_heads % p.n_kv_heads)
+    p->rope_post = !a->pre_rope;
+    if (!a->out) die_usage("synth: missing -o FILE.h5 (where to write the dump)");
+    check_output(a->out, NULL, 0);
+    if (!a->have_q) p->n_q_heads = p->n_kv_heads;
+    if (p->n_q_heads % p->n_kv_heads)
         die_usage("synth: --q-heads %d is not a multiple of --heads %d (GQA: each kv head serves HQ/H query heads)",
-                  p.n_q_heads, p.n_kv_heads);
-    if (p.n_layer_scales && p.n_layer_scales != p.n_layers)
-        die_usage("synth: --layer-scales has %d values for %d layers; give one per layer", p.n_layer_scales,
-                  p.n_layers);
-    if (p.dof != TQ_SYNTH_DOF_DEFAULT && p.dist != TQ_SYNTH_HEAVY)
+                  p->n_q_heads, p->n_kv_heads);
+    if (p->n_layer_scales && p->n_layer_scales != p->n_layers)
+        die_usage("synth: --layer-scales has %d values for %d layers; give one per layer", p->n_layer_scales,
+                  p->n_layers);
+    if (p->dof != TQ_SYNTH_DOF_DEFAULT && p->dist != TQ_SYNTH_HEAVY)
         die_usage("synth: --dof applies to --dist heavy only");
-    if (!p.rope_post && p.dist != TQ_SYNTH_ROPE) die_usage("synth: --pre-rope applies to --dist rope only");
-    int st = tq_synth_check(&p);
+    if (!p->rope_post && p->dist != TQ_SYNTH_ROPE) die_usage("synth: --pre-rope applies to --dist rope only");
+    int st = tq_synth_check(p);
     if (st) {
         fprintf(stderr, "tq: synth: %s\n", tq_error_msg());
         exit(st == TQ_ERR_USAGE ? 2 : 1);
     }
+}
 
+/* the dump, layer by layer through the writer (nothing left behind on failure) */
+static void synth_write(const tq_synth_params *p, const char *out, double *scales)
+{
+    int st;
     tq_dump_meta meta;
     memset(&meta, 0, sizeof meta);
-    snprintf(meta.model, sizeof meta.model, "synthetic:%s", tq_synth_dist_name(p.dist));
-    tq_synth_describe(&p, meta.source, sizeof meta.source);
+    snprintf(meta.model, sizeof meta.model, "synthetic:%s", tq_synth_dist_name(p->dist));
+    tq_synth_describe(p, meta.source, sizeof meta.source);
     snprintf(meta.rope, sizeof meta.rope, "%s",
-             p.dist == TQ_SYNTH_ROPE ? (p.rope_post ? "post" : "pre") : "none");
-    meta.n_layers = p.n_layers;
-    meta.shape.n_kv_heads = p.n_kv_heads;
-    meta.shape.n_q_heads = p.n_q_heads;
-    meta.shape.n_tokens = p.n_tokens;
-    meta.shape.head_dim = p.head_dim;
+             p->dist == TQ_SYNTH_ROPE ? (p->rope_post ? "post" : "pre") : "none");
+    meta.n_layers = p->n_layers;
+    meta.shape.n_kv_heads = p->n_kv_heads;
+    meta.shape.n_q_heads = p->n_q_heads;
+    meta.shape.n_tokens = p->n_tokens;
+    meta.shape.head_dim = p->head_dim;
     meta.shape.has_values = meta.shape.has_queries = 1;
-    meta.shape.dtype = p.dtype;
+    meta.shape.dtype = p->dtype;
 
     tq_dump_writer *w = NULL;
-    if ((st = tq_dump_create(&w, out, &meta, p.dtype))) {
+    if ((st = tq_dump_create(&w, out, &meta, p->dtype))) {
         free(scales);
         die_lib(st, NULL);
     }
     tq_progress prog;
-    progress_start(&prog, "synth", p.n_layers);
-    for (int l = 0; l < p.n_layers; l++) {
+    progress_start(&prog, "synth", p->n_layers);
+    for (int l = 0; l < p->n_layers; l++) {
         tq_layer layer;
-        int gen_failed = (st = tq_synth_layer(&p, l, &layer)) != 0;
+        int gen_failed = (st = tq_synth_layer(p, l, &layer)) != 0;
         if (gen_failed || (st = tq_dump_write_layer(w, l, &layer))) {
             char msg[700]; /* copied before abort can overwrite the message */
             snprintf(msg, sizeof msg, "%s", tq_error_msg());
@@ -175,10 +159,19 @@ int cmd_synth(int argc, char **argv)
     progress_end(&prog);
     free(scales);
     if ((st = tq_dump_commit(w))) die_lib(st, NULL);
-    double mib = (double)p.n_layers * (2.0 * p.n_kv_heads + p.n_q_heads) * p.n_tokens * p.head_dim *
-                 (p.dtype == TQ_DTYPE_F16 ? 2 : 4) / 1048576.0;
+    double mib = (double)p->n_layers * (2.0 * p->n_kv_heads + p->n_q_heads) * p->n_tokens * p->head_dim *
+                 (p->dtype == TQ_DTYPE_F16 ? 2 : 4) / 1048576.0;
     printf("wrote '%s': %s, %d layer%s, %d kv heads, %d q heads, %d tokens, dim %d, %s (%.1f MiB of data)\n", out,
-           meta.model, p.n_layers, p.n_layers == 1 ? "" : "s", p.n_kv_heads, p.n_q_heads, p.n_tokens, p.head_dim,
-           p.dtype == TQ_DTYPE_F16 ? "float16" : "float32", mib);
+           meta.model, p->n_layers, p->n_layers == 1 ? "" : "s", p->n_kv_heads, p->n_q_heads, p->n_tokens,
+           p->head_dim, p->dtype == TQ_DTYPE_F16 ? "float16" : "float32", mib);
+}
+
+int cmd_synth(int argc, char **argv)
+{
+    synth_args a = {0};
+    tq_synth_params_default(&a.p);
+    synth_parse(&a, argc, argv);
+    synth_check(&a);
+    synth_write(&a.p, a.out, a.scales);
     return 0;
 }
