@@ -8,21 +8,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dump.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tq info FILE [--json] [--strict]\n"
-            "\n"
-            "Describe a tq-kv dump (datasets/FORMAT.md): model, source, rope, layers, kv/q heads, tokens, head_dim,\n"
-            "dtype, and per layer: mean key/value/query L2 norm, max |key|, max |value|, the channel outlier ratio\n"
-            "(max channel RMS / median channel RMS over all heads and tokens of the layer) of keys and values, and\n"
-            "the number of NaN and Inf values (statistics skip non-finite values).\n"
-            "\n"
-            "  --json      one JSON object on stdout instead of the table\n"
-            "  --strict    fail (exit 1) on NaN/Inf values, as the other commands do, naming the first one\n"
-            "  -h, --help  this help\n");
-}
+#include "options.h"
 
 typedef struct {
     double norm_mean;    /* mean L2 norm over the vectors whose entries are all finite; NAN when none */
@@ -97,41 +83,45 @@ static void text_num(double v, int width)
     else printf(" %*.4g |", width, v);
 }
 
-int cmd_info(int argc, char **argv)
+typedef tensor_stats layer_stats[3]; /* keys, values, queries */
+
+static const char *info_parse(int argc, char **argv, int *json, int *strict)
 {
     const char *path = NULL;
-    int json = 0, strict = 0;
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (!strcmp(argv[i], "--strict"))
-            strict = 1;
-        else if (argv[i][0] == '-' && argv[i][1])
-            die_usage("info: unknown option '%s' (see 'tq info --help')", argv[i]);
-        else if (path)
-            die_usage("info: more than one file given ('%s' and '%s'); tq info takes one dump", path, argv[i]);
-        else
-            path = argv[i];
-    }
+    const tq_option opts[] = {
+        OPT_FLAG_("--json", json, "one JSON object on stdout instead of the table"),
+        OPT_FLAG_("--strict", strict, "fail (exit 1) on NaN/Inf values, as the other commands do, naming the first "
+                  "one"),
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "info", "info FILE [--json] [--strict]",
+        "\nDescribe a tq-kv dump (datasets/FORMAT.md): model, source, rope, layers, kv/q heads, tokens, head_dim,\n"
+        "dtype, and per layer: mean key/value/query L2 norm, max |key|, max |value|, the channel outlier ratio\n"
+        "(max channel RMS / median channel RMS over all heads and tokens of the layer) of keys and values, and\n"
+        "the number of NaN and Inf values (statistics skip non-finite values).\n",
+        opts, NULL};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    int np = opt_parse(&spec, argc, argv, pos);
+    if (np > 1) die_usage("info: more than one file given ('%s' and '%s'); tq info takes one dump", pos[0], pos[1]);
+    path = np ? pos[0] : NULL;
+    free(pos);
     if (!path) die_usage("info: no file given (usage: tq info FILE [--json] [--strict])");
+    return path;
+}
 
-    tq_dump *d;
-    int rc = tq_dump_open(&d, path);
-    if (rc < 0) die_lib(rc, NULL);
-    const tq_dump_meta *m = tq_dump_get_meta(d);
-    const tq_layer_shape *s0 = &m->shape;
-    int L = m->n_layers;
-    tensor_stats (*st)[3] = calloc((size_t)L, sizeof *st);
+/* every layer's statistics, one layer in memory at a time */
+static layer_stats *info_scan(tq_dump *d, int strict)
+{
+    int L = tq_dump_get_meta(d)->n_layers;
+    layer_stats *st = calloc((size_t)L, sizeof *st);
     if (!st) die("out of memory");
-
     tq_progress pr;
     progress_start(&pr, "info", L);
     for (int l = 0; l < L; l++) {
         tq_layer x;
-        rc = tq_dump_read_layer(d, l, 0, !strict, &x);
+        int rc = tq_dump_read_layer(d, l, 0, !strict, &x);
         if (rc < 0) {
             progress_end(&pr);
             die_lib(rc, NULL);
@@ -145,76 +135,99 @@ int cmd_info(int argc, char **argv)
         progress_step(&pr, 1);
     }
     progress_end(&pr);
+    return st;
+}
 
-    if (json) {
-        printf("{\"file\": ");
-        json_str(stdout, path);
-        printf(", \"format\": \"%s\", \"format_version\": %d, \"model\": ", TQ_DUMP_FORMAT, TQ_DUMP_VERSION);
-        json_str(stdout, m->model);
-        printf(", \"source\": ");
-        json_str(stdout, m->source);
-        printf(", \"rope\": ");
-        json_str(stdout, m->rope);
-        printf(", \"n_layers\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
-               "\"dtype\": \"%s\", \"has_values\": %s, \"has_queries\": %s,\n \"layers\": [",
-               L, s0->n_kv_heads, s0->n_q_heads, s0->n_tokens, s0->head_dim, tq_dtype_name(s0->dtype),
-               s0->has_values ? "true" : "false", s0->has_queries ? "true" : "false");
-        for (int l = 0; l < L; l++) {
-            const tq_layer_shape *s = tq_dump_layer_shape(d, l);
-            tensor_stats *t = st[l];
-            printf("%s\n  {\"layer\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
-                   "\"dtype\": \"%s\", ", l ? "," : "", l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim,
-                   tq_dtype_name(s->dtype));
-            json_field("key_norm_mean", t[0].norm_mean, 1);
-            json_field("value_norm_mean", t[1].norm_mean, 1);
-            json_field("query_norm_mean", t[2].norm_mean, 1);
-            json_field("key_abs_max", t[0].abs_max, 1);
-            json_field("value_abs_max", t[1].abs_max, 1);
-            json_field("key_outlier_ratio", t[0].outlier, 1);
-            json_field("value_outlier_ratio", t[1].outlier, 1);
-            printf("\"nan\": %lld, \"inf\": %lld}", t[0].nan + t[1].nan + t[2].nan, t[0].inf + t[1].inf + t[2].inf);
-        }
-        printf("\n ]}\n");
-    } else {
-        printf("file       %s\nmodel      %s\nsource     %s\nrope       %s\nlayers     %d\nkv heads   %d\n", path,
-               m->model, m->source, m->rope, L, s0->n_kv_heads);
-        if (s0->n_q_heads)
-            printf("q heads    %d (%d per kv head)\n", s0->n_q_heads, s0->n_q_heads / s0->n_kv_heads);
-        else
-            printf("q heads    none (no queries)\n");
-        printf("tokens     %d\nhead_dim   %d\ndtype      %s\nvalues     %s\n\n", s0->n_tokens, s0->head_dim,
-               tq_dtype_name(s0->dtype), s0->has_values ? "yes" : "none (key-only dump)");
-        printf("| layer |  key norm | value norm | query norm | max abs key | max abs value | key outlier | "
-               "value outlier |   nan |   inf |\n");
-        printf("|------:|----------:|-----------:|-----------:|------------:|--------------:|------------:|"
-               "--------------:|------:|------:|\n");
-        for (int l = 0; l < L; l++) {
-            tensor_stats *t = st[l];
-            printf("| %5d |", l);
-            text_num(t[0].norm_mean, 9);
-            text_num(t[1].norm_mean, 10);
-            text_num(t[2].norm_mean, 10);
-            text_num(t[0].abs_max, 11);
-            text_num(t[1].abs_max, 13);
-            text_num(t[0].outlier, 11);
-            text_num(t[1].outlier, 13);
-            printf(" %5lld | %5lld |\n", t[0].nan + t[1].nan + t[2].nan, t[0].inf + t[1].inf + t[2].inf);
-        }
-        for (int l = 1; l < L; l++) {
-            const tq_layer_shape *s = tq_dump_layer_shape(d, l);
-            if (s->n_kv_heads != s0->n_kv_heads || s->n_q_heads != s0->n_q_heads || s->n_tokens != s0->n_tokens ||
-                s->head_dim != s0->head_dim || s->dtype != s0->dtype || s->has_values != s0->has_values)
-                printf("note: layer %d differs from layer 0: %d kv heads, %d q heads, %d tokens, head_dim %d, %s%s\n",
-                       l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim, tq_dtype_name(s->dtype),
-                       s->has_values ? "" : ", no values");
-        }
-        long long bad = 0;
-        for (int l = 0; l < L; l++)
-            for (int k = 0; k < 3; k++) bad += st[l][k].nan + st[l][k].inf;
-        if (bad)
-            printf("note: %lld non-finite values; other commands refuse this dump (statistics above skip them)\n",
-                   bad);
+static void info_json(const char *path, tq_dump *d, layer_stats *st)
+{
+    const tq_dump_meta *m = tq_dump_get_meta(d);
+    const tq_layer_shape *s0 = &m->shape;
+    int L = m->n_layers;
+    printf("{\"file\": ");
+    json_str(stdout, path);
+    printf(", \"format\": \"%s\", \"format_version\": %d, \"model\": ", TQ_DUMP_FORMAT, TQ_DUMP_VERSION);
+    json_str(stdout, m->model);
+    printf(", \"source\": ");
+    json_str(stdout, m->source);
+    printf(", \"rope\": ");
+    json_str(stdout, m->rope);
+    printf(", \"n_layers\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
+           "\"dtype\": \"%s\", \"has_values\": %s, \"has_queries\": %s,\n \"layers\": [",
+           L, s0->n_kv_heads, s0->n_q_heads, s0->n_tokens, s0->head_dim, tq_dtype_name(s0->dtype),
+           s0->has_values ? "true" : "false", s0->has_queries ? "true" : "false");
+    for (int l = 0; l < L; l++) {
+        const tq_layer_shape *s = tq_dump_layer_shape(d, l);
+        tensor_stats *t = st[l];
+        printf("%s\n  {\"layer\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
+               "\"dtype\": \"%s\", ", l ? "," : "", l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim,
+               tq_dtype_name(s->dtype));
+        json_field("key_norm_mean", t[0].norm_mean, 1);
+        json_field("value_norm_mean", t[1].norm_mean, 1);
+        json_field("query_norm_mean", t[2].norm_mean, 1);
+        json_field("key_abs_max", t[0].abs_max, 1);
+        json_field("value_abs_max", t[1].abs_max, 1);
+        json_field("key_outlier_ratio", t[0].outlier, 1);
+        json_field("value_outlier_ratio", t[1].outlier, 1);
+        printf("\"nan\": %lld, \"inf\": %lld}", t[0].nan + t[1].nan + t[2].nan, t[0].inf + t[1].inf + t[2].inf);
     }
+    printf("\n ]}\n");
+}
+
+static void info_text(const char *path, tq_dump *d, layer_stats *st)
+{
+    const tq_dump_meta *m = tq_dump_get_meta(d);
+    const tq_layer_shape *s0 = &m->shape;
+    int L = m->n_layers;
+    printf("file       %s\nmodel      %s\nsource     %s\nrope       %s\nlayers     %d\nkv heads   %d\n", path,
+           m->model, m->source, m->rope, L, s0->n_kv_heads);
+    if (s0->n_q_heads)
+        printf("q heads    %d (%d per kv head)\n", s0->n_q_heads, s0->n_q_heads / s0->n_kv_heads);
+    else
+        printf("q heads    none (no queries)\n");
+    printf("tokens     %d\nhead_dim   %d\ndtype      %s\nvalues     %s\n\n", s0->n_tokens, s0->head_dim,
+           tq_dtype_name(s0->dtype), s0->has_values ? "yes" : "none (key-only dump)");
+    printf("| layer |  key norm | value norm | query norm | max abs key | max abs value | key outlier | "
+           "value outlier |   nan |   inf |\n");
+    printf("|------:|----------:|-----------:|-----------:|------------:|--------------:|------------:|"
+           "--------------:|------:|------:|\n");
+    for (int l = 0; l < L; l++) {
+        tensor_stats *t = st[l];
+        printf("| %5d |", l);
+        text_num(t[0].norm_mean, 9);
+        text_num(t[1].norm_mean, 10);
+        text_num(t[2].norm_mean, 10);
+        text_num(t[0].abs_max, 11);
+        text_num(t[1].abs_max, 13);
+        text_num(t[0].outlier, 11);
+        text_num(t[1].outlier, 13);
+        printf(" %5lld | %5lld |\n", t[0].nan + t[1].nan + t[2].nan, t[0].inf + t[1].inf + t[2].inf);
+    }
+    for (int l = 1; l < L; l++) {
+        const tq_layer_shape *s = tq_dump_layer_shape(d, l);
+        if (s->n_kv_heads != s0->n_kv_heads || s->n_q_heads != s0->n_q_heads || s->n_tokens != s0->n_tokens ||
+            s->head_dim != s0->head_dim || s->dtype != s0->dtype || s->has_values != s0->has_values)
+            printf("note: layer %d differs from layer 0: %d kv heads, %d q heads, %d tokens, head_dim %d, %s%s\n",
+                   l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim, tq_dtype_name(s->dtype),
+                   s->has_values ? "" : ", no values");
+    }
+    long long bad = 0;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 3; k++) bad += st[l][k].nan + st[l][k].inf;
+    if (bad)
+        printf("note: %lld non-finite values; other commands refuse this dump (statistics above skip them)\n",
+               bad);
+}
+
+int cmd_info(int argc, char **argv)
+{
+    int json = 0, strict = 0;
+    const char *path = info_parse(argc, argv, &json, &strict);
+    tq_dump *d;
+    int rc = tq_dump_open(&d, path);
+    if (rc < 0) die_lib(rc, NULL);
+    layer_stats *st = info_scan(d, strict);
+    if (json) info_json(path, d, st);
+    else info_text(path, d, st);
     free(st);
     tq_dump_close(d);
     if (fflush(stdout) != 0 || ferror(stdout)) die("info: cannot write to stdout");
