@@ -7,6 +7,7 @@
 
 #include "cmd.h"
 #include "commands.h"
+#include "options.h"
 #include "quant.h"
 
 typedef struct { const char *name; int layers, kv_heads, head_dim; } preset;
@@ -19,32 +20,6 @@ static const preset presets[] = {
     {"smollm2-135m", 30, 3, 64},
 };
 static const int n_presets = (int)(sizeof presets / sizeof presets[0]);
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tq memory (--preset NAME | --layers L --kv-heads H --head-dim d) [options]\n"
-            "       tq memory --all-presets [options]\n"
-            "\n"
-            "KV-cache bytes (keys + values, every layer, kv head, token and sequence) in fp16, in int8 containers\n"
-            "(int8 codes + fp16 scale per vector) and in packed codes with side information (norms, scales,\n"
-            "codebooks) exactly as tq quantize stores them: one slice per (sequence, layer, kv head, tensor) of\n"
-            "--context tokens.\n"
-            "\n"
-            "  --preset NAME       gemma-2b (18 layers, 1 kv head, d 256), llama-3.1-8b (32, 8, 128),\n"
-            "                      llama-3.1-70b (80, 8, 128), smollm2-135m (30, 3, 64)\n"
-            "  --all-presets       one block of rows per preset\n"
-            "  --layers L --kv-heads H --head-dim d   a custom shape (instead of --preset)\n"
-            "  --context T         tokens per sequence (default 8192)\n"
-            "  --batch B           sequences (default 1)\n"
-            "  --methods LIST      packed methods (default turbo-mse,turbo-prod,polar,kivi; fp16 and int8 rows are\n"
-            "                      always printed); --method is the same\n"
-            "  --bits LIST         code bits, e.g. 3 or 2-4 (default 3)\n"
-            "  --outliers N        turbo: N channels at bits+1 (fractional bits; default 0)\n"
-            "  --group G           kivi group size (default 32)\n"
-            "  --norms fp16|fp32   side information precision (default fp16)\n"
-            "  --format md|csv     Markdown table (default) or CSV\n");
-}
 
 typedef struct {
     const char *model;
@@ -128,59 +103,63 @@ static void print_shape(const mem_opts *o, const shape *s, int header)
     }
 }
 
-int cmd_memory(int argc, char **argv)
-{
-    const char *preset_name = NULL, *methods = NULL, *bits = "3", *fmt = "md";
-    int layers = 0, kv_heads = 0, head_dim = 0, all = 0, outliers = 0, group = 32, norm32 = 0;
-    mem_opts o;
-    memset(&o, 0, sizeof o);
-    o.context = 8192;
-    o.batch = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--all-presets")) {
-            all = 1;
-            continue;
-        }
-        if (a[0] != '-' || a[1] != '-') die_usage("memory: unexpected argument '%s' (see 'tq memory --help')", a);
-        if (i + 1 >= argc) die_usage("memory: option '%s' needs a value", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--preset")) preset_name = v;
-        else if (!strcmp(a, "--layers")) layers = (int)parse_long(a, v, 1, 100000);
-        else if (!strcmp(a, "--kv-heads")) kv_heads = (int)parse_long(a, v, 1, 65536);
-        else if (!strcmp(a, "--head-dim")) head_dim = (int)parse_long(a, v, 1, 65536);
-        else if (!strcmp(a, "--context")) o.context = parse_long(a, v, 1, 2147483647L);
-        else if (!strcmp(a, "--batch")) o.batch = parse_long(a, v, 1, 1000000);
-        else if (!strcmp(a, "--methods") || !strcmp(a, "--method")) methods = v;
-        else if (!strcmp(a, "--bits")) bits = v;
-        else if (!strcmp(a, "--outliers")) outliers = (int)parse_long(a, v, 0, 65535);
-        else if (!strcmp(a, "--group")) group = (int)parse_long(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--norms")) {
-            if (strcmp(v, "fp16") && strcmp(v, "fp32")) die_usage("memory: --norms must be fp16 or fp32, got '%s'", v);
-            norm32 = !strcmp(v, "fp32");
-        } else if (!strcmp(a, "--format")) {
-            if (strcmp(v, "md") && strcmp(v, "csv")) die_usage("memory: --format must be md or csv, got '%s'", v);
-            fmt = v;
-        } else die_usage("memory: unknown option '%s' (see 'tq memory --help')", a);
-    }
-    o.fmt_csv = !strcmp(fmt, "csv");
-    int custom = layers || kv_heads || head_dim;
-    if ((preset_name != NULL) + custom + all > 1)
-        die_usage("memory: give one of --preset, --all-presets or --layers/--kv-heads/--head-dim");
-    if (custom && !(layers && kv_heads && head_dim))
-        die_usage("memory: a custom shape needs all of --layers, --kv-heads and --head-dim");
-    if (!preset_name && !custom && !all)
-        die_usage("memory: give --preset NAME, --all-presets or --layers L --kv-heads H --head-dim d");
+typedef struct {
+    const char *preset, *methods, *bits;
+    int layers, kv_heads, head_dim, all, outliers, group, norm32, fmt;
+} mem_args;
 
-    /* configurations: fp16, int8, then each packed method at each bit width */
+static void memory_parse(mem_args *a, mem_opts *o, int argc, char **argv)
+{
+    const tq_option opts[] = {
+        OPT_STR_("--preset", &a->preset, "NAME", NULL, "gemma-2b (18 layers, 1 kv head, d 256), llama-3.1-8b (32, 8, "
+                 "128),\nllama-3.1-70b (80, 8, 128), smollm2-135m (30, 3, 64)"),
+        OPT_FLAG_("--all-presets", &a->all, "one block of rows per preset"),
+        OPT_INT_("--layers", &a->layers, "L", NULL, 1, 100000, "a custom shape (instead of --preset): layers,"),
+        OPT_INT_("--kv-heads", &a->kv_heads, "H", NULL, 1, 65536, "kv heads"),
+        OPT_INT_("--head-dim", &a->head_dim, "d", NULL, 1, 65536, "and head dim"),
+        OPT_LONG_("--context", &o->context, "T", "8192", 1, 2147483647L, "tokens per sequence"),
+        OPT_LONG_("--batch", &o->batch, "B", "1", 1, 1000000, "sequences"),
+        {.kind = OPT_STRING, .name = "--methods", .alias = "--method", .value = &a->methods, .arg = "LIST",
+         .help = "packed methods (default turbo-mse,turbo-prod,polar,kivi; fp16 and int8\nrows are always printed)"},
+        OPT_STR_("--bits", &a->bits, "LIST", "3", "code bits, e.g. 3 or 2-4"),
+        OPT_INT_("--outliers", &a->outliers, "N", "0", 0, 65535, "turbo: N channels at bits+1 (fractional bits)"),
+        OPT_INT_("--group", &a->group, "G", "32", 1, 1 << 20, "kivi group size"),
+        OPT_CHOICE_("--norms", &a->norm32, "fp16|fp32", "fp16", "side information precision"),
+        OPT_CHOICE_("--format", &a->fmt, "md|csv", "md", "Markdown table or CSV"),
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "memory", "memory (--preset NAME | --layers L --kv-heads H --head-dim d) [options]\nmemory --all-presets "
+        "[options]",
+        "\nKV-cache bytes (keys + values, every layer, kv head, token and sequence) in fp16, in int8 containers\n"
+        "(int8 codes + fp16 scale per vector) and in packed codes with side information (norms, scales,\n"
+        "codebooks) exactly as tq quantize stores them: one slice per (sequence, layer, kv head, tensor) of\n"
+        "--context tokens.\n",
+        opts, NULL};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    if (opt_parse(&spec, argc, argv, pos) > 0)
+        die_usage("memory: unexpected argument '%s' (see 'tq memory --help')", pos[0]);
+    free(pos);
+    o->fmt_csv = a->fmt == 1;
+    int custom = a->layers || a->kv_heads || a->head_dim;
+    if ((a->preset != NULL) + custom + a->all > 1)
+        die_usage("memory: give one of --preset, --all-presets or --layers/--kv-heads/--head-dim");
+    if (custom && !(a->layers && a->kv_heads && a->head_dim))
+        die_usage("memory: a custom shape needs all of --layers, --kv-heads and --head-dim");
+    if (!a->preset && !custom && !a->all)
+        die_usage("memory: give --preset NAME, --all-presets or --layers L --kv-heads H --head-dim d");
+}
+
+/* configurations: fp16, int8, then each packed method at each bit width */
+static void memory_configs(const mem_args *a, mem_opts *o)
+{
+    const char *methods = a->methods, *bits = a->bits;
+    int group = a->group, norm32 = a->norm32, outliers = a->outliers;
     int *blist;
     int nb = parse_list("--bits", bits, 1, 8, NULL, &blist);
-    tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_FP16, 16);
-    tq_qparams_default(&o.cfg[o.n_cfg++], TQ_M_INT8, 8);
+    tq_qparams_default(&o->cfg[o->n_cfg++], TQ_M_FP16, 16);
+    tq_qparams_default(&o->cfg[o->n_cfg++], TQ_M_INT8, 8);
     char mbuf[256];
     snprintf(mbuf, sizeof mbuf, "%s", methods ? methods : "turbo-mse,turbo-prod,polar,kivi");
     for (char *tok = strtok(mbuf, ","); tok; tok = strtok(NULL, ",")) {
@@ -194,8 +173,8 @@ int cmd_memory(int argc, char **argv)
                 } else die_usage("memory: --bits %d is out of range for %s (%d..%d)", blist[j], f->name, f->min_bits,
                                  f->max_bits);
             }
-            if (o.n_cfg == (int)(sizeof o.cfg / sizeof o.cfg[0])) die_usage("memory: too many configurations");
-            tq_qparams *p = &o.cfg[o.n_cfg++];
+            if (o->n_cfg == (int)(sizeof o->cfg / sizeof o->cfg[0])) die_usage("memory: too many configurations");
+            tq_qparams *p = &o->cfg[o->n_cfg++];
             tq_qparams_default(p, f->method, f->min_bits == f->max_bits ? f->min_bits : blist[j]);
             p->group = group;
             p->norm_fp32 = norm32;
@@ -203,8 +182,14 @@ int cmd_memory(int argc, char **argv)
         }
     }
     free(blist);
-    o.cfg[0].norm_fp32 = o.cfg[1].norm_fp32 = norm32;
+    o->cfg[0].norm_fp32 = o->cfg[1].norm_fp32 = norm32;
 
+}
+
+static void memory_check(const mem_args *a, mem_opts *o)
+{
+    int all = a->all, head_dim = a->head_dim;
+    const char *preset_name = a->preset, *methods = a->methods;
     /* Every configuration must fit every shape before anything is printed: an explicit --methods list dies on the
      * first that does not, the default list drops it with a note (polar needs d % 16 == 0). */
     for (int k = 0; k < (all ? n_presets : 1); k++) {
@@ -213,16 +198,28 @@ int cmd_memory(int argc, char **argv)
             for (int i = 0; i < n_presets; i++)
                 if (!strcmp(presets[i].name, preset_name)) d = presets[i].head_dim;
         if (!d) break; /* unknown preset: reported below */
-        for (int i = 0; i < o.n_cfg; i++) {
-            const tq_format *f = tq_format_of(o.cfg[i].method);
-            if (f->check(&o.cfg[i], d) == TQ_OK) continue;
+        for (int i = 0; i < o->n_cfg; i++) {
+            const tq_format *f = tq_format_of(o->cfg[i].method);
+            if (f->check(&o->cfg[i], d) == TQ_OK) continue;
             if (methods) die_lib(TQ_ERR_USAGE, f->name);
             fprintf(stderr, "tq: note: %s left out: %s\n", f->name, tq_error_msg());
-            memmove(&o.cfg[i], &o.cfg[i + 1], sizeof o.cfg[0] * (size_t)(o.n_cfg - i - 1));
-            o.n_cfg--;
+            memmove(&o->cfg[i], &o->cfg[i + 1], sizeof o->cfg[0] * (size_t)(o->n_cfg - i - 1));
+            o->n_cfg--;
             i--;
         }
     }
+}
+
+int cmd_memory(int argc, char **argv)
+{
+    mem_args a = {0};
+    mem_opts o;
+    memset(&o, 0, sizeof o);
+    memory_parse(&a, &o, argc, argv);
+    memory_configs(&a, &o);
+    memory_check(&a, &o);
+    int all = a.all, layers = a.layers, kv_heads = a.kv_heads, head_dim = a.head_dim;
+    const char *preset_name = a.preset;
     if (all) {
         for (int i = 0; i < n_presets; i++) {
             shape s = {presets[i].name, presets[i].layers, presets[i].kv_heads, presets[i].head_dim};
