@@ -11,25 +11,8 @@
 #include "cmd.h"
 #include "quant.h"
 #include "schedule.h"
+#include "options.h"
 #include "tq.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: tq mixed-schedule SENS.json --budget B [options] [-o SCHEDULE.json]\n"
-        "Choose bits per unit (layer or layer x kv head, keys and/or values, as scanned by tq sensitivity) so that\n"
-        "the coordinate-weighted average bits stay <= B.\n"
-        "  --budget B            average bits per coordinate (required for optimal; a ceiling check for rank)\n"
-        "  --policy P            optimal (default): minimise sum over units of coords x metric, exactly;\n"
-        "                        rank: the seed article's rule, most sensitive units get the most bits\n"
-        "  --bits LIST           candidate bits, a subset of the scanned ones (default: all scanned for optimal,\n"
-        "                        2,3,4 for rank)\n"
-        "  --fractions LIST      rank: share of coordinates per bit width, lowest bits first (default\n"
-        "                        0.25,0.5,0.25); ranks use the metric at the median of --bits\n"
-        "  --side-info S         exclude (default): the budget counts code bits, as --bits does everywhere;\n"
-        "                        include: norms, scales and other side information count too\n"
-        "  -o FILE               the schedule (default stdout); with -o a summary goes to stdout\n");
-}
 
 typedef struct {
     int n_layers, n_kv_heads, per_head, nb, nu;
@@ -237,79 +220,87 @@ static void write_bits(FILE *o, const sens *s, int t, const int *ub)
     free(grid);
 }
 
-int cmd_mixed_schedule(int argc, char **argv)
+typedef struct {
+    const char *in, *bits_s, *fr_s, *outp;
+    int rank, side, want[8], nw, nf;   /* side: 0 include, 1 exclude (the choice order) */
+    double budget, frac[8];
+} ms_args;
+
+static void ms_fractions(ms_args *a)
 {
-    const char *in = NULL, *policy = "optimal", *bits_s = NULL, *fr_s = NULL, *side = "exclude", *outp = NULL;
-    double budget = NAN;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage(stdout);
-            return 0;
-        }
-        if (a[0] != '-' || !a[1]) {
-            if (in) die_usage("mixed-schedule: unexpected argument '%s' (one sensitivity file)", a);
-            in = a;
-            continue;
-        }
-        const char *const valued[] = {"--budget", "--policy", "--bits", "--fractions", "--side-info", "-o"};
-        const char *v = option_value("mixed-schedule", valued, sizeof valued / sizeof *valued, argc, argv, &i);
-        if (!strcmp(a, "--budget")) budget = parse_double(a, v, 0.0, 64.0);
-        else if (!strcmp(a, "--policy")) policy = v;
-        else if (!strcmp(a, "--bits")) bits_s = v;
-        else if (!strcmp(a, "--fractions")) fr_s = v;
-        else if (!strcmp(a, "--side-info")) side = v;
-        else outp = v;
+    int nw = a->nw, nf = 0;
+    double *frac = a->frac;
+    if (!a->bits_s) {
+        a->want[0] = 2, a->want[1] = 3, a->want[2] = 4;
+        nw = a->nw = 3;
     }
-    if (!in) die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
-    if (outp) check_output(outp, &in, 1);
-    int rank = 0;
-    if (!strcmp(policy, "rank")) rank = 1;
-    else if (strcmp(policy, "optimal")) die_usage("mixed-schedule: --policy is '%s', expected optimal or rank", policy);
-    int incl = 0;
-    if (!strcmp(side, "include")) incl = 1;
-    else if (strcmp(side, "exclude")) die_usage("mixed-schedule: --side-info is '%s', expected include or exclude", side);
-    if (!rank && isnan(budget)) die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
-    if (fr_s && !rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
-    int want[8], nw = 0; /* at most the 8 widths 1..8 */
-    if (bits_s) {
+    if (a->fr_s) {
+        int n = 0;
+        char **f = parse_names("--fractions", a->fr_s, &n);
+        if (n > 8) die_usage("mixed-schedule: --fractions has more than 8 values");
+        for (int k = 0; k < n; k++) frac[nf++] = parse_double("--fractions", f[k], 0.0, 1.0);
+        free(f);
+    } else if (nw == 3) {
+        frac[0] = 0.25, frac[1] = 0.5, frac[2] = 0.25;
+        nf = 3;
+    } else
+        die_usage("mixed-schedule: rank with %d bit widths needs --fractions (one per width, summing to 1)", nw);
+    if (nf != nw) die_usage("mixed-schedule: --fractions has %d values for %d bit widths", nf, nw);
+    double sum = 0;
+    for (int k = 0; k < nf; k++) sum += frac[k];
+    if (fabs(sum - 1) > 1e-6) die_usage("mixed-schedule: --fractions sum to %g, must sum to 1", sum);
+    a->nf = nf;
+}
+
+static void ms_parse(ms_args *a, int argc, char **argv)
+{
+    a->budget = NAN;
+    const tq_option opts[] = {
+        OPT_DOUBLE_("--budget", &a->budget, "B", NULL, 0.0, 64.0, "average bits per coordinate (required for optimal; "
+                    "a ceiling check for rank)"),
+        OPT_CHOICE_("--policy", &a->rank, "optimal|rank", "optimal", "optimal: minimise sum over units of coords x "
+                    "metric, exactly;\nrank: the seed article's rule, most sensitive units get the most bits"),
+        OPT_STR_("--bits", &a->bits_s, "LIST", NULL, "candidate bits, a subset of the scanned ones (default: all "
+                 "scanned for\noptimal, 2,3,4 for rank)"),
+        OPT_STR_("--fractions", &a->fr_s, "LIST", NULL, "rank: share of coordinates per bit width, lowest bits "
+                 "first (default\n0.25,0.5,0.25); ranks use the metric at the median of --bits"),
+        OPT_CHOICE_("--side-info", &a->side, "include|exclude", "exclude", "exclude: the budget counts code bits, as "
+                    "--bits does everywhere;\ninclude: norms, scales and other side information count too"),
+        OPT_STR_("-o", &a->outp, "FILE", NULL, "the schedule (default stdout); with -o a summary goes to stdout"),
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "mixed-schedule", "mixed-schedule SENS.json --budget B [options] [-o SCHEDULE.json]",
+        "Choose bits per unit (layer or layer x kv head, keys and/or values, as scanned by tq sensitivity) so that\n"
+        "the coordinate-weighted average bits stay <= B.",
+        opts, NULL};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    int np = opt_parse(&spec, argc, argv, pos);
+    if (np > 1) die_usage("mixed-schedule: unexpected argument '%s' (one sensitivity file)", pos[1]);
+    a->in = np ? pos[0] : NULL;
+    free(pos);
+    if (!a->in) die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
+    if (a->outp) check_output(a->outp, &a->in, 1);
+    if (!a->rank && isnan(a->budget)) die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
+    if (a->fr_s && !a->rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
+    if (a->bits_s) {
         int *w;
-        nw = parse_list("--bits", bits_s, 1, 8, NULL, &w);
-        memcpy(want, w, (size_t)nw * sizeof *w);
+        a->nw = parse_list("--bits", a->bits_s, 1, 8, NULL, &w);
+        memcpy(a->want, w, (size_t)a->nw * sizeof *w);
         free(w);
     }
-    double frac[8];
-    if (rank) {
-        if (!bits_s) {
-            want[0] = 2, want[1] = 3, want[2] = 4;
-            nw = 3;
-        }
-        if (nw > 8) die_usage("mixed-schedule: at most 8 bit widths for rank");
-        int nf = 0;
-        if (fr_s) {
-            char buf[256];
-            if (strlen(fr_s) >= sizeof buf) die_usage("mixed-schedule: --fractions is too long");
-            strcpy(buf, fr_s);
-            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-                if (nf == 8) die_usage("mixed-schedule: --fractions has more than 8 values");
-                frac[nf++] = parse_double("--fractions", t, 0.0, 1.0);
-            }
-        } else if (nw == 3) {
-            frac[0] = 0.25, frac[1] = 0.5, frac[2] = 0.25;
-            nf = 3;
-        } else
-            die_usage("mixed-schedule: rank with %d bit widths needs --fractions (one per width, summing to 1)", nw);
-        if (nf != nw) die_usage("mixed-schedule: --fractions has %d values for %d bit widths", nf, nw);
-        double sum = 0;
-        for (int k = 0; k < nf; k++) sum += frac[k];
-        if (fabs(sum - 1) > 1e-6) die_usage("mixed-schedule: --fractions sum to %g, must sum to 1", sum);
-    }
+    if (a->rank) ms_fractions(a);
+}
 
-    sens s;
-    sens_load(in, &s);
+/* the chosen bit widths, as indices into the scan */
+static int ms_widths(const ms_args *a, const sens *sp, int *opt)
+{
+    const sens s = *sp;
+    const int nw = a->nw, *want = a->want;
+    const char *in = a->in;
     const tq_format *fmt = tq_format_by_name(s.method);
-    /* options: the chosen bit widths, as indices into the scan */
-    int opt[8], K = 0;
+    int K = 0;
     if (!nw) {
         for (int b = 0; b < s.nb; b++) opt[K++] = b;
     } else
@@ -329,6 +320,20 @@ int cmd_mixed_schedule(int argc, char **argv)
                           s.method);
             opt[K++] = found;
         }
+    return K;
+}
+
+typedef struct {
+    int K, *choice, *ub;
+    double *dist, avg, pred, acode, atot, uni[8];
+} ms_result;
+
+static void ms_solve(const ms_args *a, const sens *sp, const int *opt, ms_result *R)
+{
+    const sens s = *sp;
+    int K = R->K, rank = a->rank, incl = a->side == 0;
+    double budget = a->budget;
+    const double *frac = a->frac;
     size_t nu = (size_t)s.nu;
     double *cost = malloc(sizeof(double) * nu * K), *dist = malloc(sizeof(double) * nu * K);
     int *choice = malloc(sizeof(int) * nu), *ub = malloc(sizeof(int) * nu);
@@ -379,6 +384,21 @@ int cmd_mixed_schedule(int argc, char **argv)
         uni[k] = d / W;
     }
 
+    R->choice = choice, R->ub = ub, R->dist = dist;
+    R->avg = avg, R->pred = pred, R->acode = acode, R->atot = atot;
+    memcpy(R->uni, uni, sizeof uni);
+    free(cost);
+}
+
+static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_result *R)
+{
+    const sens s = *sp;
+    size_t nu = (size_t)s.nu;
+    int K = R->K, rank = a->rank, incl = a->side == 0;
+    const int *choice = R->choice, *ub = R->ub;
+    double budget = a->budget, avg = R->avg, pred = R->pred, acode = R->acode, atot = R->atot;
+    const double *uni = R->uni, *frac = a->frac;
+    const char *outp = a->outp, *in = a->in;
     FILE *o = outp ? out_open(outp) : stdout;
     fprintf(o, "{\"tq_schedule\": %d,\n \"method\": ", TQ_SCHEDULE_VERSION);
     json_str(o, s.method);
@@ -426,11 +446,22 @@ int cmd_mixed_schedule(int argc, char **argv)
         for (int k = 0; k < K; k++) printf("; uniform %d bits %.4g", s.bits[opt[k]], uni[k]);
         printf("\n  written to %s\n", outp);
     }
+}
+
+int cmd_mixed_schedule(int argc, char **argv)
+{
+    ms_args a = {0};
+    ms_parse(&a, argc, argv);
+    sens s;
+    sens_load(a.in, &s);
+    int opt[8];
+    ms_result R = {.K = ms_widths(&a, &s, opt)};
+    ms_solve(&a, &s, opt, &R);
+    ms_write(&a, &s, opt, &R);
     if (fflush(stdout) != 0) die("cannot write to stdout: %s", strerror(errno));
-    free(cost);
-    free(dist);
-    free(choice);
-    free(ub);
+    free(R.dist);
+    free(R.choice);
+    free(R.ub);
     sens_free(&s);
     return 0;
 }
