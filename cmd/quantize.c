@@ -8,57 +8,13 @@
 #include "cmd.h"
 #include "codes.h"
 #include "commands.h"
-#include "cuda/tq_cuda.h"
+#include "device.h"
 #include "dump.h"
+#include "evalcli.h"
+#include "options.h"
 #include "quant.h"
 #include "schedule.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: tq quantize DUMP.h5 --method M [--bits B] [options] -o CODES.h5\n"
-            "\n"
-            "Quantize the keys (and values) of a tq-kv dump, slice by slice (layer x kv head), into a tq-codes file\n"
-            "(datasets/FORMAT.md) whose payload is the real packed size. Prints one summary line.\n"
-            "\n"
-            "  --method M           fp16 | int8 | kivi | turbo-mse | turbo-prod | qjl | polar\n"
-            "  --bits B             code bits per coordinate (method's range; fp16 and int8 default to 16 and 8;\n"
-            "                       turbo-prod: B-1 MSE bits + 1 QJL bit; polar: level bits B+1,B-1,B-1,B-1)\n"
-            "  --rotation R         dense (default) | hadamard (power-of-two dims) | none   [turbo, qjl, polar]\n"
-            "  --codebook C         beta (default) | gaussian | empirical (fitted on the rotated unit vectors of the\n"
-            "                       same slice; the fit is stored with the codes)           [turbo-mse, turbo-prod]\n"
-            "  --outliers N         N highest-RMS channels at B+1 bits                       [turbo]\n"
-            "  --center             subtract the slice's per-channel mean (stored)          [turbo]\n"
-            "  --norms fp16|fp32    norms, scales and radii stored as fp16 (default) or fp32\n"
-            "  --group G            kivi group size (default 32): keys per channel along G tokens, values per\n"
-            "                       token along G channels\n"
-            "  --residual R         kivi: keep the last R tokens of each slice in fp16 (KIVI's recent window;\n"
-            "                       default 0: every token quantized, the tensor-level comparison)\n"
-            "  --qjl-m M            qjl projections (default d)\n"
-            "  --polar-bits LIST    polar bits per level, level 1 first (default 4,2,2,2: 3.875 bits)\n"
-            "  --seed S             seed of rotations and projections (default 0)\n"
-            "  --device cpu|cuda    encode turbo-mse / turbo-prod / qjl on the GPU (same bytes as the CPU on the\n"
-            "                       Hadamard path; README \"CUDA\"); default cpu\n"
-            "  --values M:B         values with another method and bits (default: as the keys)\n"
-            "  --keys-only          leave the values out\n"
-            "  --schedule FILE      per-layer / per-head bits from a schedule (README \"Schedules\")\n"
-            "  --layers LIST        only these layers, e.g. 0,3-5 (dequantize renumbers them from 0)\n"
-            "  --emit-recon FILE    also write the in-memory reconstruction as a dump (for checking dequantize)\n"
-            "  -o, --output FILE    the codes file to write (temporary name, renamed when complete)\n"
-            "\n"
-            "usage: tq dequantize CODES.h5 -o RECON.h5   (see 'tq dequantize --help')\n");
-}
-
-static void usage_deq(FILE *f)
-{
-    fprintf(f,
-            "usage: tq dequantize CODES.h5 -o RECON.h5\n"
-            "\n"
-            "Rebuild a tq-kv dump from a tq-codes file alone: keys and values decoded, queries copied, in the\n"
-            "source's dtype. Layers stored from a --layers subset are numbered from 0 in the output.\n"
-            "\n"
-            "  -o, --output FILE    the dump to write (temporary name, renamed when complete)\n");
-}
+#include "vocab.h"
 
 static const tq_format *method_or_die(const char *opt, const char *name)
 {
@@ -129,72 +85,101 @@ static void q_die(q_state *s, int rc, const char *what)
     die_lib(rc, what);
 }
 
-int cmd_quantize(int argc, char **argv)
-{
-    const char *in = NULL, *out = NULL, *values_opt = NULL, *sched_path = NULL, *layers_opt = NULL, *recon = NULL;
-    const char *method = NULL, *bits_s = NULL, *rot = NULL, *cb = NULL, *norms = NULL, *polar = NULL;
-    long outliers = -1, group = -1, qjl_m = -1, residual = -1;
-    int center = 0, keys_only = 0, have_seed = 0, device_cuda = 0;
-    uint64_t seed = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--center")) { center = 1; continue; }
-        if (!strcmp(a, "--keys-only")) { keys_only = 1; continue; }
-        if (a[0] != '-' || !a[1]) {
-            if (in) die_usage("quantize: unexpected argument '%s' (one input dump; the output goes after -o)", a);
-            in = a;
-            continue;
-        }
-        static const char *const with_value[] = {"--method", "--bits", "--rotation", "--codebook", "--outliers",
-                                                 "--norms", "--group", "--residual", "--qjl-m", "--polar-bits", "--seed", "--values",
-                                                 "--schedule", "--layers", "--emit-recon", "-o", "--output", "--device"};
-        const char *v = option_value("quantize", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
-        if (!strcmp(a, "--method")) method = v;
-        else if (!strcmp(a, "--bits")) bits_s = v;
-        else if (!strcmp(a, "--rotation")) rot = v;
-        else if (!strcmp(a, "--codebook")) cb = v;
-        else if (!strcmp(a, "--outliers")) outliers = parse_long(a, v, 0, 1 << 16);
-        else if (!strcmp(a, "--norms")) norms = v;
-        else if (!strcmp(a, "--group")) group = parse_long(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--residual")) residual = parse_long(a, v, 0, 1L << 30);
-        else if (!strcmp(a, "--qjl-m")) qjl_m = parse_long(a, v, 1, 1 << 16);
-        else if (!strcmp(a, "--polar-bits")) polar = v;
-        else if (!strcmp(a, "--seed")) { seed = parse_u64(a, v); have_seed = 1; }
-        else if (!strcmp(a, "--values")) values_opt = v;
-        else if (!strcmp(a, "--schedule")) sched_path = v;
-        else if (!strcmp(a, "--layers")) layers_opt = v;
-        else if (!strcmp(a, "--emit-recon")) recon = v;
-        else if (!strcmp(a, "--device")) {
-            if (!strcmp(v, "cuda")) device_cuda = 1;
-            else if (strcmp(v, "cpu")) die_usage("quantize: unknown device '%s'; use cpu or cuda", v);
-        }
-        else out = v;
-    }
-    if (!in) die_usage("quantize: no input dump (usage: tq quantize DUMP.h5 --method M --bits B -o CODES.h5)");
-    if (!out) die_usage("quantize: no output file; add -o CODES.h5");
-    if (device_cuda) {
-        int cst = tq_cuda_device(NULL, 0, NULL, NULL);
-        if (cst) die_lib(cst, "quantize --device cuda");
-    }
-    if (!method) die_usage("quantize: no method; add --method (fp16, int8, kivi, turbo-mse, turbo-prod, qjl, polar)");
-    if (same_file(in, out)) die_usage("quantize: output '%s' is the input; choose another -o", out);
-    if (recon && (same_file(recon, in) || same_file(recon, out)))
-        die_usage("quantize: --emit-recon '%s' is the input or the output; choose another name", recon);
-    if (values_opt && keys_only) die_usage("quantize: --values and --keys-only contradict each other; drop one");
-    check_output(out, (const char *const[]){in, sched_path}, 2);
-    if (recon) check_output(recon, (const char *const[]){in, sched_path}, 2);
+typedef struct {
+    const char *in, *out, *values_opt, *sched_path, *layers_opt, *recon, *method, *bits_s, *rot, *cb, *norms, *polar;
+    const char *device_s;
+    long outliers, group, qjl_m, residual; /* -1: not given */
+    int center, keys_only, have_seed, device;
+    uint64_t seed;
+} q_args;
 
-    /* ---- parameters ---- */
-    const tq_format *fk = method_or_die("--method", method);
+static void q_parse(q_args *a, int argc, char **argv)
+{
+    a->outliers = a->group = a->qjl_m = a->residual = -1;
+    const tq_option opts[] = {
+        OPT_STR_("--method", &a->method, "M", NULL, "fp16 | int8 | kivi | turbo-mse | turbo-prod | qjl | polar"),
+        OPT_STR_("--bits", &a->bits_s, "B", NULL, "code bits per coordinate (method's range; fp16 and int8 default "
+                 "to 16 and 8;\nturbo-prod: B-1 MSE bits + 1 QJL bit; polar: level bits B+1,B-1,B-1,B-1)"),
+        OPT_STR_("--rotation", &a->rot, "R", NULL, "dense (default) | hadamard (power-of-two dims) | none   [turbo, "
+                 "qjl, polar]"),
+        OPT_STR_("--codebook", &a->cb, "C", NULL, "beta (default) | gaussian | empirical (fitted on the rotated unit "
+                 "vectors of\nthe same slice; the fit is stored with the codes)   [turbo-mse, turbo-prod]"),
+        OPT_LONG_("--outliers", &a->outliers, "N", NULL, 0, 1 << 16, "N highest-RMS channels at B+1 bits   [turbo]"),
+        OPT_FLAG_("--center", &a->center, "subtract the slice's per-channel mean (stored)   [turbo]"),
+        OPT_STR_("--norms", &a->norms, "fp16|fp32", NULL, "norms, scales and radii stored as fp16 (default) or fp32"),
+        OPT_LONG_("--group", &a->group, "G", NULL, 1, 1 << 20, "kivi group size (default 32): keys per channel along "
+                  "G tokens,\nvalues per token along G channels"),
+        OPT_LONG_("--residual", &a->residual, "R", NULL, 0, 1L << 30, "kivi: keep the last R tokens of each slice in "
+                  "fp16 (KIVI's recent\nwindow; default 0: every token quantized, the tensor-level comparison)"),
+        OPT_LONG_("--qjl-m", &a->qjl_m, "M", NULL, 1, 1 << 16, "qjl projections (default d)"),
+        OPT_STR_("--polar-bits", &a->polar, "LIST", NULL, "polar bits per level, level 1 first (default 4,2,2,2: "
+                 "3.875 bits)"),
+        {.kind = OPT_U64, .name = "--seed", .value = &a->seed, .arg = "S", .seen = &a->have_seed,
+         .help = "seed of rotations and projections (default 0)"},
+        OPT_STR_("--device", &a->device_s, "cpu|cuda", NULL, "encode turbo-mse / turbo-prod / qjl on the GPU (same "
+                 "bytes as the CPU\non the Hadamard path; README \"CUDA\"); default cpu"),
+        OPT_STR_("--values", &a->values_opt, "M:B", NULL, "values with another method and bits (default: as the keys)"),
+        OPT_FLAG_("--keys-only", &a->keys_only, "leave the values out"),
+        OPT_STR_("--schedule", &a->sched_path, "FILE", NULL, "per-layer / per-head bits from a schedule (README "
+                 "\"Schedules\")"),
+        OPT_STR_("--layers", &a->layers_opt, "LIST", NULL, "only these layers, e.g. 0,3-5 (dequantize renumbers them "
+                 "from 0)"),
+        OPT_STR_("--emit-recon", &a->recon, "FILE", NULL, "also write the in-memory reconstruction as a dump (for "
+                 "checking\ndequantize)"),
+        {.kind = OPT_STRING, .name = "-o", .alias = "--output", .value = &a->out, .arg = "FILE",
+         .help = "the codes file to write (temporary name, renamed when complete)"},
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "quantize", "quantize DUMP.h5 --method M [--bits B] [options] -o CODES.h5",
+        "\nQuantize the keys (and values) of a tq-kv dump, slice by slice (layer x kv head), into a tq-codes file\n"
+        "(datasets/FORMAT.md) whose payload is the real packed size. Prints one summary line.\n",
+        opts, "\nusage: tq dequantize CODES.h5 -o RECON.h5   (see 'tq dequantize --help')"};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    int np = opt_parse(&spec, argc, argv, pos);
+    if (np > 1) die_usage("quantize: unexpected argument '%s' (one input dump; the output goes after -o)", pos[1]);
+    a->in = np ? pos[0] : NULL;
+    free(pos);
+}
+
+static void q_check(q_args *a)
+{
+    if (!a->in) die_usage("quantize: no input dump (usage: tq quantize DUMP.h5 --method M --bits B -o CODES.h5)");
+    if (!a->out) die_usage("quantize: no output file; add -o CODES.h5");
+    a->device = cli_device("quantize", a->device_s);
+    if (!a->method)
+        die_usage("quantize: no method; add --method (fp16, int8, kivi, turbo-mse, turbo-prod, qjl, polar)");
+    if (same_file(a->in, a->out)) die_usage("quantize: output '%s' is the input; choose another -o", a->out);
+    if (a->recon && (same_file(a->recon, a->in) || same_file(a->recon, a->out)))
+        die_usage("quantize: --emit-recon '%s' is the input or the output; choose another name", a->recon);
+    if (a->values_opt && a->keys_only) die_usage("quantize: --values and --keys-only contradict each other; drop one");
+    check_output(a->out, (const char *const[]){a->in, a->sched_path}, 2);
+    if (a->recon) check_output(a->recon, (const char *const[]){a->in, a->sched_path}, 2);
+}
+
+/* --polar-bits "4,2,2,2": bits per level, level 1 first */
+static void q_polar_bits(const char *polar, tq_qparams *pk)
+{
+    int n = 0;
+    char **lv = parse_names("--polar-bits", polar, &n);
+    if (n > TQ_POLAR_MAX_LEVELS) die_usage("quantize: --polar-bits has more than %d levels", TQ_POLAR_MAX_LEVELS);
+    pk->polar_levels = n;
+    for (int l = 0; l < n; l++) pk->polar_bits[l] = (int)parse_long("--polar-bits", lv[l], 1, 8);
+    free(lv);
+}
+
+/* the keys' parameters from the options */
+static tq_qparams q_keys(const q_args *a, const tq_format *fk)
+{
+    const char *rot = a->rot, *cb = a->cb, *norms = a->norms;
+    long outliers = a->outliers;
+    int center = a->center;
     int bits;
-    if (bits_s) bits = bits_or_die(fk, "--bits", bits_s);
+    if (a->bits_s) bits = bits_or_die(fk, "--bits", a->bits_s);
     else if (fk->min_bits == fk->max_bits) bits = fk->min_bits;
     else if (fk->method == TQ_M_POLAR) bits = 3;
-    else if (sched_path) bits = fk->min_bits; /* replaced per slice by the schedule */
+    else if (a->sched_path) bits = fk->min_bits; /* replaced per slice by the schedule */
     else die_usage("quantize: %s needs --bits (%d..%d)", fk->name, fk->min_bits, fk->max_bits);
     tq_qparams pk;
     tq_qparams_default(&pk, fk->method, bits);
@@ -202,13 +187,13 @@ int cmd_quantize(int argc, char **argv)
     if (rot) {
         if (!fk->uses_rotation) die_usage("quantize: --rotation applies to turbo-mse, turbo-prod, qjl and polar, not %s", fk->name);
         if ((pk.rotation = tq_rotation_parse(rot)) < 0)
-            die_usage("quantize: unknown rotation '%s' (dense, hadamard, none)", rot);
+            die_usage("quantize: unknown rotation '%s' (%s)", rot, tq_vocab_list(TQ_VOCAB_ROTATION, ", "));
     }
     if (cb) {
         if (fk->method != TQ_M_TURBO_MSE && fk->method != TQ_M_TURBO_PROD)
             die_usage("quantize: --codebook applies to turbo-mse and turbo-prod, not %s", fk->name);
         if ((pk.codebook = tq_codebook_parse(cb)) < 0)
-            die_usage("quantize: unknown codebook '%s' (beta, gaussian, empirical)", cb);
+            die_usage("quantize: unknown codebook '%s' (%s)", cb, tq_vocab_list(TQ_VOCAB_CODEBOOK, ", "));
     }
     if ((outliers >= 0 || center) && !is_turbo)
         die_usage("quantize: --outliers and --center apply to turbo-mse, turbo-prod and qjl, not %s", fk->name);
@@ -218,80 +203,83 @@ int cmd_quantize(int argc, char **argv)
         if (!strcmp(norms, "fp32")) pk.norm_fp32 = 1;
         else if (strcmp(norms, "fp16")) die_usage("quantize: --norms is '%s', expected fp16 or fp32", norms);
     }
-    if (group >= 0) {
-        if (fk->method != TQ_M_KIVI) die_usage("quantize: --group applies to kivi, not %s", fk->name);
-        pk.group = (int)group;
+    if (a->group >= 0) {
+        if (fk->method != TQ_M_KIVI) die_usage("quantize: --a->group applies to kivi, not %s", fk->name);
+        pk.group = (int)a->group;
     }
-    if (residual >= 0) {
-        if (fk->method != TQ_M_KIVI) die_usage("quantize: --residual applies to kivi, not %s", fk->name);
-        pk.residual = (int)residual;
+    if (a->residual >= 0) {
+        if (fk->method != TQ_M_KIVI) die_usage("quantize: --a->residual applies to kivi, not %s", fk->name);
+        pk.residual = (int)a->residual;
     }
-    if (qjl_m >= 0) {
+    if (a->qjl_m >= 0) {
         if (fk->method != TQ_M_QJL) die_usage("quantize: --qjl-m applies to qjl, not %s", fk->name);
-        pk.qjl_m = (int)qjl_m;
+        pk.qjl_m = (int)a->qjl_m;
     }
-    if (polar) {
+    if (a->polar) {
         if (fk->method != TQ_M_POLAR) die_usage("quantize: --polar-bits applies to polar, not %s", fk->name);
-        int lv[TQ_POLAR_MAX_LEVELS + 1], n = 0;
-        char buf[128];
-        if (strlen(polar) >= sizeof buf) die_usage("quantize: --polar-bits '%s' is too long", polar);
-        strcpy(buf, polar);
-        char *save = NULL;
-        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            if (n == TQ_POLAR_MAX_LEVELS) die_usage("quantize: --polar-bits has more than %d levels", TQ_POLAR_MAX_LEVELS);
-            lv[n++] = (int)parse_long("--polar-bits", t, 1, 8);
-        }
-        if (!n) die_usage("quantize: --polar-bits is empty (want e.g. 4,2,2,2)");
-        pk.polar_levels = n;
-        for (int l = 0; l < n; l++) pk.polar_bits[l] = lv[l];
+        q_polar_bits(a->polar, &pk);
     }
-    pk.seed = have_seed ? seed : 0;
+    pk.seed = a->have_seed ? a->seed : 0;
+    return pk;
+}
+
+/* the values' parameters: the keys', or --values METHOD:BITS with the shared settings carried over */
+static tq_qparams q_values(const q_args *a, const tq_format *fk, const tq_qparams *pkp)
+{
+    tq_qparams pk = *pkp;
     tq_qparams pv = pk;
-    if (values_opt) {
+    if (a->values_opt) {
         char buf[64];
-        const char *colon = strchr(values_opt, ':');
-        if (!colon || strlen(values_opt) >= sizeof buf)
-            die_usage("quantize: --values wants METHOD:BITS (e.g. kivi:4), got '%s'", values_opt);
-        memcpy(buf, values_opt, (size_t)(colon - values_opt));
-        buf[colon - values_opt] = 0;
+        const char *colon = strchr(a->values_opt, ':');
+        if (!colon || strlen(a->values_opt) >= sizeof buf)
+            die_usage("quantize: --values wants METHOD:BITS (e.g. kivi:4), got '%s'", a->values_opt);
+        memcpy(buf, a->values_opt, (size_t)(colon - a->values_opt));
+        buf[colon - a->values_opt] = 0;
         const tq_format *fv = method_or_die("--values", buf);
         int vb = bits_or_die(fv, "--values bits", colon + 1);
         tq_qparams_default(&pv, fv->method, vb);
         /* Settings shared by both tensors carry over where the values' method takes them. */
         if (fv->uses_rotation && pk.method != TQ_M_KIVI && fk->uses_rotation) pv.rotation = pk.rotation;
         if ((fv->method == TQ_M_TURBO_MSE || fv->method == TQ_M_TURBO_PROD) && fk->uses_rotation) pv.codebook = pk.codebook;
-        if (fv->method == TQ_M_KIVI && group >= 0) pv.group = (int)group;
-        if (fv->method == TQ_M_KIVI && residual >= 0) pv.residual = (int)residual;
+        if (fv->method == TQ_M_KIVI && a->group >= 0) pv.group = (int)a->group;
+        if (fv->method == TQ_M_KIVI && a->residual >= 0) pv.residual = (int)a->residual;
         pv.norm_fp32 = pk.norm_fp32;
         pv.seed = pk.seed;
     }
 
-    /* ---- input, schedule, layers ---- */
-    q_state st = {0};
-    int rc = tq_dump_open(&st.d, in);
+    return pv;
+}
+
+/* input, schedule and layer selection, every slice's parameters checked before any output */
+static int *q_open(const q_args *a, q_state *stp, const tq_format *fk, const tq_qparams *pkp, const tq_qparams *pvp,
+                   int *has_values_out, int *nsel_out)
+{
+    q_state st = *stp;
+    const tq_qparams pk = *pkp, pv = *pvp;
+    int rc = tq_dump_open(&st.d, a->in);
     if (rc) q_die(&st, rc, NULL);
     const tq_dump_meta *dm = tq_dump_get_meta(st.d);
     const tq_layer_shape *s0 = tq_dump_layer_shape(st.d, 0);
-    int has_values = !keys_only && s0->has_values;
-    if (values_opt && !s0->has_values) {
+    int has_values = !a->keys_only && s0->has_values;
+    if (a->values_opt && !s0->has_values) {
         q_cleanup(&st);
-        die_usage("quantize: --values given but '%s' has no values; drop it", in);
+        die_usage("quantize: --values given but '%s' has no values; drop it", a->in);
     }
     const tq_format *fv = tq_format_of(pv.method);
-    if (sched_path) {
-        if ((rc = tq_schedule_load(&st.sched, sched_path))) q_die(&st, rc, NULL); /* unreadable or malformed: 1 */
-        if ((rc = tq_schedule_check(st.sched, sched_path, dm->n_layers, s0->n_kv_heads, fk->name, fk->min_bits,
+    if (a->sched_path) {
+        if ((rc = tq_schedule_load(&st.sched, a->sched_path))) q_die(&st, rc, NULL); /* unreadable or malformed: 1 */
+        if ((rc = tq_schedule_check(st.sched, a->sched_path, dm->n_layers, s0->n_kv_heads, fk->name, fk->min_bits,
                                     fk->max_bits)))
             q_die(&st, rc, NULL);
         if (st.sched->values && has_values && fv != fk) {
             q_cleanup(&st);
-            die_usage("quantize: schedule '%s' sets values bits, but --values asks for another method", sched_path);
+            die_usage("quantize: schedule '%s' sets values bits, but --values asks for another method", a->sched_path);
         }
     }
     int *sel = calloc((size_t)dm->n_layers, sizeof(int)), nsel = 0;
     if (!sel) die("out of memory");
-    if (layers_opt) {
-        int *ls, nl = parse_list("--layers", layers_opt, 0, dm->n_layers - 1, NULL, &ls);
+    if (a->layers_opt) {
+        int *ls, nl = parse_list("--layers", a->layers_opt, 0, dm->n_layers - 1, NULL, &ls);
         for (int i = 0; i < nl; i++) sel[ls[i]] = 1;
         free(ls);
     } else
@@ -308,7 +296,7 @@ int cmd_quantize(int argc, char **argv)
         for (int h = 0; h < (st.sched && st.sched->n_heads ? sh->n_kv_heads : 1); h++)
             for (int t = 0; t < 1 + has_values; t++) {
                 const tq_format *f = t ? fv : fk;
-                tq_qparams p = slice_params(t ? &pv : &pk, f, fk, st.sched, l, h, t, polar != NULL);
+                tq_qparams p = slice_params(t ? &pv : &pk, f, fk, st.sched, l, h, t, a->polar != NULL);
                 if ((rc = f->check(&p, sh->head_dim))) {
                     char what[96];
                     snprintf(what, sizeof what, "%s of layer %d (head dim %d)", t ? "values" : "keys", l, sh->head_dim);
@@ -317,65 +305,84 @@ int cmd_quantize(int argc, char **argv)
             }
     }
 
-    /* ---- output ---- */
+    *stp = st;
+    *has_values_out = has_values;
+    *nsel_out = nsel;
+    return sel;
+}
+
+typedef struct {
+    const q_args *a;
+    q_state st;
+    const tq_format *fk, *fv;
+    tq_qparams pk, pv;
+    int has_values, nsel, *sel;
+    double code_bits, elems, payload;
+} q_run;
+
+/* the codes file (and the --emit-recon dump) under temporary names */
+static void q_create(q_run *q)
+{
+    const tq_dump_meta *dm = tq_dump_get_meta(q->st.d);
+    const tq_layer_shape *s0 = tq_dump_layer_shape(q->st.d, 0);
     tq_codes_meta cm;
     memset(&cm, 0, sizeof cm);
-    snprintf(cm.source, sizeof cm.source, "%s", in);
+    snprintf(cm.source, sizeof cm.source, "%s", q->a->in);
     snprintf(cm.model, sizeof cm.model, "%s", dm->model);
     snprintf(cm.rope, sizeof cm.rope, "%s", dm->rope);
     cm.src_layers = dm->n_layers;
-    cm.n_layers = nsel;
+    cm.n_layers = q->nsel;
     cm.dtype = s0->dtype == TQ_DTYPE_F16 ? TQ_DTYPE_F16 : TQ_DTYPE_F32;
-    cm.has_values = has_values;
-    cm.keys = pk;
-    cm.values = pv;
-    cm.schedule = st.sched ? st.sched->text : NULL;
-    if ((rc = tq_codes_create(&st.w, out, &cm))) q_die(&st, rc, NULL);
-    if (recon) {
+    cm.has_values = q->has_values;
+    cm.keys = q->pk;
+    cm.values = q->pv;
+    cm.schedule = q->st.sched ? q->st.sched->text : NULL;
+    int rc;
+    if ((rc = tq_codes_create(&q->st.w, q->a->out, &cm))) q_die(&q->st, rc, NULL);
+    if (q->a->recon) {
         tq_dump_meta rm = *dm;
-        rm.n_layers = nsel;
-        snprintf(rm.source, sizeof rm.source, "reconstruction of '%s' (%s)", in, method);
-        if ((rc = tq_dump_create(&st.r, recon, &rm, cm.dtype))) q_die(&st, rc, NULL);
+        rm.n_layers = q->nsel;
+        snprintf(rm.source, sizeof rm.source, "reconstruction of '%s' (%s)", q->a->in, q->a->method);
+        if ((rc = tq_dump_create(&q->st.r, q->a->recon, &rm, cm.dtype))) q_die(&q->st, rc, NULL);
     }
+}
 
-    double code_bits = 0, elems = 0, payload = 0;
-    tq_progress prog;
-    progress_start(&prog, "quantize", nsel);
-    for (int l = 0, li = 0; l < dm->n_layers; l++) {
-        if (!sel[l]) continue;
+/* source layer l -> output layer li: every slice quantized on the device, written, optionally reconstructed */
+static void q_layer(q_run *q, int l, int li)
+{
+    int rc = 0;
         tq_layer lay;
-        if ((rc = tq_dump_read_layer(st.d, l, 0, 0, &lay))) q_die(&st, rc, NULL);
+        if ((rc = tq_dump_read_layer(q->st.d, l, 0, 0, &lay))) q_die(&q->st, rc, NULL);
         const tq_layer_shape *sh = &lay.s;
         const int H = sh->n_kv_heads, T = sh->n_tokens, D = sh->head_dim;
         tq_codes_layer cl = {.src_layer = l, .s = *sh};
-        cl.s.has_values = has_values;
+        cl.s.has_values = q->has_values;
         cl.keys = calloc((size_t)H, sizeof(tq_codes));
-        cl.values = has_values ? calloc((size_t)H, sizeof(tq_codes)) : NULL;
+        cl.values = q->has_values ? calloc((size_t)H, sizeof(tq_codes)) : NULL;
         cl.queries = lay.queries;
-        float *xr = recon ? malloc(sizeof(float) * (size_t)H * T * D * (1 + has_values)) : NULL;
-        if (!cl.keys || (has_values && !cl.values) || (recon && !xr)) die("out of memory");
-        for (int t = 0; t < 1 + has_values && !rc; t++)
+        float *xr = q->a->recon ? malloc(sizeof(float) * (size_t)H * T * D * (1 + q->has_values)) : NULL;
+        if (!cl.keys || (q->has_values && !cl.values) || (q->a->recon && !xr)) die("out of memory");
+        for (int t = 0; t < 1 + q->has_values && !rc; t++)
             for (int h = 0; h < H && !rc; h++) {
-                const tq_format *f = t ? fv : fk;
-                tq_qparams p = slice_params(t ? &pv : &pk, f, fk, st.sched, l, h, t, polar != NULL);
+                const tq_format *f = t ? q->fv : q->fk;
+                tq_qparams p = slice_params(t ? &q->pv : &q->pk, f, q->fk, q->st.sched, l, h, t, q->a->polar != NULL);
                 const float *x = (t ? lay.values : lay.keys) + (size_t)h * T * D;
                 tq_codes *c = t ? &cl.values[h] : &cl.keys[h];
-                rc = device_cuda ? tq_cuda_quantize(&p, (tq_slice_id){l, h, t}, x, T, D, c)
-                                 : tq_quantize(&p, (tq_slice_id){l, h, t}, x, T, D, c);
+                rc = tq_device_quantize((tq_device)q->a->device, &p, (tq_slice_id){l, h, t}, x, T, D, c);
                 if (!rc && xr) rc = tq_dequantize(c, xr + ((size_t)t * H + h) * T * D);
                 if (!rc) {
-                    code_bits += f->bits_code(&p, D) * (double)T * D;
-                    elems += (double)T * D;
-                    payload += (double)tq_codes_payload_bytes(c);
+                    q->code_bits += f->bits_code(&p, D) * (double)T * D;
+                    q->elems += (double)T * D;
+                    q->payload += (double)tq_codes_payload_bytes(c);
                 }
             }
-        if (!rc) rc = tq_codes_write_layer(st.w, &cl);
-        if (!rc && recon) {
+        if (!rc) rc = tq_codes_write_layer(q->st.w, &cl);
+        if (!rc && q->a->recon) {
             tq_layer rl = lay;
-            rl.s.has_values = has_values;
+            rl.s.has_values = q->has_values;
             rl.keys = xr;
-            rl.values = has_values ? xr + (size_t)H * T * D : NULL;
-            rc = tq_dump_write_layer(st.r, li, &rl);
+            rl.values = q->has_values ? xr + (size_t)H * T * D : NULL;
+            rc = tq_dump_write_layer(q->st.r, li, &rl);
         }
         for (int h = 0; h < H; h++) {
             tq_codes_free(&cl.keys[h]);
@@ -388,47 +395,68 @@ int cmd_quantize(int argc, char **argv)
         if (rc) {
             char what[64];
             snprintf(what, sizeof what, "quantize: layer %d", l);
-            q_die(&st, rc, what);
+            q_die(&q->st, rc, what);
         }
-        li++;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    q_args a = {0};
+    q_parse(&a, argc, argv);
+    q_check(&a);
+    q_run q = {.a = &a};
+    q.fk = method_or_die("--method", a.method);
+    q.pk = q_keys(&a, q.fk);
+    q.pv = q_values(&a, q.fk, &q.pk);
+    q.fv = tq_format_of(q.pv.method);
+    q.sel = q_open(&a, &q.st, q.fk, &q.pk, &q.pv, &q.has_values, &q.nsel);
+    q_create(&q);
+    tq_progress prog;
+    progress_start(&prog, "quantize", q.nsel);
+    for (int l = 0, li = 0, n = tq_dump_get_meta(q.st.d)->n_layers; l < n; l++) {
+        if (!q.sel[l]) continue;
+        q_layer(&q, l, li++);
         progress_step(&prog, 1);
     }
     progress_end(&prog);
-    rc = tq_codes_commit(st.w);
-    st.w = NULL;
-    if (rc) q_die(&st, rc, NULL);
-    if (recon) {
-        rc = tq_dump_commit(st.r);
-        st.r = NULL;
-        if (rc) q_die(&st, rc, NULL);
+    int rc = tq_codes_commit(q.st.w);
+    q.st.w = NULL;
+    if (rc) q_die(&q.st, rc, NULL);
+    if (a.recon) {
+        rc = tq_dump_commit(q.st.r);
+        q.st.r = NULL;
+        if (rc) q_die(&q.st, rc, NULL);
     }
-    q_cleanup(&st);
-    free(sel);
+    q_cleanup(&q.st);
+    free(q.sel);
     char desc[160];
-    tq_qparams_describe(&pk, desc, sizeof desc);
+    tq_qparams_describe(&q.pk, desc, sizeof desc);
     printf("%s: %s%s%s, %d layer%s, bits_code %.4f, bits_total %.4f, payload %.0f bytes, %.2fx smaller than fp16\n",
-           out, desc, has_values ? (values_opt ? " (values other)" : " (keys+values)") : " (keys only)",
-           sched_path ? " scheduled" : "", nsel, nsel > 1 ? "s" : "", code_bits / elems, 8.0 * payload / elems,
-           payload, 2.0 * elems / payload);
+           a.out, desc, q.has_values ? (a.values_opt ? " (values other)" : " (keys+values)") : " (keys only)",
+           a.sched_path ? " scheduled" : "", q.nsel, q.nsel > 1 ? "s" : "", q.code_bits / q.elems,
+           8.0 * q.payload / q.elems, q.payload, 2.0 * q.elems / q.payload);
     return 0;
 }
 
 int cmd_dequantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage_deq(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (i + 1 >= argc) die_usage("dequantize: option '%s' needs a value", a);
-            out = argv[++i];
-        } else if (a[0] == '-' && a[1]) die_usage("dequantize: unknown option '%s' (see 'tq dequantize --help')", a);
-        else if (in) die_usage("dequantize: unexpected argument '%s' (one codes file; the output goes after -o)", a);
-        else in = a;
-    }
+    const tq_option opts[] = {
+        {.kind = OPT_STRING, .name = "-o", .alias = "--output", .value = &out, .arg = "FILE",
+         .help = "the dump to write (temporary name, renamed when complete)"},
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "dequantize", "dequantize CODES.h5 -o RECON.h5",
+        "\nRebuild a tq-kv dump from a tq-codes file alone: keys and values decoded, queries copied, in the\n"
+        "source's dtype. Layers stored from a --layers subset are numbered from 0 in the output.\n",
+        opts, NULL};
+    const char **pos = calloc((size_t)argc, sizeof *pos);
+    if (!pos) die("out of memory");
+    int np = opt_parse(&spec, argc, argv, pos);
+    if (np > 1) die_usage("dequantize: unexpected argument '%s' (one codes file; the output goes after -o)", pos[1]);
+    in = np ? pos[0] : NULL;
+    free(pos);
     if (!in) die_usage("dequantize: no input (usage: tq dequantize CODES.h5 -o RECON.h5)");
     if (!out) die_usage("dequantize: no output file; add -o RECON.h5");
     if (same_file(in, out)) die_usage("dequantize: output '%s' is the input; choose another -o", out);

@@ -1,7 +1,9 @@
 /* repro.c: `make repro` — regenerates the TurboQuant paper's tables and the seed article's experiments into
  * results/paper/ (Markdown + CSV; scripts/plot_repro.py draws the figures and the index). Tables 1-3 come from
- * lib/paper.c, the code tests/test_paper asserts in CI; the dataset-level tables run `tq sweep`, `tq sensitivity`,
- * `tq mixed-schedule` and `tq memory` and read their CSV/JSON, so what is printed is what the tool gives a user.
+ * lib/paper.c, the code tests/test_paper asserts in CI; the dataset-level tables run their sweeps in process through
+ * lib/evaluate.h (the engine `tq sweep` runs, the same configurations and labels) and `tq synth`, `tq sensitivity`,
+ * `tq mixed-schedule` and `tq memory` as commands, reading their JSON/CSV. tests/golden/check_repro.sh compares the
+ * quick tables with tests/golden/repro/.
  * usage: repro [--tq ./tq] [--out results/paper] [--dump datasets/smollm2-135m.h5] [--quick] */
 #include <dirent.h>
 #include <errno.h>
@@ -15,11 +17,13 @@
 #include <unistd.h>
 
 #include "codebook.h"
+#include "evaluate.h"
 #include "metrics.h"
 #include "paper.h"
 #include "quant.h"
 #include "rng.h"
 #include "tq.h"
+#include "vocab.h"
 
 static const char *TQ = "./tq", *OUT = "results/paper", *DUMP = "datasets/smollm2-135m.h5";
 static int QUICK;
@@ -133,7 +137,7 @@ static void tab_close(table *t)
     fprintf(stderr, "repro: wrote %s/%s.{md,csv}\n", OUT, t->name);
 }
 
-/* ---------- running tq and reading its CSV (aggregate rows: layer = head = "all") ---------- */
+/* ---------- sweep rows (aggregate rows: layer = head = "all") and the other tq commands ---------- */
 
 typedef struct {
     char input[256], tensor[8], method[16], params[160];
@@ -148,32 +152,13 @@ static void run(const char *cmd)
     if (rc != 0) fail("command failed (status %d): %s", rc, cmd);
 }
 
-/* Split one CSV line in place into fields (quotes honoured). */
-static int csv_split(char *line, char **f, int max)
+/* a number as tq sweep's CSV carries it (%.9g) and read back; NaN (an empty field) stays NaN */
+static double csv_digits(double v)
 {
-    int n = 0;
-    char *p = line;
-    while (n < max) {
-        if (*p == '"') {
-            char *w = ++p;
-            f[n++] = w;
-            while (*p) {
-                if (*p == '"' && p[1] == '"') { *w++ = '"'; p += 2; }
-                else if (*p == '"') { p++; break; }
-                else *w++ = *p++;
-            }
-            *w = 0;
-            if (*p == ',') p++;
-            else break;
-        } else {
-            f[n++] = p;
-            char *c = strchr(p, ',');
-            if (!c) break;
-            *c = 0;
-            p = c + 1;
-        }
-    }
-    return n;
+    char buf[64];
+    if (!isfinite(v)) return NAN;
+    snprintf(buf, sizeof buf, "%.9g", v);
+    return atof(buf);
 }
 
 static void strip_seed(char *params)
@@ -186,52 +171,141 @@ static void strip_seed(char *params)
     else *s = 0;
 }
 
-static void sweep_read(const char *path, srows *out)
+/* ---------- sweeps in process (lib/evaluate.h), with tq sweep's option spelling ---------- */
+
+/* a comma list of vocabulary names or integers ("2,3,4", "2-4") into out[] */
+static int ints_of(const char *s, int vocab, int *out, int max)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) fail("cannot read '%s'", path);
-    char line[8192], *fld[64];
-    int col[TQ_MET_COUNT], ncols = 0;
-    if (!fgets(line, sizeof line, f)) fail("'%s' is empty", path);
-    line[strcspn(line, "\r\n")] = 0;
-    ncols = csv_split(line, fld, 64);
-    for (int k = 0; k < TQ_MET_COUNT; k++) col[k] = -1;
-    for (int i = 0; i < ncols; i++) {
-        int k = tq_metric_by_name(fld[i]);
-        if (k >= 0) col[k] = i;
+    char buf[256];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL; /* strtok_r: the caller is inside a strtok loop */
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int a, b;
+        if (vocab >= 0) a = b = tq_vocab_find((tq_vocab)vocab, t);
+        else if (!strcmp(t, "on") || !strcmp(t, "off")) a = b = !strcmp(t, "on");
+        else if (sscanf(t, "%d-%d", &a, &b) != 2) a = b = atoi(t);
+        if (a < 0) fail("unknown name '%s' in '%s'", t, s);
+        for (int v = a; v <= b && n < max; v++) out[n++] = v;
     }
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        int n = csv_split(line, fld, 64);
-        if (n < 8 || strcmp(fld[1], "all") || strcmp(fld[2], "all")) continue;
+    return n;
+}
+
+/* "turbo-prod,bits=3,rot=dense" -> "turbo-prod,bits=schedule,rot=dense", as tq sweep --schedule labels it */
+static void mark_scheduled(char *desc, size_t n)
+{
+    char *b = strstr(desc, ",bits="), tail[192];
+    if (!b) return;
+    char *e = strchr(b + 1, ',');
+    snprintf(tail, sizeof tail, "%s", e ? e : "");
+    snprintf(b, n - (size_t)(b - desc), ",bits=schedule%s", tail);
+}
+
+typedef struct {
+    const char *inputs[4], *synth, *values, *sched;
+    int n_inputs, meth[8], nm, bits[8], nb, rot[4], nr, cb[4], nc, cen[2], ne, outl[4], no;
+} sweep_args;
+
+static void sweep_parse(char *buf, sweep_args *a, tq_eval_opts *o)
+{
+    tq_synth_params_default(&o->sp);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (t[0] != '-') {
+            if (a->n_inputs == 4) fail("too many inputs");
+            a->inputs[a->n_inputs++] = t;
+            continue;
+        }
+        char *v = strtok_r(NULL, " ", &save);
+        if (!v) fail("option '%s' needs a value", t);
+        if (!strcmp(t, "--methods")) a->nm = ints_of(v, TQ_VOCAB_METHOD, a->meth, 8);
+        else if (!strcmp(t, "--bits")) a->nb = ints_of(v, -1, a->bits, 8);
+        else if (!strcmp(t, "--rotation")) a->nr = ints_of(v, TQ_VOCAB_ROTATION, a->rot, 4);
+        else if (!strcmp(t, "--codebook")) a->nc = ints_of(v, TQ_VOCAB_CODEBOOK, a->cb, 4);
+        else if (!strcmp(t, "--center")) a->ne = ints_of(v, -1, a->cen, 2);
+        else if (!strcmp(t, "--outliers")) a->no = ints_of(v, -1, a->outl, 4);
+        else if (!strcmp(t, "--values")) a->values = v;
+        else if (!strcmp(t, "--schedule")) a->sched = v;
+        else if (!strcmp(t, "--synthetic")) a->synth = v;
+        else if (!strcmp(t, "--layers")) o->sp.n_layers = atoi(v);
+        else if (!strcmp(t, "--heads")) o->sp.n_kv_heads = atoi(v);
+        else if (!strcmp(t, "--q-heads")) o->sp.n_q_heads = atoi(v);
+        else if (!strcmp(t, "--tokens")) o->sp.n_tokens = o->tokens = atoi(v);
+        else if (!strcmp(t, "--dim")) o->sp.head_dim = atoi(v);
+        else fail("sweep option '%s' is not handled here", t);
+    }
+}
+
+/* The in-process twin of `tq sweep ARGS --threads 2`: the same engine, configurations and labels; each aggregate row
+ * appended to out with its numbers passed through "%.9g", the digits tq sweep's CSV carries, so every table equals
+ * what the tool prints (tests/golden/repro holds them). */
+static void sweep(const char *args, srows *out)
+{
+    fprintf(stderr, "repro: sweep %s\n", args);
+    char buf[1024], dist[256];
+    snprintf(buf, sizeof buf, "%s", args);
+    sweep_args a = {0};
+    tq_eval_opts o = {.threads = 2, .attention = 1, .device = TQ_DEVICE_CPU};
+    sweep_parse(buf, &a, &o);
+    tq_eval_input in[8];
+    int n = 0;
+    for (int i = 0; i < a.n_inputs; i++) in[n++] = (tq_eval_input){.label = a.inputs[i], .path = a.inputs[i]};
+    char *labels[4] = {0};
+    if (a.synth) {
+        snprintf(dist, sizeof dist, "%s", a.synth);
+        char *save = NULL;
+        for (char *t = strtok_r(dist, ",", &save); t && n < 8; t = strtok_r(NULL, ",", &save)) {
+            char *l = malloc(strlen(t) + 16);
+            if (!l) fail("out of memory");
+            sprintf(l, "synthetic:%s", t);
+            labels[n - a.n_inputs] = l;
+            in[n++] = (tq_eval_input){.label = l, .synth = tq_vocab_find(TQ_VOCAB_SYNTH, t)};
+        }
+        o.tokens = 0;
+    }
+    o.inputs = in, o.n_inputs = n;
+    tq_schedule *sched = NULL;
+    if (a.sched) {
+        if (tq_schedule_load(&sched, a.sched) < 0) fail("%s", tq_error_msg());
+        a.bits[0] = tq_schedule_bits(sched, 0, 0, TQ_TENSOR_KEYS), a.nb = 1;
+        o.sched = sched;
+    }
+    tq_eval_axes ax = {.methods = a.meth, .n_methods = a.nm, .bits = a.bits, .n_bits = a.nb, .rotations = a.rot,
+                       .n_rotations = a.nr, .codebooks = a.cb, .n_codebooks = a.nc, .centers = a.cen,
+                       .n_centers = a.ne, .outliers = a.outl, .n_outliers = a.no,
+                       .values = a.values && !strcmp(a.values, "none") ? TQ_EVAL_VALUES_NONE : TQ_EVAL_VALUES_SAME};
+    int nl, nkv, d;
+    if (tq_eval_input_shape(&o, 0, &nl, &nkv, &d) < 0) fail("%s", tq_error_msg());
+    tq_eval_configs cs;
+    if (tq_eval_configs_build(&cs, &ax, d, TQ_DEVICE_CPU) < 0) fail("%s", tq_error_msg());
+    for (int i = 0; sched && i < cs.n; i++) mark_scheduled(cs.cfg[i].kdesc, sizeof cs.cfg[i].kdesc);
+    o.cfg = cs.cfg, o.n_cfg = cs.n;
+    tq_eval_rows rows = {0};
+    if (tq_evaluate(&o, &rows) < 0) fail("sweep %s: %s", args, tq_error_msg());
+    for (long i = 0; i < rows.n; i++) {
+        const tq_eval_row *w = &rows.rows[i];
+        if (w->layer >= 0 || w->head >= 0) continue;
         if (out->n == out->cap) {
             out->cap = out->cap ? 2 * out->cap : 64;
             out->r = realloc(out->r, sizeof(srow) * out->cap);
             if (!out->r) fail("out of memory");
         }
         srow *r = &out->r[out->n++];
-        snprintf(r->input, sizeof r->input, "%s", fld[0]);
-        snprintf(r->tensor, sizeof r->tensor, "%s", fld[3]);
-        snprintf(r->method, sizeof r->method, "%s", fld[4]);
-        snprintf(r->params, sizeof r->params, "%s", fld[5]);
+        const tq_eval_config *c = &cs.cfg[w->cfg];
+        const char *desc = w->tensor == TQ_TENSOR_KEYS ? c->kdesc : c->vdesc, *comma = strchr(desc, ',');
+        snprintf(r->input, sizeof r->input, "%s", in[w->input].label);
+        snprintf(r->tensor, sizeof r->tensor, "%s", tq_tensor_name(w->tensor));
+        snprintf(r->method, sizeof r->method, "%s", tq_method_name(w->tensor ? c->v.method : c->k.method));
+        snprintf(r->params, sizeof r->params, "%s", comma ? comma + 1 : "");
         strip_seed(r->params);
-        r->bits_code = atof(fld[6]);
-        r->bits_total = atof(fld[7]);
-        for (int k = 0; k < TQ_MET_COUNT; k++)
-            r->m[k] = (col[k] >= 0 && col[k] < n && fld[col[k]][0]) ? atof(fld[col[k]]) : NAN;
+        r->bits_code = csv_digits(w->bits_code);
+        r->bits_total = csv_digits(w->bits_total);
+        for (int k = 0; k < TQ_MET_COUNT; k++) r->m[k] = csv_digits(w->m.v[k]);
     }
-    fclose(f);
-}
-
-/* tq sweep ARGS --format csv into a scratch file; its aggregate rows appended to out. */
-static void sweep(const char *args, srows *out)
-{
-    char path[512], cmd[2048];
-    snprintf(path, sizeof path, "%s/.sweep.csv", OUT);
-    snprintf(cmd, sizeof cmd, "%s sweep %s --threads 2 --format csv -o %s", TQ, args, path);
-    run(cmd);
-    sweep_read(path, out);
-    remove(path);
+    tq_eval_rows_free(&rows);
+    tq_eval_configs_free(&cs);
+    tq_schedule_free(sched);
+    for (int i = 0; i < 4; i++) free(labels[i]);
 }
 
 /* The aggregate row of input (substring), tensor, method and params (exact, seed removed); NULL if absent. */

@@ -14,24 +14,8 @@
 #include "fp16.h"
 #include "tq.h"
 
-static const char *const rot_names[] = {"dense", "hadamard", "none"};
-static const char *const cb_names[] = {"beta", "gaussian", "empirical"};
 static const char *const tensor_group[2] = {"keys", "values"};
 
-const char *tq_rotation_name(int kind) { return kind >= 0 && kind < 3 ? rot_names[kind] : "?"; }
-const char *tq_codebook_name(int kind) { return kind >= 0 && kind < 3 ? cb_names[kind] : "?"; }
-int tq_rotation_parse(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, rot_names[i])) return i;
-    return -1;
-}
-int tq_codebook_parse(const char *s)
-{
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, cb_names[i])) return i;
-    return -1;
-}
 
 /* ---------- attribute helpers (all return TQ_OK / TQ_ERR with a message naming the attribute) ---------- */
 

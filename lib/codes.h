@@ -49,7 +49,7 @@ int tq_codes_read_layer(tq_codes_file *f, int i, tq_codes_layer *out);
 void tq_codes_layer_free(tq_codes_layer *l);
 void tq_codes_close(tq_codes_file *f);
 
-/* "dense" / "hadamard" / "none" and back (-1 if unknown); likewise codebooks. */
+/* "dense" / "hadamard" / "none" and back (-1 if unknown); likewise codebooks (lib/vocab.c: the one table). */
 const char *tq_rotation_name(int kind);
 int tq_rotation_parse(const char *s);
 const char *tq_codebook_name(int kind);

@@ -46,8 +46,8 @@ static int cuda_roundtrip(const tq_qparams *p, tq_slice_id id, const float *x, i
 }
 
 static const tq_backend backends[TQ_DEVICE_COUNT] = {
-    [TQ_DEVICE_CPU] = {"cpu", cpu_available, cpu_supports, cpu_roundtrip, 0},
-    [TQ_DEVICE_CUDA] = {"cuda", cuda_available, tq_cuda_supports, cuda_roundtrip, 1},
+    [TQ_DEVICE_CPU] = {"cpu", cpu_available, cpu_supports, cpu_roundtrip, tq_quantize, 0},
+    [TQ_DEVICE_CUDA] = {"cuda", cuda_available, tq_cuda_supports, cuda_roundtrip, tq_cuda_quantize, 1},
 };
 
 const tq_backend *tq_backend_of(tq_device dev)
@@ -85,5 +85,18 @@ int tq_roundtrip(tq_device dev, const tq_qparams *p, tq_slice_id id, const float
 #pragma omp critical(tq_device_serial)
 #endif
     rc = b->roundtrip(p, id, x, n, d, xhat, bits_total);
+    return rc;
+}
+
+int tq_device_quantize(tq_device dev, const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
+{
+    const tq_backend *b = tq_backend_of(dev);
+    if (!b) return tq_error_set(TQ_ERR_USAGE, "unknown device %d", (int)dev);
+    if (!b->serial) return b->quantize(p, id, x, n, d, c);
+    int rc;
+#if TQ_HAVE_OPENMP
+#pragma omp critical(tq_device_serial)
+#endif
+    rc = b->quantize(p, id, x, n, d, c);
     return rc;
 }

@@ -19,6 +19,8 @@ typedef struct {
      * value, side information included. */
     int (*roundtrip)(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, float *xhat,
                      double *bits_total);
+    /* Quantize only: the codes of slice id, as tq_quantize writes them (CUDA: the same sections). */
+    int (*quantize)(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c);
     int serial;             /* 1: round trips must not overlap (one GPU stream); tq_roundtrip serialises them */
 } tq_backend;
 
@@ -32,5 +34,8 @@ int tq_device_supports(tq_device dev, const tq_qparams *p, int d);
  * several threads (a serial backend's calls are serialised here). */
 int tq_roundtrip(tq_device dev, const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, float *xhat,
                  double *bits_total);
+
+/* tq_quantize on dev (tq quantize --device): the codes of one slice. Serialised like tq_roundtrip. */
+int tq_device_quantize(tq_device dev, const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c);
 
 #endif

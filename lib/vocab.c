@@ -68,3 +68,8 @@ const char *tq_vocab_list(tq_vocab v, const char *sep)
     }
     return buf;
 }
+
+const char *tq_rotation_name(int kind) { return tq_vocab_name(TQ_VOCAB_ROTATION, kind); }
+const char *tq_codebook_name(int kind) { return tq_vocab_name(TQ_VOCAB_CODEBOOK, kind); }
+int tq_rotation_parse(const char *s) { return tq_vocab_find(TQ_VOCAB_ROTATION, s); }
+int tq_codebook_parse(const char *s) { return tq_vocab_find(TQ_VOCAB_CODEBOOK, s); }

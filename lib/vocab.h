@@ -40,8 +40,10 @@ const char *tq_vocab_list(tq_vocab v, const char *sep);
 
 /* Shorthands for the common lookups. */
 static inline const char *tq_method_name(int m) { return tq_vocab_name(TQ_VOCAB_METHOD, m); }
-static inline const char *tq_rotation_name(int r) { return tq_vocab_name(TQ_VOCAB_ROTATION, r); }
-static inline const char *tq_codebook_name(int c) { return tq_vocab_name(TQ_VOCAB_CODEBOOK, c); }
+const char *tq_rotation_name(int kind); /* also declared in codes.h, which reads these names from files */
+const char *tq_codebook_name(int kind);
+int tq_rotation_parse(const char *s);   /* -1 when unknown */
+int tq_codebook_parse(const char *s);
 static inline const char *tq_tensor_name(int t) { return tq_vocab_name(TQ_VOCAB_TENSOR, t); }
 static inline const char *tq_device_name(int d) { return tq_vocab_name(TQ_VOCAB_DEVICE, d); }
 
