@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "options.h"
+#include "vocab.h"
 #include "quant.h"
 
 typedef struct { const char *name; int layers, kv_heads, head_dim; } preset;
@@ -160,11 +161,11 @@ static void memory_configs(const mem_args *a, mem_opts *o)
     int nb = parse_list("--bits", bits, 1, 8, NULL, &blist);
     tq_qparams_default(&o->cfg[o->n_cfg++], TQ_M_FP16, 16);
     tq_qparams_default(&o->cfg[o->n_cfg++], TQ_M_INT8, 8);
-    char mbuf[256];
-    snprintf(mbuf, sizeof mbuf, "%s", methods ? methods : "turbo-mse,turbo-prod,polar,kivi");
-    for (char *tok = strtok(mbuf, ","); tok; tok = strtok(NULL, ",")) {
-        const tq_format *f = tq_format_by_name(tok);
-        if (!f) die_usage("memory: unknown method '%s' (fp16, int8, kivi, turbo-mse, turbo-prod, qjl, polar)", tok);
+    int nm;
+    char **names = parse_names("--methods", methods ? methods : "turbo-mse,turbo-prod,polar,kivi", &nm);
+    for (int mi = 0; mi < nm; mi++) {
+        const tq_format *f = tq_format_by_name(names[mi]);
+        if (!f) die_usage("memory: unknown method '%s' (%s)", names[mi], tq_vocab_list(TQ_VOCAB_METHOD, ", "));
         if (f->method == TQ_M_FP16 || f->method == TQ_M_INT8) continue; /* always printed */
         for (int j = 0; j < nb; j++) {
             if (blist[j] < f->min_bits || blist[j] > f->max_bits) {
@@ -182,6 +183,7 @@ static void memory_configs(const mem_args *a, mem_opts *o)
         }
     }
     free(blist);
+    free(names);
     o->cfg[0].norm_fp32 = o->cfg[1].norm_fp32 = norm32;
 
 }

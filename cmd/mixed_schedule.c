@@ -88,9 +88,9 @@ static void num_array(const char *path, const tq_json *row, const char *key, int
     }
 }
 
-static void sens_load(const char *path, sens *s)
+/* the whole file into memory (bounded by TQ_JSON_MAX_BYTES); *n its length */
+static char *read_all(const char *path, size_t *len)
 {
-    memset(s, 0, sizeof *s);
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open '%s': %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
@@ -114,10 +114,14 @@ static void sens_load(const char *path, sens *s)
     fclose(f);
     if (!buf) die("out of memory reading '%s'", path);
     if (err) die("cannot read '%s': %s", path, strerror(errno));
-    tq_json root;
-    int rc = tq_json_parse(&root, buf, n, path);
-    free(buf);
-    if (rc < 0) die_lib(TQ_ERR, NULL); /* malformed JSON: 1, with line:col */
+    *len = n;
+    return buf;
+}
+
+/* the scan's description: method, metric, params, units, shape, bit widths */
+static void sens_header(const char *path, const tq_json *rootp, sens *s)
+{
+    const tq_json root = *rootp;
     if (root.type != TQ_JSON_OBJECT) bad(path, &root, "a sensitivity file is a JSON object");
     const tq_json *v = tq_json_get(&root, "tq_sensitivity");
     if (!v) bad(path, &root, "missing \"tq_sensitivity\"");
@@ -144,6 +148,50 @@ static void sens_load(const char *path, sens *s)
             bad(path, b, "\"bits\" must be ascending integers in 1..8");
         s->bits[i] = (int)b->num;
     }
+}
+
+/* row i: one unit's curve; `seen` catches a unit listed twice */
+static void sens_row(const char *path, const tq_json *r, sens *s, int i, int hu, int *nt)
+{
+    size_t nb = (size_t)s->nb;
+    const tq_json *v;
+    if (r->type != TQ_JSON_OBJECT) bad(path, r, "each row must be an object");
+    v = need(path, r, "tensor", TQ_JSON_STRING);
+    if (!strcmp(v->str, "keys")) s->tensor[i] = TQ_TENSOR_KEYS;
+    else if (!strcmp(v->str, "values")) s->tensor[i] = TQ_TENSOR_VALUES;
+    else bad(path, v, "\"tensor\" must be \"keys\" or \"values\"");
+    s->layer[i] = need_int(path, r, "layer", 0, s->n_layers - 1);
+    v = tq_json_get(r, "head");
+    if (s->per_head) s->head[i] = need_int(path, r, "head", 0, s->n_kv_heads - 1);
+    else if (v && v->type != TQ_JSON_NULL) bad(path, v, "units \"layer\": \"head\" must be null");
+    else s->head[i] = 0;
+    v = need(path, r, "coords", TQ_JSON_NUMBER);
+    if (!(v->num >= 1) || v->num != floor(v->num)) bad(path, v, "\"coords\" must be a positive integer");
+    s->coords[i] = v->num;
+    num_array(path, r, "metric", s->nb, 1, s->metric_v + (size_t)i * nb);
+    /* null at every width: a relative metric of an all-zero slice (0/0). Nothing to lose there at any width,
+     * so it costs 0 and gets the fewest bits, instead of making the whole allocation infeasible. */
+    int all_null = 1;
+    for (int b = 0; b < s->nb; b++) all_null &= isnan(s->metric_v[(size_t)i * nb + b]);
+    for (int b = 0; all_null && b < s->nb; b++) s->metric_v[(size_t)i * nb + b] = 0;
+    num_array(path, r, "bits_code", s->nb, 0, s->bcode + (size_t)i * nb);
+    num_array(path, r, "bits_total", s->nb, 0, s->btot + (size_t)i * nb);
+    size_t key = ((size_t)s->tensor[i] * s->n_layers + s->layer[i]) * hu + s->head[i];
+    if (s->seen[key]) bad(path, r, "this (tensor, layer, head) appears twice");
+    s->seen[key] = 1;
+    nt[s->tensor[i]]++;
+}
+
+static void sens_load(const char *path, sens *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t n;
+    char *buf = read_all(path, &n);
+    tq_json root;
+    int rc = tq_json_parse(&root, buf, n, path);
+    free(buf);
+    if (rc < 0) die_lib(TQ_ERR, NULL); /* malformed JSON: 1, with line:col */
+    sens_header(path, &root, s);
     const tq_json *rows = need(path, &root, "rows", TQ_JSON_ARRAY);
     int hu = s->per_head ? s->n_kv_heads : 1;
     s->nu = rows->n;
@@ -160,34 +208,7 @@ static void sens_load(const char *path, sens *s)
     if (!s->tensor || !s->layer || !s->head || !s->coords || !s->metric_v || !s->bcode || !s->btot || !s->seen)
         die("out of memory");
     int nt[2] = {0, 0};
-    for (int i = 0; i < rows->n; i++) {
-        const tq_json *r = &rows->items[i];
-        if (r->type != TQ_JSON_OBJECT) bad(path, r, "each row must be an object");
-        v = need(path, r, "tensor", TQ_JSON_STRING);
-        if (!strcmp(v->str, "keys")) s->tensor[i] = TQ_TENSOR_KEYS;
-        else if (!strcmp(v->str, "values")) s->tensor[i] = TQ_TENSOR_VALUES;
-        else bad(path, v, "\"tensor\" must be \"keys\" or \"values\"");
-        s->layer[i] = need_int(path, r, "layer", 0, s->n_layers - 1);
-        v = tq_json_get(r, "head");
-        if (s->per_head) s->head[i] = need_int(path, r, "head", 0, s->n_kv_heads - 1);
-        else if (v && v->type != TQ_JSON_NULL) bad(path, v, "units \"layer\": \"head\" must be null");
-        else s->head[i] = 0;
-        v = need(path, r, "coords", TQ_JSON_NUMBER);
-        if (!(v->num >= 1) || v->num != floor(v->num)) bad(path, v, "\"coords\" must be a positive integer");
-        s->coords[i] = v->num;
-        num_array(path, r, "metric", s->nb, 1, s->metric_v + (size_t)i * nb);
-        /* null at every width: a relative metric of an all-zero slice (0/0). Nothing to lose there at any width,
-         * so it costs 0 and gets the fewest bits, instead of making the whole allocation infeasible. */
-        int all_null = 1;
-        for (int b = 0; b < s->nb; b++) all_null &= isnan(s->metric_v[(size_t)i * nb + b]);
-        for (int b = 0; all_null && b < s->nb; b++) s->metric_v[(size_t)i * nb + b] = 0;
-        num_array(path, r, "bits_code", s->nb, 0, s->bcode + (size_t)i * nb);
-        num_array(path, r, "bits_total", s->nb, 0, s->btot + (size_t)i * nb);
-        size_t key = ((size_t)s->tensor[i] * s->n_layers + s->layer[i]) * hu + s->head[i];
-        if (s->seen[key]) bad(path, r, "this (tensor, layer, head) appears twice");
-        s->seen[key] = 1;
-        nt[s->tensor[i]]++;
-    }
+    for (int i = 0; i < rows->n; i++) sens_row(path, &rows->items[i], s, i, hu, nt);
     for (int t = 0; t < 2; t++)
         if (nt[t] && nt[t] != s->n_layers * hu) {
             char m[160];
