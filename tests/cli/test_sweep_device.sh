@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_sweep_device.sh: `--device cpu|cuda` on sweep, entropy and sensitivity (the shared engine, lib/evaluate.h
-# over lib/device.h). CPU build: cuda answers "built without CUDA" (exit 1, nothing written), a bad device exits 2, --device cpu is the
-# default byte for byte. Where tq has CUDA and a GPU answers: sweep --device cuda on the Hadamard path against cpu.
+# over lib/device.h). CPU build: cuda answers "built without CUDA" (exit 1, nothing written), a bad device exits 2,
+# --device cpu is the default byte for byte. Where tq has CUDA and a GPU answers: sweep --device cuda on the Hadamard path against cpu.
 source "$(dirname "$0")/lib.sh"
 
 SYN=(--synthetic gaussian --layers 1 --heads 2 --q-heads 4 --tokens 48 --dim 64)
