@@ -74,7 +74,11 @@ uint64_t parse_u64(const char *opt, const char *s)
     return (uint64_t)v;
 }
 
-static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
 
 int parse_list(const char *opt, const char *s, long lo, long hi, const char *of, int **out)
 {

@@ -50,7 +50,8 @@ static void values_axis(tq_eval_axes *a, const char *s, int d, tq_device dev)
     int bits = f->min_bits;
     if (colon) bits = (int)parse_long("--values", colon + 1, 1, 16);
     else if (f->min_bits != f->max_bits)
-        die_usage("option '--values': method '%s' needs bits, e.g. '%s:%d'", name, name, f->min_bits > 2 ? f->min_bits : 2);
+        die_usage("option '--values': method '%s' needs bits, e.g. '%s:%d'", name, name,
+                  f->min_bits > 2 ? f->min_bits : 2);
     tq_qparams_default(&a->values_params, f->method, f->min_bits == f->max_bits ? f->min_bits : bits);
     a->values_params.seed = a->seed;
     if (f->min_bits != f->max_bits) a->values_params.bits = bits;

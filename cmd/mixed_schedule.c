@@ -301,9 +301,11 @@ static void ms_parse(ms_args *a, int argc, char **argv)
     if (np > 1) die_usage("mixed-schedule: unexpected argument '%s' (one sensitivity file)", pos[1]);
     a->in = np ? pos[0] : NULL;
     free(pos);
-    if (!a->in) die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
+    if (!a->in)
+        die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
     if (a->outp) check_output(a->outp, &a->in, 1);
-    if (!a->rank && isnan(a->budget)) die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
+    if (!a->rank && isnan(a->budget))
+        die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
     if (a->fr_s && !a->rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
     if (a->bits_s) {
         int *w;

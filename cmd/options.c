@@ -98,7 +98,8 @@ int opt_parse(const tq_cmd_spec *spec, int argc, char **argv, const char **pos)
         }
         const char *v = eq ? eq + 1 : NULL;
         if (!v) {
-            if (i + 1 >= argc) die_usage("%s: option '%s' needs a value (see 'tq %s --help')", spec->name, as, spec->name);
+            if (i + 1 >= argc)
+                die_usage("%s: option '%s' needs a value (see 'tq %s --help')", spec->name, as, spec->name);
             v = argv[++i];
         }
         set_value(o, as, v);

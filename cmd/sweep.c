@@ -74,7 +74,8 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
     if (!a->nd && !a->synth) die_usage("no input: give dump files or --synthetic DIST (see 'tq sweep --help')");
-    if (a->nd && a->synth) die_usage("give dump files or --synthetic, not both (--layers/--heads mean different things)");
+    if (a->nd && a->synth)
+        die_usage("give dump files or --synthetic, not both (--layers/--heads mean different things)");
     if (!a->synth && (a->qheads || a->dim)) die_usage("options '--q-heads' and '--dim' go with --synthetic");
     if (a->outp) {
         check_output(a->outp, a->dumps, a->nd);

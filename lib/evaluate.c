@@ -384,7 +384,6 @@ static int eval_input(const tq_eval_opts *o, int in, tq_eval_rows *out)
         free(res);
         tq_layer_free(&L);
     }
-    if (o->progress && rc == TQ_OK && done < nsel * o->n_cfg) o->progress(o->progress_ctx, inp->label, nsel * o->n_cfg, nsel * o->n_cfg);
     for (int ci = 0; ci < o->n_cfg && rc == TQ_OK; ci++) {
         rc = acc_row(out, &tot[2 * ci], in, -1, TQ_TENSOR_KEYS, ci);
         if (rc == TQ_OK) rc = acc_row(out, &tot[2 * ci + 1], in, -1, TQ_TENSOR_VALUES, ci);
@@ -397,7 +396,8 @@ static int eval_input(const tq_eval_opts *o, int in, tq_eval_rows *out)
 
 int tq_evaluate(const tq_eval_opts *o, tq_eval_rows *out)
 {
-    if (o->n_inputs < 1 || o->n_cfg < 1) return tq_error_set(TQ_ERR_USAGE, "nothing to evaluate: no input or no configuration");
+    if (o->n_inputs < 1 || o->n_cfg < 1)
+        return tq_error_set(TQ_ERR_USAGE, "nothing to evaluate: no input or no configuration");
     int rc = tq_device_available(o->device);
     if (rc < 0) return rc;
     int blas = blas_hold();
