@@ -147,7 +147,7 @@ void opt_help(const tq_cmd_spec *spec, FILE *f)
         const char *h = o->help ? o->help : "";
         char *text = malloc(strlen(h) + sizeof def);
         if (!text) die("out of memory");
-        sprintf(text, "%s%s", h, def);
+        sprintf(text, "%s%s", h, *h ? def : def + (def[0] == ' '));
         help_text(f, text, col);
         free(text);
     }
