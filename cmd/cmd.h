@@ -28,8 +28,6 @@ uint64_t parse_u64(const char *opt, const char *s);
  * returns the count (>= 1). Each value in [lo, hi], else die_usage naming the option; with `of` not NULL a value above
  * hi reads "N is out of range for '<of>', which has hi+1 (0..hi)" (layers or heads of an input). No cap. */
 int parse_list(const char *opt, const char *s, long lo, long hi, const char *of, int **out);
-/* The same into a 0/1 mask of hi+1 entries (malloc'd), for selections; s NULL selects all. */
-unsigned char *parse_mask(const char *opt, const char *s, int n, const char *of);
 /* "a,b,c" into *n names: one malloc'd block (free the returned pointer); an empty list or entry dies 2. */
 char **parse_names(const char *opt, const char *s, int *n);
 /* A vocabulary name (lib/vocab.h) for option `opt`, else die_usage "option 'opt': unknown <kind> 'x' (list)". */

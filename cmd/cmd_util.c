@@ -123,20 +123,6 @@ int parse_list(const char *opt, const char *s, long lo, long hi, const char *of,
     return (int)k;
 }
 
-unsigned char *parse_mask(const char *opt, const char *s, int n, const char *of)
-{
-    unsigned char *m = calloc(n > 0 ? (size_t)n : 1, 1);
-    if (!m) die("out of memory");
-    if (!s) {
-        memset(m, 1, (size_t)n);
-        return m;
-    }
-    int *v, k = parse_list(opt, s, 0, n - 1, of, &v);
-    for (int i = 0; i < k; i++) m[v[i]] = 1;
-    free(v);
-    return m;
-}
-
 char **parse_names(const char *opt, const char *s, int *n)
 {
     if (!s || !*s) die_usage("option '%s': bad list '%s'", opt, s ? s : "");
