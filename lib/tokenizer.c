@@ -461,7 +461,7 @@ typedef struct {
     /* word cache: a word's ids depend on its bytes alone (BPE: a pre-tokenized word; SPM: a piece between cuts),
      * and English repeats its words, so each call remembers the ids of up to CACHE_MAX distinct short words */
     struct centry { uint64_t h; uint32_t koff, klen, ioff, n; } *ctab;
-    size_t cmask, cn;
+    size_t cmask, cn, cmax; /* cmax: entries allowed, from the text length (a short text gets a small table) */
     char *keys;
     size_t keys_n, keys_cap;
     int32_t *cids;
@@ -489,12 +489,14 @@ static int cache_get(scratch *w, const char *s, size_t n, uint64_t h)
 /* Remember that word s[0..n) gave the ids out[from..]. Best effort: a failed allocation only skips it. */
 static void cache_put(scratch *w, const char *s, size_t n, uint64_t h, size_t from)
 {
-    if (n > CACHE_WORD || w->cn >= CACHE_MAX) return;
+    if (n > CACHE_WORD || w->cn >= w->cmax) return;
     if (!w->ctab) {
-        w->ctab = malloc(2 * CACHE_MAX * sizeof *w->ctab);
+        size_t cap = 64;
+        while (cap < 2 * w->cmax) cap *= 2;
+        w->ctab = malloc(cap * sizeof *w->ctab);
         if (!w->ctab) return;
-        for (size_t i = 0; i < 2 * CACHE_MAX; i++) w->ctab[i].klen = UINT32_MAX;
-        w->cmask = 2 * CACHE_MAX - 1;
+        for (size_t i = 0; i < cap; i++) w->ctab[i].klen = UINT32_MAX;
+        w->cmask = cap - 1;
     }
     size_t ni = w->out.n - from;
     if (grow((void **)&w->keys, &w->keys_cap, w->keys_n + n, 1) ||
@@ -865,13 +867,15 @@ static int spm_text(const tq_tokenizer *t, scratch *w, const unsigned char *text
         if (text[i] == ' ') { memcpy(w->buf + m, "\xE2\x96\x81", 3); m += 3; }
         else w->buf[m++] = (char)text[i];
     }
-    /* symbols: characters by their lead byte's announced length (llama.cpp's unicode_len_utf8), clipped at the end */
-    static const uint8_t lead_len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    /* symbols: the characters, strict UTF-8, a byte that begins no valid sequence on its own. (llama.cpp takes the
+     * length its lead byte announces, the same on valid text; on invalid text that could swallow the first byte of
+     * a U+2581 and break the round trip.) */
     if (symbols_reserve(w, n)) return TQ_ERR_NOMEM;
     int32_t ns = 0;
     for (size_t i = 0; i < n;) {
-        size_t k = lead_len[(unsigned char)w->buf[i] >> 4];
-        if (k > n - i) k = n - i;
+        uint32_t cp;
+        size_t k = (size_t)utf8_decode((const unsigned char *)w->buf + i, n - i, &cp);
+        if (k == 0) k = 1;
         w->start[ns] = (uint32_t)i;
         w->slen[ns] = (uint32_t)k;
         w->sid[ns] = str_find(t, w->buf + i, k);
@@ -1020,6 +1024,7 @@ int tq_tokenize(const tq_tokenizer *t, const char *text, size_t len, int flags, 
     if (len > 0x3fffffff) return tq_error_set(TQ_ERR_USAGE, "text of %zu bytes is too long to tokenize in one call", len);
     if (len && !text) return tq_error_set(TQ_ERR_USAGE, "no text to tokenize");
     scratch w = {0};
+    w.cmax = len / 8 + 16 < CACHE_MAX ? len / 8 + 16 : CACHE_MAX; /* about one word in eight bytes: plenty */
     fvec fr = {0};
     int rc = TQ_OK;
     int add_special = flags & TQ_TOKENIZE_ADD_SPECIAL;

@@ -65,11 +65,11 @@ enum {
 };
 
 /* Tokenize len bytes of text. *ids (malloc'd, free with free(); NULL when *n == 0) and *n receive the ids.
- * Any bytes are accepted. Invalid UTF-8 is handled deterministically: for BPE each byte that does not begin a
- * valid (RFC 3629) sequence counts as one character of no class (like punctuation for the regex) and keeps its
- * value, so the text still round-trips; for SPM a character spans as many bytes as its lead byte announces
- * (llama.cpp's rule) and bytes no token covers fall back to byte tokens. TQ_OK, TQ_ERR_NOMEM, or TQ_ERR when a
- * needed byte token is missing from the vocabulary. `flags`: TQ_TOKENIZE_*. */
+ * Any bytes are accepted. Invalid UTF-8 is handled deterministically: text is decoded strictly (RFC 3629) and each
+ * byte that does not begin a valid sequence is a character of its own — for BPE one of no class (grouped like
+ * punctuation by the regex) that keeps its value, for SPM one spelled by its byte token — so every byte string
+ * round-trips. (llama.cpp replaces such bytes by U+FFFD for BPE; its ids differ from tq's only there.) TQ_OK,
+ * TQ_ERR_NOMEM, or TQ_ERR when a needed byte token is missing from the vocabulary. `flags`: TQ_TOKENIZE_*. */
 int tq_tokenize(const tq_tokenizer *tok, const char *text, size_t len, int flags, int32_t **ids, int *n);
 
 /* Flags of tq_detokenize. */
