@@ -61,10 +61,14 @@ def rewrite(src, dst, changes):
     w.close()
 
 
+_loaded = {}
+
+
 def llama_ids(path, text, special):
     import llama_cpp
-    m = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-    return m.tokenize(text.encode("utf-8"), add_bos=True, special=special)
+    if path not in _loaded:  # one vocab_only load per file: Gemma's takes seconds
+        _loaded[path] = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    return _loaded[path].tokenize(text.encode("utf-8"), add_bos=True, special=special)
 
 
 def cases():
