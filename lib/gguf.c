@@ -621,6 +621,14 @@ const tq_gguf_tensor *tq_gguf_find_tensor(const tq_gguf *g, const char *name)
 
 static inline float h2f(const uint8_t *p) { return tq_half_to_float(ld16(p)); }
 
+/* Inner loops over the elements of a (sub-)block are independent float32 operations: vectorizing them changes no
+ * bit (no reassociation, and no contraction: each product is its own statement or feeds no sum). */
+#if TQ_HAVE_OPENMP
+#define TQ_SIMD _Pragma("omp simd")
+#else
+#define TQ_SIMD
+#endif
+
 static void dq_f32(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) { uint32_t b = ld32(x + 4 * i); memcpy(&y[i], &b, 4); }
@@ -643,6 +651,7 @@ static void dq_q8_0(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 34, y += 32) {
         float d = h2f(x);
+        TQ_SIMD
         for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)x[2 + j] * d;
     }
 }
@@ -652,6 +661,7 @@ static void dq_q4_0(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 18, y += 32) {
         float d = h2f(x);
+        TQ_SIMD
         for (int j = 0; j < 16; j++) {
             y[j] = d * (float)((x[2 + j] & 0xF) - 8);
             y[j + 16] = d * (float)((x[2 + j] >> 4) - 8);
@@ -664,6 +674,7 @@ static void dq_q4_1(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 20, y += 32) {
         float d = h2f(x), m = h2f(x + 2);
+        TQ_SIMD
         for (int j = 0; j < 16; j++) {
             float lo = d * (float)(x[4 + j] & 0xF), hi = d * (float)(x[4 + j] >> 4);
             y[j] = lo + m;
@@ -678,6 +689,7 @@ static void dq_q5_0(const uint8_t *x, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, x += 22, y += 32) {
         float d = h2f(x);
         uint32_t qh = ld32(x + 2);
+        TQ_SIMD
         for (int j = 0; j < 16; j++) {
             int lo = (x[6 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[6 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
             y[j] = d * (float)(lo - 16);
@@ -692,6 +704,7 @@ static void dq_q5_1(const uint8_t *x, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, x += 24, y += 32) {
         float d = h2f(x), m = h2f(x + 2);
         uint32_t qh = ld32(x + 4);
+        TQ_SIMD
         for (int j = 0; j < 16; j++) {
             int lo = (x[8 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[8 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
             float a = d * (float)lo, b = d * (float)hi;
@@ -711,12 +724,19 @@ static void dq_q2_k(const uint8_t *x, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, x += 84, y += 256) {
         const uint8_t *sc = x, *qs = x + 16;
         float d = h2f(x + 80), dmin = h2f(x + 82);
-        for (int j = 0; j < 256; j++) {
-            int g = j / 16, h = j / 128, s = (j / 32) % 4, l = j % 32;
-            float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
-            float t = dl * (float)((qs[32 * h + l] >> 2 * s) & 3);
-            y[j] = t - ml;
-        }
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int u = 0; u < 2; u++) { /* 16 elements 128 h + 32 s + 16 u + l share scale 8 h + 2 s + u */
+                    int g = 8 * h + 2 * s + u;
+                    float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
+                    const uint8_t *q = qs + 32 * h + 16 * u;
+                    float *o = y + 128 * h + 32 * s + 16 * u;
+                    TQ_SIMD
+                    for (int l = 0; l < 16; l++) {
+                        float t = dl * (float)((q[l] >> 2 * s) & 3);
+                        o[l] = t - ml;
+                    }
+                }
     }
 }
 
@@ -728,16 +748,20 @@ static void dq_q3_k(const uint8_t *x, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++, x += 110, y += 256) {
         const uint8_t *hm = x, *qs = x + 32, *sc = x + 96;
         float d = h2f(x + 108);
-        float dl[16];
-        for (int g = 0; g < 16; g++) {
-            int lo = (sc[g % 8] >> 4 * (g / 8)) & 0xF, hi = (sc[8 + g % 4] >> 2 * (g / 4)) & 3;
-            dl[g] = d * (float)((lo | hi << 4) - 32);
-        }
-        for (int j = 0; j < 256; j++) {
-            int h = j / 128, s = (j / 32) % 4, l = j % 32;
-            int q = ((qs[32 * h + l] >> 2 * s) & 3) - (((hm[l] >> (j / 32)) & 1) ? 0 : 4);
-            y[j] = dl[j / 16] * (float)q;
-        }
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int u = 0; u < 2; u++) {
+                    int g = 8 * h + 2 * s + u, b = 4 * h + s; /* scale index, high-bit plane */
+                    int lo = (sc[g % 8] >> 4 * (g / 8)) & 0xF, hi = (sc[8 + g % 4] >> 2 * (g / 4)) & 3;
+                    float dl = d * (float)((lo | hi << 4) - 32);
+                    const uint8_t *q = qs + 32 * h + 16 * u, *m = hm + 16 * u;
+                    float *o = y + 128 * h + 32 * s + 16 * u;
+                    TQ_SIMD
+                    for (int l = 0; l < 16; l++) {
+                        int v = ((q[l] >> 2 * s) & 3) - (((m[l] >> b) & 1) ? 0 : 4);
+                        o[l] = dl * (float)v;
+                    }
+                }
     }
 }
 
@@ -764,6 +788,7 @@ static void dq_q4_k(const uint8_t *x, float *y, int64_t nb)
         const uint8_t *qs = x + 16;
         for (int b = 0; b < 8; b++) {
             float ds = d * (float)sc[b], dm = dmin * (float)m[b];
+            TQ_SIMD
             for (int l = 0; l < 32; l++) {
                 float t = ds * (float)((qs[32 * (b / 2) + l] >> 4 * (b % 2)) & 0xF);
                 y[32 * b + l] = t - dm;
@@ -783,6 +808,7 @@ static void dq_q5_k(const uint8_t *x, float *y, int64_t nb)
         const uint8_t *qh = x + 16, *qs = x + 48;
         for (int b = 0; b < 8; b++) {
             float ds = d * (float)sc[b], dm = dmin * (float)m[b];
+            TQ_SIMD
             for (int l = 0; l < 32; l++) {
                 int q = ((qs[32 * (b / 2) + l] >> 4 * (b % 2)) & 0xF) | ((qh[l] >> b) & 1) << 4;
                 float t = ds * (float)q;
@@ -800,12 +826,18 @@ static void dq_q6_k(const uint8_t *x, float *y, int64_t nb)
         const uint8_t *ql = x, *qh = x + 128;
         const int8_t *sc = (const int8_t *)(x + 192);
         float d = h2f(x + 208);
-        for (int j = 0; j < 256; j++) {
-            int h = j / 128, s = (j / 32) % 4, l = j % 32;
-            int lo = (ql[64 * h + 32 * (s % 2) + l] >> 4 * (s / 2)) & 0xF, hi = (qh[32 * h + l] >> 2 * s) & 3;
-            float ds = d * (float)sc[j / 16];
-            y[j] = ds * (float)((lo | hi << 4) - 32);
-        }
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int u = 0; u < 2; u++) {
+                    float ds = d * (float)sc[8 * h + 2 * s + u];
+                    const uint8_t *a = ql + 64 * h + 32 * (s % 2) + 16 * u, *b = qh + 32 * h + 16 * u;
+                    float *o = y + 128 * h + 32 * s + 16 * u;
+                    TQ_SIMD
+                    for (int l = 0; l < 16; l++) {
+                        int lo = (a[l] >> 4 * (s / 2)) & 0xF, hi = (b[l] >> 2 * s) & 3;
+                        o[l] = ds * (float)((lo | hi << 4) - 32);
+                    }
+                }
     }
 }
 
