@@ -604,6 +604,78 @@ const void *tq_gguf_arr_data(const tq_gguf *g, const char *key, int elem_type, u
     return kv->val;
 }
 
+/* A bounded string builder for tq_gguf_kv_format: appends while there is room, remembers that something was cut. */
+typedef struct {
+    char *p;
+    size_t cap, n;
+    int cut;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_put(sbuf *b, const char *fmt, ...)
+{
+    if (b->cut) return;
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k < 0) k = 0;
+    size_t room = b->cap - 1 - b->n, take = (size_t)k < room ? (size_t)k : room; /* b->n < b->cap always */
+    memcpy(b->p + b->n, tmp, take);
+    b->n += take;
+    b->p[b->n] = 0;
+    if (take < (size_t)k) b->cut = 1;
+}
+
+static void fmt_scalar(sbuf *b, int t, const uint8_t *p)
+{
+    int64_t v;
+    if (t == TQ_GGUF_BOOL) sb_put(b, "%s", p[0] ? "true" : "false");
+    else if (t == TQ_GGUF_U64) sb_put(b, "%llu", (unsigned long long)ld64(p));
+    else if (t == TQ_GGUF_F32) { double d; load_float(t, p, &d); sb_put(b, "%.9g", d); }
+    else if (t == TQ_GGUF_F64) { double d; load_float(t, p, &d); sb_put(b, "%.17g", d); }
+    else if (!load_int(t, p, &v)) sb_put(b, "%lld", (long long)v);
+}
+
+static void fmt_str(sbuf *b, const uint8_t *p) /* p at the length prefix */
+{
+    uint64_t len = ld64(p);
+    const uint8_t *s = p + 8;
+    sb_put(b, "\"");
+    for (uint64_t k = 0; k < len && !b->cut; k++) {
+        if (s[k] == '"' || s[k] == '\\') sb_put(b, "\\%c", s[k]);
+        else if (s[k] >= 32 && s[k] != 127) sb_put(b, "%c", s[k]);
+        else sb_put(b, "\\x%02x", s[k]);
+    }
+    sb_put(b, "\"");
+}
+
+char *tq_gguf_kv_format(const tq_gguf *g, int64_t i, char *buf, size_t cap)
+{
+    if (!cap) return buf;
+    buf[0] = 0;
+    if (i < 0 || i >= g->n_kv) return buf;
+    const gguf_kv *kv = &g->kv[i];
+    /* keep room for "..." so a cut line still says it was cut */
+    sbuf b = {buf, cap >= 4 ? cap - 3 : cap, 0, 0};
+    if (kv->type == TQ_GGUF_STRING) fmt_str(&b, kv->val);
+    else if (kv->type != TQ_GGUF_ARRAY) fmt_scalar(&b, kv->type, kv->val);
+    else {
+        sb_put(&b, "[%llu %s", (unsigned long long)kv->n, vtype_name(kv->elem_type));
+        if (kv->elem_type == TQ_GGUF_STRING)
+            for (uint64_t k = 0; k < kv->n && !b.cut; k++) { sb_put(&b, k ? ", " : ": "); fmt_str(&b, kv->strs[k]); }
+        else if (kv->elem_type != TQ_GGUF_ARRAY)
+            for (uint64_t k = 0; k < kv->n && !b.cut; k++) {
+                sb_put(&b, k ? ", " : ": ");
+                fmt_scalar(&b, kv->elem_type, kv->val + k * (uint64_t)scalar_size[kv->elem_type]);
+            }
+        sb_put(&b, "]");
+    }
+    if (b.cut && cap >= 4) memcpy(buf + b.n, "...", 4); /* b.n <= cap - 4: the dots and the NUL fit */
+    return buf;
+}
+
 /* ---------------------------------------------------------------- tensors */
 
 int64_t tq_gguf_n_tensors(const tq_gguf *g) { return g->n_tensors; }

@@ -146,6 +146,26 @@ static void test_good(int version)
     CHECK(ki == 14 && tq_gguf_kv_type(g, ki) == TQ_GGUF_U32 && streq(tq_gguf_key(g, ki), "general.alignment"), "key 14");
     CHECK(tq_gguf_find_key(g, "general.alignmen") == -1, "prefix is not a key");
 
+    /* the listing form of each value */
+    char line[96];
+    const char *want_fmt[][2] = {
+        {"t.u8", "200"}, {"t.i8", "-128"}, {"t.u16", "4660"}, {"t.i16", "-2"}, {"t.u32", "4000000000"},
+        {"t.i32", "-7"}, {"t.f32", "1.5"}, {"t.bool", "true"}, {"t.u64", "18446744073709551615"},
+        {"t.i64", "-9223372036854775808"}, {"t.f64", "-0.25"}, {"general.architecture", "\"llama\""},
+        {"tokens", "[3 string: \"<s>\", \"\", \"h\xc3\xa9llo\"]"}, {"nested", "[2 array]"},
+        {"general.alignment", "64"},
+    };
+    for (size_t k = 0; k < sizeof want_fmt / sizeof want_fmt[0]; k++) {
+        tq_gguf_kv_format(g, tq_gguf_find_key(g, want_fmt[k][0]), line, sizeof line);
+        CHECK(!strcmp(line, want_fmt[k][1]), "format '%s': '%s', expected '%s'", want_fmt[k][0], line, want_fmt[k][1]);
+    }
+    /* cut to the buffer: 12 bytes hold 8 of the text, "..." and the NUL */
+    tq_gguf_kv_format(g, tq_gguf_find_key(g, "tokens"), line, 12);
+    CHECK(!strcmp(line, "[3 strin..."), "format cut: '%s'", line);
+    tq_gguf_kv_format(g, tq_gguf_find_key(g, "t.u64"), line, 3); /* no room for the dots: what fits */
+    CHECK(!strcmp(line, "18"), "format into 3 bytes: '%s'", line);
+    CHECK(tq_gguf_kv_format(g, 15, line, sizeof line)[0] == 0, "format of a missing entry is empty");
+
     const tq_gguf_tensor *a = tq_gguf_find_tensor(g, "a"), *q = tq_gguf_find_tensor(g, "b");
     CHECK(a && q && tq_gguf_tensor_at(g, 0) == a && tq_gguf_tensor_at(g, 1) == q, "tensors found");
     CHECK(!tq_gguf_find_tensor(g, "c") && !tq_gguf_tensor_at(g, 2), "absent tensor");
@@ -241,7 +261,7 @@ static void test_corruptions(void)
         {"dim 0", at_dim0, 8, 0, "dimension 0 of size 0"},
         {"dim overflow", at_dim0, 8, 1ull << 62, "64-bit"},
         {"row not a block multiple", at_t1dim0, 8, 48, "not a multiple of q8_0's block of 32"},
-        {"q8_0 rows of 48", at_dim0, 8, 48, "runs past"}, /* f32 -> fine; but "b"... see below */
+        {"tensor past the end", at_dim0, 8, ROW, "runs past"}, /* "b" made longer below */
         {"type unknown", at_type, 4, 4, "unknown ggml type 4"},
         {"type huge", at_type, 4, 0xffffffffu, "unknown ggml type"},
         {"offset misaligned", at_offset, 8, 32, "alignment"},
@@ -256,11 +276,9 @@ static void test_corruptions(void)
         buf b = build(&L, 3);
         size_t at = cs[k].at(&L);
         for (int i = 0; i < cs[k].width; i++) b.p[at + i] = (uint8_t)(cs[k].value >> 8 * i);
-        if (!strcmp(cs[k].what, "q8_0 rows of 48")) {
-            /* tensor "a" as f32 [48 x 3] ends before "b" starts; make "b" longer than the file instead */
-            b.p[L.t0_dim0] = ROW;
-            size_t bdim = L.t1_name + 8 + 1 + 4;
-            b.p[bdim + 8] = 4; /* "b" gets 4 rows: 2 blocks more than the file holds */
+        if (!strcmp(cs[k].what, "tensor past the end")) {
+            /* "b" gets 4 rows instead of 3: two q8_0 blocks (68 bytes) more than the file holds */
+            b.p[at_t1dim0(&L) + 8] = 4;
         }
         tq_gguf *g = NULL;
         tq_error_clear();

@@ -1,5 +1,6 @@
 /* fuzz_gguf.c: libFuzzer harness for the GGUF reader — bytes -> tq_gguf_open_buffer (the input itself, exactly its
- * size, so ASan sees any read past the end) -> every metadata getter on every key, every array element, every
+ * size, so ASan sees any read past the end) -> every metadata getter and the listing form of every key, every
+ * array element, every
  * tensor found by name and dequantized row by row. The reader promises that what it accepted is safe to read, so a
  * crash in any accessor or dequantizer on an accepted file is a reader bug. Seeds: tests/fuzz/gguf_seeds.py. */
 #include "fuzz_common.h"
@@ -24,6 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(key, k.s, k.len);
         key[k.len] = 0;
         if (tq_gguf_find_key(g, key) != i) abort();
+        char line[80];
+        tq_gguf_kv_format(g, i, line, sizeof line);
+        if (strlen(line) >= sizeof line) abort();
         int64_t iv;
         double dv;
         tq_gguf_str sv;
