@@ -1,8 +1,8 @@
 /* fuzz_gguf.c: libFuzzer harness for the GGUF reader — bytes -> tq_gguf_open_buffer (the input itself, exactly its
  * size, so ASan sees any read past the end) -> every metadata getter and the listing form of every key, every
- * array element, every
- * tensor found by name and dequantized row by row. The reader promises that what it accepted is safe to read, so a
- * crash in any accessor or dequantizer on an accepted file is a reader bug. Seeds: tests/fuzz/gguf_seeds.py. */
+ * array element, every tensor found by name and dequantized row by row. The reader promises that what it accepted
+ * is safe to read, so a crash in any accessor or dequantizer on an accepted file is a reader bug.
+ * Seeds: tests/fuzz/gguf_seeds.py. */
 #include "fuzz_common.h"
 
 #include <string.h>
