@@ -5,7 +5,8 @@
  *   test_gguf --blocks TYPE IN OUT       dequantize the raw blocks in file IN, write float32 to OUT
  *   test_gguf --hashes MODEL [MAX]       per tensor: name, type, elements, position-weighted hash of its floats
  *                                        (of its first and last rows only when it has more than MAX elements)
- *   test_gguf --tensor MODEL NAME OUT    one tensor's floats to OUT */
+ *   test_gguf --tensor MODEL NAME OUT    one tensor's floats to OUT
+ *   test_gguf --gold-blocks DIR          the golden test's blocks, DIR/<type id>.bin (tests/test_gguf_golden.h) */
 #include "tq_test.h"
 
 #include <stdint.h>
@@ -13,6 +14,7 @@
 
 #include "fp16.h"
 #include "gguf.h"
+#include "rng.h"
 #include "tq.h"
 
 /* ---------------------------------------------------------------- a little GGUF writer */
@@ -301,6 +303,82 @@ static void test_corruptions(void)
     CHECK(tq_gguf_open("/tmp", &g) == TQ_ERR && strstr(tq_error_msg(), "regular") && !g, "directory");
 }
 
+/* ---------------------------------------------------------------- dequantization goldens */
+
+/* Offsets of the fp16 scale fields in a block of each quantized type (-1 ends the list). */
+static const struct { int type, scales[3]; } scale_fields[] = {
+    {TQ_GGML_Q4_0, {0, -1}}, {TQ_GGML_Q4_1, {0, 2, -1}}, {TQ_GGML_Q5_0, {0, -1}}, {TQ_GGML_Q5_1, {0, 2, -1}},
+    {TQ_GGML_Q8_0, {0, -1}}, {TQ_GGML_Q2_K, {80, 82, -1}}, {TQ_GGML_Q3_K, {108, -1}}, {TQ_GGML_Q4_K, {0, 2, -1}},
+    {TQ_GGML_Q5_K, {0, 2, -1}}, {TQ_GGML_Q6_K, {208, -1}}, {TQ_GGML_F16, {-1}}, {TQ_GGML_BF16, {-1}},
+    {TQ_GGML_F32, {-1}},
+};
+#define N_GOLD_BLOCKS 64
+
+/* N_GOLD_BLOCKS blocks of random bytes (PCG, seed 14 + type) whose fp16 scales, and F16/BF16/F32 values, are finite. */
+static uint8_t *gold_blocks(int type, size_t *n)
+{
+    size_t bb = tq_ggml_block_bytes(type);
+    *n = bb * N_GOLD_BLOCKS;
+    uint8_t *p = malloc(*n);
+    tq_rng r;
+    tq_rng_seed(&r, 14 + (uint64_t)type, 0);
+    for (size_t i = 0; i < *n; i++) p[i] = (uint8_t)tq_rng_u32(&r);
+    for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+        if (scale_fields[k].type != type) continue;
+        for (int b = 0; b < N_GOLD_BLOCKS; b++)
+            for (int j = 0; scale_fields[k].scales[j] >= 0; j++)
+                p[b * bb + (size_t)scale_fields[k].scales[j] + 1] &= 0xBF; /* fp16 exponent never all ones */
+    }
+    if (type == TQ_GGML_F16)
+        for (size_t i = 1; i < *n; i += 2) p[i] &= 0xBF;
+    if (type == TQ_GGML_BF16 || type == TQ_GGML_F32) /* the top byte holds the sign and 7 exponent bits */
+        for (size_t i = (type == TQ_GGML_F32 ? 3 : 1); i < *n; i += (type == TQ_GGML_F32 ? 4 : 2)) p[i] &= 0xBF;
+    return p;
+}
+
+/* The same blocks through gguf.quants.dequantize (gguf 0.19.0, `--gold-blocks` writes them for it), hashed as in
+ * hash_floats: the C test needs no Python to catch a changed bit. */
+static const struct { int type; uint64_t hash; } goldens[] = {
+    {TQ_GGML_Q4_0, 10805303040736470016ull},
+    {TQ_GGML_Q4_1, 3528876934649341658ull},
+    {TQ_GGML_Q5_0, 12631988453464563712ull},
+    {TQ_GGML_Q5_1, 12086548532595106236ull},
+    {TQ_GGML_Q8_0, 8302033465272037504ull},
+    {TQ_GGML_Q2_K, 9054192251633388867ull},
+    {TQ_GGML_Q3_K, 1301116356932461824ull},
+    {TQ_GGML_Q4_K, 15244301778765502721ull},
+    {TQ_GGML_Q5_K, 11912129956785497629ull},
+    {TQ_GGML_Q6_K, 15353174557267317952ull},
+    {TQ_GGML_F16, 13754871802238279680ull},
+    {TQ_GGML_BF16, 13876655580881813504ull},
+    {TQ_GGML_F32, 5302750933095510227ull},
+};
+
+static uint64_t hash_floats(const float *x, int64_t n);
+
+static void test_goldens(void)
+{
+    for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+        int type = scale_fields[k].type;
+        size_t n;
+        uint8_t *p = gold_blocks(type, &n);
+        int64_t ne = (int64_t)N_GOLD_BLOCKS * tq_ggml_block_elems(type);
+        float *y = malloc(sizeof(float) * (size_t)ne);
+        CHECK(tq_ggml_dequantize(type, p, y, ne) == TQ_OK, "%s: %s", tq_ggml_type_name(type), tq_error_msg());
+        uint64_t h = hash_floats(y, ne), want = 0;
+        for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++)
+            if (goldens[g].type == type) want = goldens[g].hash;
+        CHECK(h == want, "%s: hash %llu, golden %llu", tq_ggml_type_name(type), (unsigned long long)h,
+              (unsigned long long)want);
+        free(p);
+        free(y);
+    }
+    float y[64];
+    CHECK(tq_ggml_dequantize(TQ_GGML_Q4_0, y, y, 48) == TQ_ERR_USAGE, "48 q4_0 elements refused");
+    CHECK(tq_ggml_dequantize(16, y, y, 256) == TQ_ERR_USAGE && strstr(tq_error_msg(), "iq2_xxs"), "iq2_xxs refused");
+    CHECK(tq_ggml_dequantize(4, y, y, 32) == TQ_ERR_USAGE && strstr(tq_error_msg(), "unknown"), "type 4 refused");
+}
+
 /* ---------------------------------------------------------------- real models */
 
 /* The bundled models' paths without fetching anything: $TQ_GGUF_SMOLLM2 / $TQ_GGUF_GEMMA3 when set, else where
@@ -469,6 +547,20 @@ static int driver(int argc, char **argv)
         tq_gguf_close(g);
         return rc;
     }
+    if (argc == 3 && !strcmp(argv[1], "--gold-blocks")) { /* one file per type: DIR/<type id>.bin */
+        for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+            size_t n;
+            uint8_t *p = gold_blocks(scale_fields[k].type, &n);
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%d.bin", argv[2], scale_fields[k].type);
+            FILE *f = fopen(path, "wb");
+            int ok = f && fwrite(p, 1, n, f) == n;
+            if (f && fclose(f)) ok = 0;
+            free(p);
+            if (!ok) { fprintf(stderr, "test_gguf: cannot write '%s'\n", path); return 1; }
+        }
+        return 0;
+    }
     fprintf(stderr, "usage: test_gguf [--blocks TYPE IN OUT | --hashes MODEL [MAX] | --tensor MODEL NAME OUT]\n");
     return 2;
 }
@@ -480,6 +572,7 @@ int main(int argc, char **argv)
     test_good(2);
     test_truncations();
     test_corruptions();
+    test_goldens();
     const model_facts smol = {"smollm2", "llama", 272, 30, 576, 49152,
                               {[TQ_GGML_Q4_1] = 210, [TQ_GGML_Q8_0] = 1, [TQ_GGML_F32] = 61}};
     const model_facts gemma = {"gemma3", "gemma3", 236, 18, 640, 262144,
