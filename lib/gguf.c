@@ -181,8 +181,8 @@ static int parse_value(cursor *c, int type, int depth, gguf_kv *kv, const char *
     /* every element takes at least this many bytes: bounds n by what is left before anything is allocated */
     uint64_t least = et == TQ_GGUF_STRING ? 8 : et == TQ_GGUF_ARRAY ? 12 : (uint64_t)scalar_size[et];
     if (n > (c->n - c->pos) / least)
-        return bad(c, "key '%s' is an array of %llu %s elements, more than the %zu bytes left in the file can hold", key,
-                   (unsigned long long)n, vtype_name((int)et), c->n - c->pos);
+        return bad(c, "key '%s' is an array of %llu %s elements, more than the %zu bytes left in the file can hold",
+                   key, (unsigned long long)n, vtype_name((int)et), c->n - c->pos);
     if (kv) { kv->elem_type = (int)et; kv->n = n; kv->val = c->p + c->pos; }
     if (et == TQ_GGUF_STRING) {
         const uint8_t **strs = NULL;
@@ -240,7 +240,11 @@ static int64_t hash_find(const int64_t *tab, uint64_t mask, const char *s, uint6
         if (l2 == len && !memcmp(s2, s, (size_t)len)) return tab[h] - 1;
     }
 }
-static const char *kv_name(const tq_gguf *g, int64_t i, uint64_t *len) { *len = g->kv[i].key.len; return g->kv[i].key.s; }
+static const char *kv_name(const tq_gguf *g, int64_t i, uint64_t *len)
+{
+    *len = g->kv[i].key.len;
+    return g->kv[i].key.s;
+}
 static const char *t_name(const tq_gguf *g, int64_t i, uint64_t *len)
 {
     *len = strlen(g->tensors[i].name);
@@ -275,7 +279,8 @@ static int parse(tq_gguf *g)
     if (rd_u64(&c, &nt, "the tensor count") || rd_u64(&c, &nkv, "the metadata count")) return TQ_ERR;
     /* a key-value pair takes at least 8 + 1 + 4 + 1 bytes, a tensor entry 8 + 1 + 4 + 8 + 4 + 8 */
     if (nkv > (g->size - c.pos) / 14)
-        return bad(&c, "metadata count %llu is more than the file's %zu bytes can hold", (unsigned long long)nkv, g->size);
+        return bad(&c, "metadata count %llu is more than the file's %zu bytes can hold", (unsigned long long)nkv,
+                   g->size);
     if (nt > (g->size - c.pos) / 33)
         return bad(&c, "tensor count %llu is more than the file's %zu bytes can hold", (unsigned long long)nt, g->size);
     g->n_kv = (int64_t)nkv;
@@ -395,7 +400,10 @@ int tq_gguf_open_buffer(const void *buf, size_t n, const char *label, tq_gguf **
     *out = NULL;
     tq_gguf *g = tq_calloc(1, sizeof *g);
     if (!g) return TQ_ERR_NOMEM;
-    if (!(g->path = strdup(label ? label : "(buffer)"))) { free(g); return tq_error_set(TQ_ERR_NOMEM, "out of memory"); }
+    if (!(g->path = strdup(label ? label : "(buffer)"))) {
+        free(g);
+        return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+    }
     g->base = buf;
     g->size = n;
     return open_common(g, out);
@@ -414,7 +422,10 @@ int tq_gguf_open(const char *path, tq_gguf **out)
     }
     if (!S_ISREG(st.st_mode)) { close(fd); return tq_error_set(TQ_ERR, "cannot read '%s': not a regular file", path); }
     if (st.st_size == 0) { close(fd); return tq_error_set(TQ_ERR, "cannot read '%s': the file is empty", path); }
-    if ((uint64_t)st.st_size > SIZE_MAX) { close(fd); return tq_error_set(TQ_ERR, "cannot read '%s': too large", path); }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        return tq_error_set(TQ_ERR, "cannot read '%s': too large to map", path);
+    }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
@@ -728,7 +739,8 @@ static void dq_q8_0(const uint8_t *x, float *y, int64_t nb)
     }
 }
 
-/* q4_0 (18 / 32): d, qs[16]; element j < 16 is the low nibble of qs[j], element j + 16 its high nibble; y = d (q - 8) */
+/* q4_0 (18 / 32): d, qs[16]; element j < 16 is the low nibble of qs[j], element j + 16 its high nibble;
+ * y = d (q - 8) */
 static void dq_q4_0(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 18, y += 32) {
@@ -763,7 +775,8 @@ static void dq_q5_0(const uint8_t *x, float *y, int64_t nb)
         uint32_t qh = ld32(x + 2);
         TQ_SIMD
         for (int j = 0; j < 16; j++) {
-            int lo = (x[6 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[6 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            int lo = (x[6 + j] & 0xF) | (int)((qh >> j) & 1) << 4;
+            int hi = (x[6 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
             y[j] = d * (float)(lo - 16);
             y[j + 16] = d * (float)(hi - 16);
         }
@@ -778,7 +791,8 @@ static void dq_q5_1(const uint8_t *x, float *y, int64_t nb)
         uint32_t qh = ld32(x + 4);
         TQ_SIMD
         for (int j = 0; j < 16; j++) {
-            int lo = (x[8 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[8 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            int lo = (x[8 + j] & 0xF) | (int)((qh >> j) & 1) << 4;
+            int hi = (x[8 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
             float a = d * (float)lo, b = d * (float)hi;
             y[j] = a + m;
             y[j + 16] = b + m;

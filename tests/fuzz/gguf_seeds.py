@@ -30,6 +30,7 @@ def seed(path, types, arch="llama", extra=True):
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 Q = gguf.GGMLQuantizationType
 seed(sys.argv[1] + "/legacy.gguf", [("a", Q.F32, (2, 8)), ("b", Q.F16, (2, 8)), ("c", Q.Q8_0, (1, 32)),
-     ("d", Q.Q4_0, (1, 32)), ("e", Q.Q4_1, (1, 32)), ("f", Q.Q5_0, (1, 32)), ("g", Q.Q5_1, (1, 32)), ("h", Q.BF16, (1, 4))])
+     ("d", Q.Q4_0, (1, 32)), ("e", Q.Q4_1, (1, 32)), ("f", Q.Q5_0, (1, 32)), ("g", Q.Q5_1, (1, 32)),
+     ("h", Q.BF16, (1, 4))])
 seed(sys.argv[1] + "/kquants.gguf", [("q2", Q.Q2_K, (1, 256)), ("q3", Q.Q3_K, (1, 256)), ("q4", Q.Q4_K, (1, 256)),
      ("q5", Q.Q5_K, (1, 256)), ("q6", Q.Q6_K, (1, 256))], arch="gemma3", extra=False)
