@@ -62,6 +62,12 @@ int64_t tq_gguf_find_key(const tq_gguf *g, const char *key);
 tq_gguf_str tq_gguf_key(const tq_gguf *g, int64_t i);
 int tq_gguf_kv_type(const tq_gguf *g, int64_t i); /* TQ_GGUF_* */
 
+/* Metadata entry i as one line of text for listings (`tq info`): numbers in full (floats with %.9g / %.17g), bools
+ * true/false, strings quoted with non-printable bytes as \xNN, arrays as "[n TYPE: e0, e1, ...]" with the first
+ * elements that fit. Cut to cap - 1 bytes, ending "..." when cap >= 4; always NUL-terminated when cap > 0; empty for
+ * an index out of range. Returns buf. */
+char *tq_gguf_kv_format(const tq_gguf *g, int64_t i, char *buf, size_t cap);
+
 /* Typed getters by key. Each returns TQ_OK; 1 when the key is absent (nothing written, no error recorded); or
  * TQ_ERR with a message naming the key when it has the wrong type or an out-of-range value.
  * get_int accepts any integer type and bool; get_float any integer or float type. */

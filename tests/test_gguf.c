@@ -3,8 +3,10 @@
  * real models when fetched (scripts/get_models.sh; skipped otherwise). With arguments it is the driver the Python
  * check tests/py/test_gguf_dequant.py compares against the `gguf` package:
  *   test_gguf --blocks TYPE IN OUT       dequantize the raw blocks in file IN, write float32 to OUT
- *   test_gguf --hashes MODEL             per tensor: name, type, elements, position-weighted hash of its floats
- *   test_gguf --tensor MODEL NAME OUT    one tensor's floats to OUT */
+ *   test_gguf --hashes MODEL [MAX]       per tensor: name, type, elements, position-weighted hash of its floats
+ *                                        (of its first and last rows only when it has more than MAX elements)
+ *   test_gguf --tensor MODEL NAME OUT    one tensor's floats to OUT
+ *   test_gguf --gold-blocks DIR          the golden test's blocks, DIR/<type id>.bin (tests/test_gguf_golden.h) */
 #include "tq_test.h"
 
 #include <stdint.h>
@@ -12,6 +14,7 @@
 
 #include "fp16.h"
 #include "gguf.h"
+#include "rng.h"
 #include "tq.h"
 
 /* ---------------------------------------------------------------- a little GGUF writer */
@@ -142,8 +145,29 @@ static void test_good(int version)
     CHECK(tq_gguf_get_arr(g, "nested", &et, &n) == 0 && et == TQ_GGUF_ARRAY && n == 2, "nested array");
     CHECK(tq_gguf_arr_data(g, "tokens", TQ_GGUF_STRING, &n) == NULL, "no raw pointer to strings");
     int64_t ki = tq_gguf_find_key(g, "general.alignment");
-    CHECK(ki == 14 && tq_gguf_kv_type(g, ki) == TQ_GGUF_U32 && streq(tq_gguf_key(g, ki), "general.alignment"), "key 14");
+    CHECK(ki == 14 && tq_gguf_kv_type(g, ki) == TQ_GGUF_U32 && streq(tq_gguf_key(g, ki), "general.alignment"),
+          "key 14");
     CHECK(tq_gguf_find_key(g, "general.alignmen") == -1, "prefix is not a key");
+
+    /* the listing form of each value */
+    char line[96];
+    const char *want_fmt[][2] = {
+        {"t.u8", "200"}, {"t.i8", "-128"}, {"t.u16", "4660"}, {"t.i16", "-2"}, {"t.u32", "4000000000"},
+        {"t.i32", "-7"}, {"t.f32", "1.5"}, {"t.bool", "true"}, {"t.u64", "18446744073709551615"},
+        {"t.i64", "-9223372036854775808"}, {"t.f64", "-0.25"}, {"general.architecture", "\"llama\""},
+        {"tokens", "[3 string: \"<s>\", \"\", \"h\xc3\xa9llo\"]"}, {"nested", "[2 array]"},
+        {"general.alignment", "64"},
+    };
+    for (size_t k = 0; k < sizeof want_fmt / sizeof want_fmt[0]; k++) {
+        tq_gguf_kv_format(g, tq_gguf_find_key(g, want_fmt[k][0]), line, sizeof line);
+        CHECK(!strcmp(line, want_fmt[k][1]), "format '%s': '%s', expected '%s'", want_fmt[k][0], line, want_fmt[k][1]);
+    }
+    /* cut to the buffer: 12 bytes hold 8 of the text, "..." and the NUL */
+    tq_gguf_kv_format(g, tq_gguf_find_key(g, "tokens"), line, 12);
+    CHECK(!strcmp(line, "[3 strin..."), "format cut: '%s'", line);
+    tq_gguf_kv_format(g, tq_gguf_find_key(g, "t.u64"), line, 3); /* no room for the dots: what fits */
+    CHECK(!strcmp(line, "18"), "format into 3 bytes: '%s'", line);
+    CHECK(tq_gguf_kv_format(g, 15, line, sizeof line)[0] == 0, "format of a missing entry is empty");
 
     const tq_gguf_tensor *a = tq_gguf_find_tensor(g, "a"), *q = tq_gguf_find_tensor(g, "b");
     CHECK(a && q && tq_gguf_tensor_at(g, 0) == a && tq_gguf_tensor_at(g, 1) == q, "tensors found");
@@ -190,7 +214,8 @@ static void test_truncations(void)
         CHECK(!g || n == b.n, "prefix of %zu bytes accepted", n);
         free(cut);
     }
-    CHECK(refused == (int)b.n && named == (int)b.n, "%d of %zu prefixes refused, %d named the file", refused, b.n, named);
+    CHECK(refused == (int)b.n && named == (int)b.n, "%d of %zu prefixes refused, %d named the file", refused, b.n,
+          named);
     free(b.p);
 }
 
@@ -240,7 +265,7 @@ static void test_corruptions(void)
         {"dim 0", at_dim0, 8, 0, "dimension 0 of size 0"},
         {"dim overflow", at_dim0, 8, 1ull << 62, "64-bit"},
         {"row not a block multiple", at_t1dim0, 8, 48, "not a multiple of q8_0's block of 32"},
-        {"q8_0 rows of 48", at_dim0, 8, 48, "runs past"}, /* f32 -> fine; but "b"... see below */
+        {"tensor past the end", at_dim0, 8, ROW, "runs past"}, /* "b" made longer below */
         {"type unknown", at_type, 4, 4, "unknown ggml type 4"},
         {"type huge", at_type, 4, 0xffffffffu, "unknown ggml type"},
         {"offset misaligned", at_offset, 8, 32, "alignment"},
@@ -255,11 +280,9 @@ static void test_corruptions(void)
         buf b = build(&L, 3);
         size_t at = cs[k].at(&L);
         for (int i = 0; i < cs[k].width; i++) b.p[at + i] = (uint8_t)(cs[k].value >> 8 * i);
-        if (!strcmp(cs[k].what, "q8_0 rows of 48")) {
-            /* tensor "a" as f32 [48 x 3] ends before "b" starts; make "b" longer than the file instead */
-            b.p[L.t0_dim0] = ROW;
-            size_t bdim = L.t1_name + 8 + 1 + 4;
-            b.p[bdim + 8] = 4; /* "b" gets 4 rows: 2 blocks more than the file holds */
+        if (!strcmp(cs[k].what, "tensor past the end")) {
+            /* "b" gets 4 rows instead of 3: two q8_0 blocks (68 bytes) more than the file holds */
+            b.p[at_t1dim0(&L) + 8] = 4;
         }
         tq_gguf *g = NULL;
         tq_error_clear();
@@ -280,6 +303,82 @@ static void test_corruptions(void)
     /* a missing file and a directory */
     CHECK(tq_gguf_open("/nonexistent/x.gguf", &g) == TQ_ERR && strstr(tq_error_msg(), "x.gguf") && !g, "missing file");
     CHECK(tq_gguf_open("/tmp", &g) == TQ_ERR && strstr(tq_error_msg(), "regular") && !g, "directory");
+}
+
+/* ---------------------------------------------------------------- dequantization goldens */
+
+/* Offsets of the fp16 scale fields in a block of each quantized type (-1 ends the list). */
+static const struct { int type, scales[3]; } scale_fields[] = {
+    {TQ_GGML_Q4_0, {0, -1}}, {TQ_GGML_Q4_1, {0, 2, -1}}, {TQ_GGML_Q5_0, {0, -1}}, {TQ_GGML_Q5_1, {0, 2, -1}},
+    {TQ_GGML_Q8_0, {0, -1}}, {TQ_GGML_Q2_K, {80, 82, -1}}, {TQ_GGML_Q3_K, {108, -1}}, {TQ_GGML_Q4_K, {0, 2, -1}},
+    {TQ_GGML_Q5_K, {0, 2, -1}}, {TQ_GGML_Q6_K, {208, -1}}, {TQ_GGML_F16, {-1}}, {TQ_GGML_BF16, {-1}},
+    {TQ_GGML_F32, {-1}},
+};
+#define N_GOLD_BLOCKS 64
+
+/* N_GOLD_BLOCKS blocks of random bytes (PCG, seed 14 + type) whose fp16 scales, and F16/BF16/F32 values, are finite. */
+static uint8_t *gold_blocks(int type, size_t *n)
+{
+    size_t bb = tq_ggml_block_bytes(type);
+    *n = bb * N_GOLD_BLOCKS;
+    uint8_t *p = malloc(*n);
+    tq_rng r;
+    tq_rng_seed(&r, 14 + (uint64_t)type, 0);
+    for (size_t i = 0; i < *n; i++) p[i] = (uint8_t)tq_rng_u32(&r);
+    for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+        if (scale_fields[k].type != type) continue;
+        for (int b = 0; b < N_GOLD_BLOCKS; b++)
+            for (int j = 0; scale_fields[k].scales[j] >= 0; j++)
+                p[b * bb + (size_t)scale_fields[k].scales[j] + 1] &= 0xBF; /* fp16 exponent never all ones */
+    }
+    if (type == TQ_GGML_F16)
+        for (size_t i = 1; i < *n; i += 2) p[i] &= 0xBF;
+    if (type == TQ_GGML_BF16 || type == TQ_GGML_F32) /* the top byte holds the sign and 7 exponent bits */
+        for (size_t i = (type == TQ_GGML_F32 ? 3 : 1); i < *n; i += (type == TQ_GGML_F32 ? 4 : 2)) p[i] &= 0xBF;
+    return p;
+}
+
+/* The same blocks through gguf.quants.dequantize (gguf 0.19.0, `--gold-blocks` writes them for it), hashed as in
+ * hash_floats: the C test needs no Python to catch a changed bit. */
+static const struct { int type; uint64_t hash; } goldens[] = {
+    {TQ_GGML_Q4_0, 10805303040736470016ull},
+    {TQ_GGML_Q4_1, 3528876934649341658ull},
+    {TQ_GGML_Q5_0, 12631988453464563712ull},
+    {TQ_GGML_Q5_1, 12086548532595106236ull},
+    {TQ_GGML_Q8_0, 8302033465272037504ull},
+    {TQ_GGML_Q2_K, 9054192251633388867ull},
+    {TQ_GGML_Q3_K, 1301116356932461824ull},
+    {TQ_GGML_Q4_K, 15244301778765502721ull},
+    {TQ_GGML_Q5_K, 11912129956785497629ull},
+    {TQ_GGML_Q6_K, 15353174557267317952ull},
+    {TQ_GGML_F16, 13754871802238279680ull},
+    {TQ_GGML_BF16, 13876655580881813504ull},
+    {TQ_GGML_F32, 5302750933095510227ull},
+};
+
+static uint64_t hash_floats(const float *x, int64_t n);
+
+static void test_goldens(void)
+{
+    for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+        int type = scale_fields[k].type;
+        size_t n;
+        uint8_t *p = gold_blocks(type, &n);
+        int64_t ne = (int64_t)N_GOLD_BLOCKS * tq_ggml_block_elems(type);
+        float *y = malloc(sizeof(float) * (size_t)ne);
+        CHECK(tq_ggml_dequantize(type, p, y, ne) == TQ_OK, "%s: %s", tq_ggml_type_name(type), tq_error_msg());
+        uint64_t h = hash_floats(y, ne), want = 0;
+        for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++)
+            if (goldens[g].type == type) want = goldens[g].hash;
+        CHECK(h == want, "%s: hash %llu, golden %llu", tq_ggml_type_name(type), (unsigned long long)h,
+              (unsigned long long)want);
+        free(p);
+        free(y);
+    }
+    float y[64];
+    CHECK(tq_ggml_dequantize(TQ_GGML_Q4_0, y, y, 48) == TQ_ERR_USAGE, "48 q4_0 elements refused");
+    CHECK(tq_ggml_dequantize(16, y, y, 256) == TQ_ERR_USAGE && strstr(tq_error_msg(), "iq2_xxs"), "iq2_xxs refused");
+    CHECK(tq_ggml_dequantize(4, y, y, 32) == TQ_ERR_USAGE && strstr(tq_error_msg(), "unknown"), "type 4 refused");
 }
 
 /* ---------------------------------------------------------------- real models */
@@ -339,14 +438,15 @@ static void test_model(const model_facts *m)
     uint64_t n = 0, ns = 0;
     CHECK(tq_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n) == 0 && et == TQ_GGUF_STRING && (int64_t)n == m->vocab,
           "%s vocabulary %llu", m->name, (unsigned long long)n);
-    /* every token string readable, and the last one ends exactly where the next key (token scores or merges) starts */
+    /* every token string readable through the O(1) index */
     uint64_t total = 0;
     int bad = 0;
     for (uint64_t i = 0; i < n; i++) {
         bad += tq_gguf_arr_str(g, "tokenizer.ggml.tokens", i, &s) != TQ_OK;
         total += s.len;
     }
-    CHECK(bad == 0 && total > n, "%s token strings: %d unreadable, %llu bytes", m->name, bad, (unsigned long long)total);
+    CHECK(bad == 0 && total > n, "%s token strings: %d unreadable, %llu bytes", m->name, bad,
+          (unsigned long long)total);
     const void *tt = tq_gguf_arr_data(g, "tokenizer.ggml.token_type", TQ_GGUF_I32, &ns);
     CHECK(tt && ns == n, "%s token types %llu", m->name, (unsigned long long)ns);
     CHECK(tq_gguf_n_tensors(g) == m->n_tensors, "%s tensors %lld", m->name, (long long)tq_gguf_n_tensors(g));
@@ -423,26 +523,52 @@ static int driver(int argc, char **argv)
         free(y);
         return 0;
     }
-    if ((argc == 3 && !strcmp(argv[1], "--hashes")) || (argc == 5 && !strcmp(argv[1], "--tensor"))) {
+    if (((argc == 3 || argc == 4) && !strcmp(argv[1], "--hashes")) || (argc == 5 && !strcmp(argv[1], "--tensor"))) {
+        /* --hashes MODEL MAX: a tensor of more than MAX elements is hashed over its first R and last R rows only,
+         * R = max(1, MAX / 2 / row), read through tq_gguf_tensor_rows_f32 (the whole tensor otherwise) */
+        int64_t max = argc == 4 ? atoll(argv[3]) : INT64_MAX;
         tq_gguf *g;
         if (tq_gguf_open(argv[2], &g)) { fprintf(stderr, "test_gguf: %s\n", tq_error_msg()); return 1; }
         int rc = 0;
         for (int64_t i = 0; i < tq_gguf_n_tensors(g) && !rc; i++) {
             const tq_gguf_tensor *t = tq_gguf_tensor_at(g, i);
             if (argc == 5 && strcmp(t->name, argv[3])) continue;
-            if (!tq_ggml_can_dequantize(t->type)) { printf("%s %d %lld -\n", t->name, t->type, (long long)t->n_elems); continue; }
-            float *y = malloc(sizeof(float) * (size_t)t->n_elems);
-            if (!y || tq_gguf_tensor_to_f32(t, y)) rc = 1;
-            else if (argc == 5) rc = write_floats(argv[4], y, (size_t)t->n_elems) ? 1 : 0;
-            else printf("%s %d %lld %llu\n", t->name, t->type, (long long)t->n_elems,
-                        (unsigned long long)hash_floats(y, t->n_elems));
+            if (!tq_ggml_can_dequantize(t->type)) {
+                printf("%s %d %lld -\n", t->name, t->type, (long long)t->n_elems);
+                continue;
+            }
+            int64_t rows = t->n_elems / t->ne[0], r = max / 2 / t->ne[0];
+            if (r < 1) r = 1;
+            int sample = argc != 5 && t->n_elems > max && 2 * r < rows;
+            int64_t n = sample ? 2 * r * t->ne[0] : t->n_elems;
+            float *y = malloc(sizeof(float) * (size_t)n);
+            if (!y || (sample ? tq_gguf_tensor_rows_f32(t, 0, r, y) ||
+                                    tq_gguf_tensor_rows_f32(t, rows - r, r, y + n / 2)
+                              : tq_gguf_tensor_to_f32(t, y)))
+                rc = 1;
+            else if (argc == 5) rc = write_floats(argv[4], y, (size_t)n) ? 1 : 0;
+            else printf("%s %d %lld %llu\n", t->name, t->type, (long long)n, (unsigned long long)hash_floats(y, n));
             free(y);
         }
         if (rc) fprintf(stderr, "test_gguf: %s\n", tq_error_msg());
         tq_gguf_close(g);
         return rc;
     }
-    fprintf(stderr, "usage: test_gguf [--blocks TYPE IN OUT | --hashes MODEL | --tensor MODEL NAME OUT]\n");
+    if (argc == 3 && !strcmp(argv[1], "--gold-blocks")) { /* one file per type: DIR/<type id>.bin */
+        for (size_t k = 0; k < sizeof scale_fields / sizeof scale_fields[0]; k++) {
+            size_t n;
+            uint8_t *p = gold_blocks(scale_fields[k].type, &n);
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%d.bin", argv[2], scale_fields[k].type);
+            FILE *f = fopen(path, "wb");
+            int ok = f && fwrite(p, 1, n, f) == n;
+            if (f && fclose(f)) ok = 0;
+            free(p);
+            if (!ok) { fprintf(stderr, "test_gguf: cannot write '%s'\n", path); return 1; }
+        }
+        return 0;
+    }
+    fprintf(stderr, "usage: test_gguf [--blocks TYPE IN OUT | --hashes MODEL [MAX] | --tensor MODEL NAME OUT]\n");
     return 2;
 }
 
@@ -453,6 +579,7 @@ int main(int argc, char **argv)
     test_good(2);
     test_truncations();
     test_corruptions();
+    test_goldens();
     const model_facts smol = {"smollm2", "llama", 272, 30, 576, 49152,
                               {[TQ_GGML_Q4_1] = 210, [TQ_GGML_Q8_0] = 1, [TQ_GGML_F32] = 61}};
     const model_facts gemma = {"gemma3", "gemma3", 236, 18, 640, 262144,
