@@ -634,11 +634,178 @@ static void dq_bf16(const uint8_t *x, float *y, int64_t nb)
     for (int64_t i = 0; i < nb; i++) { uint32_t b = (uint32_t)ld16(x + 2 * i) << 16; memcpy(&y[i], &b, 4); }
 }
 
+/* The block layouts (ggml's, byte offsets within a block): every fp16 scale little-endian. Products and sums are
+ * separate statements, each rounded to float32 as NumPy rounds them: a fused multiply-add would differ in the last
+ * bit (C allows contraction only within one expression, so none happens here whatever -ffp-contract says). */
+
+/* q8_0 (34 bytes / 32): d, int8 q[32]; y = q * d */
 static void dq_q8_0(const uint8_t *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 34, y += 32) {
         float d = h2f(x);
         for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)x[2 + j] * d;
+    }
+}
+
+/* q4_0 (18 / 32): d, qs[16]; element j < 16 is the low nibble of qs[j], element j + 16 its high nibble; y = d (q - 8) */
+static void dq_q4_0(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 18, y += 32) {
+        float d = h2f(x);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)((x[2 + j] & 0xF) - 8);
+            y[j + 16] = d * (float)((x[2 + j] >> 4) - 8);
+        }
+    }
+}
+
+/* q4_1 (20 / 32): d, m, qs[16] as q4_0; y = d q + m */
+static void dq_q4_1(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 20, y += 32) {
+        float d = h2f(x), m = h2f(x + 2);
+        for (int j = 0; j < 16; j++) {
+            float lo = d * (float)(x[4 + j] & 0xF), hi = d * (float)(x[4 + j] >> 4);
+            y[j] = lo + m;
+            y[j + 16] = hi + m;
+        }
+    }
+}
+
+/* q5_0 (22 / 32): d, qh (u32: bit j is element j's fifth bit), qs[16] as q4_0; y = d (q - 16) */
+static void dq_q5_0(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 22, y += 32) {
+        float d = h2f(x);
+        uint32_t qh = ld32(x + 2);
+        for (int j = 0; j < 16; j++) {
+            int lo = (x[6 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[6 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            y[j] = d * (float)(lo - 16);
+            y[j + 16] = d * (float)(hi - 16);
+        }
+    }
+}
+
+/* q5_1 (24 / 32): d, m, qh, qs[16]; y = d q + m */
+static void dq_q5_1(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 24, y += 32) {
+        float d = h2f(x), m = h2f(x + 2);
+        uint32_t qh = ld32(x + 4);
+        for (int j = 0; j < 16; j++) {
+            int lo = (x[8 + j] & 0xF) | (int)((qh >> j) & 1) << 4, hi = (x[8 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            float a = d * (float)lo, b = d * (float)hi;
+            y[j] = a + m;
+            y[j + 16] = b + m;
+        }
+    }
+}
+
+/* The 256-element k-quants: 16 or 8 sub-blocks, each with its own scale (and min) quantized against the block's fp16
+ * super-scales. */
+
+/* q2_K (84): scales[16] (low nibble scale, high nibble min, per 16 elements), qs[64], d, dmin.
+ * Element 128 h + 32 s + l is bits 2s..2s+1 of qs[32 h + l]; y = (d sc) q - (dmin m) */
+static void dq_q2_k(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 84, y += 256) {
+        const uint8_t *sc = x, *qs = x + 16;
+        float d = h2f(x + 80), dmin = h2f(x + 82);
+        for (int j = 0; j < 256; j++) {
+            int g = j / 16, h = j / 128, s = (j / 32) % 4, l = j % 32;
+            float dl = d * (float)(sc[g] & 0xF), ml = dmin * (float)(sc[g] >> 4);
+            float t = dl * (float)((qs[32 * h + l] >> 2 * s) & 3);
+            y[j] = t - ml;
+        }
+    }
+}
+
+/* q3_K (110): hmask[32], qs[64], scales[12] (16 six-bit signed scales: low 4 bits in nibbles of bytes 0-7, high 2
+ * bits in bit pairs of bytes 8-11), d. Element 32 b + l has its high bit in bit b of hmask[l]; low bits as q2_K;
+ * q = low - 4 when the high bit is clear; y = (d (scale - 32)) q */
+static void dq_q3_k(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 110, y += 256) {
+        const uint8_t *hm = x, *qs = x + 32, *sc = x + 96;
+        float d = h2f(x + 108);
+        float dl[16];
+        for (int g = 0; g < 16; g++) {
+            int lo = (sc[g % 8] >> 4 * (g / 8)) & 0xF, hi = (sc[8 + g % 4] >> 2 * (g / 4)) & 3;
+            dl[g] = d * (float)((lo | hi << 4) - 32);
+        }
+        for (int j = 0; j < 256; j++) {
+            int h = j / 128, s = (j / 32) % 4, l = j % 32;
+            int q = ((qs[32 * h + l] >> 2 * s) & 3) - (((hm[l] >> (j / 32)) & 1) ? 0 : 4);
+            y[j] = dl[j / 16] * (float)q;
+        }
+    }
+}
+
+/* The 6-bit scales and mins of q4_K and q5_K, 8 of each in 12 bytes: sub-blocks 0-3 in the low 6 bits of bytes 0-3
+ * (scales) and 4-7 (mins); sub-blocks 4-7 from the nibbles of bytes 8-11 plus the top 2 bits of bytes 0-7. */
+static void k_scale_min(const uint8_t *s, int *sc, int *m)
+{
+    for (int k = 0; k < 4; k++) {
+        sc[k] = s[k] & 63;
+        m[k] = s[4 + k] & 63;
+        sc[4 + k] = (s[8 + k] & 0xF) | (s[k] >> 6) << 4;
+        m[4 + k] = (s[8 + k] >> 4) | (s[4 + k] >> 6) << 4;
+    }
+}
+
+/* q4_K (144): d, dmin, scales[12], qs[128]. Element 64 c + 32 h + l is nibble h of qs[32 c + l], in sub-block
+ * 2 c + h; y = (d sc) q - (dmin m) */
+static void dq_q4_k(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 144, y += 256) {
+        float d = h2f(x), dmin = h2f(x + 2);
+        int sc[8], m[8];
+        k_scale_min(x + 4, sc, m);
+        const uint8_t *qs = x + 16;
+        for (int b = 0; b < 8; b++) {
+            float ds = d * (float)sc[b], dm = dmin * (float)m[b];
+            for (int l = 0; l < 32; l++) {
+                float t = ds * (float)((qs[32 * (b / 2) + l] >> 4 * (b % 2)) & 0xF);
+                y[32 * b + l] = t - dm;
+            }
+        }
+    }
+}
+
+/* q5_K (176): d, dmin, scales[12], qh[32], qs[128]: low nibbles as q4_K, the fifth bit of element 32 b + l in bit b
+ * of qh[l]; y = (d sc) q - (dmin m) */
+static void dq_q5_k(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 176, y += 256) {
+        float d = h2f(x), dmin = h2f(x + 2);
+        int sc[8], m[8];
+        k_scale_min(x + 4, sc, m);
+        const uint8_t *qh = x + 16, *qs = x + 48;
+        for (int b = 0; b < 8; b++) {
+            float ds = d * (float)sc[b], dm = dmin * (float)m[b];
+            for (int l = 0; l < 32; l++) {
+                int q = ((qs[32 * (b / 2) + l] >> 4 * (b % 2)) & 0xF) | ((qh[l] >> b) & 1) << 4;
+                float t = ds * (float)q;
+                y[32 * b + l] = t - dm;
+            }
+        }
+    }
+}
+
+/* q6_K (210): ql[128], qh[64], int8 scales[16] (per 16 elements), d. Element 128 h + 32 s + l (s = 0..3) takes
+ * nibble s / 2 of ql[64 h + 32 (s % 2) + l] and bits 2s..2s+1 of qh[32 h + l]; y = (d scale) (q - 32) */
+static void dq_q6_k(const uint8_t *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 210, y += 256) {
+        const uint8_t *ql = x, *qh = x + 128;
+        const int8_t *sc = (const int8_t *)(x + 192);
+        float d = h2f(x + 208);
+        for (int j = 0; j < 256; j++) {
+            int h = j / 128, s = (j / 32) % 4, l = j % 32;
+            int lo = (ql[64 * h + 32 * (s % 2) + l] >> 4 * (s / 2)) & 0xF, hi = (qh[32 * h + l] >> 2 * s) & 3;
+            float ds = d * (float)sc[j / 16];
+            y[j] = ds * (float)((lo | hi << 4) - 32);
+        }
     }
 }
 
@@ -649,6 +816,9 @@ typedef struct {
 
 static const dequantizer dequantizers[] = {
     {TQ_GGML_F32, dq_f32}, {TQ_GGML_F16, dq_f16}, {TQ_GGML_BF16, dq_bf16}, {TQ_GGML_Q8_0, dq_q8_0},
+    {TQ_GGML_Q4_0, dq_q4_0}, {TQ_GGML_Q4_1, dq_q4_1}, {TQ_GGML_Q5_0, dq_q5_0}, {TQ_GGML_Q5_1, dq_q5_1},
+    {TQ_GGML_Q2_K, dq_q2_k}, {TQ_GGML_Q3_K, dq_q3_k}, {TQ_GGML_Q4_K, dq_q4_k}, {TQ_GGML_Q5_K, dq_q5_k},
+    {TQ_GGML_Q6_K, dq_q6_k},
 };
 #define N_DEQ ((int)(sizeof dequantizers / sizeof dequantizers[0]))
 

@@ -3,7 +3,8 @@
  * real models when fetched (scripts/get_models.sh; skipped otherwise). With arguments it is the driver the Python
  * check tests/py/test_gguf_dequant.py compares against the `gguf` package:
  *   test_gguf --blocks TYPE IN OUT       dequantize the raw blocks in file IN, write float32 to OUT
- *   test_gguf --hashes MODEL             per tensor: name, type, elements, position-weighted hash of its floats
+ *   test_gguf --hashes MODEL [MAX]       per tensor: name, type, elements, position-weighted hash of its floats
+ *                                        (of its first and last rows only when it has more than MAX elements)
  *   test_gguf --tensor MODEL NAME OUT    one tensor's floats to OUT */
 #include "tq_test.h"
 
@@ -423,7 +424,10 @@ static int driver(int argc, char **argv)
         free(y);
         return 0;
     }
-    if ((argc == 3 && !strcmp(argv[1], "--hashes")) || (argc == 5 && !strcmp(argv[1], "--tensor"))) {
+    if (((argc == 3 || argc == 4) && !strcmp(argv[1], "--hashes")) || (argc == 5 && !strcmp(argv[1], "--tensor"))) {
+        /* --hashes MODEL MAX: a tensor of more than MAX elements is hashed over its first R and last R rows only,
+         * R = max(1, MAX / 2 / row), read through tq_gguf_tensor_rows_f32 (the whole tensor otherwise) */
+        int64_t max = argc == 4 ? atoll(argv[3]) : INT64_MAX;
         tq_gguf *g;
         if (tq_gguf_open(argv[2], &g)) { fprintf(stderr, "test_gguf: %s\n", tq_error_msg()); return 1; }
         int rc = 0;
@@ -431,18 +435,23 @@ static int driver(int argc, char **argv)
             const tq_gguf_tensor *t = tq_gguf_tensor_at(g, i);
             if (argc == 5 && strcmp(t->name, argv[3])) continue;
             if (!tq_ggml_can_dequantize(t->type)) { printf("%s %d %lld -\n", t->name, t->type, (long long)t->n_elems); continue; }
-            float *y = malloc(sizeof(float) * (size_t)t->n_elems);
-            if (!y || tq_gguf_tensor_to_f32(t, y)) rc = 1;
-            else if (argc == 5) rc = write_floats(argv[4], y, (size_t)t->n_elems) ? 1 : 0;
-            else printf("%s %d %lld %llu\n", t->name, t->type, (long long)t->n_elems,
-                        (unsigned long long)hash_floats(y, t->n_elems));
+            int64_t rows = t->n_elems / t->ne[0], r = max / 2 / t->ne[0];
+            if (r < 1) r = 1;
+            int sample = argc != 5 && t->n_elems > max && 2 * r < rows;
+            int64_t n = sample ? 2 * r * t->ne[0] : t->n_elems;
+            float *y = malloc(sizeof(float) * (size_t)n);
+            if (!y || (sample ? tq_gguf_tensor_rows_f32(t, 0, r, y) || tq_gguf_tensor_rows_f32(t, rows - r, r, y + n / 2)
+                              : tq_gguf_tensor_to_f32(t, y)))
+                rc = 1;
+            else if (argc == 5) rc = write_floats(argv[4], y, (size_t)n) ? 1 : 0;
+            else printf("%s %d %lld %llu\n", t->name, t->type, (long long)n, (unsigned long long)hash_floats(y, n));
             free(y);
         }
         if (rc) fprintf(stderr, "test_gguf: %s\n", tq_error_msg());
         tq_gguf_close(g);
         return rc;
     }
-    fprintf(stderr, "usage: test_gguf [--blocks TYPE IN OUT | --hashes MODEL | --tensor MODEL NAME OUT]\n");
+    fprintf(stderr, "usage: test_gguf [--blocks TYPE IN OUT | --hashes MODEL [MAX] | --tensor MODEL NAME OUT]\n");
     return 2;
 }
 
