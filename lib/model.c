@@ -175,6 +175,15 @@ void tq_model_free(tq_model *m)
 }
 
 const tq_model_config *tq_model_get_config(const tq_model *m) { return &m->cfg; }
+int tq_model_set_sliding_window(tq_model *m, int layer, int window)
+{
+    if (layer < 0 || layer >= m->cfg.n_layers || window < 0)
+        return tq_error_set(TQ_ERR_USAGE, "sliding window %d for layer %d (the model has %d layers)", window, layer,
+                            m->cfg.n_layers);
+    m->cfg.layer[layer].sliding_window = window;
+    return TQ_OK;
+}
+
 const tq_model_timing *tq_model_get_timing(const tq_model *m) { return &m->timing; }
 void tq_model_reset_timing(tq_model *m) { memset(&m->timing, 0, sizeof m->timing); }
 
@@ -475,18 +484,28 @@ static void matmul(tq_model *m, float *y, const float *x, const float *w, int n,
     m->timing.matmul_s += now_s() - t0;
 }
 
-/* Rotate-half RoPE on one head vector at position pos: channel i pairs with i + d/2 at angle pos * inv_freq[i]
- * (angles in double: llama.cpp accumulates theta in float, a difference of ~1e-7 relative in the angle). */
-static void rope(float *x, int d, const double *inv_freq, int pos)
+/* Rotate-half RoPE on one head vector with the angles' cos/sin of its position: channel i pairs with i + d/2 at
+ * angle pos * inv_freq[i]. */
+static void rope(float *x, int d, const float *cs, const float *sn)
 {
     int h = d / 2;
     for (int i = 0; i < h; i++) {
-        double a = pos * inv_freq[i];
-        float c = (float)cos(a), s = (float)sin(a);
         float x1 = x[i], x2 = x[i + h];
-        x[i] = x1 * c - x2 * s;
-        x[i + h] = x2 * c + x1 * s;
+        x[i] = x1 * cs[i] - x2 * sn[i];
+        x[i + h] = x2 * cs[i] + x1 * sn[i];
     }
+}
+
+/* cos/sin of pos * inv_freq[i] for the n positions past.. of a call, in double (llama.cpp accumulates the angle in
+ * float, a difference of ~1e-7 relative in the angle); layers with the same frequencies share the table. */
+static void rope_table(float *cs, float *sn, const double *inv_freq, int half, int past, int n)
+{
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)(past + t) * inv_freq[i];
+            cs[(size_t)t * half + i] = (float)cos(a);
+            sn[(size_t)t * half + i] = (float)sin(a);
+        }
 }
 
 static float gelu_tanh(float x)
@@ -520,9 +539,11 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
     float *up = tq_malloc((size_t)n * F * sizeof(float));
     int qb = n < QBLOCK ? n : QBLOCK;
     float *sc = tq_malloc((size_t)qb * S_max * sizeof(float));
+    float *rc_cos = tq_malloc((size_t)n * (D / 2) * sizeof(float)), *rc_sin = tq_malloc((size_t)n * (D / 2) * sizeof(float));
+    const double *table_of = NULL; /* the inv_freq the table holds */
     int rc = TQ_OK;
     double t_start = now_s(), mm0 = m->timing.matmul_s, at0 = m->timing.attention_s;
-    if (!x || !xb || !q || !k || !v || !att || !gt || !up || !sc) {
+    if (!x || !xb || !q || !k || !v || !att || !gt || !up || !sc || !rc_cos || !rc_sin) {
         rc = tq_error_prefix(TQ_ERR_NOMEM, "forward pass over %d tokens: ", n);
         goto done;
     }
@@ -537,7 +558,12 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
         matmul(m, q, xb, w->wq, n, E, QD);
         matmul(m, k, xb, w->wk, n, E, KD);
         matmul(m, v, xb, w->wv, n, E, KD);
+        if (!table_of || memcmp(table_of, w->inv_freq, (size_t)(D / 2) * sizeof(double))) {
+            rope_table(rc_cos, rc_sin, w->inv_freq, D / 2, past, n);
+            table_of = w->inv_freq;
+        }
         for (int t = 0; t < n; t++) {
+            const float *cs = rc_cos + (size_t)t * (D / 2), *sn = rc_sin + (size_t)t * (D / 2);
             float *qt = q + (size_t)t * QD, *kt = k + (size_t)t * KD, *vt = v + (size_t)t * KD;
             if (w->bq) {
                 for (int i = 0; i < QD; i++) qt[i] += w->bq[i];
@@ -549,8 +575,8 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
                 rms_norm(qt, qt, w->q_norm, H, D, c->norm_eps);
                 rms_norm(kt, kt, w->k_norm, KV, D, c->norm_eps);
             }
-            for (int h = 0; h < H; h++) rope(qt + (size_t)h * D, D, w->inv_freq, past + t);
-            for (int h = 0; h < KV; h++) rope(kt + (size_t)h * D, D, w->inv_freq, past + t);
+            for (int h = 0; h < H; h++) rope(qt + (size_t)h * D, D, cs, sn);
+            for (int h = 0; h < KV; h++) rope(kt + (size_t)h * D, D, cs, sn);
         }
         double ta = now_s();
         for (int h = 0; h < KV; h++) {
@@ -638,5 +664,7 @@ done:
     free(gt);
     free(up);
     free(sc);
+    free(rc_cos);
+    free(rc_sin);
     return rc;
 }

@@ -83,6 +83,10 @@ typedef struct {
 const tq_model_timing *tq_model_get_timing(const tq_model *m);
 void tq_model_reset_timing(tq_model *m);
 
+/* Override one layer's sliding window (0: global), e.g. to measure what the window changes. TQ_ERR_USAGE for a
+ * layer out of range or W < 0. The KV cache keeps every position either way. */
+int tq_model_set_sliding_window(tq_model *m, int layer, int window);
+
 /* The weights are dequantized and the matmuls run on OpenBLAS; this sets its thread count (0: leave as is). */
 void tq_model_set_threads(int n);
 
