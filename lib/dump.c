@@ -725,6 +725,63 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
     return TQ_OK;
 }
 
+int tq_dump_attr_str(tq_dump_writer *w, const char *name, const char *val)
+{
+    return attr_write_str(w->file, name, val) < 0 ? tq_error_prefix(TQ_ERR, "cannot write '%s': ", w->path) : TQ_OK;
+}
+
+static int attr_write_num(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *v, int n, int scalar)
+{
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL), a = -1;
+    int rc = TQ_ERR;
+    if (s >= 0 && (a = H5Acreate2(obj, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 && H5Awrite(a, mtype, v) >= 0)
+        rc = TQ_OK;
+    else
+        tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+int tq_dump_attr_ints(tq_dump_writer *w, const char *name, const int64_t *v, int n)
+{
+    if (n < 1) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': attribute '%s' is empty", w->path, name);
+    if (attr_write_num(w->file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, v, n, 0) < 0)
+        return tq_error_prefix(TQ_ERR, "cannot write '%s': ", w->path);
+    return TQ_OK;
+}
+
+int tq_dump_attr_double(tq_dump_writer *w, const char *name, double v)
+{
+    if (attr_write_num(w->file, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1, 1) < 0)
+        return tq_error_prefix(TQ_ERR, "cannot write '%s': ", w->path);
+    return TQ_OK;
+}
+
+static int layer_attr(tq_dump_writer *w, int layer, const char *name, hid_t ft, hid_t mt, const void *v)
+{
+    if (layer < 0 || layer >= w->meta.n_layers || !w->written[layer])
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d has no group yet", w->path, layer);
+    char gname[32];
+    snprintf(gname, sizeof gname, "layer_%03d", layer);
+    hid_t g = H5Gopen2(w->file, gname, H5P_DEFAULT);
+    if (g < 0) return tq_error_set(TQ_ERR, "cannot write '%s': cannot open group '/%s'", w->path, gname);
+    int rc = attr_write_num(g, name, ft, mt, v, 1, 1);
+    H5Gclose(g);
+    return rc < 0 ? tq_error_prefix(TQ_ERR, "cannot write '%s': /%s: ", w->path, gname) : TQ_OK;
+}
+
+int tq_dump_layer_attr_double(tq_dump_writer *w, int layer, const char *name, double v)
+{
+    return layer_attr(w, layer, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+
+int tq_dump_layer_attr_int(tq_dump_writer *w, int layer, const char *name, long long v)
+{
+    return layer_attr(w, layer, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, &v);
+}
+
 int tq_dump_commit(tq_dump_writer *w)
 {
     for (int l = 0; l < w->meta.n_layers; l++)

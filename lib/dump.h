@@ -64,6 +64,13 @@ typedef struct tq_dump_writer tq_dump_writer;
 int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype);
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
 int tq_dump_commit(tq_dump_writer *w);
+/* Extra attributes (datasets/FORMAT.md, "Attributes of real-model dumps"): on the root, or on a layer's group after
+ * tq_dump_write_layer wrote it. Readers of any version ignore them. TQ_OK or TQ_ERR naming the attribute. */
+int tq_dump_attr_str(tq_dump_writer *w, const char *name, const char *val);
+int tq_dump_attr_ints(tq_dump_writer *w, const char *name, const int64_t *v, int n); /* int64 array [n] */
+int tq_dump_attr_double(tq_dump_writer *w, const char *name, double v);
+int tq_dump_layer_attr_double(tq_dump_writer *w, int layer, const char *name, double v);
+int tq_dump_layer_attr_int(tq_dump_writer *w, int layer, const char *name, long long v);
 void tq_dump_abort(tq_dump_writer *w);
 
 /* Close a finished HDF5 file (an hid_t) written under `tmp` and rename it to `path`; on success tmp[0] becomes 0.

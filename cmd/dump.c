@@ -1,0 +1,214 @@
+/* dump.c: `tq dump` — run a GGUF model (lib/model.h) over a text and write its post-RoPE keys, values and queries
+ * as a tq-kv dump (datasets/FORMAT.md), with what each layer's attention needs to be evaluated faithfully (sliding
+ * window, scale, soft-cap, RoPE base) as attributes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "commands.h"
+#include "dump.h"
+#include "gguf.h"
+#include "model.h"
+#include "tokenizer.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tq dump MODEL.gguf --text FILE [--tokens N] [--layers SPEC] [--dtype f16|f32] [--threads N] "
+               "-o DUMP.h5\n\n"
+               "Runs the model (llama, qwen2, gemma2, gemma3 GGUFs; float32, weights dequantized at load) over the\n"
+               "text tokenized by its own tokenizer and writes every layer's post-RoPE keys, values and queries.\n"
+               "  --tokens N     the first N tokens (default: the whole text)\n"
+               "  --layers SPEC  model layers to keep, e.g. 0-3,7 (default: all), renumbered layer_000...\n"
+               "  --dtype        f16 (default) or f32\n"
+               "  --threads N    OpenBLAS threads (default 1)\n");
+}
+
+/* Query capture: the hook scatters q[t][head][d] of each call into [head][T][d] for the kept layers. */
+typedef struct {
+    int n_layers_model, T, H, D;
+    int *slot;    /* model layer -> index into q, -1 when not kept */
+    float **q;    /* [kept][H][T][D] */
+} capture;
+
+static int on_query(void *ctx, int layer, int pos0, int n, const float *q, int n_head, int d)
+{
+    capture *c = ctx;
+    if (c->slot[layer] < 0) return TQ_OK;
+    float *dst = c->q[c->slot[layer]];
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < n_head; h++)
+            memcpy(dst + ((size_t)h * c->T + pos0 + t) * d, q + ((size_t)t * n_head + h) * d, (size_t)d * sizeof(float));
+    return TQ_OK;
+}
+
+static char *read_text(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) die("dump: cannot read '%s'", path);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) die("dump: out of memory reading '%s'", path);
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        cap *= 2;
+        buf = realloc(buf, cap);
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) die("dump: cannot read '%s'", path);
+    *len = n;
+    return buf;
+}
+
+static int over_f16(const float *x, size_t n, float *worst)
+{
+    *worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        float a = x[i] < 0 ? -x[i] : x[i];
+        if (a > *worst) *worst = a;
+    }
+    return *worst > 65504.0f;
+}
+
+int cmd_dump(int argc, char **argv)
+{
+    const char *model_path = NULL, *text_path = NULL, *out = NULL, *layer_spec = NULL;
+    long n_tokens = 0, threads = 1;
+    int dtype = TQ_DTYPE_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            usage(stdout);
+            return 0;
+        }
+        if (a[0] != '-') {
+            if (model_path) die_usage("dump: unexpected argument '%s' (one model; see 'tq dump --help')", a);
+            model_path = a;
+            continue;
+        }
+        static const char *const with_value[] = {"--text", "--tokens", "--layers", "--dtype", "--threads", "-o",
+                                                 "--output"};
+        const char *v = option_value("dump", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
+        if (!strcmp(a, "--text")) text_path = v;
+        else if (!strcmp(a, "--tokens")) n_tokens = parse_long("--tokens", v, 1, 1 << 20);
+        else if (!strcmp(a, "--layers")) layer_spec = v;
+        else if (!strcmp(a, "--threads")) threads = parse_long("--threads", v, 1, 1024);
+        else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "f16")) dtype = TQ_DTYPE_F16;
+            else if (!strcmp(v, "f32")) dtype = TQ_DTYPE_F32;
+            else die_usage("dump: --dtype is '%s', expected f16 or f32", v);
+        } else out = v;
+    }
+    if (!model_path) die_usage("dump: no model (usage: tq dump MODEL.gguf --text FILE -o DUMP.h5)");
+    if (!text_path) die_usage("dump: --text FILE is required");
+    if (!out) die_usage("dump: -o DUMP.h5 is required");
+    const char *inputs[2] = {model_path, text_path};
+    check_output(out, inputs, 2);
+
+    size_t len;
+    char *text = read_text(text_path, &len);
+    /* the model first: an unsupported architecture is the message to give, whatever its tokenizer */
+    int rc;
+    tq_model_set_threads((int)threads);
+    tq_model *m;
+    if ((rc = tq_model_load(model_path, &m)) < 0) die_lib(rc, "dump");
+    const tq_model_config *c = tq_model_get_config(m);
+    tq_gguf *g;
+    tq_tokenizer *tok;
+    rc = tq_gguf_open(model_path, &g);
+    if (rc < 0) die_lib(rc, "dump");
+    if ((rc = tq_tokenizer_from_gguf(g, &tok)) < 0) die_lib(rc, "dump");
+    int32_t *ids;
+    int n;
+    if ((rc = tq_tokenize(tok, text, len, TQ_TOKENIZE_ADD_SPECIAL, &ids, &n)) < 0) die_lib(rc, "dump");
+    tq_tokenizer_free(tok);
+    tq_gguf_close(g);
+    free(text);
+    if (n_tokens && n < n_tokens)
+        die("dump: '%s' gives %d tokens, fewer than --tokens %ld", text_path, n, n_tokens);
+    int T = n_tokens ? (int)n_tokens : n;
+    if (T < 1) die("dump: '%s' gives no tokens", text_path);
+
+    int *layers = malloc((size_t)c->n_layers * sizeof *layers), n_keep = c->n_layers;
+    if (layer_spec) n_keep = parse_int_list("--layers", layer_spec, 0, c->n_layers - 1, layers, c->n_layers);
+    else
+        for (int l = 0; l < c->n_layers; l++) layers[l] = l;
+
+    capture cap = {.n_layers_model = c->n_layers, .T = T, .H = c->n_head, .D = c->head_dim};
+    cap.slot = malloc((size_t)c->n_layers * sizeof *cap.slot);
+    cap.q = calloc((size_t)n_keep, sizeof *cap.q);
+    for (int l = 0; l < c->n_layers; l++) cap.slot[l] = -1;
+    for (int i = 0; i < n_keep; i++) {
+        cap.slot[layers[i]] = i;
+        if (!(cap.q[i] = malloc((size_t)c->n_head * T * c->head_dim * sizeof(float)))) die("dump: out of memory");
+    }
+    tq_kv_cache *kc;
+    if ((rc = tq_kv_cache_create(m, T, &kc)) < 0) die_lib(rc, "dump");
+    tq_kv_cache_set_query_hook(kc, on_query, &cap);
+    for (int t = 0; t < T; t += 256) /* prompt processing in chunks: bounded scratch, the same numbers */
+        if ((rc = tq_model_forward(m, kc, ids + t, T - t < 256 ? T - t : 256, NULL)) < 0) die_lib(rc, "dump");
+
+    tq_dump_meta meta;
+    memset(&meta, 0, sizeof meta);
+    const char *base = strrchr(model_path, '/');
+    base = base ? base + 1 : model_path;
+    snprintf(meta.model, sizeof meta.model, "%.*s", (int)(strlen(base) > 5 && !strcmp(base + strlen(base) - 5, ".gguf")
+                                                       ? strlen(base) - 5 : strlen(base)), base);
+    snprintf(meta.source, sizeof meta.source, "gguf %s (%s); text %s; %d tokens; tq dump %s (float32 forward pass)",
+             base, c->arch_name, text_path, T, TQ_VERSION);
+    snprintf(meta.rope, sizeof meta.rope, "post");
+    meta.n_layers = n_keep;
+    tq_dump_writer *w;
+    if ((rc = tq_dump_create(&w, out, &meta, dtype)) < 0) die_lib(rc, NULL);
+    for (int i = 0; i < n_keep && rc >= 0; i++) {
+        int l = layers[i];
+        tq_layer ly = {.s = {.n_kv_heads = c->n_kv_head, .n_q_heads = c->n_head, .n_tokens = T,
+                             .head_dim = c->head_dim, .has_values = 1, .has_queries = 1, .dtype = dtype},
+                       .keys = tq_kv_cache_keys(kc, l, 0), .values = tq_kv_cache_values(kc, l, 0),
+                       .queries = cap.q[i]};
+        float worst;
+        size_t nkv = (size_t)c->n_kv_head * T * c->head_dim, nq = (size_t)c->n_head * T * c->head_dim;
+        const char *names[3] = {"keys", "values", "queries"};
+        const float *ptrs[3] = {ly.keys, ly.values, ly.queries};
+        for (int k = 0; k < 3 && dtype == TQ_DTYPE_F16; k++)
+            if (over_f16(ptrs[k], k == 2 ? nq : nkv, &worst)) {
+                tq_dump_abort(w);
+                die("dump: model layer %d %s: |x| up to %.4g overflows float16; use --dtype f32", l, names[k], worst);
+            }
+        const tq_layer_attn *at = &c->layer[l];
+        if ((rc = tq_dump_write_layer(w, i, &ly)) >= 0 &&
+            (rc = tq_dump_layer_attr_int(w, i, "model_layer", l)) >= 0 &&
+            (rc = tq_dump_layer_attr_int(w, i, "sliding_window", at->sliding_window)) >= 0 &&
+            (rc = tq_dump_layer_attr_double(w, i, "attn_scale", at->attn_scale)) >= 0 &&
+            (rc = tq_dump_layer_attr_double(w, i, "attn_softcap", at->attn_softcap)) >= 0)
+            rc = tq_dump_layer_attr_double(w, i, "rope_base", at->rope_base);
+    }
+    int64_t *ml = malloc((size_t)(n_keep > T ? n_keep : T) * sizeof *ml);
+    for (int i = 0; i < n_keep; i++) ml[i] = layers[i];
+    if (rc >= 0) rc = tq_dump_attr_ints(w, "model_layers", ml, n_keep);
+    for (int t = 0; t < T; t++) ml[t] = ids[t];
+    if (rc >= 0) rc = tq_dump_attr_ints(w, "token_ids", ml, T);
+    int64_t nl = c->n_layers;
+    if (rc >= 0) rc = tq_dump_attr_ints(w, "model_n_layers", &nl, 1);
+    if (rc >= 0) rc = tq_dump_attr_str(w, "architecture", c->arch_name);
+    if (rc >= 0) rc = tq_dump_attr_str(w, "channel_order", "rotate_half");
+    if (rc >= 0) rc = tq_dump_attr_double(w, "rope_theta", c->layer[c->n_layers - 1].rope_base);
+    if (rc < 0) {
+        tq_dump_abort(w);
+        die_lib(rc, NULL);
+    }
+    if ((rc = tq_dump_commit(w)) < 0) die_lib(rc, NULL);
+    fprintf(stderr, "dump: %d tokens, %d of %d layers of '%s' (%s) -> '%s'\n", T, n_keep, c->n_layers, base,
+            c->arch_name, out);
+    free(ml);
+    for (int i = 0; i < n_keep; i++) free(cap.q[i]);
+    free(cap.q);
+    free(cap.slot);
+    free(layers);
+    free(ids);
+    tq_kv_cache_free(kc);
+    tq_model_free(m);
+    return 0;
+}
