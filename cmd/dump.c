@@ -131,10 +131,12 @@ int cmd_dump(int argc, char **argv)
     int T = n_tokens ? (int)n_tokens : n;
     if (T < 1) die("dump: '%s' gives no tokens", text_path);
 
-    int *layers = malloc((size_t)c->n_layers * sizeof *layers), n_keep = c->n_layers;
-    if (layer_spec) n_keep = parse_int_list("--layers", layer_spec, 0, c->n_layers - 1, layers, c->n_layers);
-    else
+    int *layers, n_keep = c->n_layers;
+    if (layer_spec) n_keep = parse_list("--layers", layer_spec, 0, c->n_layers - 1, model_path, &layers);
+    else {
+        layers = malloc((size_t)c->n_layers * sizeof *layers);
         for (int l = 0; l < c->n_layers; l++) layers[l] = l;
+    }
 
     capture cap = {.n_layers_model = c->n_layers, .T = T, .H = c->n_head, .D = c->head_dim};
     cap.slot = malloc((size_t)c->n_layers * sizeof *cap.slot);
