@@ -122,6 +122,12 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(BUILD)/tests/pcg_ref
 	@TQ=$(abspath $(TQ)) BUILD=$(abspath $(BUILD)) HAVE_NVCC=$(HAVE_NVCC) NVCC=$(NVCC) bash tests/run.sh
 
+# The include graph and its layering rules (docs/ARCHITECTURE.md): scripts/include_graph.py checks them (exit 1 on a
+# violation; tests/py/test_include_graph.py does the same in `make test`) and draws docs/include_graph.png.
+.PHONY: graph
+graph: deps
+	python3 scripts/include_graph.py
+
 # The main job: tq info + tq sweep on the bundled real dump, results in results/demo/ (scripts/demo.sh).
 demo: deps
 	@$(MAKE) --no-print-directory all

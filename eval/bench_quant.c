@@ -1,8 +1,8 @@
 /* bench_quant.c: CPU throughput of turbo-mse and turbo-prod (d = 128, b = 3, 1M vectors; dense and Hadamard) next to
  * the sgemm roofline of the same run — the rotation matmul alone, 1M x 128 x 128. Validates each configuration
  * (fast codes against the scalar reference, D_mse against theory) before timing; writes results/bench/quant_cpu.md.
- * Environment: BENCH_N (vectors, default 1048576), BENCH_REPS (at least this many runs, default 3; each encoder runs
- * ~1.5 s worth, up to 20, and reports its best), BENCH_OUT (output path). */
+ * Options (usage below): --vectors N, --reps R, -o FILE. Each quantizer is built by tq_turbo_parts_make (lib/turbo.h),
+ * the AVX-512 / portable rows are chosen with tq_simd_set: nothing is read from the environment. */
 #include <cblas.h>
 #include <malloc.h>
 #include <math.h>
@@ -17,13 +17,12 @@
 #include <omp.h>
 #endif
 
-#include "codebook.h"
 #include "fp16.h"
 #include "quant.h"
 #include "rng.h"
 #include "rotation.h"
 #include "tq.h"
-#include "turbo_simd.h"
+#include "turbo.h"
 
 static double now(void)
 {
@@ -32,10 +31,50 @@ static double now(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static long envl(const char *k, long def)
+static const char usage[] =
+    "usage: bench_quant [--vectors N] [--reps R] [-o FILE.md]\n"
+    "  --vectors N   vectors of d = 128 per encode (default 1048576)\n"
+    "  --reps R      at least R timed runs per configuration (default 3; each encoder runs ~1.5 s worth, up to 20,\n"
+    "                and reports its best)\n"
+    "  -o FILE.md    the table (default results/bench/quant_cpu.md; written to a temporary name, then renamed)\n";
+
+/* A whole positive number in [1, max], or -1. */
+static long positive(const char *v, long max)
 {
-    const char *v = getenv(k);
-    return v && *v ? atol(v) : def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    return *v && !*end && x >= 1 && x <= max ? x : -1;
+}
+
+typedef struct { long n; int reps; const char *out; } opts;
+
+/* 0: run; 1: --help printed; 2: usage error (message printed). */
+static int parse(int argc, char **argv, opts *o)
+{
+    o->n = 1L << 20;
+    o->reps = 3;
+    o->out = "results/bench/quant_cpu.md";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (!v) {
+            fprintf(stderr, "bench_quant: option '%s' needs a value\n%s", a, usage);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--vectors") && (o->n = positive(v, 1L << 26)) > 0) continue;
+        if (!strcmp(a, "--reps") && (o->reps = (int)positive(v, 1000)) > 0) continue;
+        if (!strcmp(a, "-o") && *v) {
+            o->out = v;
+            continue;
+        }
+        fprintf(stderr, "bench_quant: bad option or value '%s %s'\n%s", a, v, usage);
+        return 2;
+    }
+    return 0;
 }
 
 /* Validation on the first n0 vectors: the fast encoder's codes equal the reference's except near thresholds
@@ -69,23 +108,29 @@ static int validate(const tq_format *f, const tq_qparams *p, const float *x, int
     free(xh);
     tq_codes_free(&a);
     tq_codes_free(&b);
-    tq_codebook cbk;
-    int mb = p->method == TQ_M_TURBO_PROD ? p->bits - 1 : p->bits;
-    tq_codebook_get(&cbk, TQ_CB_BETA, d, mb);
-    double want = p->method == TQ_M_TURBO_PROD ? -1 : d * cbk.mse; /* prod: D_mse is not its target */
+    /* the quantizer's own MSE codebook (turbo-prod: b - 1 bits) gives the theory */
+    tq_turbo_parts q;
+    if (tq_turbo_parts_make(&q, p, d, id)) {
+        fprintf(stderr, "bench: %s\n", tq_error_msg());
+        return -1;
+    }
+    double want = p->method == TQ_M_TURBO_PROD ? -1 : d * q.cb[0]->mse; /* prod: D_mse is not its target */
+    tq_turbo_parts_free(&q);
     int ok = diff <= (long)ca->count / 100 && (want < 0 || fabs(*dm - want) <= 0.03 * want);
     if (!ok) fprintf(stderr, "bench: validation failed for %s: %ld code bytes differ, dmse %g (want %g)\n", f->name,
                      diff, *dm, want);
     return ok ? 0 : -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    opts o;
+    int pr = parse(argc, argv, &o);
+    if (pr) return pr == 1 ? 0 : 2;
     const int d = 128, bits = 3;
-    long n = envl("BENCH_N", 1L << 20);
-    int reps = (int)envl("BENCH_REPS", 3);
-    const char *out = getenv("BENCH_OUT");
-    if (!out || !*out) out = "results/bench/quant_cpu.md";
+    const long n = o.n;
+    const int reps = o.reps;
+    const char *out = o.out;
     /* input: Gaussian vectors with log-normal norms, stored as fp16 (what a dump holds) and converted once */
     float *x = malloc(sizeof(float) * (size_t)n * d), *y = malloc(sizeof(float) * (size_t)n * d);
     if (!x || !y) { fprintf(stderr, "bench: out of memory for %ld vectors\n", n); return 1; }
@@ -97,10 +142,17 @@ int main(void)
     }
     double gb = (double)n * d * 2 / 1e9; /* fp16 input bytes */
 
-    /* roofline: the rotation matmul alone (what a dense encode cannot avoid) */
-    tq_rotation *rot;
+    /* roofline: the rotation matmul alone (what a dense encode cannot avoid), the dense turbo-mse quantizer's own */
     tq_slice_id id0 = {0, 0, 0};
-    tq_rotation_make(&rot, TQ_ROT_DENSE, d, 1, id0, TQ_PURPOSE_ROTATION, 0);
+    tq_qparams pd;
+    tq_qparams_default(&pd, TQ_M_TURBO_MSE, bits);
+    pd.seed = 1;
+    tq_turbo_parts dense;
+    if (tq_turbo_parts_make(&dense, &pd, d, id0)) {
+        fprintf(stderr, "bench: %s\n", tq_error_msg());
+        return 1;
+    }
+    const tq_rotation *rot = dense.rot[0];
     double t_gemm = 1e30;
     for (int k = 0; k < reps; k++) {
         double t0 = now();
@@ -127,7 +179,7 @@ int main(void)
         openblas_set_num_threads(bt);
         if (t < t_blk) t_blk = t;
     }
-    tq_rotation_free(rot);
+    tq_turbo_parts_free(&dense);
     double gflops = 2.0 * n * d * d / t_gemm / 1e9;
     free(y);
 
@@ -136,7 +188,8 @@ int main(void)
         {&tq_format_turbo_prod, TQ_ROT_DENSE, 0, 0, 0, 0, 0, 0}, {&tq_format_turbo_prod, TQ_ROT_HADAMARD, 0, 0, 0, 0, 0, 0},
         {&tq_format_turbo_mse, TQ_ROT_HADAMARD, 0, 0, 0, 0, 1, 0}};
     /* the fifth row: the same Hadamard turbo-mse through the portable path, where the AVX-512 one runs */
-    const int avx512 = tq_had_avx512_cpu(), ncfg = avx512 ? 5 : 4;
+    const int avx512 = tq_simd_set("avx512") == TQ_OK, ncfg = avx512 ? 5 : 4;
+    tq_simd_set("auto");
     float *xh = malloc(sizeof(float) * (size_t)n * d);
     /* Two passes. "fresh": every run's codes sections come from new mmap'd pages, as in a process that encodes once
      * (on this VM freed pages go back to the host, so a fresh 50 MB section costs ~10 ms of page faults and zeroing
@@ -148,7 +201,7 @@ int main(void)
             mallopt(M_TRIM_THRESHOLD, 1 << 30);
         }
         for (int c = 0; c < ncfg; c++) {
-            int was = tq_had_avx512_disable(cfg[c].portable);
+            tq_simd_set(cfg[c].portable ? "off" : "auto");
             tq_qparams p;
             tq_qparams_default(&p, cfg[c].f->method, bits);
             p.rotation = cfg[c].rot;
@@ -177,7 +230,7 @@ int main(void)
                     want = more > want ? (more < 20 ? more : 20) : want;
                 }
             }
-            tq_had_avx512_disable(was);
+            tq_simd_set("auto");
             if (pass == 0) cfg[c].enc_fresh = enc;
             else {
                 cfg[c].enc = enc;

@@ -1,5 +1,5 @@
 /* attention.h: causal softmax attention of one kv head with exact and with quantized keys/values, reduced to the
- * attention metrics of DESIGN.md (attn_kl, entropy, entropy_q, top8, out_rel). The fast path scores tiles of
+ * attention metrics of README "Metrics" (attn_kl, entropy, entropy_q, top8, out_rel). The fast path scores tiles of
  * TQ_ATTN_TILE queries against all keys up to the causal limit with cblas_sgemm (memory O(tile × T), never T × T);
  * tq_attn_eval_ref is the plain double-precision reference the fast path is tested against. */
 #ifndef TQ_ATTENTION_H

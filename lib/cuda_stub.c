@@ -21,6 +21,7 @@ int tq_cuda_sync(void) { return nocuda(); }
 int tq_cuda_timer_start(void) { return nocuda(); }
 int tq_cuda_timer_stop(float *ms) { *ms = 0; return nocuda(); }
 void tq_cuda_release(void) {}
+int tq_cuda_variant_set(const char *what, const char *name) { return nocuda(); }
 int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n) { return nocuda(); }
 int tq_cuda_quant_create(tq_cuda_quant **out, const tq_cuda_qspec *spec) { *out = NULL; return nocuda(); }
 void tq_cuda_quant_free(tq_cuda_quant *q) {}

@@ -1,5 +1,5 @@
 /* metrics.h: what quantization does to one (layer, kv head, tensor) slice, with the exact names and definitions of
- * DESIGN.md "Metrics": vector errors, inner products with the (GQA-mapped) queries, and causal attention. Every
+ * README "Metrics": vector errors, inner products with the (GQA-mapped) queries, and causal attention. Every
  * report (sweep, entropy, sensitivity) takes its numbers and column names from here. A metric that cannot be
  * computed (no queries, no values, all-zero vectors) is NaN in tq_metrics = absent; printers write it as empty. */
 #ifndef TQ_METRICS_H

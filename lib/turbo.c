@@ -21,26 +21,10 @@
 #include "tq.h"
 #include "turbo_simd.h"
 
-/* ---------------------------------------------------------------------------------------------------------------
- * Layout of one slice's codes (documented in README "Quantizers"). Instance 0 = all channels, or the non-outlier
- * channels (ascending); instance 1 = the outlier channels (ascending, "outlier_idx"). Per vector:
- *   codes  U8   one row = instance 0's pack.h row of m0 codes at bm0 bits, then instance 1's row (bm1 bits)
- *   norms  F16|F32  [instance][n]: ||x_k|| of each instance with MSE bits (qjl: ||x||)
- *   signs  U8   one row = instance 0's 1-bit row of QJL signs (bit set: +1), then instance 1's (turbo-prod, qjl)
- *   rnorms F16|F32  [instance][n]: ||r_k||, the residual norm (turbo-prod)
- *   mean   F32  [d] (--center), outlier_idx I32 [N] (--outliers), codebook F32: each instance's 2^bm centroids
- *               (--codebook empirical).
- * ------------------------------------------------------------------------------------------------------------- */
-typedef struct {
-    int method, d, ninst;
-    int m[2];          /* channels per instance */
-    int bm[2];         /* MSE code bits per instance (0: no MSE stage) */
-    int qm[2];         /* QJL projections per instance (0: no QJL stage) */
-    size_t code_off[2], code_row, sign_off[2], sign_row;
-    int cb_off[2], cb_count; /* empirical codebook: offsets into the section */
-    int nnorm, nrnorm;       /* instances with a stored norm / residual norm */
-    int norm_slot[2];        /* index of the instance's block in "norms" (-1: none) */
-} layout;
+/* The layout of one slice's codes is tq_turbo_layout (turbo.h, README "Quantizers"); the encoders below fill and the
+ * decoders read exactly the sections it lists, and the CUDA path (lib/cuda_quant.c) and the benchmarks build their
+ * quantizers from tq_turbo_parts_make. */
+typedef tq_turbo_layout layout;
 
 static int is_pow2(int v) { return v > 0 && (v & (v - 1)) == 0; }
 
@@ -49,8 +33,11 @@ static const char *method_name(int method)
     return method == TQ_M_TURBO_MSE ? "turbo-mse" : method == TQ_M_TURBO_PROD ? "turbo-prod" : "qjl";
 }
 
+/* Sizes in bytes of a section's element type. */
+static size_t sec_elem_bytes(int type) { return type == TQ_SEC_U8 ? 1 : type == TQ_SEC_F16 ? 2 : 4; }
+
 /* Validate p for dim d and compute the layout. Messages name the option to change. */
-static int layout_make(const tq_qparams *p, int d, layout *L)
+int tq_turbo_layout_make(const tq_qparams *p, int d, layout *L)
 {
     memset(L, 0, sizeof *L);
     int method = p->method, b = p->bits, N = p->outliers;
@@ -87,9 +74,9 @@ static int layout_make(const tq_qparams *p, int d, layout *L)
         L->m[1] = N;
         int extra = method == TQ_M_TURBO_PROD; /* one of the b bits is the QJL sign */
         for (int k = 0; k < L->ninst; k++) {
-            L->bm[k] = b + k - extra;
+            L->mse_bits[k] = b + k - extra;
             L->qm[k] = extra ? L->m[k] : 0;
-            if (L->bm[k] > 0) {
+            if (L->mse_bits[k] > 0) {
                 if (p->rotation == TQ_ROT_HADAMARD && !is_pow2(L->m[k]))
                     return tq_error_set(TQ_ERR_USAGE, "hadamard rotation needs a power-of-two dim, got %d%s; use "
                                         "--rotation dense", L->m[k], N ? " (channels of one --outliers part)" : "");
@@ -101,49 +88,91 @@ static int layout_make(const tq_qparams *p, int d, layout *L)
     }
     for (int k = 0; k < L->ninst; k++) {
         L->code_off[k] = L->code_row;
-        L->code_row += tq_pack_row_bytes(L->m[k], L->bm[k]);
+        L->code_row += tq_pack_row_bytes(L->m[k], L->mse_bits[k]);
         L->sign_off[k] = L->sign_row;
         L->sign_row += L->qm[k] ? tq_pack_row_bytes(L->qm[k], 1) : 0;
-        L->norm_slot[k] = (L->bm[k] > 0 || method == TQ_M_QJL) ? L->nnorm++ : -1;
+        L->norm_slot[k] = (L->mse_bits[k] > 0 || method == TQ_M_QJL) ? L->nnorm++ : -1;
         L->nrnorm += method == TQ_M_TURBO_PROD;
         L->cb_off[k] = L->cb_count;
-        if (p->codebook == TQ_CB_EMPIRICAL && L->bm[k] > 0 && method != TQ_M_QJL) L->cb_count += 1 << L->bm[k];
+        if (p->codebook == TQ_CB_EMPIRICAL && L->mse_bits[k] > 0 && method != TQ_M_QJL)
+            L->cb_count += 1 << L->mse_bits[k];
+    }
+    /* the sections, in the order the encoder writes them */
+    int nt = p->norm_fp32 ? TQ_SEC_F32 : TQ_SEC_F16;
+    const tq_turbo_section sec[TQ_TURBO_NSEC] = {
+        [TQ_TURBO_SEC_CODES] = {"codes", TQ_SEC_U8, L->code_row > 0, L->code_row, 0},
+        [TQ_TURBO_SEC_NORMS] = {"norms", nt, L->nnorm > 0, (size_t)L->nnorm, 0},
+        [TQ_TURBO_SEC_SIGNS] = {"signs", TQ_SEC_U8, L->sign_row > 0, L->sign_row, 0},
+        [TQ_TURBO_SEC_RNORMS] = {"rnorms", nt, L->nrnorm > 0, (size_t)L->nrnorm, 0},
+        [TQ_TURBO_SEC_MEAN] = {"mean", TQ_SEC_F32, p->center != 0, 0, (size_t)d},
+        [TQ_TURBO_SEC_OUTLIER_IDX] = {"outlier_idx", TQ_SEC_I32, L->ninst == 2, 0, (size_t)L->m[1]},
+        [TQ_TURBO_SEC_CODEBOOK] = {"codebook", TQ_SEC_F32, L->cb_count > 0, 0, (size_t)L->cb_count},
+    };
+    memcpy(L->sec, sec, sizeof sec);
+    return TQ_OK;
+}
+
+size_t tq_turbo_payload(const layout *L, long n)
+{
+    size_t s = 0;
+    for (int i = 0; i < TQ_TURBO_NSEC; i++)
+        if (L->sec[i].present) s += tq_turbo_section_count(&L->sec[i], n) * sec_elem_bytes(L->sec[i].type);
+    return s;
+}
+
+/* Rotations, fixed codebooks and QJL matrices of a layout already made (empirical codebooks: allocated zeroed, then
+ * fitted or read from the codes). */
+static int parts_setup(tq_turbo_parts *q, const tq_qparams *p, tq_slice_id id)
+{
+    const layout *L = &q->L;
+    int st;
+    for (int k = 0; k < L->ninst; k++) {
+        if (L->mse_bits[k] > 0) {
+            if ((st = tq_rotation_make(&q->rot[k], p->rotation, L->m[k], p->seed, id, TQ_PURPOSE_ROTATION, k)))
+                return st;
+            if (!(q->cb[k] = tq_calloc(1, sizeof(tq_codebook)))) return TQ_ERR_NOMEM;
+            if (p->codebook != TQ_CB_EMPIRICAL &&
+                (st = tq_codebook_get(q->cb[k], p->codebook, L->m[k], L->mse_bits[k])))
+                return st;
+        }
+        if (L->qm[k] && (st = tq_gaussian_matrix(&q->S[k], L->qm[k], L->m[k], p->seed, id, TQ_PURPOSE_QJL, k)))
+            return st;
     }
     return TQ_OK;
 }
 
-static size_t layout_payload(const layout *L, const tq_qparams *p, long n)
+void tq_turbo_parts_free(tq_turbo_parts *q)
 {
-    size_t nb = p->norm_fp32 ? 4 : 2, s = 0;
-    s += (size_t)n * L->code_row + (size_t)n * L->sign_row;
-    s += (size_t)n * (size_t)(L->nnorm + L->nrnorm) * nb;
-    if (p->center) s += 4 * (size_t)L->d;
-    if (L->ninst == 2) s += 4 * (size_t)L->m[1];
-    s += 4 * (size_t)L->cb_count;
-    return s;
+    if (!q) return;
+    for (int k = 0; k < 2; k++) {
+        tq_rotation_free(q->rot[k]);
+        free(q->cb[k]);
+        free(q->S[k]);
+    }
+    memset(q, 0, sizeof *q);
 }
 
-/* ---- per-slice context: channel lists, rotations, codebooks, QJL matrices ---- */
+int tq_turbo_parts_make(tq_turbo_parts *q, const tq_qparams *p, int d, tq_slice_id id)
+{
+    memset(q, 0, sizeof *q);
+    int st = tq_turbo_layout_make(p, d, &q->L);
+    if (!st) st = parts_setup(q, p, id);
+    if (st) tq_turbo_parts_free(q);
+    return st;
+}
+
+/* ---- per-slice context: the quantizer's parts and the channel lists ---- */
 
 typedef struct {
-    layout L;
+    tq_turbo_parts q;
     const tq_qparams *p;
     int *ch[2];             /* channel list of each instance */
-    tq_rotation *rot[2];
-    tq_codebook *cb[2];
-    float *S[2];            /* qm x m */
-    float *mean;            /* [d] or NULL */
 } ctx;
 
 static void ctx_free(ctx *c)
 {
-    for (int k = 0; k < 2; k++) {
-        free(c->ch[k]);
-        tq_rotation_free(c->rot[k]);
-        free(c->cb[k]);
-        free(c->S[k]);
-    }
-    free(c->mean);
+    for (int k = 0; k < 2; k++) free(c->ch[k]);
+    tq_turbo_parts_free(&c->q);
 }
 
 void tq_turbo_outlier_channels(const float *x, int n, int d, int N, int *idx)
@@ -172,7 +201,7 @@ void tq_turbo_outlier_channels(const float *x, int n, int d, int N, int *idx)
 /* Channel lists from the outlier indices (NULL: none). */
 static int ctx_channels(ctx *c, const int *oidx)
 {
-    const layout *L = &c->L;
+    const layout *L = &c->q.L;
     for (int k = 0; k < L->ninst; k++)
         if (!(c->ch[k] = tq_malloc(sizeof(int) * (size_t)L->m[k]))) return TQ_ERR_NOMEM;
     if (L->ninst == 1) {
@@ -193,27 +222,6 @@ static int ctx_channels(ctx *c, const int *oidx)
     for (int j = 0, r = 0; j < L->d; j++)
         if (!is_out[j]) c->ch[0][r++] = j;
     free(is_out);
-    return TQ_OK;
-}
-
-/* Rotations, fixed codebooks and QJL matrices (empirical codebooks are fitted or read separately). */
-static int ctx_setup(ctx *c, tq_slice_id id)
-{
-    const layout *L = &c->L;
-    const tq_qparams *p = c->p;
-    int st;
-    for (int k = 0; k < L->ninst; k++) {
-        if (L->bm[k] > 0) {
-            if ((st = tq_rotation_make(&c->rot[k], p->rotation, L->m[k], p->seed, id, TQ_PURPOSE_ROTATION, k)))
-                return st;
-            if (!(c->cb[k] = tq_malloc(sizeof(tq_codebook)))) return TQ_ERR_NOMEM;
-            if (p->codebook != TQ_CB_EMPIRICAL &&
-                (st = tq_codebook_get(c->cb[k], p->codebook, L->m[k], L->bm[k])))
-                return st;
-        }
-        if (L->qm[k] && (st = tq_gaussian_matrix(&c->S[k], L->qm[k], L->m[k], p->seed, id, TQ_PURPOSE_QJL, k)))
-            return st;
-    }
     return TQ_OK;
 }
 
@@ -264,17 +272,28 @@ typedef struct {
     int *oidx;
 } secs;
 
-static int secs_add(tq_codes *c, const layout *L, const tq_qparams *p, int n, secs *s)
+/* Where each section's data lands in secs, by TQ_TURBO_SEC_* index. */
+static void **secs_slot(secs *s, int i)
+{
+    switch (i) {
+    case TQ_TURBO_SEC_CODES: return (void **)&s->codes;
+    case TQ_TURBO_SEC_NORMS: return &s->norms;
+    case TQ_TURBO_SEC_SIGNS: return (void **)&s->signs;
+    case TQ_TURBO_SEC_RNORMS: return &s->rnorms;
+    case TQ_TURBO_SEC_MEAN: return (void **)&s->mean;
+    case TQ_TURBO_SEC_OUTLIER_IDX: return (void **)&s->oidx;
+    default: return (void **)&s->cbk;
+    }
+}
+
+static int secs_add(tq_codes *c, const layout *L, int n, secs *s)
 {
     memset(s, 0, sizeof *s);
-    int nt = p->norm_fp32 ? TQ_SEC_F32 : TQ_SEC_F16;
-    if (L->code_row && !(s->codes = tq_codes_add(c, "codes", TQ_SEC_U8, (size_t)n * L->code_row))) return TQ_ERR_NOMEM;
-    if (L->nnorm && !(s->norms = tq_codes_add(c, "norms", nt, (size_t)n * L->nnorm))) return TQ_ERR_NOMEM;
-    if (L->sign_row && !(s->signs = tq_codes_add(c, "signs", TQ_SEC_U8, (size_t)n * L->sign_row))) return TQ_ERR_NOMEM;
-    if (L->nrnorm && !(s->rnorms = tq_codes_add(c, "rnorms", nt, (size_t)n * L->nrnorm))) return TQ_ERR_NOMEM;
-    if (p->center && !(s->mean = tq_codes_add(c, "mean", TQ_SEC_F32, (size_t)L->d))) return TQ_ERR_NOMEM;
-    if (L->ninst == 2 && !(s->oidx = tq_codes_add(c, "outlier_idx", TQ_SEC_I32, (size_t)L->m[1]))) return TQ_ERR_NOMEM;
-    if (L->cb_count && !(s->cbk = tq_codes_add(c, "codebook", TQ_SEC_F32, (size_t)L->cb_count))) return TQ_ERR_NOMEM;
+    for (int i = 0; i < TQ_TURBO_NSEC; i++) {
+        const tq_turbo_section *sec = &L->sec[i];
+        if (sec->present && !(*secs_slot(s, i) = tq_codes_add(c, sec->name, sec->type, tq_turbo_section_count(sec, n))))
+            return TQ_ERR_NOMEM;
+    }
     return TQ_OK;
 }
 
@@ -304,15 +323,15 @@ static int encode_begin(const tq_qparams *p, tq_slice_id id, int n, int d, tq_co
 {
     memset(cx, 0, sizeof *cx);
     cx->p = p;
-    int st = layout_make(p, d, &cx->L);
+    int st = tq_turbo_layout_make(p, d, &cx->q.L);
     if (st) return st;
     if (n < 0) return tq_error_set(TQ_ERR_USAGE, "negative vector count %d", n);
     c->p = *p;
     c->id = id;
     c->n = n;
     c->d = d;
-    if ((st = secs_add(c, &cx->L, p, n, s))) return st;
-    return ctx_setup(cx, id);
+    if ((st = secs_add(c, &cx->q.L, n, s))) return st;
+    return parts_setup(&cx->q, p, id);
 }
 
 /* ================================================ references ================================================= */
@@ -320,18 +339,18 @@ static int encode_begin(const tq_qparams *p, tq_slice_id id, int n, int d, tq_co
 /* One instance of one vector: sub (m values) -> codes row, norm, and the MSE reconstruction xm (for the residual). */
 static int ref_mse_one(ctx *cx, int k, const float *sub, long i, int n, secs *s, float *y, float *xm, uint8_t *idx)
 {
-    const layout *L = &cx->L;
+    const layout *L = &cx->q.L;
     int m = L->m[k];
     float nrm = vnorm(sub, m), seen;
     int st = norm_store(cx->p, s->norms, (size_t)L->norm_slot[k] * n + i, nrm, i, &seen);
     if (st) return st;
     float inv = nrm > 0 ? 1.0f / nrm : 0.0f;
-    tq_rotation_forward_ref(cx->rot[k], sub, y);
-    for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode_ref(cx->cb[k], y[j] * inv);
-    tq_pack_row_ref(idx, m, L->bm[k], s->codes + (size_t)i * L->code_row + L->code_off[k]);
+    tq_rotation_forward_ref(cx->q.rot[k], sub, y);
+    for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode_ref(cx->q.cb[k], y[j] * inv);
+    tq_pack_row_ref(idx, m, L->mse_bits[k], s->codes + (size_t)i * L->code_row + L->code_off[k]);
     if (xm) {
-        for (int j = 0; j < m; j++) y[j] = cx->cb[k]->c[idx[j]];
-        tq_rotation_inverse_ref(cx->rot[k], y, xm);
+        for (int j = 0; j < m; j++) y[j] = cx->q.cb[k]->c[idx[j]];
+        tq_rotation_inverse_ref(cx->q.rot[k], y, xm);
         for (int j = 0; j < m; j++) xm[j] *= seen;
     }
     return TQ_OK;
@@ -340,11 +359,11 @@ static int ref_mse_one(ctx *cx, int k, const float *sub, long i, int n, secs *s,
 /* QJL stage of one instance of one vector: signs of S r (bit set: >= 0, i.e. sign(0) = +1) and gamma = ||r||. */
 static int ref_qjl_one(ctx *cx, int k, const float *r, long i, int n, secs *s, uint8_t *bitsbuf)
 {
-    const layout *L = &cx->L;
+    const layout *L = &cx->q.L;
     int m = L->m[k], q = L->qm[k];
     for (int t = 0; t < q; t++) {
         double v = 0;
-        for (int j = 0; j < m; j++) v += (double)cx->S[k][(size_t)t * m + j] * r[j];
+        for (int j = 0; j < m; j++) v += (double)cx->q.S[k][(size_t)t * m + j] * r[j];
         bitsbuf[t] = v >= 0;
     }
     tq_pack_row_ref(bitsbuf, q, 1, s->signs + (size_t)i * L->sign_row + L->sign_off[k]);
@@ -362,9 +381,9 @@ static void gather(const float *xv, const int *ch, int m, float *sub)
  * `rot` the forward map (ref: per vector; fast: batched). Stores the centroids in the "codebook" section. */
 static int fit_empirical(ctx *cx, const float *xc, int n, secs *s, int fast)
 {
-    const layout *L = &cx->L;
+    const layout *L = &cx->q.L;
     for (int k = 0; k < L->ninst; k++) {
-        if (L->bm[k] <= 0) continue;
+        if (L->mse_bits[k] <= 0) continue;
         int m = L->m[k];
         float *sample = tq_malloc(sizeof(float) * ((size_t)n * m + 1)), *sub = tq_malloc(sizeof(float) * (size_t)m);
         if (!sample || !sub) { free(sample); free(sub); return TQ_ERR_NOMEM; }
@@ -373,7 +392,7 @@ static int fit_empirical(ctx *cx, const float *xc, int n, secs *s, int fast)
             float *all = tq_malloc(sizeof(float) * (size_t)n * m);
             if (!all) { free(sample); free(sub); return TQ_ERR_NOMEM; }
             for (long i = 0; i < n; i++) gather(xc + i * L->d, cx->ch[k], m, all + i * m);
-            tq_rotation_forward(cx->rot[k], all, sample, n);
+            tq_rotation_forward(cx->q.rot[k], all, sample, n);
             for (long i = 0; i < n; i++) {
                 gather(xc + i * L->d, cx->ch[k], m, sub);
                 float nrm = vnorm(sub, m);
@@ -389,17 +408,17 @@ static int fit_empirical(ctx *cx, const float *xc, int n, secs *s, int fast)
                 float nrm = vnorm(sub, m);
                 if (!(nrm > 0) || !isfinite(nrm)) continue;
                 float inv = 1.0f / nrm;
-                tq_rotation_forward_ref(cx->rot[k], sub, sample + cnt * m);
+                tq_rotation_forward_ref(cx->q.rot[k], sub, sample + cnt * m);
                 for (int j = 0; j < m; j++) sample[cnt * m + j] *= inv;
                 cnt++;
             }
         }
-        int st = cnt ? tq_codebook_fit(cx->cb[k], m, L->bm[k], sample, cnt * m)
-                     : tq_codebook_get(cx->cb[k], TQ_CB_BETA, m, L->bm[k]); /* all-zero slice: beta stands in */
+        int st = cnt ? tq_codebook_fit(cx->q.cb[k], m, L->mse_bits[k], sample, cnt * m)
+                     : tq_codebook_get(cx->q.cb[k], TQ_CB_BETA, m, L->mse_bits[k]); /* all-zero slice: beta stands in */
         free(sample);
         free(sub);
         if (st) return st;
-        memcpy(s->cbk + L->cb_off[k], cx->cb[k]->c, sizeof(float) * (size_t)cx->cb[k]->n);
+        memcpy(s->cbk + L->cb_off[k], cx->q.cb[k]->c, sizeof(float) * (size_t)cx->q.cb[k]->n);
     }
     return TQ_OK;
 }
@@ -411,21 +430,23 @@ static int turbo_encode_ref(const tq_qparams *p, tq_slice_id id, const float *x,
     float *xc = NULL, *buf = NULL;
     int st = encode_begin(p, id, n, d, c, &cx, &s);
     if (st) goto out;
-    if ((st = center_and_split(p, &cx.L, x, n, &s, &cx, &xc))) goto out;
+    if ((st = center_and_split(p, &cx.q.L, x, n, &s, &cx, &xc))) goto out;
     if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 0))) goto out;
-    int qmax = cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1];
+    int qmax = cx.q.L.qm[0] > cx.q.L.qm[1] ? cx.q.L.qm[0] : cx.q.L.qm[1];
     /* sub, y, xm (d each) + idx bytes (d) + sign bits (qmax) */
     buf = tq_malloc(sizeof(float) * 3 * (size_t)d + (size_t)d + (size_t)qmax + 16);
     if (!buf) { st = TQ_ERR_NOMEM; goto out; }
     float *sub = buf, *y = buf + d, *xm = buf + 2 * d;
     uint8_t *idx = (uint8_t *)(buf + 3 * d), *sb = idx + d;
     for (long i = 0; i < n; i++)
-        for (int k = 0; k < cx.L.ninst; k++) {
-            int m = cx.L.m[k];
+        for (int k = 0; k < cx.q.L.ninst; k++) {
+            int m = cx.q.L.m[k];
             gather(xc + i * d, cx.ch[k], m, sub);
-            if (cx.L.bm[k] > 0 && (st = ref_mse_one(&cx, k, sub, i, n, &s, y, cx.L.qm[k] ? xm : NULL, idx))) goto out;
-            if (cx.L.qm[k]) {
-                if (cx.L.bm[k] > 0)
+            if (cx.q.L.mse_bits[k] > 0 &&
+                (st = ref_mse_one(&cx, k, sub, i, n, &s, y, cx.q.L.qm[k] ? xm : NULL, idx)))
+                goto out;
+            if (cx.q.L.qm[k]) {
+                if (cx.q.L.mse_bits[k] > 0)
                     for (int j = 0; j < m; j++) sub[j] -= xm[j]; /* residual r = x - x_mse */
                 if ((st = ref_qjl_one(&cx, k, sub, i, n, &s, sb))) goto out;
             }
@@ -444,33 +465,26 @@ static int decode_begin(const tq_codes *c, ctx *cx, secs *s)
     memset(cx, 0, sizeof *cx);
     memset(s, 0, sizeof *s);
     cx->p = &c->p;
-    int st = layout_make(&c->p, c->d, &cx->L);
+    int st = tq_turbo_layout_make(&c->p, c->d, &cx->q.L);
     if (st) return st;
-    const layout *L = &cx->L;
-    int nt = c->p.norm_fp32 ? TQ_SEC_F32 : TQ_SEC_F16;
-    struct { const char *name; int type; size_t count; void **dst; } want[] = {
-        {"codes", TQ_SEC_U8, (size_t)c->n * L->code_row, (void **)&s->codes},
-        {"norms", nt, (size_t)c->n * L->nnorm, &s->norms},
-        {"signs", TQ_SEC_U8, (size_t)c->n * L->sign_row, (void **)&s->signs},
-        {"rnorms", nt, (size_t)c->n * L->nrnorm, &s->rnorms},
-        {"mean", TQ_SEC_F32, c->p.center ? (size_t)c->d : 0, (void **)&s->mean},
-        {"outlier_idx", TQ_SEC_I32, L->ninst == 2 ? (size_t)L->m[1] : 0, (void **)&s->oidx},
-        {"codebook", TQ_SEC_F32, (size_t)L->cb_count, (void **)&s->cbk},
-    };
-    for (size_t w = 0; w < sizeof want / sizeof want[0]; w++) {
-        if (!want[w].count) continue;
-        const tq_section *sec = tq_codes_find(c, want[w].name);
-        if (!sec || sec->type != want[w].type || sec->count != want[w].count)
+    const layout *L = &cx->q.L;
+    for (int i = 0; i < TQ_TURBO_NSEC; i++) {
+        const tq_turbo_section *want = &L->sec[i];
+        size_t count = want->present ? tq_turbo_section_count(want, c->n) : 0;
+        if (!count) continue;
+        const tq_section *sec = tq_codes_find(c, want->name);
+        if (!sec || sec->type != want->type || sec->count != count)
             return tq_error_set(TQ_ERR, "%s codes: section '%s' %s (want %zu elements of type %d)",
-                                method_name(c->p.method), want[w].name, sec ? "has the wrong size or type" : "is missing",
-                                want[w].count, want[w].type);
-        *want[w].dst = sec->data;
+                                method_name(c->p.method), want->name, sec ? "has the wrong size or type" : "is missing",
+                                count, want->type);
+        *secs_slot(s, i) = sec->data;
     }
     if ((st = ctx_channels(cx, s->oidx))) return st;
-    if ((st = ctx_setup(cx, c->id))) return st;
+    if ((st = parts_setup(&cx->q, &c->p, c->id))) return st;
     for (int k = 0; k < L->ninst; k++)
-        if (L->cb_count && L->bm[k] > 0 &&
-            (st = tq_codebook_from_centroids(cx->cb[k], TQ_CB_EMPIRICAL, L->m[k], L->bm[k], s->cbk + L->cb_off[k])))
+        if (L->cb_count && L->mse_bits[k] > 0 &&
+            (st = tq_codebook_from_centroids(cx->q.cb[k], TQ_CB_EMPIRICAL, L->m[k], L->mse_bits[k],
+                                             s->cbk + L->cb_off[k])))
             return tq_error_prefix(st, "section 'codebook': ");
     return TQ_OK;
 }
@@ -483,7 +497,7 @@ static int turbo_decode_ref(const tq_codes *c, float *xhat)
     float *buf = NULL;
     int st = decode_begin(c, &cx, &s);
     if (st) goto out;
-    const layout *L = &cx.L;
+    const layout *L = &cx.q.L;
     buf = tq_malloc(sizeof(float) * 2 * (size_t)d + (size_t)d + 16);
     if (!buf) { st = TQ_ERR_NOMEM; goto out; }
     float *y = buf, *xk = buf + d;
@@ -494,10 +508,10 @@ static int turbo_decode_ref(const tq_codes *c, float *xhat)
         for (int k = 0; k < L->ninst; k++) {
             int m = L->m[k];
             for (int j = 0; j < m; j++) xk[j] = 0;
-            if (L->bm[k] > 0) {
-                tq_unpack_row_ref(s.codes + (size_t)i * L->code_row + L->code_off[k], m, L->bm[k], idx);
-                for (int j = 0; j < m; j++) y[j] = cx.cb[k]->c[idx[j]];
-                tq_rotation_inverse_ref(cx.rot[k], y, xk);
+            if (L->mse_bits[k] > 0) {
+                tq_unpack_row_ref(s.codes + (size_t)i * L->code_row + L->code_off[k], m, L->mse_bits[k], idx);
+                for (int j = 0; j < m; j++) y[j] = cx.q.cb[k]->c[idx[j]];
+                tq_rotation_inverse_ref(cx.q.rot[k], y, xk);
                 float nrm = norm_load(&c->p, s.norms, (size_t)L->norm_slot[k] * n + i);
                 for (int j = 0; j < m; j++) xk[j] *= nrm;
             }
@@ -510,7 +524,7 @@ static int turbo_decode_ref(const tq_codes *c, float *xhat)
                 for (int j = 0; j < m; j++) {
                     double v = 0;
                     for (int t = 0; t < q; t++)
-                        v += tq_pack_get(row, t, 1) ? cx.S[k][(size_t)t * m + j] : -cx.S[k][(size_t)t * m + j];
+                        v += tq_pack_get(row, t, 1) ? cx.q.S[k][(size_t)t * m + j] : -cx.q.S[k][(size_t)t * m + j];
                     xk[j] += (float)(coef * v);
                 }
             }
@@ -599,19 +613,19 @@ static float *scratch_alloc(scratch *w, int d, int qmax)
  * redoes it on its own thread to record the message: tq_error_set is per thread), or -1. */
 static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int cnt, scratch *w)
 {
-    const layout *L = &cx->L;
+    const layout *L = &cx->q.L;
     const tq_qparams *p = cx->p;
     int d = L->d;
     for (int k = 0; k < L->ninst; k++) {
-        int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+        int m = L->m[k], bm = L->mse_bits[k], q = L->qm[k];
         const float *sk = w->sub;
         if (L->ninst == 1) sk = xc + i0 * d; /* all channels in order: no gather */
         else
             for (int r = 0; r < cnt; r++) gather(xc + (i0 + r) * d, cx->ch[k], m, w->sub + (size_t)r * m);
-        if (bm > 0 && q == 0 && cx->rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->cb[k]->t)) {
+        if (bm > 0 && q == 0 && cx->q.rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->q.cb[k]->t)) {
             /* the whole encode of a row in AVX-512 registers; norms checked and stored after, in row order */
             size_t base = (size_t)L->norm_slot[k] * n + i0;
-            tq_had_mse_rows_avx512(sk, cnt, m, cx->rot[k]->signs, tq_fwht_scale(m), cx->cb[k]->t, bm,
+            tq_had_mse_rows_avx512(sk, cnt, m, cx->q.rot[k]->signs, tq_fwht_scale(m), cx->q.cb[k]->t, bm,
                                    s->codes + (size_t)i0 * L->code_row + L->code_off[k], L->code_row, w->inv);
             for (int r = 0; r < cnt; r++)
                 if (norm_store(p, s->norms, base + r, w->inv[r], i0 + r, &w->seen[r])) return i0 + r;
@@ -622,8 +636,8 @@ static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int 
                 if (norm_store(p, s->norms, base + r, v, i0 + r, &w->seen[r])) return i0 + r;
                 w->inv[r] = v > 0 ? 1.0f / v : 0.0f;
             }
-            tq_rotation_forward(cx->rot[k], sk, w->y, cnt);
-            const tq_codebook *cb = cx->cb[k];
+            tq_rotation_forward(cx->q.rot[k], sk, w->y, cnt);
+            const tq_codebook *cb = cx->q.cb[k];
             uint8_t *codes = s->codes + (size_t)i0 * L->code_row + L->code_off[k];
             for (int r = 0; r < cnt; r++) {
                 float *yr = w->y + (size_t)r * m;
@@ -634,7 +648,7 @@ static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int 
                     for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
             }
             if (q) { /* residual r = x - ||x|| Pi^T c[idx], what the decoder will rebuild */
-                tq_rotation_inverse(cx->rot[k], w->y, w->xm, cnt);
+                tq_rotation_inverse(cx->q.rot[k], w->y, w->xm, cnt);
                 for (int r = 0; r < cnt; r++) {
                     float *xr = w->xm + (size_t)r * m, sv = w->seen[r];
                     const float *srow = sk + (size_t)r * m;
@@ -645,7 +659,7 @@ static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int 
         }
         if (q > 0) {
             const float *res = bm > 0 ? w->xm : sk;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cnt, q, m, 1.0f, res, m, cx->S[k], m, 0.0f, w->proj,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cnt, q, m, 1.0f, res, m, cx->q.S[k], m, 0.0f, w->proj,
                         q);
             uint8_t *signs = s->signs + (size_t)i0 * L->sign_row + L->sign_off[k];
             for (int r = 0; r < cnt; r++) {
@@ -668,18 +682,18 @@ static long encode_block(ctx *cx, secs *s, const float *xc, int n, long i0, int 
 static void decode_block(const ctx *cx, const secs *s, const tq_qparams *p, int n, long i0, int cnt, scratch *w,
                          float *xhat)
 {
-    const layout *L = &cx->L;
+    const layout *L = &cx->q.L;
     int d = L->d;
     for (int k = 0; k < L->ninst; k++) {
-        int m = L->m[k], bm = L->bm[k], q = L->qm[k];
+        int m = L->m[k], bm = L->mse_bits[k], q = L->qm[k];
         float *xk = w->xm;
-        if (bm > 0 && cx->rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->cb[k]->t)) {
+        if (bm > 0 && cx->q.rot[k]->kind == TQ_ROT_HADAMARD && tq_had_avx512_usable(m, bm, cx->q.cb[k]->t)) {
             /* the MSE reconstruction of a row in AVX-512 registers (the QJL term below adds to it as usual) */
             for (int r = 0; r < cnt; r++) w->seen[r] = norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r);
             tq_had_mse_decode_rows_avx512(s->codes + (size_t)i0 * L->code_row + L->code_off[k], L->code_row, cnt, m,
-                                          bm, cx->cb[k]->c, cx->rot[k]->signs, tq_fwht_scale(m), w->seen, xk);
+                                          bm, cx->q.cb[k]->c, cx->q.rot[k]->signs, tq_fwht_scale(m), w->seen, xk);
         } else if (bm > 0) {
-            const tq_codebook *cb = cx->cb[k];
+            const tq_codebook *cb = cx->q.cb[k];
             const uint8_t *codes = s->codes + (size_t)i0 * L->code_row + L->code_off[k];
             for (int r = 0; r < cnt; r++) {
                 uint8_t *ir = w->ib;
@@ -687,7 +701,7 @@ static void decode_block(const ctx *cx, const secs *s, const tq_qparams *p, int 
                 tq_unpack_row(codes + (size_t)r * L->code_row, m, bm, ir);
                 for (int j = 0; j < m; j++) yr[j] = cb->c[ir[j]];
             }
-            tq_rotation_inverse(cx->rot[k], w->y, xk, cnt);
+            tq_rotation_inverse(cx->q.rot[k], w->y, xk, cnt);
             for (int r = 0; r < cnt; r++) {
                 float nrm = norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r), *xr = xk + (size_t)r * m;
                 TQ_SIMD
@@ -702,8 +716,8 @@ static void decode_block(const ctx *cx, const secs *s, const tq_qparams *p, int 
                 for (int t = 0; t < q; t++) zr[t] = w->ib[t] ? 1.0f : -1.0f;
             }
             /* y = Z S: row r is S^T z_r */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cnt, m, q, 1.0f, w->proj, q, cx->S[k], m, 0.0f, w->y,
-                        m);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cnt, m, q, 1.0f, w->proj, q, cx->q.S[k], m, 0.0f,
+                        w->y, m);
             for (int r = 0; r < cnt; r++) {
                 float g = L->method == TQ_M_QJL ? norm_load(p, s->norms, (size_t)L->norm_slot[k] * n + i0 + r)
                                                 : norm_load(p, s->rnorms, (size_t)k * n + i0 + r);
@@ -790,9 +804,9 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
     float *xc = NULL;
     int st = encode_begin(p, id, n, d, c, &cx, &s);
     if (st) goto out;
-    if ((st = center_and_split(p, &cx.L, x, n, &s, &cx, &xc))) goto out;
+    if ((st = center_and_split(p, &cx.q.L, x, n, &s, &cx, &xc))) goto out;
     if (p->codebook == TQ_CB_EMPIRICAL && (st = fit_empirical(&cx, xc, n, &s, 1))) goto out;
-    job jb = {&cx, &s, xc, NULL, n, d, cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1], 0};
+    job jb = {&cx, &s, xc, NULL, n, d, cx.q.L.qm[0] > cx.q.L.qm[1] ? cx.q.L.qm[0] : cx.q.L.qm[1], 0};
     long bad = run_blocks(&jb, &st);
     if (!st && bad >= 0) { /* redo that vector's checks here to record the message on this thread */
         scratch w;
@@ -817,7 +831,7 @@ static int turbo_decode_fast(const tq_codes *c, float *xhat)
     secs s;
     int st = decode_begin(c, &cx, &s);
     if (!st) {
-        job jb = {&cx, &s, NULL, xhat, c->n, c->d, cx.L.qm[0] > cx.L.qm[1] ? cx.L.qm[0] : cx.L.qm[1], 1};
+        job jb = {&cx, &s, NULL, xhat, c->n, c->d, cx.q.L.qm[0] > cx.q.L.qm[1] ? cx.q.L.qm[0] : cx.q.L.qm[1], 1};
         run_blocks(&jb, &st);
     }
     ctx_free(&cx);
@@ -829,7 +843,7 @@ static int turbo_decode_fast(const tq_codes *c, float *xhat)
 static int turbo_check(const tq_qparams *p, int d)
 {
     layout L;
-    return layout_make(p, d, &L);
+    return tq_turbo_layout_make(p, d, &L);
 }
 
 /* Nominal code bits per coordinate: each instance's channels at its bits (b, or b+1 on outliers; turbo-prod's b
@@ -837,17 +851,17 @@ static int turbo_check(const tq_qparams *p, int d)
 static double turbo_bits_code(const tq_qparams *p, int d)
 {
     layout L;
-    if (layout_make(p, d, &L)) return NAN;
+    if (tq_turbo_layout_make(p, d, &L)) return NAN;
     double bits = 0;
-    for (int k = 0; k < L.ninst; k++) bits += (double)L.m[k] * L.bm[k] + (double)L.qm[k];
+    for (int k = 0; k < L.ninst; k++) bits += (double)L.m[k] * L.mse_bits[k] + (double)L.qm[k];
     return bits / d;
 }
 
 static double turbo_bits_total(const tq_qparams *p, int n, int d)
 {
     layout L;
-    if (layout_make(p, d, &L) || n <= 0) return NAN;
-    return 8.0 * (double)layout_payload(&L, p, n) / ((double)n * d);
+    if (tq_turbo_layout_make(p, d, &L) || n <= 0) return NAN;
+    return 8.0 * (double)tq_turbo_payload(&L, n) / ((double)n * d);
 }
 
 const tq_format tq_format_turbo_mse = {

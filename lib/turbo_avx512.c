@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tq.h"
+#include "turbo.h"
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
 #define TQ_AVX512 1
@@ -17,25 +20,17 @@
 #define TQ_AVX512 0
 #endif
 
+/* The variant switch (turbo.h: tq_simd_set); 1 after "off". */
 static int forced_off;
 
-int tq_had_avx512_disable(int off)
-{
-    int was = forced_off;
-    forced_off = off;
-    return was;
-}
-
-int tq_had_avx512_cpu(void)
+/* 1 when this CPU has what the AVX-512 code uses. */
+static int cpu_avx512(void)
 {
 #if TQ_AVX512
-    if (forced_off) return 0;
     static int have = -1; /* benign race: every thread computes the same value */
     if (have < 0) {
-        const char *e = getenv("TQ_SIMD");
-        int off = e && strcmp(e, "avx2") == 0;
         __builtin_cpu_init();
-        have = !off && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
     }
@@ -44,6 +39,23 @@ int tq_had_avx512_cpu(void)
     return 0;
 #endif
 }
+
+int tq_simd_set(const char *name)
+{
+    if (name && !strcmp(name, "auto")) forced_off = 0;
+    else if (name && !strcmp(name, "off")) forced_off = 1;
+    else if (name && !strcmp(name, "avx512")) {
+        if (!cpu_avx512())
+            return tq_error_set(TQ_ERR_USAGE, "simd variant 'avx512': this CPU lacks AVX-512 (F, BW, DQ, VL, VBMI) "
+                                "or BMI2; use auto or off");
+        forced_off = 0;
+    } else return tq_error_set(TQ_ERR_USAGE, "unknown simd variant '%s'; use auto, avx512 or off", name ? name : "");
+    return TQ_OK;
+}
+
+const char *tq_simd_get(void) { return tq_had_avx512_cpu() ? "avx512" : "off"; }
+
+int tq_had_avx512_cpu(void) { return !forced_off && cpu_avx512(); }
 
 int tq_had_avx512_usable(int d, int bits, const float *thr)
 {

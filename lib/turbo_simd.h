@@ -6,12 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 1 when this CPU runs the AVX-512 code (F, BW, DQ, VL, VBMI; BMI2) and TQ_SIMD is not "avx2" in the environment
- * (the switch the benchmark and tests use to time or check the other path). */
+/* 1 when this CPU runs the AVX-512 code (F, BW, DQ, VL, VBMI; BMI2) and the variant (turbo.h: tq_simd_set) is not
+ * "off". */
 int tq_had_avx512_cpu(void);
-/* Tests: off = 1 makes tq_had_avx512_cpu() answer 0 (the portable fast path runs) until called with 0; returns the
- * previous setting. Not thread-safe: call it between encodes. */
-int tq_had_avx512_disable(int off);
 /* 1 when tq_had_mse_rows_avx512 handles this shape: the CPU check above, d a power of two in 16..256, bits 1..4,
  * thresholds t[0 .. 2^bits - 2] ascending (the binary search's count equals the reference's linear one only then). */
 int tq_had_avx512_usable(int d, int bits, const float *thr);

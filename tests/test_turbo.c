@@ -528,6 +528,105 @@ static void test_determinism_and_errors(void)
     free(x);
 }
 
+/* tq_turbo_parts_make, the one description every backend builds from: per instance the MSE bits and projections the
+ * paper defines (turbo-mse b, turbo-prod b-1 + a QJL stage of m = dim projections, qjl none + qjl_m; the outlier
+ * instance one bit more), rotations / codebooks / S equal to the primitives called with the documented (purpose,
+ * part), and the layout's sections are exactly what the reference encoder writes — same names, order, types and
+ * counts — with tq_turbo_payload their byte sum. Exact comparisons: the same generators, the same integers. */
+static void test_parts(void)
+{
+    const struct { int method, bits, rot, cb, outliers, center, fp32, qjl_m; } cf[] = {
+        {TQ_M_TURBO_MSE, 3, TQ_ROT_DENSE, TQ_CB_BETA, 0, 0, 0, 0},
+        {TQ_M_TURBO_MSE, 2, TQ_ROT_HADAMARD, TQ_CB_GAUSSIAN, 0, 1, 1, 0},
+        {TQ_M_TURBO_MSE, 4, TQ_ROT_DENSE, TQ_CB_EMPIRICAL, 5, 0, 0, 0},
+        {TQ_M_TURBO_PROD, 3, TQ_ROT_HADAMARD, TQ_CB_BETA, 0, 0, 0, 0},
+        {TQ_M_TURBO_PROD, 1, TQ_ROT_DENSE, TQ_CB_BETA, 0, 0, 0, 0},
+        {TQ_M_TURBO_PROD, 2, TQ_ROT_DENSE, TQ_CB_EMPIRICAL, 7, 1, 1, 0},
+        {TQ_M_QJL, 1, TQ_ROT_DENSE, TQ_CB_BETA, 0, 0, 0, 0},
+        {TQ_M_QJL, 1, TQ_ROT_DENSE, TQ_CB_BETA, 0, 1, 0, 96},
+    };
+    const int d = 64, n = 37;
+    float *x = malloc(sizeof(float) * n * d);
+    unit_vectors(x, n, d, 11);
+    for (size_t i = 0; i < sizeof cf / sizeof cf[0]; i++) {
+        tq_qparams p;
+        tq_qparams_default(&p, cf[i].method, cf[i].bits);
+        p.rotation = cf[i].rot;
+        p.codebook = cf[i].cb;
+        p.outliers = cf[i].outliers;
+        p.center = cf[i].center;
+        p.norm_fp32 = cf[i].fp32;
+        p.qjl_m = cf[i].qjl_m;
+        p.seed = 1234 + i;
+        tq_slice_id id = {2, 1, TQ_TENSOR_VALUES};
+        const tq_format *f = tq_format_of(p.method);
+        tq_turbo_parts q;
+        int st = tq_turbo_parts_make(&q, &p, d, id);
+        CHECK(st == TQ_OK, "config %zu: parts: %s", i, tq_error_msg());
+        if (st) continue;
+        const tq_turbo_layout *L = &q.L;
+        int prod = p.method == TQ_M_TURBO_PROD, qjl = p.method == TQ_M_QJL, N = p.outliers;
+        CHECK(L->ninst == (N ? 2 : 1) && L->m[0] == d - N && L->m[1] == N, "config %zu: instances", i);
+        for (int k = 0; k < L->ninst; k++) {
+            int want_bits = qjl ? 0 : p.bits + k - prod, want_q = qjl ? (p.qjl_m ? p.qjl_m : d) : prod ? L->m[k] : 0;
+            CHECK(L->mse_bits[k] == want_bits && L->qm[k] == want_q, "config %zu instance %d: %d MSE bits, %d "
+                  "projections; want %d, %d", i, k, L->mse_bits[k], L->qm[k], want_bits, want_q);
+            CHECK(!q.rot[k] == !want_bits && !q.cb[k] == !want_bits && !q.S[k] == !want_q,
+                  "config %zu instance %d: parts present", i, k);
+            if (q.rot[k]) {
+                tq_rotation *r;
+                tq_rotation_make(&r, p.rotation, L->m[k], p.seed, id, TQ_PURPOSE_ROTATION, k);
+                int same = r->kind == q.rot[k]->kind &&
+                           (r->m ? !memcmp(r->m, q.rot[k]->m, sizeof(float) * L->m[k] * L->m[k]) : !q.rot[k]->m) &&
+                           (r->signs ? !memcmp(r->signs, q.rot[k]->signs, sizeof(float) * L->m[k]) : !q.rot[k]->signs);
+                CHECK(same, "config %zu instance %d: rotation is not the slice's (purpose rotation, part %d)", i, k, k);
+                tq_rotation_free(r);
+            }
+            if (q.cb[k] && p.codebook != TQ_CB_EMPIRICAL) {
+                tq_codebook cb;
+                tq_codebook_get(&cb, p.codebook, L->m[k], want_bits);
+                CHECK(cb.n == q.cb[k]->n && !memcmp(cb.c, q.cb[k]->c, sizeof(float) * cb.n) &&
+                      !memcmp(cb.t, q.cb[k]->t, sizeof(float) * cb.n), "config %zu instance %d: codebook", i, k);
+            }
+            if (q.S[k]) {
+                float *S;
+                tq_gaussian_matrix(&S, want_q, L->m[k], p.seed, id, TQ_PURPOSE_QJL, k);
+                CHECK(!memcmp(S, q.S[k], sizeof(float) * want_q * L->m[k]), "config %zu instance %d: S", i, k);
+                free(S);
+            }
+        }
+        tq_codes c;
+        memset(&c, 0, sizeof c);
+        st = f->encode_ref(&p, id, x, n, d, &c);
+        CHECK(st == TQ_OK, "config %zu: encode: %s", i, tq_error_msg());
+        int j = 0;
+        size_t bytes = 0;
+        for (int s = 0; s < TQ_TURBO_NSEC; s++) {
+            const tq_turbo_section *w = &L->sec[s];
+            if (!w->present) continue;
+            int ok = j < c.nsec && !strcmp(c.sec[j].name, w->name) && c.sec[j].type == w->type &&
+                     c.sec[j].count == tq_turbo_section_count(w, n);
+            CHECK(ok, "config %zu: section %d of the codes is not the layout's '%s' (%d x %zu)", i, j, w->name,
+                  w->type, tq_turbo_section_count(w, n));
+            if (j < c.nsec) bytes += tq_section_bytes(&c.sec[j]);
+            j++;
+        }
+        CHECK(j == c.nsec, "config %zu: the layout lists %d sections, the encoder wrote %d", i, j, c.nsec);
+        CHECK(tq_turbo_payload(L, n) == bytes && bytes == tq_codes_payload_bytes(&c), "config %zu: payload %zu, "
+              "sections %zu, codes %zu", i, tq_turbo_payload(L, n), bytes, tq_codes_payload_bytes(&c));
+        tq_codes_free(&c);
+        tq_turbo_parts_free(&q);
+        CHECK(!q.rot[0] && !q.S[0] && !q.cb[0], "config %zu: free leaves the parts zeroed", i);
+    }
+    /* a refused configuration names the option and leaves nothing to free */
+    tq_qparams p;
+    tq_qparams_default(&p, TQ_M_TURBO_MSE, 9);
+    tq_turbo_parts q;
+    CHECK(tq_turbo_parts_make(&q, &p, d, (tq_slice_id){0, 0, 0}) == TQ_ERR_USAGE && strstr(tq_error_msg(), "--bits")
+          && !q.rot[0] && !q.cb[0], "9 bits accepted: %s", tq_error_msg());
+    free(x);
+}
+
 int main(void)
 {
     test_dmse();
@@ -540,5 +639,6 @@ int main(void)
     test_center();
     test_fast_vs_ref();
     test_determinism_and_errors();
+    test_parts();
     TQ_TEST_END();
 }

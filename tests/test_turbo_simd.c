@@ -10,6 +10,7 @@
 #include "rotation.h"
 #include "tq.h"
 #include "tq_test.h"
+#include "turbo.h"
 #include "turbo_simd.h"
 
 static const int DIMS[] = {16, 32, 64, 128, 256};
@@ -69,9 +70,9 @@ static void prod_decode(void)
         tq_codes c = {0};
         float *a = malloc(sizeof(float) * (size_t)n * d), *b = malloc(sizeof(float) * (size_t)n * d);
         if (!tq_format_turbo_prod.encode(&p, id, x, n, d, &c) && !tq_format_turbo_prod.decode(&c, a)) {
-            int w = tq_had_avx512_disable(1);
+            tq_simd_set("off");
             ok += !tq_format_turbo_prod.decode(&c, b) && !memcmp(a, b, sizeof(float) * (size_t)n * d);
-            tq_had_avx512_disable(w);
+            tq_simd_set("auto");
         }
         tq_codes_free(&c);
         free(a);
@@ -103,9 +104,9 @@ static void format_level(void)
                     tq_codes ref = {0}, fast = {0}, slow = {0};
                     int sr = tq_format_turbo_mse.encode_ref(&p, id, x, n, d, &ref);
                     int sf = tq_format_turbo_mse.encode(&p, id, x, n, d, &fast);
-                    int was = tq_had_avx512_disable(1);
+                    tq_simd_set("off");
                     int ss = tq_format_turbo_mse.encode(&p, id, x, n, d, &slow);
-                    tq_had_avx512_disable(was);
+                    tq_simd_set("auto");
                     char why[160] = "";
                     int ok = !sr && !sf && !ss && same_codes(&ref, &fast, why, sizeof why) &&
                              same_codes(&ref, &slow, why, sizeof why);
@@ -119,8 +120,9 @@ static void format_level(void)
                         float *a = malloc(sizeof(float) * (size_t)n * d), *b = malloc(sizeof(float) * (size_t)n * d),
                               *e = malloc(sizeof(float) * (size_t)n * d);
                         int da = tq_format_turbo_mse.decode_ref(&ref, a), db = tq_format_turbo_mse.decode(&ref, b);
-                        int w2 = tq_had_avx512_disable(1), de = tq_format_turbo_mse.decode(&ref, e);
-                        tq_had_avx512_disable(w2);
+                        tq_simd_set("off");
+                        int de = tq_format_turbo_mse.decode(&ref, e);
+                        tq_simd_set("auto");
                         int dok = !da && !db && !de && !memcmp(a, b, sizeof(float) * (size_t)n * d) &&
                                   !memcmp(a, e, sizeof(float) * (size_t)n * d);
                         if (!dok && fails++ < 5)
@@ -233,9 +235,34 @@ static void kernel_level(void)
     CHECK(!tq_had_avx512_usable(8, 3, ok3) && !tq_had_avx512_usable(512, 3, ok3) && !tq_had_avx512_usable(96, 3, ok3),
           "d outside 16..256 powers of two accepted");
     CHECK(!tq_had_avx512_usable(128, 5, ok3) && !tq_had_avx512_usable(128, 0, ok3), "bits outside 1..4 accepted");
-    int was = tq_had_avx512_disable(1);
-    CHECK(!tq_had_avx512_usable(128, 3, ok3), "the disable switch is ignored");
-    tq_had_avx512_disable(was);
+    tq_simd_set("off");
+    CHECK(!tq_had_avx512_usable(128, 3, ok3), "the simd=off switch is ignored");
+    tq_simd_set("auto");
+}
+
+/* The variant switch (turbo.h: tq_simd_set), the only way to choose the path (the library reads no environment):
+ * checked on every CPU against the compiler's own feature test. */
+static void variant_switch(void)
+{
+    int have = 0;
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    __builtin_cpu_init();
+    have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
+#endif
+    CHECK(tq_simd_set("auto") == TQ_OK && !strcmp(tq_simd_get(), have ? "avx512" : "off") &&
+          tq_had_avx512_cpu() == have, "auto runs %s on a CPU %s AVX-512", tq_simd_get(), have ? "with" : "without");
+    CHECK(tq_simd_set("off") == TQ_OK && !strcmp(tq_simd_get(), "off") && !tq_had_avx512_cpu(), "off ignored");
+    int st = tq_simd_set("avx512");
+    CHECK(have ? st == TQ_OK && !strcmp(tq_simd_get(), "avx512")
+               : st == TQ_ERR_USAGE && strstr(tq_error_msg(), "lacks AVX-512") && !strcmp(tq_simd_get(), "off"),
+          "avx512 on a CPU %s it: status %d (%s)", have ? "with" : "without", st, tq_error_msg());
+    st = tq_simd_set("avx3");
+    CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'avx3'"), "unknown variant: status %d (%s)", st,
+          tq_error_msg());
+    CHECK(tq_simd_set(NULL) == TQ_ERR_USAGE, "NULL variant accepted");
+    tq_simd_set("auto");
 }
 
 int main(void)
@@ -243,5 +270,6 @@ int main(void)
     format_level();
     prod_decode();
     kernel_level();
+    variant_switch();
     TQ_TEST_END();
 }

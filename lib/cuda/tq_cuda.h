@@ -29,6 +29,12 @@ int tq_cuda_timer_start(void);
 int tq_cuda_timer_stop(float *ms);
 /* Free what the library keeps between calls (the fp16 baseline's workspace, the timer events). */
 void tq_cuda_release(void);
+/* Kernel variants, process-wide, for side-by-side timing and tests: what "attn": "auto" (the default: the library
+ * chooses), "v1" (k_attn_codes everywhere), "t64-plan16", "t64" (the fp32 CUDA-core kernels where the tensor-core ones
+ * would run), "mma-t" (the k_attn_mma template in place of k_attn_mma33), "unfused" / "fused" (the tensor-core kernels
+ * on the three-kernel path / the fused small-batch path at every batch); what "encode": "auto", "lpv8", "v1". TQ_OK;
+ * TQ_ERR_USAGE naming an unknown kind or name; TQ_ERR_NOCUDA in a CPU-only build. */
+int tq_cuda_variant_set(const char *what, const char *name);
 /* float -> IEEE half on the device (n elements), for fp16 inputs of the benchmark. */
 int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n);
 
@@ -87,6 +93,11 @@ int tq_cuda_quantize(const tq_qparams *p, tq_slice_id id, const float *x, int n,
  * decode). xhat equals tq_dequantize's output up to float rounding (the decoders sum in different orders). */
 int tq_cuda_quantize_recon(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c,
                            float *xhat);
+/* The kernel's description of a turbo quantizer built by tq_turbo_parts_make (lib/turbo.h): instance 0's MSE bits,
+ * rotation, codebook and S, and the norms' type. The GPU runs one-instance quantizers (no --outliers, fixed
+ * codebooks: tq_cuda_supports); the pointers are the parts' own, valid while they live. */
+typedef struct tq_turbo_parts tq_turbo_parts;
+void tq_cuda_qspec_of(tq_cuda_qspec *sp, const tq_turbo_parts *q);
 /* TQ_OK when tq_cuda_quantize runs these parameters at head dim d; else TQ_ERR_USAGE (or the method's own check)
  * with a message naming the option to change. Needs no GPU: sweeps use it to skip configurations up front. */
 int tq_cuda_supports(const tq_qparams *p, int d);
