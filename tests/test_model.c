@@ -130,7 +130,7 @@ static double check_exact(const char *what, const float *logits, int n_vocab, co
 }
 
 /* Against llama.cpp (quantized activations in its matmuls, an f16 KV cache): not equal, but close in distribution.
- * Per row, the log-probability llama.cpp gives its own top-8 tokens against tq's of the same tokens: MODELS.md and
+ * Per row, the log-probability llama.cpp gives its own top-8 tokens against tq's of the same tokens: the README ("Models") and
  * results/models/ measure mean KL ~0.003-0.004 nats, i.e. log-prob differences of order sqrt(2 KL) ~ 0.1 nats on
  * the likely tokens; 0.25 nats mean absolute leaves 2.5x margin. Top-1 agreement: >= 0.95 measured over 256-token
  * texts; over 8-24 rows one disagreement is allowed per 8 rows. */
