@@ -85,9 +85,9 @@ int main(void)
         }
         /* validate: the hard-case text against llama.cpp's ids */
         char gp[128];
-        snprintf(gp, sizeof gp, "tests/golden/tokens_%s_hard.txt", names[m]);
+        snprintf(gp, sizeof gp, "tests/golden/tokens/tokens_%s_hard.txt", names[m]);
         size_t hn, gn;
-        char *hard = slurp("tests/golden/tokenizer_hard.txt", &hn), *gold = slurp(gp, &gn);
+        char *hard = slurp("tests/golden/tokens/tokenizer_hard.txt", &hn), *gold = slurp(gp, &gn);
         if (!hard || !gold) { fprintf(stderr, "bench_tokenizer: cannot read the golden files\n"); return 1; }
         int32_t *ids = NULL;
         int n = 0;

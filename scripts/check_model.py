@@ -2,7 +2,7 @@
 """check_model.py: tq's C forward pass (lib/model.c) against independent implementations on real weights.
 References: llama.cpp through llama-cpp-python (its tokenization, its logits), and a float64 NumPy forward pass
 (written here from the architectures' published definitions; weights dequantized by the `gguf` package) for the
-float32-vs-float64 check and K/V. Writes results/models/<model>.md and, with --golden, tests/golden/model_<name>.txt.
+float32-vs-float64 check and K/V. Writes results/models/<model>.md and, with --golden, tests/golden/models/model_<name>.txt.
 usage: check_model.py MODEL.gguf --name NAME [--texts FILE...] [--tokens N] [--threads N] [--golden]"""
 import argparse
 import json
@@ -356,7 +356,7 @@ def write_f32_gguf(src, dst):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
-    ap.add_argument("--name", required=True, help="short name: results/models/<name>.md, tests/golden/model_<name>.txt")
+    ap.add_argument("--name", required=True, help="short name: results/models/<name>.md, tests/golden/models/model_<name>.txt")
     txt = os.path.join(ROOT, "datasets", "text")
     ap.add_argument("--texts", nargs="+", default=[os.path.join(txt, "tale-of-two-cities.txt#1-3"),
                                                      os.path.join(txt, "tale-of-two-cities.txt#4"),
@@ -364,7 +364,7 @@ def main():
                     help="FILE or FILE#A-B (paragraphs A..B)")
     ap.add_argument("--tokens", type=int, default=256, help="tokens per text (fewer if the text is shorter)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--golden", action="store_true", help="write tests/golden/model_<name>.txt")
+    ap.add_argument("--golden", action="store_true", help="write tests/golden/models/model_<name>.txt")
     ap.add_argument("--golden-only", action="store_true", help="only the golden file (no llama.cpp comparison)")
     ap.add_argument("--numpy", action="store_true", help="also compare with the float64 NumPy pass (and its K/V)")
     ap.add_argument("--f32", action="store_true", help="also run llama.cpp on an F32 copy of the weights with an F32 "
@@ -514,10 +514,10 @@ def main():
                     win[f"f32_W{W}"] = compare(l32, lwx, wids[-k:])
                 npm.window = W0
             print(json.dumps(win, default=float), flush=True)
-        gpath = os.path.join(ROOT, "tests", "golden", f"model_{a.name}.txt")
+        gpath = os.path.join(ROOT, "tests", "golden", "models", f"model_{a.name}.txt")
         os.makedirs(os.path.dirname(gpath), exist_ok=True)
         src = f"llama-cpp-python {version} (tokens and llamacpp rows)" if llm else "tq's tokenizer (tokens)"
-        head = [f"# tests/golden/model_{a.name}.txt: reference logits for tests/test_model.c, written by "
+        head = [f"# tests/golden/models/model_{a.name}.txt: reference logits for tests/test_model.c, written by "
                 f"scripts/check_model.py --golden", f"# model {os.path.basename(a.model)}; {src}; numpy64 = the "
                 f"float64 NumPy pass of scripts/check_model.py (weights dequantized by the gguf package)",
                 "# row lines: position, log-sum-exp of the row, then the reference's top-8 (token id, logit)"]

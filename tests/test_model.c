@@ -1,5 +1,5 @@
 /* test_model.c: lib/model's forward pass on the two bundled real models against golden logits recorded from
- * independent implementations (tests/golden/model_*.txt, written by scripts/check_model.py: a float64 NumPy pass and
+ * independent implementations (tests/golden/models/model_*.txt, written by scripts/check_model.py: a float64 NumPy pass and
  * llama.cpp), one-token-at-a-time decoding against the whole-sequence pass, Gemma 3's sliding windows, the KV-cache
  * hooks and bad input. Skipped cleanly when a model is not fetched (make test's deps step fetches both). */
 #include <math.h>
@@ -215,7 +215,7 @@ static void test_real(const char *which)
         SKIP(why);
         return;
     }
-    snprintf(gpath, sizeof gpath, "tests/golden/model_%s.txt", which);
+    snprintf(gpath, sizeof gpath, "tests/golden/models/model_%s.txt", which);
     golden g;
     if (golden_load(gpath, &g) < 0 || !g.n_tok) {
         CHECK(0, "cannot read golden file '%s'", gpath);

@@ -1,6 +1,6 @@
 /* test_tokenizer.c: lib/tokenizer against hand-derived ids on small synthetic vocabularies, against naive reference
  * merges (quadratic rescans, written independently of the library's queues, word cache and SentencePiece cuts) on
- * the real vocabularies, and against the ids llama.cpp gave for both bundled models (tests/golden/tokens_*.txt,
+ * the real vocabularies, and against the ids llama.cpp gave for both bundled models (tests/golden/tokens/tokens_*.txt,
  * recorded by tests/py/test_tokenizer_llama.py --write), plus round trips. Real-model parts skip when the models
  * are not fetched. With arguments it is a driver for tests/py: test_tokenizer --ids MODEL.gguf [--flags N] [--pre P]
  * FILE... prints the ids of each FILE on one line. */
@@ -481,7 +481,7 @@ static const variant variants[] = {
 };
 static const char *texts[][2] = {
     {"pride", "datasets/text/pride-and-prejudice.txt"}, {"scandal", "datasets/text/scandal-in-bohemia.txt"},
-    {"tale", "datasets/text/tale-of-two-cities.txt"}, {"hard", "tests/golden/tokenizer_hard.txt"},
+    {"tale", "datasets/text/tale-of-two-cities.txt"}, {"hard", "tests/golden/tokens/tokenizer_hard.txt"},
 };
 
 /* ids of a golden file: '#' lines are comments, the rest whitespace-separated integers */
@@ -521,7 +521,7 @@ static void test_variant(const variant *v, tq_gguf *g, const char *path)
     for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
         for (int special = 0; special < 2; special++) {
             char gp[256];
-            snprintf(gp, sizeof gp, "tests/golden/tokens_%s_%s%s.txt", v->name, texts[k][0], special ? "_special" : "");
+            snprintf(gp, sizeof gp, "tests/golden/tokens/tokens_%s_%s%s.txt", v->name, texts[k][0], special ? "_special" : "");
             int nw = 0;
             int32_t *want = read_golden(gp, &nw);
             if (!want) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""test_tokenizer_llama.py: the golden token ids of tests/golden/tokens_*.txt are llama.cpp's.
+"""test_tokenizer_llama.py: the golden token ids of tests/golden/tokens/tokens_*.txt are llama.cpp's.
 
-With --write (needs llama-cpp-python, not in CI): tokenizes the bundled texts and tests/golden/tokenizer_hard.txt
+With --write (needs llama-cpp-python, not in CI): tokenizes the bundled texts and tests/golden/tokens/tokenizer_hard.txt
 with llama.cpp (Llama(path, vocab_only=True).tokenize(text, add_bos=True, special=...)) for every variant
 tests/test_tokenizer.c checks, and writes the golden files. Without arguments (the test suite): when llama_cpp
 imports, checks that llama.cpp still gives the ids in the golden files; otherwise skips (CI: the C test compares
@@ -18,9 +18,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-GOLDEN = os.path.join(ROOT, "tests", "golden")
+GOLDEN = os.path.join(ROOT, "tests", "golden", "tokens")
 TEXTS = {"pride": "datasets/text/pride-and-prejudice.txt", "scandal": "datasets/text/scandal-in-bohemia.txt",
-         "tale": "datasets/text/tale-of-two-cities.txt", "hard": "tests/golden/tokenizer_hard.txt"}
+         "tale": "datasets/text/tale-of-two-cities.txt", "hard": "tests/golden/tokens/tokenizer_hard.txt"}
 # name -> (model, {metadata key: new value})
 VARIANTS = {
     "smollm2": ("smollm2", {}), "gemma3": ("gemma3", {}),
