@@ -38,7 +38,8 @@ static int on_query(void *ctx, int layer, int pos0, int n, const float *q, int n
     float *dst = c->q[c->slot[layer]];
     for (int t = 0; t < n; t++)
         for (int h = 0; h < n_head; h++)
-            memcpy(dst + ((size_t)h * c->T + pos0 + t) * d, q + ((size_t)t * n_head + h) * d, (size_t)d * sizeof(float));
+            memcpy(dst + ((size_t)h * c->T + pos0 + t) * d, q + ((size_t)t * n_head + h) * d,
+                   (size_t)d * sizeof(float));
     return TQ_OK;
 }
 

@@ -112,11 +112,13 @@ static int load_tensor(loader *ld, const char *name, int64_t cols, int64_t rows,
     int ok = t->ne[0] == cols && (rows ? t->ne[1] == rows : 1) && t->n_elems == cols * (rows ? rows : 1);
     if (!ok)
         return tq_error_set(TQ_ERR, "'%s': tensor '%s' has shape [%lld, %lld], expected [%lld, %lld] (%d-D)", ld->path,
-                            name, (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)(rows ? rows : 1),
-                            want_dims);
+                            name, (long long)t->ne[0], (long long)t->ne[1], (long long)cols,
+                            (long long)(rows ? rows : 1), want_dims);
     if (!tq_ggml_can_dequantize(t->type)) {
         const char *tn = tq_ggml_type_name(t->type);
-        if (tn) return tq_error_set(TQ_ERR, "'%s': tensor '%s' has type %s, which tq cannot dequantize", ld->path, name, tn);
+        if (tn)
+            return tq_error_set(TQ_ERR, "'%s': tensor '%s' has type %s, which tq cannot dequantize", ld->path, name,
+                                tn);
         return tq_error_set(TQ_ERR, "'%s': tensor '%s' has unknown type %d", ld->path, name, t->type);
     }
     float *buf = tq_malloc((size_t)t->n_elems * sizeof(float));
@@ -336,7 +338,10 @@ static int load_weights(loader *ld)
         layer_w *w = &m->L[l];
         char n[96];
 #define T(field, suffix, cols, rows, opt) \
-        if (rc >= 0) { snprintf(n, sizeof n, "blk.%d.%s", l, suffix); rc = load_tensor(ld, n, cols, rows, opt, &w->field); }
+        if (rc >= 0) { \
+            snprintf(n, sizeof n, "blk.%d.%s", l, suffix); \
+            rc = load_tensor(ld, n, cols, rows, opt, &w->field); \
+        }
         T(attn_norm, "attn_norm.weight", E, 0, 0)
         T(wq, "attn_q.weight", E, H * D, 0)
         T(wk, "attn_k.weight", E, KV * D, 0)
@@ -539,7 +544,8 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
     float *up = tq_malloc((size_t)n * F * sizeof(float));
     int qb = n < QBLOCK ? n : QBLOCK;
     float *sc = tq_malloc((size_t)qb * S_max * sizeof(float));
-    float *rc_cos = tq_malloc((size_t)n * (D / 2) * sizeof(float)), *rc_sin = tq_malloc((size_t)n * (D / 2) * sizeof(float));
+    float *rc_cos = tq_malloc((size_t)n * (D / 2) * sizeof(float));
+    float *rc_sin = tq_malloc((size_t)n * (D / 2) * sizeof(float));
     const double *table_of = NULL; /* the inv_freq the table holds */
     int rc = TQ_OK;
     double t_start = now_s(), mm0 = m->timing.matmul_s, at0 = m->timing.attention_s;
