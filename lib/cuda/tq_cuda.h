@@ -29,6 +29,12 @@ int tq_cuda_timer_start(void);
 int tq_cuda_timer_stop(float *ms);
 /* Free what the library keeps between calls (the fp16 baseline's workspace, the timer events). */
 void tq_cuda_release(void);
+/* Kernel variants, process-wide, for side-by-side timing and tests: what "attn": "auto" (the default: the library
+ * chooses), "v1" (k_attn_codes everywhere), "t64-plan16", "t64" (the fp32 CUDA-core kernels where the tensor-core ones
+ * would run), "mma-t" (the k_attn_mma template in place of k_attn_mma33), "unfused" / "fused" (the tensor-core kernels
+ * on the three-kernel path / the fused small-batch path at every batch); what "encode": "auto", "lpv8", "v1". TQ_OK;
+ * TQ_ERR_USAGE naming an unknown kind or name; TQ_ERR_NOCUDA in a CPU-only build. */
+int tq_cuda_variant_set(const char *what, const char *name);
 /* float -> IEEE half on the device (n elements), for fp16 inputs of the benchmark. */
 int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n);
 
@@ -100,7 +106,7 @@ int tq_cuda_supports(const tq_qparams *p, int d);
  * the rotated space and rotates back once per query. Scale 1/sqrt(d). Arithmetic is fp32 except where the tensor-core
  * kernels run (d = 128; turbo-mse keys/values 2/2, 3/3, 4/4 bits, turbo-prod MSE bits 1, 2, 3 with values of one bit
  * more; groups of 4 query heads, and for 3/3 and 2/3 any group size, 8 heads a block where G % 8 == 0): fp16 query, S q, centroids and softmax
- * weights, fp32 accumulation, outputs within ~6e-4 relative of exact (TQ_CUDA_ATTN=t64: the fp32 kernels). */
+ * weights, fp32 accumulation, outputs within ~6e-4 relative of exact (variant attn=t64: the fp32 kernels). */
 typedef struct {
     int d;                    /* 64, 128 or 256 */
     int n_kv_heads;
@@ -129,6 +135,11 @@ void tq_cuda_attn_free(tq_cuda_attn *a);
 /* q: [B][n_q_heads][d] float on the device; out: the same shape. Workspace grows inside `a` as needed. */
 int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int n_q_heads, long L, const float *q, const tq_cuda_kv *kv,
                         float *out);
+
+/* A sliding-window layer: attend only the last `window` of the L cached tokens of each (batch, kv head) (window 0 or
+ * >= L: all of them, as tq_cuda_attn_decode); the cache keeps its [B][n_kv_heads][L] layout. */
+int tq_cuda_attn_decode_window(tq_cuda_attn *a, int B, int n_q_heads, long L, long window, const float *q,
+                               const tq_cuda_kv *kv, float *out);
 
 /* Baseline: flash-decoding over an fp16 cache k, v: [B][n_kv_heads][L][d] half; q, out as above. */
 int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const float *q, const uint16_t *k,
