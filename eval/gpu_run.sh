@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # gpu_run.sh: everything tq does on a GPU, in one script for a lent GPU machine. Phase `check`: the CUDA unit test
 # (GPU vs CPU references), compute-sanitizer memcheck / racecheck / synccheck on small shapes, a benchmark smoke run.
-# Phase `bench`: tq bench --device cuda, PyTorch SDPA on the same shapes, ncu on the attention kernels, and the report
-# results/bench/cuda_<gpu>.{md,csv}. `all` runs both. Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
+# Phase `bench`: tq bench --device cuda, PyTorch SDPA on the same shapes (and on the bundled models' shapes), ncu on the
+# attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. `all` runs both. GPU_RUN_SHAPES=0 skips the
+# other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer tools, GPU_RUN_TOKENS the main bench's lengths
+# (shorter runs while iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
 # a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ if [ "$phase" = check ] || [ "$phase" = all ]; then
     {
         nvidia-smi -L
         echo "== test_cuda (full)"; "$TEST" || rc=1
-        for tool in memcheck racecheck synccheck; do
+        for tool in ${GPU_RUN_SAN:-memcheck racecheck synccheck}; do
             echo "== compute-sanitizer --tool $tool (TQ_CUDA_QUICK=1)"
             extra=; [ $tool = memcheck ] && extra="--leak-check full"
             TQ_CUDA_QUICK=1 timeout 240 "$SAN" --tool $tool $extra --error-exitcode 9 "$TEST" || { echo "$tool: rc $?"; rc=1; }
@@ -49,14 +51,37 @@ if [ "$phase" = check ] || [ "$phase" = all ]; then
 fi
 if [ "$phase" = bench ] || [ "$phase" = all ]; then
     csv=results/bench/cuda_$tag.csv
-    "$TQB" bench --device cuda -o "$csv" 2>&1 | tee "$OUT/bench.log" || rc=1
-    PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py -o results/bench/sdpa_$tag.csv 2>&1 | tee -a "$OUT/bench.log"
+    # the round-2 attention selection (fused small-batch path, d = 64 / 256 tensor cores) where tq bench can ask for it
+    VAR=; "$TQB" bench --help 2>&1 | grep -q -- --variant && VAR="--variant attn=${GPU_RUN_ATTN:-fast}"
+    "$TQB" bench --device cuda $VAR ${GPU_RUN_TOKENS:+--tokens $GPU_RUN_TOKENS} -o "$csv" 2>&1 | tee "$OUT/bench.log" || rc=1
+    PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py ${GPU_RUN_TOKENS:+--tokens $GPU_RUN_TOKENS} \
+        -o results/bench/sdpa_$tag.csv 2>&1 | tee -a "$OUT/bench.log"
     # k_attn_mma's other instantiations at B = 16, L = 64k: 2- and 4-bit codes, and 8 kv heads under 8 (MHA), 16
     # (GQA-2) and 64 (GQA-8) query heads at 3 bits with SDPA on the same shapes; merged into cuda_<gpu>_shapes.csv
     # (bits, q_heads, then tq bench's columns; SDPA rows have bits 0)
+    # the bundled models' shapes, 3 bits, B = 1 and 16: SmolLM2 (d = 64, 9 q / 3 kv heads) at L = 32k; Gemma 3 (d = 256,
+    # 4 q / 1 kv head) at L = 32k with a 512-token sliding window and without. tq bench has no window option: a
+    # window reads exactly the rows of an L = 512 cache (the kernels take the window as an offset and a length), so
+    # the tq row is L = 512; SDPA runs the real thing (a 32k cache, the window sliced or masked, the faster).
+    # Merged into cuda_<gpu>_models.csv: shape, window, then tq bench's columns (SDPA rows: config sdpa-*).
+    models=results/bench/cuda_${tag}_models.csv; tmpm=$(mktemp -d)
+    echo "shape,window,kind,config,batch,tokens,ms,gbs,pct_copy,speedup_vs_fp16,speedup_vs_dequant,check" > "$tmpm/all"
+    for x in "smollm2 64 9 3 32768 0" "gemma3-w512 256 4 1 32768 512" "gemma3 256 4 1 32768 0"; do
+        set -- $x
+        lt=$5; [ "$6" -gt 0 ] && lt=$6
+        "$TQB" bench --device cuda $VAR --only attn --batch 1,16 --tokens $lt --dim $2 --q-heads $3 --kv-heads $4 --bits 3 \
+            -o "$tmpm/tq.csv" 2>&1 | tee -a "$OUT/bench.log" || rc=1
+        awk -F, -v n=$1 -v w=$6 '$1 == "attn" { print n "," w "," $0 }' "$tmpm/tq.csv" >> "$tmpm/all"
+        PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py --batch 1,16 --tokens $5 --dim $2 --q-heads $3 --kv-heads $4 \
+            --window $6 -o "$tmpm/sdpa.csv" 2>&1 | tee -a "$OUT/bench.log"
+        awk -F, -v n=$1 -v w=$6 '$1 == "attn" { print n "," w "," $0 ",,,," }' "$tmpm/sdpa.csv" >> "$tmpm/all"
+    done
+    mv "$tmpm/all" "$models"; rm -rf "$tmpm"
     shapes=results/bench/cuda_${tag}_shapes.csv; tmpx=$(mktemp -d)
+    [ "${GPU_RUN_SHAPES:-1}" = 0 ] && shapes=$tmpx/skipped.csv
     echo "bits,q_heads,kind,config,batch,tokens,ms,gbs,pct_copy,speedup_vs_fp16,speedup_vs_dequant,check" > "$tmpx/all"
-    for x in "2 32" "4 32" "3 8" "3 16" "3 64"; do
+    for x in $([ "${GPU_RUN_SHAPES:-1}" = 0 ] || echo "2,32 4,32 3,8 3,16 3,64"); do
+        x=${x/,/ }
         b=${x% *}; h=${x#* }
         "$TQB" bench --device cuda --only attn --batch 16 --tokens 65536 --bits $b --q-heads $h --kv-heads 8 \
             -o "$tmpx/tq.csv" 2>&1 | tee -a "$OUT/bench.log" || rc=1
@@ -68,7 +93,7 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
         fi
     done
     mv "$tmpx/all" "$shapes"; rm -rf "$tmpx"
-    if [ -n "$NCU" ]; then
+    if [ -n "$NCU" ] && [ "${GPU_RUN_NCU:-1}" != 0 ]; then
         timeout 200 "$NCU" --clock-control none -k regex:k_attn -c 30 --section SpeedOfLight --section Occupancy --section ComputeWorkloadAnalysis \
             --print-summary per-kernel "$TQB" bench --device cuda --only attn --batch 16 --tokens 65536 --iters 1 \
             > "$OUT/ncu.txt" 2>&1 || echo "ncu: rc $?" >> "$OUT/ncu.txt"
@@ -77,6 +102,6 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
             >> "$OUT/ncu.txt" 2>&1 || echo "ncu encode: rc $?" >> "$OUT/ncu.txt"
     fi
     python3 eval/bench_report.py "$csv" results/bench/sdpa_$tag.csv "$OUT/ncu.txt" results/bench/cuda_$tag.md eval/cuda_notes.md
-    cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$shapes" "$OUT/" 2>/dev/null
+    cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$shapes" "$models" "$OUT/" 2>/dev/null
 fi
 exit $rc

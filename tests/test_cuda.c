@@ -25,6 +25,37 @@ static void codebook(int d, int bits, float *c, float *t)
     memcpy(t, cb.t, sizeof(float) * (cb.n - 1));
 }
 
+/* Selects a kernel variant (tq_cuda_variant_set) and remembers it for the checks' labels. The call is compiled only
+ * into CUDA builds: a CPU-only build never gets past main's SKIP. */
+static char cur_attn[32] = "";
+static void variant(const char *what, const char *name)
+{
+#if TQ_HAVE_CUDA
+    int st = tq_cuda_variant_set(what, name);
+    CHECK(st == TQ_OK, "variant %s=%s: %s", what, name, tq_error_msg());
+    if (!strcmp(what, "attn")) snprintf(cur_attn, sizeof cur_attn, "%s", strcmp(name, "auto") ? name : "");
+#else
+    (void)what;
+    (void)name;
+#endif
+}
+
+/* Unknown variant kinds and names are usage errors that name the culprit; nothing changes. */
+static void check_variant_errors(void)
+{
+#if TQ_HAVE_CUDA
+    int st = tq_cuda_variant_set("attn", "warp9");
+    CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'warp9'"), "variant attn=warp9: status %d, '%s'", st,
+          tq_error_msg());
+    st = tq_cuda_variant_set("encode", "t64");
+    CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'t64'"), "variant encode=t64: status %d, '%s'", st,
+          tq_error_msg());
+    st = tq_cuda_variant_set("decode", "auto");
+    CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'decode'"), "variant kind decode: status %d, '%s'", st,
+          tq_error_msg());
+#endif
+}
+
 /* ---- host emulation of the GPU arithmetic (tq_cuda.h, which follows lib/turbo.c) ----------------------------- */
 static float emu_norm(const float *x, int n) /* lib/turbo.c's vnorm: 8 float lanes, then double */
 {
@@ -308,7 +339,7 @@ done:
 }
 
 /* Hadamard turbo-mse from fp16 and from float input, through k_encode_had8 (4 lanes per vector up to d = 128, 8 at
- * d = 256), with TQ_CUDA_ENCODE=lpv8 its 8-lane form at every d, and with TQ_CUDA_ENCODE=v1 the one-vector-per-warp
+ * d = 256), with the variant encode=lpv8 its 8-lane form at every d, and with encode=v1 the one-vector-per-warp
  * k_encode_had: all six must write exactly the emulation's bytes for the fp16-rounded vectors (the same floats
  * whichever way they arrive). n is odd, so the last group of vectors of a warp and the last step of a block are
  * partial. */
@@ -346,8 +377,7 @@ static void check_had_inputs(int d, int bits, long n)
     for (int v = 0; v < 6 && !st; v++) {
         static const char *name[6] = {"default fp16", "default float", "lpv8 fp16", "lpv8 float", "v1 fp16",
                                       "v1 float"};
-        if (v >= 2) setenv("TQ_CUDA_ENCODE", v >= 4 ? "v1" : "lpv8", 1);
-        else unsetenv("TQ_CUDA_ENCODE");
+        variant("encode", v >= 4 ? "v1" : v >= 2 ? "lpv8" : "auto");
         st = tq_cuda_copy(dc.codes, dx, n * rb); /* poison: stale bytes from the last variant must not pass */
         if (!st) st = tq_cuda_encode(q, v % 2 ? dx : dh, v % 2 == 0, n, &dc);
         if (!st) st = tq_cuda_sync();
@@ -362,7 +392,7 @@ static void check_had_inputs(int d, int bits, long n)
         CHECK(bad == 0 && badn == 0, "%s (%s): %ld code rows and %ld norms of %ld differ from the emulation", what,
               name[v], bad, badn, n);
     }
-    unsetenv("TQ_CUDA_ENCODE");
+    variant("encode", "auto");
     CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
     tq_cuda_free(dx);
     tq_cuda_free(dh);
@@ -376,13 +406,16 @@ static void check_had_inputs(int d, int bits, long n)
 /* Fused attention on codes the GPU encoded, against double-precision attention over the same codes decoded in
  * double. Float scores are chains of d products of magnitude <= |q| |k|, the softmax sums L terms and exp2f is
  * within 2 ulp: the relative output error is of order (d + L) 2^-24 ~ 1e-4 for L ~ 1000, so 1e-3 holds with margin. */
-static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, int Hkv, long L, int kbits, int vbits)
+static void check_attention_w(int key_method, int rot_kind, int d, int B, int Hq, int Hkv, long L, int kbits,
+                              int vbits, long window)
 {
-    char what[160];
-    const char *mode = getenv("TQ_CUDA_ATTN");
-    snprintf(what, sizeof what, "attention %s %s d=%d B=%d Hq=%d Hkv=%d L=%ld kbits=%d vbits=%d%s%s",
+    char what[192];
+    const char *mode = cur_attn[0] ? cur_attn : NULL;
+    snprintf(what, sizeof what, "attention %s %s d=%d B=%d Hq=%d Hkv=%d L=%ld kbits=%d vbits=%d%s%s%s",
              key_method == TQ_M_TURBO_PROD ? "turbo-prod" : "turbo-mse", rot_kind == TQ_ROT_DENSE ? "dense" : "hadamard",
-             d, B, Hq, Hkv, L, kbits, vbits, mode ? " " : "", mode ? mode : "");
+             d, B, Hq, Hkv, L, kbits, vbits, window ? " window" : "", mode ? " " : "", mode ? mode : "");
+    if (window) snprintf(what + strlen(what), sizeof what - strlen(what), " W=%ld", window);
+    const long t_lo = window > 0 && window < L ? L - window : 0; /* the reference attends tokens t_lo .. L-1 */
     size_t nr = rot_kind == TQ_ROT_DENSE ? (size_t)d * d : (size_t)d;
     float *krot = malloc(sizeof(float) * nr * Hkv), *vrot = malloc(sizeof(float) * nr * Hkv);
     float *kS = malloc(sizeof(float) * (size_t)d * d * Hkv);
@@ -448,7 +481,12 @@ static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, 
             if (!st) st = tq_cuda_encode(vq[g], (float *)dv + row * d, 0, L, &cv);
         }
     if (!st) st = tq_cuda_attn_create(&at, &as);
+#if TQ_HAVE_CUDA
+    if (!st) st = window ? tq_cuda_attn_decode_window(at, B, Hq, L, window, dq, &kv, dout)
+                         : tq_cuda_attn_decode(at, B, Hq, L, dq, &kv, dout);
+#else
     if (!st) st = tq_cuda_attn_decode(at, B, Hq, L, dq, &kv, dout);
+#endif
     if (!st) st = tq_cuda_sync();
     if (!st) st = tq_cuda_download(o, dout, sizeof(float) * B * Hq * d);
     if (!st) st = tq_cuda_download(kcodes, kv.k_codes, nvec * rk);
@@ -474,13 +512,13 @@ static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, 
                 for (int hh = 0; hh < G; hh++) {
                     const float *qq = q + ((size_t)b * Hq + g * G + hh) * d;
                     double mx = -1e300, den = 0, out[256] = {0}, on = 0, en = 0;
-                    for (long tt = 0; tt < L; tt++) {
+                    for (long tt = t_lo; tt < L; tt++) {
                         double s = 0;
                         for (int j = 0; j < d; j++) s += qq[j] * kh[tt * d + j];
                         p[tt] = s / sqrt((double)d);
                         mx = fmax(mx, p[tt]);
                     }
-                    for (long tt = 0; tt < L; tt++) {
+                    for (long tt = t_lo; tt < L; tt++) {
                         p[tt] = exp(p[tt] - mx);
                         den += p[tt];
                         for (int j = 0; j < d; j++) out[j] += p[tt] * vh[tt * d + j];
@@ -508,6 +546,11 @@ static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, 
     }
     free(krot); free(vrot); free(kS); free(k); free(v); free(q); free(o);
     free(kcodes); free(vcodes); free(ksigns); free(kn); free(krn); free(vn);
+}
+
+static void check_attention(int key_method, int rot_kind, int d, int B, int Hq, int Hkv, long L, int kbits, int vbits)
+{
+    check_attention_w(key_method, rot_kind, d, B, Hq, Hkv, L, kbits, vbits, 0);
 }
 
 /* The fp16 baseline kernel against double attention over the same half-rounded keys and values. */
@@ -632,11 +675,18 @@ int main(void)
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 4, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 2, 2, 300, 3, 3);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 16, 2, 300, 2, 3); /* 8 heads a block */
-        setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the k_attn_mma template in place of k_attn_mma33 */
+        variant("attn", "mma-t"); /* the k_attn_mma template in place of k_attn_mma33 */
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
-        setenv("TQ_CUDA_ATTN", "t64", 1); /* the same shape through the 64-token-tile CUDA-core kernel */
+        variant("attn", "t64"); /* the same shape through the 64-token-tile CUDA-core kernel */
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
-        unsetenv("TQ_CUDA_ATTN");
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 500, 3, 3, 200); /* a window */
+        variant("attn", "fast"); /* round 2: the fused small-batch path, d = 64 / 256 on the tensor cores */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3);
+        check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 16, 2, 300, 2, 3);
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 500, 3, 3, 200);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 9, 3, 300, 3, 3);  /* d = 64, 3-head groups */
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 256, 1, 4, 1, 700, 3, 3, 512); /* d = 256, window */
+        variant("attn", "auto");
         check_fp16(128, 1, 4, 2, 200);
         tq_cuda_release();
         TQ_TEST_END();
@@ -670,17 +720,17 @@ int main(void)
     /* 3-bit keys and values at d = 128 in 4-head groups run k_attn_mma (tensor cores, fp16 operands): two batches, two
      * sub-groups, L not a multiple of its 64-token tile, both rotations; then the same shapes through t64 */
     for (int v = 0; v < 2; v++) {
-        if (v) setenv("TQ_CUDA_ATTN", "t64", 1);
+        if (v) variant("attn", "t64");
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 3, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 8, 2, 777, 3, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 65, 3, 3);
     }
-    unsetenv("TQ_CUDA_ATTN");
+    variant("attn", "auto");
     /* k_attn_mma's other instantiations (d = 128): turbo-mse 2/2 and 4/4 bits, turbo-prod 1+1/2, 2+1/3, 3+1/4 (the
      * QJL term as a second mma), 2 heads a block (G = 2, 6) and 1 (MHA, G = 3); then the same shapes through the fp32
-     * kernels (TQ_CUDA_ATTN=t64: k_attn_codes_t64 / k_attn_codes). L not a multiple of 64 everywhere. */
+     * kernels (variant attn=t64: k_attn_codes_t64 / k_attn_codes). L not a multiple of 64 everywhere. */
     for (int v = 0; v < 2; v++) {
-        if (v) setenv("TQ_CUDA_ATTN", "t64", 1);
+        if (v) variant("attn", "t64");
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 2, 2);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 2, 8, 2, 777, 4, 4);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 1, 2);
@@ -692,14 +742,60 @@ int main(void)
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 2, 777, 2, 3);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 6, 2, 300, 2, 3);
     }
-    unsetenv("TQ_CUDA_ATTN");
+    variant("attn", "auto");
     /* 8 heads a block (G = 8, and G = 16 as two blocks), 3-bit turbo-mse and turbo-prod */
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 16, 2, 777, 3, 3);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 32, 2, 1000, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 2, 16, 2, 1000, 2, 3);
-    setenv("TQ_CUDA_ATTN", "mma-t", 1); /* the template's 3-bit turbo-mse 4-head form, which k_attn_mma33 replaces */
+    variant("attn", "mma-t"); /* the template's 3-bit turbo-mse 4-head form, which k_attn_mma33 replaces */
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 8, 2, 4099, 3, 3);
-    unsetenv("TQ_CUDA_ATTN");
+    variant("attn", "auto");
+    /* Round 2 (variant "fast"): the fused small-batch path (the split kernel merges its warps, the last block of a
+     * head group merges the group's states and rotates back) on the tensor-core instantiations at B <= 2 (every
+     * width, turbo-prod, 8-, 4-, 2-, 1-head blocks, both rotations); the fused path forced at a batch where "fast"
+     * would not take it (B = 16, 8 kv heads); one block merging many states (one head group: 79 splits at L = 20000) */
+    variant("attn", "fast");
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 1, 8, 2, 777, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 65, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 2, 2);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 2, 8, 2, 777, 4, 4);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 1, 2);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 16, 2, 4099, 2, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 3, 4);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 2, 2, 1000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 2, 777, 2, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 6, 2, 300, 2, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 32, 2, 1000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 2, 16, 2, 1000, 2, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 20000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 1, 20000, 2, 3);
+    variant("attn", "fused");
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 2, 3);
+    variant("attn", "auto");
+    /* sliding windows (the last W of L tokens; the rows before the window hold other data the kernel must skip):
+     * Gemma 3's MQA 4:1 at d = 256, a d = 128 tensor-core shape fused and unfused, SmolLM2's GQA 3:1 at d = 64 */
+    for (int v = 0; v < 2; v++) { /* the selection before round 2, then "fast" */
+        variant("attn", v ? "fast" : "auto");
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1500, 3, 3, 512);
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 2, 8, 2, 2000, 3, 3, 700);
+        check_attention_w(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 8, 2, 1000, 2, 3, 333);
+        check_attention_w(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 9, 3, 1200, 3, 3, 100);
+    }
+    variant("attn", "auto");
+    /* the tensor-core kernel at d = 64 (3-, 4- and 1-head groups) and d = 256 (4- and 1-head groups), 3-bit turbo-mse,
+     * fused and unfused; L not a multiple of the tile, odd rows of 24 bytes at d = 64 (8-byte copies) */
+    for (int v = 0; v < 2; v++) {
+        variant("attn", v ? "unfused" : "fast");
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 2, 9, 3, 1001, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 1, 8, 2, 777, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 3, 3, 301, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1001, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 256, 1, 2, 2, 555, 3, 3);
+    }
+    variant("attn", "auto");
+    check_variant_errors();
     check_fp16(128, 2, 8, 2, 1000);
     check_fp16(64, 1, 3, 3, 100);
     tq_cuda_release();

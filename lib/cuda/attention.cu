@@ -16,16 +16,26 @@ struct tq_cuda_attn {
     float *kcent, *vcent, *kS;
     float *ws;             /* workspace: qrot, sq, partial m, l, acc */
     size_t ws_bytes;
+    unsigned *cnt;         /* the fused path's arrival counters, one per head group */
+    size_t cnt_n;
     int sm_count;
 };
 
 struct AttnArgs {
     int Hq, Hkv, G, nsub, NS, vbits;
-    long L, chunk;
+    long L, chunk;       /* L: tokens attended (the window) */
+    long stride, off;    /* rows per (batch, kv head) in the cache, and the window's first row among them */
     const float *qrot, *sq, *kcent, *vcent;
     tq_cuda_kv kv;
     const uint16_t *k16, *v16;  /* fp16 baseline */
     float *pm, *pl, *pacc;
+    /* fused (the small-batch plan of the tensor-core kernels): NS = blocks per head group, each block merges its
+     * warps' states into one; the last block of a group to finish merges the group's NS states, rotates back with
+     * vrot and writes out; cnt[group] counts the finished blocks and is reset to 0 by that last block */
+    int fused, rotation;
+    const float *vrot;
+    float *out;
+    unsigned *cnt;
 };
 
 __device__ __forceinline__ float warp_max(float v)
@@ -40,12 +50,19 @@ __device__ __forceinline__ float warp_sum(float v)
     return v;
 }
 
+/* Programmatic dependent launch (sm_90): k_prep lets the split kernel start at once, and the split kernel waits for
+ * k_prep's results (qrot, S q) only after building its tables and issuing its first tile. Without the launch
+ * attribute both are no-ops. */
+__device__ __forceinline__ void grid_dep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void grid_dep_launch() { asm volatile("griddepcontrol.launch_dependents;"); }
+
 /* Rotate (rot: 0 none, TQ_ROT_HADAMARD signs, TQ_ROT_DENSE matrix) each query of the block's (b, h) and scale it. */
 template <int D>
 __global__ void k_prep(const float *q, int Hq, int G, int rotation, const float *krot, const float *kS, float scale,
                        float sq_scale, float *qrot, float *sq)
 {
     __shared__ float x[D], y[D];
+    grid_dep_launch(); /* the split kernel may start (it waits for qrot and S q before it reads them) */
     int bh = blockIdx.x, g = (bh % Hq) / G, i = threadIdx.x;
     x[i] = q[(size_t)bh * D + i];
     __syncthreads();
@@ -93,7 +110,7 @@ __global__ void __launch_bounds__(NWARP * 32, 5) k_attn_codes(AttnArgs a)
     __syncthreads();
     float kc = lane < (1 << KB) ? a.kcent[lane] : 0.0f, vc = lane < (1 << VB) ? a.vcent[lane] : 0.0f;
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
-    long base = ((long)b * a.Hkv + g) * a.L;
+    long base = ((long)b * a.Hkv + g) * a.stride + a.off; /* the window's first row */
     float m[GT], l[GT], acc[GT][E];
 #pragma unroll
     for (int hh = 0; hh < GT; hh++) {
@@ -245,7 +262,7 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
      * shifted down to bit 0 needs no mask (one shift or funnel shift per code on the busiest pipe, ALU) */
     float kc = a.kcent[lane & KM], vc = a.vcent[lane & VM];
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
-    long base = ((long)b * a.Hkv + g) * a.L;
+    long base = ((long)b * a.Hkv + g) * a.stride + a.off; /* the window's first row */
     float m[GT], l[GT], acc[GT][EV];
 #pragma unroll
     for (int hh = 0; hh < GT; hh++) {
@@ -383,7 +400,7 @@ __global__ void __launch_bounds__(NWARP * 32, 4) k_attn_codes_t64(AttnArgs a)
  *    4-head group on the same decoded value fragment, and a lane keeps two softmax states: GQA-8 reads the cache once
  *    instead of twice as two 4-head blocks.
  * fp16 query, centroids and probabilities: outputs within ~6e-4 relative of exact (the test's bound is 1e-3); t64 and
- * k_attn_codes stay the reference for every other shape and for TQ_CUDA_ATTN=t64. */
+ * k_attn_codes stay the reference for every other shape and for the variant attn=t64. */
 #define MMA_TT 64
 #define MMA_PS (MMA_TT + 2) /* halves per head row of P in shared memory: the 4 heads' reads land in 4 banks */
 
@@ -396,8 +413,8 @@ template <int B> struct MmaTab {
  * every lookup (IMAD.IADD, ~280 per tile). ALIGN = true (turbo-prod, where the smem fits): [warp areas][the larger
  * table at the first shared address aligned to its size][the smaller after it], so base | field | lane is one LOP3
  * with the base folded into the lane term; up to one table's size is reserved for the alignment. */
-template <int KB, int VB, bool PROD, int GT> struct MmaCfg {
-    static constexpr int RK = 16 * KB, RV = 16 * VB, RS = PROD ? 16 : 0; /* row bytes: keys, values, signs */
+template <int KB, int VB, bool PROD, int GT, int D = 128> struct MmaCfg {
+    static constexpr int RK = D * KB / 8, RV = D * VB / 8, RS = PROD ? D / 8 : 0; /* row bytes: keys, values, signs */
     static constexpr bool ALIGN = PROD;
     static constexpr int KT = MmaTab<KB>::BYTES, VT = MmaTab<VB>::BYTES, BIG = KT > VT ? KT : VT;
     static constexpr int TABS = ALIGN ? 2 * BIG + KT + VT - BIG : KT + VT; /* with room to align the larger */
@@ -419,6 +436,14 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int byt
 {
     uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+/* G = 16: cp.async.cg (L2 only); G = 8: cp.async.ca, the only form with 8-byte granules */
+template <int G>
+__device__ __forceinline__ void cp_async_g(void *smem, const void *gmem, int bytes)
+{
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    if constexpr (G == 16) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes));
+    else asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(s), "l"(gmem), "r"(bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
@@ -446,6 +471,126 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
+/* The fused end of a tensor-core split kernel (small batches, AttnArgs.fused): merge the NWARP warps' softmax states
+ * of the block into one partial state (m, l, acc) of split s in shared memory and store it; the last block of the
+ * (b, kv head, sub-group) to arrive (counted in cnt) merges all NS partial states, divides, rotates back (Hadamard
+ * butterflies or the dense transpose) and writes the GT heads' outputs: the work of k_combine without its launch, and
+ * NS = blocks instead of blocks x warps. m, l: the lane's heads tg + 4 c (l summed over the warp); acc[c][mt][0..3]:
+ * coordinates 16 g + 4 mt + 0..3 of that head. smem: the kernel's dynamic shared memory (>= 20 KB), free by now. */
+template <int D, int GT, int NH, int NMT>
+__device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float *m, const float *l,
+                                              const float (*acc)[NMT][4], uint8_t *smem, int s, int kvh, int sub,
+                                              int b, int h0)
+{
+    constexpr int HP = 8; /* heads per warp slot in shared memory */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tg = lane & 3, NT = NWARP * 32;
+    float *wm = (float *)smem, *wl = wm + NWARP * HP, *wacc = wl + NWARP * HP; /* [NWARP][HP](+[D]) */
+    int *flag = (int *)(wacc + NWARP * HP * D);
+    __syncthreads(); /* every warp is done with the tiles and tables */
+#pragma unroll
+    for (int c = 0; c < NH; c++) {
+        const int hh = tg + 4 * c;
+        if (hh >= GT) continue;
+        if (g == 0) {
+            wm[warp * HP + hh] = m[c];
+            wl[warp * HP + hh] = l[c];
+        }
+        float4 *dst = (float4 *)(wacc + (warp * HP + hh) * D + D / 8 * g);
+#pragma unroll
+        for (int mt = 0; mt < NMT; mt++)
+            dst[mt] = make_float4(acc[c][mt][0], acc[c][mt][1], acc[c][mt][2], acc[c][mt][3]);
+    }
+    __syncthreads();
+    const size_t bh0 = (size_t)b * a.Hq + h0;
+    for (int idx = tid; idx < GT * D; idx += NT) {
+        const int hh = idx / D, i = idx % D;
+        float M = -INFINITY, num = 0.0f, den = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NWARP; w++) M = fmaxf(M, wm[w * HP + hh]);
+#pragma unroll
+        for (int w = 0; w < NWARP; w++) { /* a warp that had no token: m = -inf, weight 0 */
+            const float mw = wm[w * HP + hh], wt = mw == -INFINITY ? 0.0f : exp2f(mw - M);
+            num = fmaf(wt, wacc[(w * HP + hh) * D + i], num);
+            den = fmaf(wt, wl[w * HP + hh], den);
+        }
+        const size_t at = (bh0 + hh) * a.NS + s;
+        a.pacc[at * D + i] = num;
+        if (i == 0) {
+            a.pm[at] = M;
+            a.pl[at] = den;
+        }
+    }
+    __threadfence(); /* this block's state is visible before the count says so */
+    __syncthreads();
+    if (tid == 0) {
+        unsigned *cnt = a.cnt + ((size_t)b * a.Hkv + kvh) * a.nsub + sub;
+        const int last = atomicAdd(cnt, 1u) == (unsigned)a.NS - 1;
+        if (last) *cnt = 0; /* every block of the group has counted: ready for the next call */
+        *flag = last;
+    }
+    __syncthreads();
+    if (!*flag) return;
+    __threadfence();
+    /* the last block: weights of the NS states per head (shared), then the merged sums (L2 reads: __ldcg, the other
+     * blocks' stores never sat in this SM's L1) */
+    float *wt = (float *)smem, *den = wt + GT * a.NS, *o = den + HP; /* [GT][NS], [GT], [GT][D] */
+    for (int hh = warp; hh < GT; hh += NWARP) {
+        const float *pm = a.pm + (bh0 + hh) * a.NS, *pl = a.pl + (bh0 + hh) * a.NS;
+        float M = -INFINITY;
+        for (int j = lane; j < a.NS; j += 32) M = fmaxf(M, __ldcg(pm + j));
+        M = warp_max(M);
+        float dsum = 0.0f;
+        for (int j = lane; j < a.NS; j += 32) {
+            const float mj = __ldcg(pm + j), w = mj == -INFINITY ? 0.0f : exp2f(mj - M);
+            wt[hh * a.NS + j] = w;
+            dsum = fmaf(w, __ldcg(pl + j), dsum);
+        }
+        dsum = warp_sum(dsum);
+        if (lane == 0) den[hh] = dsum;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < GT * D / 4; idx += NT) {
+        const int hh = idx / (D / 4), c4 = idx % (D / 4);
+        const float4 *src = (const float4 *)(a.pacc + (bh0 + hh) * a.NS * D) + c4;
+        const float *w = wt + hh * a.NS;
+        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 8
+        for (int j = 0; j < a.NS; j++) {
+            const float4 v = __ldcg(src + (size_t)j * (D / 4));
+            sum.x = fmaf(w[j], v.x, sum.x);
+            sum.y = fmaf(w[j], v.y, sum.y);
+            sum.z = fmaf(w[j], v.z, sum.z);
+            sum.w = fmaf(w[j], v.w, sum.w);
+        }
+        const float dn = den[hh];
+        float *oo = o + hh * D + 4 * c4;
+        oo[0] = sum.x / dn; oo[1] = sum.y / dn; oo[2] = sum.z / dn; oo[3] = sum.w / dn;
+    }
+    __syncthreads();
+    if (a.rotation == TQ_ROT_HADAMARD) {
+        for (int hh = 0; hh < GT; hh++) tq_cu_fwht_block(o + hh * D, D);
+        const float sc = tq_cu_fwht_scale_dev(D);
+        for (int i = tid; i < D; i += NT) {
+            const float sg = a.vrot[(size_t)kvh * D + i];
+            for (int hh = 0; hh < GT; hh++) a.out[(bh0 + hh) * D + i] = (o[hh * D + i] * sc) * sg;
+        }
+    } else { /* dense: out_i = sum_j P[j][i] o_j, P read once for the GT heads */
+        const float *P = a.vrot + (size_t)kvh * D * D;
+        for (int i = tid; i < D; i += NT) {
+            float r[GT];
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) r[hh] = 0.0f;
+            for (int j = 0; j < D; j++) {
+                const float pj = __ldg(P + (size_t)j * D + i);
+#pragma unroll
+                for (int hh = 0; hh < GT; hh++) r[hh] = fmaf(pj, o[hh * D + j], r[hh]);
+            }
+#pragma unroll
+            for (int hh = 0; hh < GT; hh++) a.out[(bh0 + hh) * D + i] = r[hh];
+        }
+    }
+}
+
 /* a 32-bit shared load at base + off; the base as a shared-window address (the explicit form lets ptxas keep it in a
  * uniform register and fold it into the LDS: [R+UR], no add per lookup) */
 __device__ __forceinline__ uint32_t lds_u32(uint32_t base, uint32_t off)
@@ -467,12 +612,20 @@ __device__ __forceinline__ void mma_table(uint8_t *tab, const float *cent)
     }
 }
 
-/* the lane's KB words of a key row (rows of 16 KB bytes): vector loads where KB is even, so a quarter-warp's rows
- * fall in distinct banks */
-template <int KB>
+/* the lane's D KB / 4 bits of a key row (coordinates [D/4 tg, D/4 (tg + 1))) from bit 0 of w[]: at d = 128 KB words,
+ * vector loads where KB is even, so a quarter-warp's rows fall in distinct banks; at d = 256 2 KB words; at d = 64 the
+ * chunk (16 KB bits) may start mid-word: two words funnel-shifted (the bits above the chunk are never read) */
+template <int KB, int D = 128>
 __device__ __forceinline__ void key_words(uint32_t *w, const uint32_t *row, int tg)
 {
-    if constexpr (KB == 2) {
+    if constexpr (D == 256) {
+#pragma unroll
+        for (int i = 0; i < 2 * KB; i++) w[i] = row[2 * KB * tg + i];
+    } else if constexpr (D == 64) {
+        const int bit = 16 * KB * tg, i0 = bit >> 5, sh = bit & 31;
+        w[0] = __funnelshift_r(row[i0], row[i0 + 1], sh);
+        if constexpr (KB > 2) w[1] = row[i0 + 1] >> sh | (sh ? row[i0 + 2] << (32 - sh) : 0u);
+    } else if constexpr (KB == 2) {
         uint2 v = *(const uint2 *)(row + 2 * tg);
         w[0] = v.x; w[1] = v.y;
     } else if constexpr (KB == 4) {
@@ -499,8 +652,8 @@ __device__ __forceinline__ void mma_key_step(float *c, uint32_t tab, const uint3
 
 /* value A fragment of m-tile MT (pairs at bits 4 MT VB and + 2 VB of the lane's chunks of tokens a and b), one mma
  * per group of 4 heads (NH: 1, or 2 for 8 heads a block) */
-template <int MT, int B, int SH, int NH>
-__device__ __forceinline__ void mma_value_step(float (*acc)[4][4], uint32_t tab, const uint32_t *wa,
+template <int MT, int B, int SH, int NH, int NM>
+__device__ __forceinline__ void mma_value_step(float (*acc)[NM][4], uint32_t tab, const uint32_t *wa,
                                                const uint32_t *wb, uint32_t lanet, uint32_t (*bb)[2])
 {
     constexpr int O = 4 * MT * B, FW = 2 * B;
@@ -521,9 +674,9 @@ __device__ __forceinline__ uint32_t sign_pair(uint32_t w)
 }
 
 /* k-step KS of the scores for the four m-tiles (independent accumulator chains), and the QJL term beside it */
-template <int KS, int KB, int SH, bool PROD>
+template <int KS, int KB, int SH, bool PROD, int NW>
 __device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], uint32_t ktab,
-                                               uint32_t (*kw)[2][KB], uint32_t (*sw)[2], uint32_t lanek,
+                                               uint32_t (*kw)[2][NW], uint32_t (*sw)[2], uint32_t lanek,
                                                uint32_t (*qb)[2], uint32_t (*sb)[2])
 {
 #pragma unroll
@@ -535,12 +688,19 @@ __device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], u
     }
 }
 
-template <int KB, int VB, bool PROD, int GT>
-__global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT == 8) ? 2 : 3) k_attn_mma(AttnArgs a)
+template <int KB, int VB, bool PROD, int GT, int D>
+__global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 || VB == 4 || GT == 8 || D == 64) ? 2 : 3)
+    k_attn_mma(AttnArgs a)
 {
-    using C = MmaCfg<KB, VB, PROD, GT>;
+    using C = MmaCfg<KB, VB, PROD, GT, D>;
+    static_assert(D == 128 || !PROD, "turbo-prod keys on the tensor cores at d = 128 only");
     constexpr int NH = GT == 8 ? 2 : 1; /* heads per lane: tg, and tg + 4 when GT = 8 */
-    constexpr int D = 128, TT = MMA_TT, RK = C::RK, RV = C::RV, RS = C::RS, RKW = RK / 4, RVW = RV / 4;
+    constexpr int TT = MMA_TT, RK = C::RK, RV = C::RV, RS = C::RS, RVW = RV / 4;
+    /* d-dependent counts: k-steps of the scores (16 coordinates each, 4 per lane), m-tiles of P.V (16 coordinate
+     * pairs each), key words per lane (D KB / 4 bits; d = 64: up to 2), value words per lane (D VB / 8 bits) */
+    constexpr int NKS = D / 16, NMT = D / 32, NKW = D == 64 ? (KB > 2 ? 2 : 1) : D == 256 ? 2 * KB : KB;
+    /* cp.async granule: rows of 8 KB bytes at d = 64 are 8-byte aligned only */
+    constexpr int GK = RK % 16 == 0 ? 16 : 8, GV = RV % 16 == 0 ? 16 : 8;
     constexpr int KSH = MmaTab<KB>::SH, VSH = MmaTab<VB>::SH;
     static_assert(C::WARP % 16 == 0 && C::TABS % 16 == 0, "cp.async destinations need 16-byte alignment");
     static_assert(C::KT % C::VT == 0 || C::VT % C::KT == 0, "the smaller table must keep the larger's alignment");
@@ -566,47 +726,21 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
     /* ALIGN: the tables' bases ride in the lane terms and the lookups add 0 */
     const uint32_t ktab_a = (uint32_t)__cvta_generic_to_shared(ktab), vtab_a = (uint32_t)__cvta_generic_to_shared(vtab);
     const uint32_t ktab_s = C::ALIGN ? 0u : ktab_a, vtab_s = C::ALIGN ? 0u : vtab_a;
-    mma_table<KB>(ktab, a.kcent);
-    mma_table<VB>(vtab, a.vcent);
-    __syncthreads();
     int s = blockIdx.x, kvh = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
     int h0 = kvh * a.G + sub * GT;
     const uint32_t lanek = (C::ALIGN ? ktab_a : 0u) | (uint32_t)(lane & (MmaTab<KB>::REP - 1)) << 2,
                    lanev = (C::ALIGN ? vtab_a : 0u) | (uint32_t)(lane & (MmaTab<VB>::REP - 1)) << 2;
-    /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
-     * scores' C fragment gives lane (g, tg) head tg in its even columns; GT = 8: column g holds head g/2 + 4 (g % 2),
-     * so lane (g, tg) gets heads tg and tg + 4, the heads of its P.V columns in the two 4-head groups. k-step ks
-     * pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
-    uint32_t qb[8][2], sb[PROD ? 8 : 1][2];
-#pragma unroll
-    for (int ks = 0; ks < 8; ks++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            __half2 h = __float2half2_rn(0.0f), hs = h;
-            const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
-            if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
-                size_t at = ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg + 4 * ks + 2 * j;
-                h = __floats2half2_rn(a.qrot[at], a.qrot[at + 1]);
-                if (PROD) {
-                    const int sh = 2 * ks + j;
-                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg;
-                    hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
-                }
-            }
-            qb[ks][j] = *(uint32_t *)&h;
-            if (PROD) sb[ks][j] = *(uint32_t *)&hs;
-        }
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
-    long base = ((long)b * a.Hkv + kvh) * a.L;
+    long base = ((long)b * a.Hkv + kvh) * a.stride + a.off; /* the window's first row */
     /* softmax state of head tg (+ 4 c) and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates
      * 16 g + 4 mt + 0..3 (see the P.V step below) */
-    float m[NH], l[NH], acc[NH][4][4];
+    float m[NH], l[NH], acc[NH][NMT][4];
 #pragma unroll
     for (int c = 0; c < NH; c++) {
         m[c] = -INFINITY;
         l[c] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 4; j++) acc[c][j][0] = acc[c][j][1] = acc[c][j][2] = acc[c][j][3] = 0.0f;
+        for (int j = 0; j < NMT; j++) acc[c][j][0] = acc[c][j][1] = acc[c][j][2] = acc[c][j][3] = 0.0f;
     }
     const uint8_t *kg = a.kv.k_codes, *vg = a.kv.v_codes, *sg = a.kv.k_signs;
     auto issue = [&](long t0, int stg) { /* one tile's rows into stage stg; rows past end zero-filled */
@@ -615,7 +749,23 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
         uint8_t *kdst = kst + stg * TT * RK + 16 * lane, *vdst = vst + stg * TT * RV + 16 * lane;
         const uint8_t *ssrc = PROD ? sg + r0 * RS + 16 * lane : NULL;
         uint8_t *sdst = sst + stg * TT * RS + 16 * lane;
-        if (t0 + TT <= end) { /* a whole tile (all but a split's last): immediate offsets, no tests */
+        if constexpr (GK == 8 || GV == 8) { /* d = 64, odd widths: 8-byte granules, lane-strided */
+            const int lim = t0 + TT <= end ? TT : (int)(end - t0);
+            const uint8_t *kb = kg + r0 * RK, *vb = vg + r0 * RV;
+            uint8_t *kd = kst + stg * TT * RK, *vd = vst + stg * TT * RV;
+#pragma unroll
+            for (int j = 0; j < TT * RK / GK / 32; j++) {
+                const int o = GK * (lane + 32 * j);
+                const bool ok = o / RK < lim;
+                cp_async_g<GK>(kd + o, ok ? kb + o : kb, ok ? GK : 0);
+            }
+#pragma unroll
+            for (int j = 0; j < TT * RV / GV / 32; j++) {
+                const int o = GV * (lane + 32 * j);
+                const bool ok = o / RV < lim;
+                cp_async_g<GV>(vd + o, ok ? vb + o : vb, ok ? GV : 0);
+            }
+        } else if (t0 + TT <= end) { /* a whole tile (all but a split's last): immediate offsets, no tests */
 #pragma unroll
             for (int j = 0; j < TT * RK / 16 / 32; j++) cp_async16(kdst + 512 * j, ksrc + 512 * j, 16);
 #pragma unroll
@@ -665,10 +815,38 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
         issue(t0, 0);
         norms(t0);
     }
+    /* the pair tables while the first tile is in flight */
+    mma_table<KB>(ktab, a.kcent);
+    mma_table<VB>(vtab, a.vcent);
+    __syncthreads();
+    grid_dep_wait(); /* k_prep's qrot and S q (programmatic dependent launch: the above overlapped it) */
+    /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
+     * scores' C fragment gives lane (g, tg) head tg in its even columns; GT = 8: column g holds head g/2 + 4 (g % 2),
+     * so lane (g, tg) gets heads tg and tg + 4, the heads of its P.V columns in the two 4-head groups. k-step ks
+     * pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
+    uint32_t qb[NKS][2], sb[PROD ? 8 : 1][2];
+#pragma unroll
+    for (int ks = 0; ks < NKS; ks++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            __half2 h = __float2half2_rn(0.0f), hs = h;
+            const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
+            if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
+                size_t at = ((size_t)b * a.Hq + h0 + hq) * D + D / 4 * tg + 4 * ks + 2 * j;
+                h = __floats2half2_rn(a.qrot[at], a.qrot[at + 1]);
+                if (PROD) {
+                    const int sh = 2 * ks + j;
+                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg;
+                    hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
+                }
+            }
+            qb[ks][j] = *(uint32_t *)&h;
+            if (PROD) sb[ks][j] = *(uint32_t *)&hs;
+        }
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [16 VB g, 16 VB g + 16 VB) of a row; a
      * funnel shift brings them to bit 0 (VB = 2, 4: whole words, no shift) */
-    constexpr int NVW = VB > 2 ? 2 : 1;
-    const int vbit = 16 * VB * g, vw = vbit >> 5, vsh = vbit & 31, hp = g >> 1, pe = 16 * (g & 1);
+    constexpr int NVW = D == 256 ? VB : D == 64 ? 1 : VB > 2 ? 2 : 1;
+    const int vbit = D / 8 * VB * g, vw = vbit >> 5, vsh = vbit & 31, hp = g >> 1, pe = 16 * (g & 1);
     for (int it = 0; t0 < end; t0 += NWARP * TT, it++) {
         const int stg = it & 1;
         nks[lane] = tq_cu_half(nk0); nks[lane + 32] = tq_cu_half(nk1);
@@ -688,13 +866,13 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
         const uint32_t *sr = (const uint32_t *)(sst + stg * TT * RS);
         /* scores: m-tile mt, C [0] = token 16 mt + g, [2] = token 16 mt + g + 8, head tg ([1], [3]: zero columns) */
         float sc[4][4], ss[PROD ? 4 : 1][4];
-        uint32_t kw[4][2][KB]; /* the lane's 32 KB bits of rows g and g + 8 of each m-tile */
+        uint32_t kw[4][2][NKW]; /* the lane's D KB / 4 bits of rows g and g + 8 of each m-tile */
         uint32_t sw[PROD ? 4 : 1][2];
 #pragma unroll
         for (int mt = 0; mt < 4; mt++) {
             sc[mt][0] = sc[mt][1] = sc[mt][2] = sc[mt][3] = 0.0f;
-            key_words<KB>(kw[mt][0], kr + (16 * mt + g) * RKW, tg);
-            key_words<KB>(kw[mt][1], kr + (16 * mt + g + 8) * RKW, tg);
+            key_words<KB, D>(kw[mt][0], (const uint32_t *)((const uint8_t *)kr + (16 * mt + g) * RK), tg);
+            key_words<KB, D>(kw[mt][1], (const uint32_t *)((const uint8_t *)kr + (16 * mt + g + 8) * RK), tg);
             if constexpr (PROD) {
                 ss[mt][0] = ss[mt][1] = ss[mt][2] = ss[mt][3] = 0.0f;
                 sw[mt][0] = sr[(16 * mt + g) * 4 + tg];
@@ -706,10 +884,22 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
         mma_score_step<1, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
         mma_score_step<2, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
         mma_score_step<3, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
-        mma_score_step<4, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
-        mma_score_step<5, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
-        mma_score_step<6, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
-        mma_score_step<7, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        if constexpr (NKS > 4) {
+            mma_score_step<4, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<5, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<6, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<7, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        }
+        if constexpr (NKS > 8) {
+            mma_score_step<8, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<9, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<10, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<11, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<12, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<13, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<14, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+            mma_score_step<15, KB, KSH, PROD>(sc, ss, ktab_s, kw, sw, lanek, qb, sb);
+        }
         /* online softmax of head tg (+ 4 c: C columns 2 tg + c) over the tile's 64 tokens */
         const int lim = end - t0 < TT ? (int)(end - t0) : TT;
 #pragma unroll
@@ -765,10 +955,20 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
                 bb[gi][0] = (uint32_t)__half_as_ushort(ps[(4 * gi + hp) * MMA_PS + ta]) << pe;
                 bb[gi][1] = (uint32_t)__half_as_ushort(ps[(4 * gi + hp) * MMA_PS + tb]) << pe;
             }
-            uint32_t w[2][2];
+            uint32_t w[2][NVW > 2 ? NVW : 2];
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int tok = r ? tb : ta;
+                if constexpr (D == 256) { /* D VB / 8 = 32 VB bits: VB whole words */
+#pragma unroll
+                    for (int i = 0; i < NVW; i++) w[r][i] = vr[tok * RVW + vw + i];
+                    continue;
+                } else if constexpr (D == 64) { /* 8 VB bits from any bit offset: one funnel shift */
+                    const uint32_t *row = (const uint32_t *)((const uint8_t *)vr + tok * RV);
+                    w[r][0] = __funnelshift_r(row[vw], row[vw + 1], vsh);
+                    w[r][1] = 0;
+                    continue;
+                }
                 uint32_t lo = vr[tok * RVW + vw];
                 if constexpr (NVW == 2) {
                     uint32_t hi = vr[tok * RVW + vw + 1];
@@ -781,26 +981,40 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
             }
             mma_value_step<0, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
             mma_value_step<1, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
-            mma_value_step<2, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
-            mma_value_step<3, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            if constexpr (NMT > 2) {
+                mma_value_step<2, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+                mma_value_step<3, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            }
+            if constexpr (NMT > 4) {
+                mma_value_step<4, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+                mma_value_step<5, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+                mma_value_step<6, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+                mma_value_step<7, VB, VSH, NH>(acc, vtab_s, w[0], w[1], lanev, bb);
+            }
         }
         __syncwarp(); /* stage stg, the norms and ps are rewritten next */
     }
     cp_async_wait<0>();
+#pragma unroll
+    for (int c = 0; c < NH; c++)
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) l[c] += __shfl_xor_sync(TQ_FULL_MASK, l[c], o);
+    if (a.fused) {
+        mma_finish_fused<D, GT, NH, NMT>(a, m, l, acc, smem, s, kvh, sub, b, h0);
+        return;
+    }
     int split = s * NWARP + warp;
 #pragma unroll
     for (int c = 0; c < NH; c++) {
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) l[c] += __shfl_xor_sync(TQ_FULL_MASK, l[c], o);
         if (tg >= GT) return; /* a padding head */
         size_t bh = (size_t)b * a.Hq + h0 + tg + 4 * c;
         if (g == 0) {
             a.pm[bh * a.NS + split] = m[c];
             a.pl[bh * a.NS + split] = l[c];
         }
-        float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + 16 * g);
+        float4 *pa = (float4 *)(a.pacc + (bh * a.NS + split) * D + D / 8 * g);
 #pragma unroll
-        for (int mt = 0; mt < 4; mt++)
+        for (int mt = 0; mt < NMT; mt++)
             pa[mt] = make_float4(acc[c][mt][0], acc[c][mt][1], acc[c][mt][2], acc[c][mt][3]);
     }
 }
@@ -808,7 +1022,7 @@ __global__ void __launch_bounds__(NWARP * 32, (PROD || KB == 4 || VB == 4 || GT 
 /* k_attn_mma for 3-bit turbo-mse keys and values in 4-head groups, kept as first written (commit 8553896): the
  * template below computes the same thing, but ptxas keeps the shared-window base of its pair tables in an ordinary
  * register there and adds it before each of the 256 table loads of a tile (IMAD.IADD; 0.329 against 0.320 ms at B = 16,
- * L = 64k), where this form gets [R+UR] addressing. TQ_CUDA_ATTN=mma-t runs the template for this shape instead. */
+ * L = 64k), where this form gets [R+UR] addressing. the variant attn=mma-t runs the template for this shape instead. */
 #define MMA33_RK 48 /* bytes of a 3-bit row of 128 codes */
 #define MMA33_WARP_SMEM (2 * 2 * MMA_TT * MMA33_RK + 2 * MMA_TT * 4 + 4 * MMA_PS * 2) /* a multiple of 16 */
 #define MMA33_SMEM (2 * 64 * 32 * 4 + NWARP * MMA33_WARP_SMEM)
@@ -828,33 +1042,11 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
     uint8_t *kst = wbase, *vst = wbase + 2 * TT * RK;                /* [2 stages][TT rows][RK bytes] each */
     float *nks = (float *)(wbase + 4 * TT * RK), *nvs = nks + TT;     /* this tile's key and value norms */
     __half *ps = (__half *)(nvs + TT);                                /* [GT heads][MMA_PS] P x value norm */
-    for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
-        int e = idx >> 5;
-        __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
-        __half2 vp = __halves2half2(__float2half_rn(a.vcent[e & 7]), __float2half_rn(a.vcent[e >> 3]));
-        ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
-        ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
-    }
-    __syncthreads();
     int s = blockIdx.x, kvh = blockIdx.y / a.nsub, sub = blockIdx.y % a.nsub, b = blockIdx.z;
     int h0 = kvh * a.G + sub * GT;
     const uint32_t lane4 = (uint32_t)lane << 2;
-    /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
-     * gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
-    uint32_t qb[8][2];
-#pragma unroll
-    for (int ks = 0; ks < 8; ks++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            __half2 h = __float2half2_rn(0.0f);
-            if (!(g & 1)) {
-                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
-                h = __floats2half2_rn(qp[0], qp[1]);
-            }
-            qb[ks][j] = *(uint32_t *)&h;
-        }
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
-    long base = ((long)b * a.Hkv + kvh) * a.L;
+    long base = ((long)b * a.Hkv + kvh) * a.stride + a.off; /* the window's first row */
     /* softmax state of head tg and its P.V accumulators: m-tile mt, C fragment [0..3] = coordinates 16 g + 4 mt + 0..3
      * (see the P.V step below) */
     float m = -INFINITY, l = 0.0f, acc[4][4];
@@ -897,6 +1089,29 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         issue(t0, 0);
         norms(t0);
     }
+    for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
+        int e = idx >> 5;
+        __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
+        __half2 vp = __halves2half2(__float2half_rn(a.vcent[e & 7]), __float2half_rn(a.vcent[e >> 3]));
+        ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
+        ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
+    }
+    __syncthreads();
+    grid_dep_wait();
+    /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
+     * gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
+    uint32_t qb[8][2];
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            __half2 h = __float2half2_rn(0.0f);
+            if (!(g & 1)) {
+                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
+                h = __floats2half2_rn(qp[0], qp[1]);
+            }
+            qb[ks][j] = *(uint32_t *)&h;
+        }
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [48 g, 48 g + 48) of a row; a runtime funnel
      * shift brings them to bit 0 */
     const int vw = (3 * g) >> 1, vsh = 16 * (g & 1), hp = g >> 1, pe = 16 * (g & 1);
@@ -1025,9 +1240,13 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         __syncwarp(); /* stage stg, the norms and ps are rewritten next */
     }
     cp_async_wait<0>();
-    int split = s * NWARP + warp;
 #pragma unroll
     for (int o = 4; o < 32; o <<= 1) l += __shfl_xor_sync(TQ_FULL_MASK, l, o);
+    if (a.fused) {
+        mma_finish_fused<128, 4, 1, 4>(a, &m, &l, (float(*)[4][4])acc, smem, s, kvh, sub, b, h0);
+        return;
+    }
+    int split = s * NWARP + warp;
     size_t bh = (size_t)b * a.Hq + h0 + tg;
     if (g == 0) {
         a.pm[bh * a.NS + split] = m;
@@ -1050,7 +1269,7 @@ __global__ void __launch_bounds__(NWARP * 32) k_attn_fp16(AttnArgs a)
         qs[idx / D][idx % D] = a.qrot[((size_t)b * a.Hq + h0 + idx / D) * D + idx % D];
     __syncthreads();
     long start = (long)s * a.chunk, end = start + a.chunk < a.L ? start + a.chunk : a.L;
-    long base = ((long)b * a.Hkv + g) * a.L;
+    long base = ((long)b * a.Hkv + g) * a.stride + a.off; /* the window's first row */
     float m[GT], l[GT], acc[GT][E];
 #pragma unroll
     for (int hh = 0; hh < GT; hh++) {
@@ -1174,6 +1393,7 @@ extern "C" void tq_cuda_attn_free(tq_cuda_attn *a)
     tq_cuda_free(a->vcent);
     tq_cuda_free(a->kS);
     tq_cuda_free(a->ws);
+    tq_cuda_free(a->cnt);
     free(a);
 }
 
@@ -1244,6 +1464,20 @@ static void plan_splits_waves(int sm, int bps, long L, long groups, long *chunk,
     *nsplit = (int)((L + best_c - 1) / best_c);
 }
 
+/* Splits of the fused path: the smallest chunk (a multiple of the 64-token tile, at least one tile per warp and at
+ * most 256 splits, the merge's shared-memory bound) whose blocks fit one wave of resident blocks, so every SM holds
+ * about bps blocks from start to end and the last block of each group merges few states. */
+static void plan_fused(int sm, int bps, long L, long groups, long *chunk, int *nsplit)
+{
+    const long W = (long)(bps > 0 ? bps : 1) * sm;
+    long c = (L + 255) / 256;
+    c = (c + 63) / 64 * 64;
+    if (c < NWARP * MMA_TT) c = NWARP * MMA_TT;
+    while (c < L && (L + c - 1) / c * groups > W) c += 64;
+    *chunk = c;
+    *nsplit = (int)((L + c - 1) / c);
+}
+
 static int ensure_ws(float **ws, size_t *have, size_t need)
 {
     if (*have >= need) return TQ_OK;
@@ -1269,18 +1503,44 @@ static attn_kernel pick_kb(int kb)
     }
 }
 
-/* Benchmark switch, so one run can time the variants side by side: TQ_CUDA_ATTN=v1 keeps k_attn_codes for every
- * shape (and its split plan); TQ_CUDA_ATTN=t64-plan16 runs k_attn_codes_t64 with k_attn_codes's split plan;
- * TQ_CUDA_ATTN=t64 keeps k_attn_codes_t64 / k_attn_codes where the tensor-core kernels would run; TQ_CUDA_ATTN=mma-t
- * runs the k_attn_mma template where k_attn_mma33 would (3-bit turbo-mse, 4-head groups). Read on every call (cheap) so a
- * test can switch it. */
-static int attn_mode(void)
+/* Kernel variants, so one run can time them side by side (tq_cuda_variant_set("attn", name)): "v1" keeps
+ * k_attn_codes for every shape (and its split plan); "t64-plan16" runs k_attn_codes_t64 with k_attn_codes's split
+ * plan; "t64" keeps k_attn_codes_t64 / k_attn_codes where the tensor-core kernels would run; "mma-t" runs the k_attn_mma
+ * template where k_attn_mma33 would (3-bit turbo-mse, 4-head groups); "unfused" keeps the tensor-core kernels on the
+ * three-kernel path (k_prep, split kernel, k_combine) at every batch, "fused" puts them on the fused one (the split
+ * kernel merges and rotates back itself, launched as k_prep's programmatic dependent) at every batch, and both also
+ * run the d = 64 / 256 tensor-core kernels; "fast" is the round-2 selection: the fused path at small batches, the
+ * three-kernel path at large ones, the tensor-core kernels at d = 64 / 256 too. "auto" (the default) keeps the
+ * selection measured before round 2 (three-kernel path, tensor cores at d = 128) until "fast" has been verified on a
+ * GPU (test_cuda; it was written without one). Process-wide. */
+enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_N };
+static const char *const attn_variant_names[AV_N] = {"auto", "v1", "t64-plan16", "t64", "mma-t", "unfused", "fused",
+                                                     "fast"};
+static int attn_variant;
+
+extern "C" int tq_cuda_attn_variant(const char *name)
 {
-    const char *e = getenv("TQ_CUDA_ATTN");
-    return !e ? 0 : !strcmp(e, "v1") ? 1 : !strcmp(e, "t64-plan16") ? 2 : !strcmp(e, "t64") ? 3
-         : !strcmp(e, "mma-t") ? 4 : 0;
+    for (int i = 0; i < AV_N; i++)
+        if (name && !strcmp(name, attn_variant_names[i])) {
+            attn_variant = i;
+            return TQ_OK;
+        }
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown attention variant '%s' (auto, fast, v1, t64-plan16, t64, "
+                        "mma-t, unfused, fused)", name ? name : "(null)");
 }
-static bool attn_v1_forced(void) { return attn_mode() == 1; }
+static int attn_mode(void) { return attn_variant; }
+static bool attn_v1_forced(void) { return attn_variant == AV_V1; }
+/* the tensor-core kernels run where instantiated */
+static bool attn_mma_allowed(void)
+{
+    return attn_variant == AV_AUTO || attn_variant == AV_MMA_T || attn_variant == AV_UNFUSED ||
+           attn_variant == AV_FUSED || attn_variant == AV_FAST;
+}
+/* the round-2 kernels and paths (d = 64 / 256 on the tensor cores, the fused path) */
+static bool attn_round2(void)
+{
+    return attn_variant == AV_UNFUSED || attn_variant == AV_FUSED || attn_variant == AV_FAST;
+}
 
 template <int D>
 static attn_kernel pick(int gt, bool prod, int kb, int vb)
@@ -1308,37 +1568,62 @@ struct mma_pick {
     attn_kernel k;
     int smem, gt;
 };
-static mma_pick pick_mma_gt(bool prod, int kb, int vb, int gt)
+static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
 {
-#define TQ_MMA(KB, VB, P, GT)                                                                                         \
-    if (kb == KB && vb == VB && prod == P && gt == GT)                                                               \
-        return {k_attn_mma<KB, VB, P, GT>, MmaCfg<KB, VB, P, GT>::SMEM, GT};
-    if (kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != 4) return {k_attn_mma33, MMA33_SMEM, 4};
-    TQ_MMA(3, 3, false, 4) TQ_MMA(2, 2, false, 4) TQ_MMA(4, 4, false, 4)
-    TQ_MMA(2, 3, true, 4) TQ_MMA(1, 2, true, 4) TQ_MMA(3, 4, true, 4)
-    TQ_MMA(3, 3, false, 8) TQ_MMA(2, 3, true, 8)
-    TQ_MMA(3, 3, false, 2) TQ_MMA(3, 3, false, 1) TQ_MMA(2, 3, true, 2) TQ_MMA(2, 3, true, 1)
+#define TQ_MMA(DD, KB, VB, P, GT)                                                                                     \
+    if (d == DD && kb == KB && vb == VB && prod == P && gt == GT)                                                    \
+        return {k_attn_mma<KB, VB, P, GT, DD>, MmaCfg<KB, VB, P, GT, DD>::SMEM, GT};
+    if (d == 128 && kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != AV_MMA_T)
+        return {k_attn_mma33, MMA33_SMEM, 4};
+    TQ_MMA(128, 3, 3, false, 4) TQ_MMA(128, 2, 2, false, 4) TQ_MMA(128, 4, 4, false, 4)
+    TQ_MMA(128, 2, 3, true, 4) TQ_MMA(128, 1, 2, true, 4) TQ_MMA(128, 3, 4, true, 4)
+    TQ_MMA(128, 3, 3, false, 8) TQ_MMA(128, 2, 3, true, 8)
+    TQ_MMA(128, 3, 3, false, 2) TQ_MMA(128, 3, 3, false, 1) TQ_MMA(128, 2, 3, true, 2) TQ_MMA(128, 2, 3, true, 1)
+    /* the bundled models' head dims, 3-bit turbo-mse: d = 64 in 3-head (SmolLM2, GQA 3:1), 4-head and 1-head
+     * groups, d = 256 in 4-head (Gemma 3, MQA 4:1) and 1-head groups */
+    TQ_MMA(64, 3, 3, false, 3) TQ_MMA(64, 3, 3, false, 4) TQ_MMA(64, 3, 3, false, 1)
+    TQ_MMA(256, 3, 3, false, 4) TQ_MMA(256, 3, 3, false, 1)
 #undef TQ_MMA
     return {NULL, 0, 0};
 }
 /* the largest instantiated head group that divides G */
-static mma_pick pick_mma(bool prod, int kb, int vb, int G)
+static mma_pick pick_mma(int d, bool prod, int kb, int vb, int G)
 {
-    for (int gt = 8; gt >= 1; gt >>= 1) {
-        if (G % gt) continue;
-        mma_pick p = pick_mma_gt(prod, kb, vb, gt);
+    static const int gts[] = {8, 4, 3, 2, 1};
+    for (int i = 0; i < 5; i++) {
+        if (G % gts[i]) continue;
+        mma_pick p = pick_mma_gt(d, prod, kb, vb, gts[i]);
         if (p.k) return p;
     }
     return {NULL, 0, 0};
 }
 
-static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, const float *q, const tq_cuda_kv *kv,
-                    const uint16_t *k16, const uint16_t *v16, float *out, float **wsp, size_t *ws_bytes, int sm,
-                    int rotation, const float *krot, const float *vrot)
+/* a tensor-core split kernel launched as k_prep's programmatic dependent: it starts while k_prep runs and waits
+ * for its results inside (grid_dep_wait) */
+static cudaError_t launch_pdl(attn_kernel k, dim3 grid, int smem, AttnArgs args)
 {
-    if (B < 1 || L < 1 || Hkv < 1 || Hq < Hkv || Hq % Hkv)
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(NWARP * 32);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.stream = 0;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, k, args);
+}
+
+static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long window, int d, const float *q,
+                    const tq_cuda_kv *kv, const uint16_t *k16, const uint16_t *v16, float *out, float **wsp,
+                    size_t *ws_bytes, int sm, int rotation, const float *krot, const float *vrot)
+{
+    if (B < 1 || Lc < 1 || Hkv < 1 || Hq < Hkv || Hq % Hkv)
         return tq_error_set(TQ_ERR_USAGE, "cuda attention: bad shape B=%d L=%ld q heads %d kv heads %d (q heads must "
-                            "be a multiple of kv heads)", B, L, Hq, Hkv);
+                            "be a multiple of kv heads)", B, Lc, Hq, Hkv);
+    if (window < 0) return tq_error_set(TQ_ERR_USAGE, "cuda attention: window %ld is negative", window);
+    const long L = window > 0 && window < Lc ? window : Lc; /* the tokens attended: the last L of Lc */
     int G = Hq / Hkv, GT = G % 4 == 0 ? 4 : 1, nsub = G / GT;
     long chunk;
     int nsplit;
@@ -1346,8 +1631,8 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     int bps = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs */
     /* the tensor-core kernel where it is instantiated for this shape (pick_mma) */
     mma_pick mp = {NULL, 0, 0};
-    if (kv && d == 128 && (attn_mode() == 0 || attn_mode() == 4))
-        mp = pick_mma(prod, a->s.key_bits, a->s.value_bits, G);
+    if (kv && attn_mma_allowed() && (d == 128 || attn_round2()))
+        mp = pick_mma(d, prod, a->s.key_bits, a->s.value_bits, G);
     bool use_mma = mp.k != NULL;
     if (use_mma) {
         GT = mp.gt;
@@ -1363,18 +1648,34 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
         }
         TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    } else if (kv && d == 128 && GT == 4 && !prod && (attn_mode() == 0 || attn_mode() == 3)) {
+    } else if (kv && d == 128 && GT == 4 && !prod && attn_mode() != AV_V1 && attn_mode() != AV_T64_PLAN16) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
         if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
             (void)cudaGetLastError();
             bps = 0;
         }
     }
-    if (bps > 0) plan_splits_waves(sm, bps, L, (long)B * Hkv * nsub, &chunk, &nsplit);
-    else plan_splits(sm, L, (long)B * Hkv * nsub, &chunk, &nsplit);
-    int NS = nsplit * NWARP;
+    /* variant "fast", small batches (fewer than 8 blocks per head group fill one wave, e.g. B = 1 to 12 at 8 kv heads
+     * and 4-head groups): the fused path, where launches and the merge, not the scan, would dominate */
+    const long groups = (long)B * Hkv * nsub;
+    const bool fused = use_mma && a && (attn_mode() == AV_FUSED ||
+                                        (attn_mode() == AV_FAST && groups * 8 <= (long)bps * sm));
+    if (fused) plan_fused(sm, bps, L, groups, &chunk, &nsplit);
+    else if (bps > 0) plan_splits_waves(sm, bps, L, groups, &chunk, &nsplit);
+    else plan_splits(sm, L, groups, &chunk, &nsplit);
+    int NS = fused ? nsplit : nsplit * NWARP;
+    if (fused && a->cnt_n < (size_t)groups) { /* the arrival counters: zero, and left zero by every call */
+        tq_cuda_free(a->cnt);
+        a->cnt = NULL;
+        a->cnt_n = 0;
+        int st = tq_cuda_alloc((void **)&a->cnt, sizeof(unsigned) * (size_t)groups);
+        if (st) return st;
+        a->cnt_n = (size_t)groups;
+    }
     size_t nq = (size_t)B * Hq;
-    size_t need = sizeof(float) * (nq * d * 2 + nq * NS * 2 + nq * NS * (size_t)d);
+    /* pacc is read and written as float4: pm and pl rounded up to 4 floats each (NS is odd on the fused path) */
+    const size_t pl_n = (nq * NS + 3) / 4 * 4;
+    size_t need = sizeof(float) * (nq * d * 2 + 2 * pl_n + nq * NS * (size_t)d);
     int st = ensure_ws(wsp, ws_bytes, need);
     if (st) return st;
     AttnArgs args;
@@ -1385,18 +1686,25 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     args.NS = NS;
     args.vbits = a ? a->s.value_bits : 0;
     args.L = L;
+    args.stride = Lc;
+    args.off = Lc - L;
     args.chunk = chunk;
     float *qrot = *wsp, *sq = qrot + nq * d;
     args.qrot = qrot;
     args.sq = sq;
     args.pm = sq + nq * d;
-    args.pl = args.pm + nq * NS;
-    args.pacc = args.pl + nq * NS;
+    args.pl = args.pm + pl_n;
+    args.pacc = args.pl + pl_n;
     args.kcent = a ? a->kcent : NULL;
     args.vcent = a ? a->vcent : NULL;
     if (kv) args.kv = *kv;
     args.k16 = k16;
     args.v16 = v16;
+    args.fused = fused;
+    args.rotation = rotation;
+    args.vrot = vrot;
+    args.out = out;
+    args.cnt = fused ? a->cnt : NULL;
     float scale = (float)(LOG2E / sqrt((double)d)), sq_scale = (float)(sqrt(M_PI / 2) / d) * scale;
     dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
     attn_kernel kern = NULL;
@@ -1407,9 +1715,10 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
     else if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
-    if (use_mma) kern<<<grid, NWARP * 32, mp.smem>>>(args); \
+    if (fused) TQ_CU(launch_pdl(kern, grid, mp.smem, args), "attention split kernel"); \
+    else if (use_mma) kern<<<grid, NWARP * 32, mp.smem>>>(args); \
     else kern<<<grid, NWARP * 32>>>(args); \
-    k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
+    if (!fused) k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
     switch (d) {
     case 64: TQ_D(64) break;
     case 128: TQ_D(128) break;
@@ -1424,8 +1733,15 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long L, int d, cons
 extern "C" int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int Hq, long L, const float *q, const tq_cuda_kv *kv,
                                    float *out)
 {
-    return run_attn(a, B, Hq, a->s.n_kv_heads, L, a->s.d, q, kv, NULL, NULL, out, &a->ws, &a->ws_bytes, a->sm_count,
-                    a->s.rotation, a->krot, a->vrot);
+    return run_attn(a, B, Hq, a->s.n_kv_heads, L, 0, a->s.d, q, kv, NULL, NULL, out, &a->ws, &a->ws_bytes,
+                    a->sm_count, a->s.rotation, a->krot, a->vrot);
+}
+
+extern "C" int tq_cuda_attn_decode_window(tq_cuda_attn *a, int B, int Hq, long L, long window, const float *q,
+                                          const tq_cuda_kv *kv, float *out)
+{
+    return run_attn(a, B, Hq, a->s.n_kv_heads, L, window, a->s.d, q, kv, NULL, NULL, out, &a->ws, &a->ws_bytes,
+                    a->sm_count, a->s.rotation, a->krot, a->vrot);
 }
 
 static float *fp16_ws;
@@ -1446,6 +1762,6 @@ extern "C" int tq_cuda_attn_fp16(int B, int Hq, int Hkv, long L, int d, const fl
         int st = tq_cuda_device(NULL, 0, &sm, NULL);
         if (st) return st;
     }
-    return run_attn(NULL, B, Hq, Hkv, L, d, q, NULL, k, v, out, &fp16_ws, &fp16_ws_bytes, sm, TQ_ROT_NONE, NULL,
+    return run_attn(NULL, B, Hq, Hkv, L, 0, d, q, NULL, k, v, out, &fp16_ws, &fp16_ws_bytes, sm, TQ_ROT_NONE, NULL,
                     NULL);
 }

@@ -23,6 +23,10 @@ extern "C" {
 
 #define TQ_FULL_MASK 0xffffffffu
 
+/* the variant switches of attention.cu and encode.cu, behind tq_cuda_variant_set (runtime.cu) */
+extern "C" int tq_cuda_attn_variant(const char *name);
+extern "C" int tq_cuda_encode_variant(const char *name);
+
 /* 1/sqrt(d) rounded once to float, the constant lib/rotation.c multiplies by. */
 static inline float tq_cu_fwht_scale(int d) { return (float)(1.0 / sqrt((double)d)); }
 __device__ __forceinline__ float tq_cu_fwht_scale_dev(int d) { return (float)(1.0 / sqrt((double)d)); }

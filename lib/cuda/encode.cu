@@ -679,12 +679,25 @@ static k_had8 pick_had8(int d, int bits, int x_half, bool lpv8, int *vpw)
     return d == 64 ? pick_had8_d<64, 4>(bits, x_half) : d == 128 ? pick_had8_d<128, 4>(bits, x_half) : NULL;
 }
 
-/* TQ_CUDA_ENCODE=v1 keeps the one-vector-per-warp k_encode_had, lpv8 the 8-lanes-per-vector k_encode_had8 at every d
- * (benchmark comparisons; test_cuda checks all three). Read on every call so a test can switch it. */
+/* Encoder variants for side-by-side timing (tq_cuda_variant_set("encode", name)): "v1" keeps the one-vector-per-warp
+ * k_encode_had, "lpv8" the 8-lanes-per-vector k_encode_had8 at every d, "auto" (the default) k_encode_had8 at 4 lanes
+ * up to d = 128 (test_cuda checks all three). Process-wide. */
+enum { EV_AUTO, EV_LPV8, EV_V1, EV_N };
+static const char *const encode_variant_names[EV_N] = {"auto", "lpv8", "v1"};
+static int encode_variant;
+
+extern "C" int tq_cuda_encode_variant(const char *name)
+{
+    for (int i = 0; i < EV_N; i++)
+        if (name && !strcmp(name, encode_variant_names[i])) {
+            encode_variant = i;
+            return TQ_OK;
+        }
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown encode variant '%s' (auto, lpv8, v1)", name ? name : "(null)");
+}
 static bool encode_forced(const char *what)
 {
-    const char *e = getenv("TQ_CUDA_ENCODE");
-    return e && !strcmp(e, what);
+    return !strcmp(encode_variant_names[encode_variant], what);
 }
 
 extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out)

@@ -112,3 +112,10 @@ extern "C" int tq_cuda_to_half(uint16_t *dst, const float *src, long n)
     TQ_CU_LAUNCH("to_half kernel");
     return TQ_OK;
 }
+
+extern "C" int tq_cuda_variant_set(const char *what, const char *name)
+{
+    if (what && !strcmp(what, "attn")) return tq_cuda_attn_variant(name);
+    if (what && !strcmp(what, "encode")) return tq_cuda_encode_variant(name);
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown variant kind '%s' (attn or encode)", what ? what : "(null)");
+}

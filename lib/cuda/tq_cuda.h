@@ -111,7 +111,7 @@ int tq_cuda_supports(const tq_qparams *p, int d);
  * the rotated space and rotates back once per query. Scale 1/sqrt(d). Arithmetic is fp32 except where the tensor-core
  * kernels run (d = 128; turbo-mse keys/values 2/2, 3/3, 4/4 bits, turbo-prod MSE bits 1, 2, 3 with values of one bit
  * more; groups of 4 query heads, and for 3/3 and 2/3 any group size, 8 heads a block where G % 8 == 0): fp16 query, S q, centroids and softmax
- * weights, fp32 accumulation, outputs within ~6e-4 relative of exact (TQ_CUDA_ATTN=t64: the fp32 kernels). */
+ * weights, fp32 accumulation, outputs within ~6e-4 relative of exact (variant attn=t64: the fp32 kernels). */
 typedef struct {
     int d;                    /* 64, 128 or 256 */
     int n_kv_heads;
@@ -140,6 +140,11 @@ void tq_cuda_attn_free(tq_cuda_attn *a);
 /* q: [B][n_q_heads][d] float on the device; out: the same shape. Workspace grows inside `a` as needed. */
 int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int n_q_heads, long L, const float *q, const tq_cuda_kv *kv,
                         float *out);
+
+/* A sliding-window layer: attend only the last `window` of the L cached tokens of each (batch, kv head) (window 0 or
+ * >= L: all of them, as tq_cuda_attn_decode); the cache keeps its [B][n_kv_heads][L] layout. */
+int tq_cuda_attn_decode_window(tq_cuda_attn *a, int B, int n_q_heads, long L, long window, const float *q,
+                               const tq_cuda_kv *kv, float *out);
 
 /* Baseline: flash-decoding over an fp16 cache k, v: [B][n_kv_heads][L][d] half; q, out as above. */
 int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const float *q, const uint16_t *k,
