@@ -40,6 +40,11 @@ int tq_cuda_attn_decode(tq_cuda_attn *a, int B, int n_q_heads, long L, const flo
 {
     return nocuda();
 }
+int tq_cuda_attn_decode_window(tq_cuda_attn *a, int B, int n_q_heads, long L, long window, const float *q,
+                               const tq_cuda_kv *kv, float *out)
+{
+    return nocuda();
+}
 int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const float *q, const uint16_t *k,
                       const uint16_t *v, float *out)
 {

@@ -25,25 +25,18 @@ static void codebook(int d, int bits, float *c, float *t)
     memcpy(t, cb.t, sizeof(float) * (cb.n - 1));
 }
 
-/* Selects a kernel variant (tq_cuda_variant_set) and remembers it for the checks' labels. The call is compiled only
- * into CUDA builds: a CPU-only build never gets past main's SKIP. */
+/* Selects a kernel variant (tq_cuda_variant_set) and remembers it for the checks' labels. */
 static char cur_attn[32] = "";
 static void variant(const char *what, const char *name)
 {
-#if TQ_HAVE_CUDA
     int st = tq_cuda_variant_set(what, name);
     CHECK(st == TQ_OK, "variant %s=%s: %s", what, name, tq_error_msg());
     if (!strcmp(what, "attn")) snprintf(cur_attn, sizeof cur_attn, "%s", strcmp(name, "auto") ? name : "");
-#else
-    (void)what;
-    (void)name;
-#endif
 }
 
 /* Unknown variant kinds and names are usage errors that name the culprit; nothing changes. */
 static void check_variant_errors(void)
 {
-#if TQ_HAVE_CUDA
     int st = tq_cuda_variant_set("attn", "warp9");
     CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'warp9'"), "variant attn=warp9: status %d, '%s'", st,
           tq_error_msg());
@@ -53,7 +46,6 @@ static void check_variant_errors(void)
     st = tq_cuda_variant_set("decode", "auto");
     CHECK(st == TQ_ERR_USAGE && strstr(tq_error_msg(), "'decode'"), "variant kind decode: status %d, '%s'", st,
           tq_error_msg());
-#endif
 }
 
 /* ---- host emulation of the GPU arithmetic (tq_cuda.h, which follows lib/turbo.c) ----------------------------- */
@@ -481,12 +473,8 @@ static void check_attention_w(int key_method, int rot_kind, int d, int B, int Hq
             if (!st) st = tq_cuda_encode(vq[g], (float *)dv + row * d, 0, L, &cv);
         }
     if (!st) st = tq_cuda_attn_create(&at, &as);
-#if TQ_HAVE_CUDA
     if (!st) st = window ? tq_cuda_attn_decode_window(at, B, Hq, L, window, dq, &kv, dout)
                          : tq_cuda_attn_decode(at, B, Hq, L, dq, &kv, dout);
-#else
-    if (!st) st = tq_cuda_attn_decode(at, B, Hq, L, dq, &kv, dout);
-#endif
     if (!st) st = tq_cuda_sync();
     if (!st) st = tq_cuda_download(o, dout, sizeof(float) * B * Hq * d);
     if (!st) st = tq_cuda_download(kcodes, kv.k_codes, nvec * rk);
