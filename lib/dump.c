@@ -36,6 +36,7 @@ struct tq_dump_writer {
     unsigned char *written;  /* per layer: written once */
     tq_attn_spec *specs;     /* per layer: the attention attributes to write, where has_spec */
     unsigned char *has_spec;
+    int *head_dims;          /* per written layer: its head dim (attn_scale's default) */
 };
 
 static const char *const tensor_names[3] = {"keys", "values", "queries"};
@@ -714,10 +715,12 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
     w->written = tq_calloc((size_t)meta->n_layers, 1);
     w->has_spec = tq_calloc((size_t)meta->n_layers, 1);
     w->specs = tq_calloc((size_t)meta->n_layers, sizeof *w->specs);
-    if (!w->written || !w->has_spec || !w->specs) {
+    w->head_dims = tq_calloc((size_t)meta->n_layers, sizeof *w->head_dims);
+    if (!w->written || !w->has_spec || !w->specs || !w->head_dims) {
         free(w->written);
         free(w->has_spec);
         free(w->specs);
+        free(w->head_dims);
         free(w);
         return TQ_ERR_NOMEM;
     }
@@ -773,19 +776,35 @@ static int attr_write_double(hid_t obj, const char *name, double val)
     return rc;
 }
 
+/* sliding_window (int64), attn_scale, attn_softcap, rope_base (float64) on an open layer group */
+static int layer_attn_write(hid_t g, const tq_attn_spec *a, int head_dim)
+{
+    if (attr_write_int(g, "sliding_window", a->window) < 0 ||
+        attr_write_double(g, "attn_scale", tq_attn_spec_scale(a, head_dim)) < 0 ||
+        attr_write_double(g, "attn_softcap", a->softcap) < 0 || attr_write_double(g, "rope_base", a->rope_base) < 0)
+        return TQ_ERR;
+    return TQ_OK;
+}
+
 int tq_dump_set_layer_attn(tq_dump_writer *w, int layer, const tq_attn_spec *spec)
 {
     if (layer < 0 || layer >= w->meta.n_layers)
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d is outside 0..%d", w->path, layer,
                             w->meta.n_layers - 1);
-    if (w->written[layer])
-        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': the attention of layer %d is set after the layer was "
-                            "written", w->path, layer);
+    if (w->has_spec[layer])
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': the attention of layer %d is set twice", w->path, layer);
     int rc = tq_attn_spec_check(spec);
     if (rc < 0) return tq_error_prefix(rc, "cannot write '%s': layer %d: ", w->path, layer);
     w->specs[layer] = *spec;
     w->has_spec[layer] = 1;
-    return TQ_OK;
+    if (!w->written[layer]) return TQ_OK; /* tq_dump_write_layer writes them with the group */
+    char gname[32];
+    snprintf(gname, sizeof gname, "layer_%03d", layer);
+    hid_t g = H5Gopen2(w->file, gname, H5P_DEFAULT);
+    if (g < 0) return tq_error_set(TQ_ERR, "cannot write '%s': cannot open group '/%s'", w->path, gname);
+    rc = layer_attn_write(g, spec, w->head_dims[layer]);
+    H5Gclose(g);
+    return rc < 0 ? tq_error_prefix(rc, "cannot write '%s': /%s: ", w->path, gname) : TQ_OK;
 }
 
 static int dataset_write(tq_dump_writer *w, hid_t g, const char *name, int heads, int tokens, int dim,
@@ -840,16 +859,11 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
     if (rc == 0 && s->has_values) rc = dataset_write(w, g, "values", s->n_kv_heads, s->n_tokens, s->head_dim, l->values);
     if (rc == 0 && s->has_queries)
         rc = dataset_write(w, g, "queries", s->n_q_heads, s->n_tokens, s->head_dim, l->queries);
-    if (rc == 0 && w->has_spec[layer]) {
-        const tq_attn_spec *a = &w->specs[layer];
-        if (attr_write_int(g, "sliding_window", a->window) < 0 ||
-            attr_write_double(g, "attn_scale", tq_attn_spec_scale(a, s->head_dim)) < 0 ||
-            attr_write_double(g, "attn_softcap", a->softcap) < 0 || attr_write_double(g, "rope_base", a->rope_base) < 0)
-            rc = TQ_ERR;
-    }
+    if (rc == 0 && w->has_spec[layer]) rc = layer_attn_write(g, &w->specs[layer], s->head_dim);
     if (H5Gclose(g) < 0 && rc == 0) rc = tq_error_set(TQ_ERR, "cannot close group '/%s'", gname);
     if (rc < 0) return tq_error_prefix(rc, "cannot write '%s': /%s: ", w->path, gname);
     w->written[layer] = 1;
+    w->head_dims[layer] = s->head_dim;
     return TQ_OK;
 }
 
@@ -936,5 +950,6 @@ void tq_dump_abort(tq_dump_writer *w)
     free(w->written);
     free(w->has_spec);
     free(w->specs);
+    free(w->head_dims);
     free(w);
 }

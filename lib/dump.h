@@ -75,8 +75,9 @@ typedef struct tq_dump_writer tq_dump_writer;
 int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype);
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
 /* Record a layer's attention (sliding_window, attn_scale — 1/sqrt(head_dim) when spec->scale is 0 —, attn_softcap,
- * rope_base): call before tq_dump_write_layer of that layer, which writes them on its group. A layer never set gets
- * no attributes (read back as the defaults). TQ_ERR_USAGE for a bad spec or a layer already written. */
+ * rope_base) on its group: before tq_dump_write_layer of that layer (written with the group) or after it (written
+ * now). A layer never set gets no attributes (read back as the defaults). TQ_ERR_USAGE for a bad spec, a layer out
+ * of range or a second call for the same layer. */
 int tq_dump_set_layer_attn(tq_dump_writer *w, int layer, const tq_attn_spec *spec);
 int tq_dump_commit(tq_dump_writer *w);
 /* Extra attributes (datasets/FORMAT.md, "Attributes of real-model dumps"): on the root, or on a layer's group after

@@ -251,7 +251,7 @@ static void test_dump_roundtrip(void)
     snprintf(m.model, sizeof m.model, "spec-test");
     snprintf(m.rope, sizeof m.rope, "post");
     snprintf(m.architecture, sizeof m.architecture, "gemma3");
-    m.n_layers = 3;
+    m.n_layers = 4;
     tq_dump_writer *w;
     CHECK(tq_dump_create(&w, path, &m, TQ_DTYPE_F32) == TQ_OK, "create: %s", tq_error_msg());
     float *k = randn(2 * 8 * 16, 3, 0, 1);
@@ -260,17 +260,22 @@ static void test_dump_roundtrip(void)
     CHECK(tq_dump_set_layer_attn(w, 0, &s0) == TQ_OK, "set 0");
     CHECK(tq_dump_set_layer_attn(w, 1, &bad) == TQ_ERR_USAGE && strstr(tq_error_msg(), "layer 1"), "bad spec: %s",
           tq_error_msg());
-    CHECK(tq_dump_set_layer_attn(w, 3, &s0) == TQ_ERR_USAGE, "layer out of range");
+    CHECK(tq_dump_set_layer_attn(w, 4, &s0) == TQ_ERR_USAGE, "layer out of range");
     CHECK(tq_dump_set_layer_attn(w, 2, &s2) == TQ_OK, "set 2");
-    for (int l = 0; l < 3; l++) CHECK(tq_dump_write_layer(w, l, &L) == TQ_OK, "write %d: %s", l, tq_error_msg());
-    CHECK(tq_dump_set_layer_attn(w, 0, &s0) == TQ_ERR_USAGE && strstr(tq_error_msg(), "after"), "set after write");
+    CHECK(tq_dump_set_layer_attn(w, 2, &s0) == TQ_ERR_USAGE && strstr(tq_error_msg(), "twice"), "set twice");
+    for (int l = 0; l < 4; l++) CHECK(tq_dump_write_layer(w, l, &L) == TQ_OK, "write %d: %s", l, tq_error_msg());
+    CHECK(tq_dump_set_layer_attn(w, 0, &s0) == TQ_ERR_USAGE && strstr(tq_error_msg(), "twice"), "set twice");
+    /* after the layer is written the attributes go on its group at once (layer 3 of a 4-layer file) */
+    tq_attn_spec s3 = {7, 0, 0, 500000};
+    CHECK(tq_dump_set_layer_attn(w, 3, &s3) == TQ_OK, "set after write: %s", tq_error_msg());
     CHECK(tq_dump_commit(w) == TQ_OK, "commit: %s", tq_error_msg());
     tq_dump *d;
     CHECK(tq_dump_open(&d, path) == TQ_OK, "open: %s", tq_error_msg());
     if (d) {
-        tq_attn_spec r[3];
-        for (int l = 0; l < 3; l++) CHECK(tq_dump_layer_attn(d, l, &r[l]) == TQ_OK, "read %d", l);
-        CHECK(tq_dump_layer_attn(d, 3, &r[0]) == TQ_ERR_USAGE, "layer 3 does not exist");
+        tq_attn_spec r[4];
+        for (int l = 0; l < 4; l++) CHECK(tq_dump_layer_attn(d, l, &r[l]) == TQ_OK, "read %d", l);
+        CHECK(tq_dump_layer_attn(d, 4, &r[0]) == TQ_ERR_USAGE, "layer 4 does not exist");
+        CHECK(r[3].window == 7 && r[3].scale == 0.25 && r[3].rope_base == 500000, "layer 3 set after its write");
         CHECK(r[0].window == 512 && r[0].scale == 0.0625 && r[0].softcap == 0 && r[0].rope_base == 10000,
               "layer 0: %d %g %g %g", r[0].window, r[0].scale, r[0].softcap, r[0].rope_base);
         CHECK(r[1].window == 0 && r[1].scale == 0.25 && r[1].softcap == 0 && r[1].rope_base == 0,
