@@ -1,5 +1,6 @@
-/* info.c: `tq info FILE [--json]` — what a dump holds (shapes, dtype, provenance) and, per layer, the statistics
- * that predict how hard it is to quantize: vector norms, largest magnitudes, channel outliers, non-finite counts.
+/* info.c: `tq info FILE [--json]` — what a dump holds (shapes, dtype, provenance, architecture), each layer's
+ * attention (sliding window, scale, soft-cap, RoPE base) and, per layer, the statistics that predict how hard it is
+ * to quantize: vector norms, largest magnitudes, channel outliers, non-finite counts.
  * Reads one layer at a time with non-finite values allowed, so a broken dump is described rather than refused. */
 #include <math.h>
 #include <stdlib.h>
@@ -96,8 +97,9 @@ static const char *info_parse(int argc, char **argv, int *json, int *strict)
     };
     const tq_cmd_spec spec = {
         "info", "info FILE [--json] [--strict]",
-        "\nDescribe a tq-kv dump (datasets/FORMAT.md): model, source, rope, layers, kv/q heads, tokens, head_dim,\n"
-        "dtype, and per layer: mean key/value/query L2 norm, max |key|, max |value|, the channel outlier ratio\n"
+        "\nDescribe a tq-kv dump (datasets/FORMAT.md): model, architecture, source, rope, layers, kv/q heads, tokens,\n"
+        "head_dim, dtype, and per layer: its attention (sliding window or global, score scale, soft-cap, RoPE base:\n"
+        "what every attention metric honours), mean key/value/query L2 norm, max |key|, max |value|, the channel outlier ratio\n"
         "(max channel RMS / median channel RMS over all heads and tokens of the layer) of keys and values, and\n"
         "the number of NaN and Inf values (statistics skip non-finite values).\n",
         opts, NULL};
@@ -145,10 +147,12 @@ static void info_json(const char *path, tq_dump *d, layer_stats *st)
     int L = m->n_layers;
     printf("{\"file\": ");
     json_str(stdout, path);
-    printf(", \"format\": \"%s\", \"format_version\": %d, \"model\": ", TQ_DUMP_FORMAT, TQ_DUMP_VERSION);
+    printf(", \"format\": \"%s\", \"format_version\": %d, \"model\": ", TQ_DUMP_FORMAT, m->version);
     json_str(stdout, m->model);
     printf(", \"source\": ");
     json_str(stdout, m->source);
+    printf(", \"architecture\": ");
+    json_str(stdout, m->architecture);
     printf(", \"rope\": ");
     json_str(stdout, m->rope);
     printf(", \"n_layers\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
@@ -161,6 +165,12 @@ static void info_json(const char *path, tq_dump *d, layer_stats *st)
         printf("%s\n  {\"layer\": %d, \"n_kv_heads\": %d, \"n_q_heads\": %d, \"n_tokens\": %d, \"head_dim\": %d, "
                "\"dtype\": \"%s\", ", l ? "," : "", l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim,
                tq_dtype_name(s->dtype));
+        tq_attn_spec a;
+        if (tq_dump_layer_attn(d, l, &a) < 0) die_lib(TQ_ERR, NULL);
+        printf("\"sliding_window\": %d, ", a.window);
+        json_field("attn_scale", a.scale, 1);
+        json_field("attn_softcap", a.softcap, 1);
+        json_field("rope_base", a.rope_base, 1);
         json_field("key_norm_mean", t[0].norm_mean, 1);
         json_field("value_norm_mean", t[1].norm_mean, 1);
         json_field("query_norm_mean", t[2].norm_mean, 1);
@@ -178,21 +188,32 @@ static void info_text(const char *path, tq_dump *d, layer_stats *st)
     const tq_dump_meta *m = tq_dump_get_meta(d);
     const tq_layer_shape *s0 = &m->shape;
     int L = m->n_layers;
-    printf("file       %s\nmodel      %s\nsource     %s\nrope       %s\nlayers     %d\nkv heads   %d\n", path,
-           m->model, m->source, m->rope, L, s0->n_kv_heads);
+    printf("file       %s\nmodel      %s\narch       %s\nsource     %s\nrope       %s\nlayers     %d\n"
+           "kv heads   %d\n", path, m->model, m->architecture, m->source, m->rope, L, s0->n_kv_heads);
     if (s0->n_q_heads)
         printf("q heads    %d (%d per kv head)\n", s0->n_q_heads, s0->n_q_heads / s0->n_kv_heads);
     else
         printf("q heads    none (no queries)\n");
     printf("tokens     %d\nhead_dim   %d\ndtype      %s\nvalues     %s\n\n", s0->n_tokens, s0->head_dim,
            tq_dtype_name(s0->dtype), s0->has_values ? "yes" : "none (key-only dump)");
-    printf("| layer |  key norm | value norm | query norm | max abs key | max abs value | key outlier | "
-           "value outlier |   nan |   inf |\n");
-    printf("|------:|----------:|-----------:|-----------:|------------:|--------------:|------------:|"
-           "--------------:|------:|------:|\n");
+    printf("| layer |  window |    scale | softcap | rope base |  key norm | value norm | query norm | max abs key | "
+           "max abs value | key outlier | value outlier |   nan |   inf |\n");
+    printf("|------:|--------:|---------:|--------:|----------:|----------:|-----------:|-----------:|------------:|"
+           "--------------:|------------:|--------------:|------:|------:|\n");
+    int n_local = 0;
     for (int l = 0; l < L; l++) {
         tensor_stats *t = st[l];
+        tq_attn_spec a;
+        if (tq_dump_layer_attn(d, l, &a) < 0) die_lib(TQ_ERR, NULL);
+        n_local += a.window > 0;
         printf("| %5d |", l);
+        if (a.window > 0) printf(" %7d |", a.window);
+        else printf(" %7s |", "global");
+        printf(" %8.4g |", a.scale);
+        if (a.softcap > 0) printf(" %7.4g |", a.softcap);
+        else printf(" %7s |", "none");
+        if (a.rope_base > 0) printf(" %9.4g |", a.rope_base);
+        else printf(" %9s |", "-");
         text_num(t[0].norm_mean, 9);
         text_num(t[1].norm_mean, 10);
         text_num(t[2].norm_mean, 10);
@@ -210,6 +231,9 @@ static void info_text(const char *path, tq_dump *d, layer_stats *st)
                    l, s->n_kv_heads, s->n_q_heads, s->n_tokens, s->head_dim, tq_dtype_name(s->dtype),
                    s->has_values ? "" : ", no values");
     }
+    if (n_local)
+        printf("note: %d of %d layers attend a sliding window (their queries see only the last `window` keys; every "
+               "attention metric honours it)\n", n_local, L);
     long long bad = 0;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < 3; k++) bad += st[l][k].nan + st[l][k].inf;

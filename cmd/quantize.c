@@ -378,6 +378,11 @@ static void q_layer(q_run *q, int l, int li)
             }
         if (!rc) rc = tq_codes_write_layer(q->st.w, &cl);
         if (!rc && q->a->recon) {
+            tq_attn_spec spec; /* the reconstruction keeps the source layer's attention (dump format 2) */
+            rc = tq_dump_layer_attn(q->st.d, l, &spec);
+            if (!rc) rc = tq_dump_set_layer_attn(q->st.r, li, &spec);
+        }
+        if (!rc && q->a->recon) {
             tq_layer rl = lay;
             rl.s.has_values = q->has_values;
             rl.keys = xr;

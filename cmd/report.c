@@ -20,9 +20,12 @@ static const char *params_of(const char *desc)
 
 /* ---------- output ---------- */
 
-static const char *const fixed_cols[] = {"dump", "layer", "head", "tensor", "method", "params", "bits_code",
-                                         "bits_total", "compression"};
-#define N_FIXED 9
+/* window: the layer's sliding window (0 = global attention), so a sweep shows a model's local and global layers;
+ * absent (empty / null / "-") on an aggregate over layers whose windows differ. */
+static const char *const fixed_cols[] = {"dump", "layer", "window", "head", "tensor", "method", "params",
+                                         "bits_code", "bits_total", "compression"};
+#define N_FIXED 10
+#define N_STR 7 /* columns 0..6 are strings (layer, window and head are numbers or "all" / absent) */
 
 static void row_strings(const tq_eval_opts *o, const tq_eval_row *r, char s[N_FIXED][256])
 {
@@ -32,18 +35,20 @@ static void row_strings(const tq_eval_opts *o, const tq_eval_row *r, char s[N_FI
     snprintf(s[0], 256, "%s", o->inputs[r->input].label);
     if (r->layer < 0) strcpy(s[1], "all");
     else snprintf(s[1], 256, "%d", r->layer);
-    if (r->head < 0) strcpy(s[2], "all");
-    else snprintf(s[2], 256, "%d", r->head);
-    strcpy(s[3], tq_tensor_name(r->tensor));
-    snprintf(s[4], 256, "%s", tq_format_of(p->method)->name);
-    snprintf(s[5], 256, "%s", params_of(desc));
+    if (r->window < 0) s[2][0] = 0;
+    else snprintf(s[2], 256, "%d", r->window);
+    if (r->head < 0) strcpy(s[3], "all");
+    else snprintf(s[3], 256, "%d", r->head);
+    strcpy(s[4], tq_tensor_name(r->tensor));
+    snprintf(s[5], 256, "%s", tq_format_of(p->method)->name);
+    snprintf(s[6], 256, "%s", params_of(desc));
 }
 
-static double row_num(const tq_eval_row *r, int col) /* col >= 6 */
+static double row_num(const tq_eval_row *r, int col) /* col >= N_STR */
 {
-    if (col == 6) return r->bits_code;
-    if (col == 7) return r->bits_total;
-    if (col == 8) return r->bits_total > 0 ? 16.0 / r->bits_total : NAN;
+    if (col == 7) return r->bits_code;
+    if (col == 8) return r->bits_total;
+    if (col == 9) return r->bits_total > 0 ? 16.0 / r->bits_total : NAN;
     return r->m.v[col - N_FIXED];
 }
 
@@ -64,8 +69,8 @@ static void csv_field(FILE *f, const char *s)
 static void md_num(char *buf, size_t n, int col, double v)
 {
     if (!isfinite(v)) snprintf(buf, n, "-");
-    else if (col == 6 || col == 7) snprintf(buf, n, "%.4g", v);
-    else if (col == 8) snprintf(buf, n, "%.2f", v);
+    else if (col == 7 || col == 8) snprintf(buf, n, "%.4g", v);
+    else if (col == 9) snprintf(buf, n, "%.2f", v);
     else snprintf(buf, n, "%.4g", v);
 }
 
@@ -80,7 +85,7 @@ void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r)
             row_strings(o, &r->rows[i], s);
             for (int c = 0; c < ncol; c++) {
                 if (c) fputc(',', f);
-                if (c < 6) csv_field(f, s[c]);
+                if (c < N_STR) csv_field(f, s[c]);
                 else {
                     double v = row_num(&r->rows[i], c);
                     if (isfinite(v)) fprintf(f, "%.9g", v); /* absent: empty field */
@@ -104,8 +109,10 @@ void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r)
                 if (c) fputs(", ", f);
                 json_str(f, c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
                 fputs(": ", f);
-                if ((c == 1 && w->layer >= 0) || (c == 2 && w->head >= 0)) fputs(s[c], f); /* numbers */
-                else if (c < 6) json_str(f, s[c]);
+                if ((c == 1 && w->layer >= 0) || (c == 2 && w->window >= 0) || (c == 3 && w->head >= 0))
+                    fputs(s[c], f); /* numbers */
+                else if (c == 2) fputs("null", f);
+                else if (c < N_STR) json_str(f, s[c]);
                 else {
                     double v = row_num(w, c);
                     if (isfinite(v)) fprintf(f, "%.9g", v);
@@ -118,13 +125,13 @@ void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r)
     } else {
         for (int c = 0; c < ncol; c++) fprintf(f, "| %s ", c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
         fputs("|\n", f);
-        for (int c = 0; c < ncol; c++) fputs(c < 6 ? "|---" : "|---:", f);
+        for (int c = 0; c < ncol; c++) fputs(c < N_STR && c != 2 ? "|---" : "|---:", f);
         fputs("|\n", f);
         for (long i = 0; i < r->n; i++) {
             char s[N_FIXED][256], num[32];
             row_strings(o, &r->rows[i], s);
             for (int c = 0; c < ncol; c++) {
-                if (c < 6) {
+                if (c < N_STR) {
                     for (char *p = s[c]; *p; p++)
                         if (*p == '|') *p = '/'; /* a '|' would split the cell */
                     fprintf(f, "| %s ", *s[c] ? s[c] : "-");
@@ -272,7 +279,7 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
                 u->layer);
         if (u->head >= 0) fprintf(o, "%d", u->head);
         else fputs("null", o);
-        fprintf(o, ", \"coords\": %.0f, \"metric\": ", u->coords);
+        fprintf(o, ", \"window\": %d, \"coords\": %.0f, \"metric\": ", u->window, u->coords);
         json_arr(o, u->metric, nb);
         fputs(", \"bits_code\": ", o);
         json_arr(o, u->bits_code, nb);

@@ -1,5 +1,6 @@
 /* synth.c: `tq synth` — write a tq-kv dump of synthetic keys, values and queries (lib/synth.h) one layer at a time
- * through the dump writer, so the same seed gives the same datasets and controlled studies need no model. */
+ * through the dump writer, so the same seed gives the same datasets and controlled studies need no model; --window,
+ * --attn-scale and --attn-softcap record an attention spec (dump format 2) that every attention metric honours. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,10 @@ typedef struct {
     const char *dist, *out, *dtype, *scales_s;
     int have_q, pre_rope;
     double *scales;
+    int window, set_window, set_scale, set_softcap; /* the attention spec written on every layer, when any is set */
+    double attn_scale, softcap;
+    const char *global_s;                            /* layers kept global (window 0) under --window */
+    int *global;                                     /* [n_layers] 0/1 */
 } synth_args;
 
 static void synth_parse(synth_args *a, int argc, char **argv)
@@ -67,6 +72,15 @@ static void synth_parse(synth_args *a, int argc, char **argv)
         OPT_FLAG_("--hetero", &p->hetero, "built-in heterogeneous layers: query scale 0.25*16^sin(pi(l+0.5)/L), "
                   "~0.25 at\nthe first/last layers (near-uniform attention), 4 in the middle (very peaky)"),
         OPT_FLAG_("--pre-rope", &a->pre_rope, "rope: write the keys/queries before rotation (rope attribute \"pre\")"),
+        {.kind = OPT_INT, .name = "--window", .value = &a->window, .arg = "W", .lo = 0, .hi = 1 << 30,
+         .seen = &a->set_window, .help = "sliding-window attention on every layer: query t sees keys t-W+1..t\n"
+         "(attribute sliding_window; 0 = global)"},
+        OPT_STR_("--global-layers", &a->global_s, "LIST", NULL, "with --window: these layers stay global (e.g. 5,11 "
+                 "as in Gemma 3)"),
+        {.kind = OPT_DOUBLE, .name = "--attn-scale", .value = &a->attn_scale, .arg = "S", .dlo = 1e-6, .dhi = 1e6,
+         .seen = &a->set_scale, .help = "scores = S q.k (attribute attn_scale; default 1/sqrt(D))"},
+        {.kind = OPT_DOUBLE, .name = "--attn-softcap", .value = &a->softcap, .arg = "C", .dlo = 0, .dhi = 1e6,
+         .seen = &a->set_softcap, .help = "scores s -> C tanh(s/C) (attribute attn_softcap; 0 = none)"},
         OPT_END_,
     };
     const tq_cmd_spec spec = {
@@ -108,6 +122,13 @@ static void synth_check(synth_args *a)
     if (p->dof != TQ_SYNTH_DOF_DEFAULT && p->dist != TQ_SYNTH_HEAVY)
         die_usage("synth: --dof applies to --dist heavy only");
     if (!p->rope_post && p->dist != TQ_SYNTH_ROPE) die_usage("synth: --pre-rope applies to --dist rope only");
+    if (a->global_s && !a->set_window) die_usage("synth: --global-layers applies with --window only");
+    if (!(a->global = calloc((size_t)p->n_layers, sizeof *a->global))) die("out of memory");
+    if (a->global_s) {
+        int *ls, n = parse_list("--global-layers", a->global_s, 0, p->n_layers - 1, NULL, &ls);
+        for (int i = 0; i < n; i++) a->global[ls[i]] = 1;
+        free(ls);
+    }
     int st = tq_synth_check(p);
     if (st) {
         fprintf(stderr, "tq: synth: %s\n", tq_error_msg());
@@ -116,7 +137,7 @@ static void synth_check(synth_args *a)
 }
 
 /* the dump, layer by layer through the writer (nothing left behind on failure) */
-static void synth_write(const tq_synth_params *p, const char *out, double *scales)
+static void synth_write(synth_args *a, const tq_synth_params *p, const char *out, double *scales)
 {
     int st;
     tq_dump_meta meta;
@@ -136,6 +157,7 @@ static void synth_write(const tq_synth_params *p, const char *out, double *scale
     tq_dump_writer *w = NULL;
     if ((st = tq_dump_create(&w, out, &meta, p->dtype))) {
         free(scales);
+        free(a->global);
         die_lib(st, NULL);
     }
     tq_progress prog;
@@ -143,12 +165,17 @@ static void synth_write(const tq_synth_params *p, const char *out, double *scale
     for (int l = 0; l < p->n_layers; l++) {
         tq_layer layer;
         int gen_failed = (st = tq_synth_layer(p, l, &layer)) != 0;
-        if (gen_failed || (st = tq_dump_write_layer(w, l, &layer))) {
+        /* the spec only when asked: a plain synthetic dump carries no attention attributes (the v1 defaults) */
+        tq_attn_spec spec = {a->global[l] ? 0 : a->window, a->set_scale ? a->attn_scale : 0, a->softcap, 0};
+        int with_spec = a->set_window || a->set_scale || a->set_softcap;
+        if (gen_failed || (with_spec && (st = tq_dump_set_layer_attn(w, l, &spec))) ||
+            (st = tq_dump_write_layer(w, l, &layer))) {
             char msg[700]; /* copied before abort can overwrite the message */
             snprintf(msg, sizeof msg, "%s", tq_error_msg());
             tq_layer_free(&layer);
             tq_dump_abort(w);
             free(scales);
+            free(a->global);
             progress_end(&prog);
             if (gen_failed) die("synth: cannot generate layer %d for '%s': %s", l, out, msg);
             die("%s", msg);
@@ -158,6 +185,7 @@ static void synth_write(const tq_synth_params *p, const char *out, double *scale
     }
     progress_end(&prog);
     free(scales);
+    free(a->global);
     if ((st = tq_dump_commit(w))) die_lib(st, NULL);
     double mib = (double)p->n_layers * (2.0 * p->n_kv_heads + p->n_q_heads) * p->n_tokens * p->head_dim *
                  (p->dtype == TQ_DTYPE_F16 ? 2 : 4) / 1048576.0;
@@ -172,6 +200,6 @@ int cmd_synth(int argc, char **argv)
     tq_synth_params_default(&a.p);
     synth_parse(&a, argc, argv);
     synth_check(&a);
-    synth_write(&a.p, a.out, a.scales);
+    synth_write(&a, &a.p, a.out, a.scales);
     return 0;
 }

@@ -1,5 +1,6 @@
-/* attention.c: attention metrics of one kv head, exact vs quantized keys/values (see attention.h). Scores come from
- * cblas_sgemm over tiles of queries; each row's log-softmax, KL, entropies and top-8 sets are reduced in double from
+/* attention.c: attention metrics of one kv head, exact vs quantized keys/values (see attention.h), under the layer's
+ * window, scale and soft-cap. Scores come from cblas_sgemm over tiles of queries and the keys their windows reach;
+ * each row's log-softmax, KL, entropies and top-8 sets are reduced in double from
  * the float scores, so the only float rounding is in the scores themselves and in P·V. */
 #include "attention.h"
 
@@ -13,11 +14,41 @@
 
 #define TOPK 8
 
-size_t tq_attn_workspace_bytes(int T, int d)
+int tq_attn_spec_check(const tq_attn_spec *s)
+{
+    if (s->window < 0)
+        return tq_error_set(TQ_ERR_USAGE, "attention: sliding window %d is negative, expected 0 (global) or a "
+                            "window length >= 1", s->window);
+    if (!isfinite(s->scale) || s->scale < 0)
+        return tq_error_set(TQ_ERR_USAGE, "attention: scale %g is not a finite number >= 0 (0: 1/sqrt(head_dim))",
+                            s->scale);
+    if (!isfinite(s->softcap) || s->softcap < 0)
+        return tq_error_set(TQ_ERR_USAGE, "attention: soft-cap %g is not a finite number >= 0 (0: none)",
+                            s->softcap);
+    if (!isfinite(s->rope_base) || s->rope_base < 0)
+        return tq_error_set(TQ_ERR_USAGE, "attention: rope base %g is not a finite number >= 0 (0: unknown)",
+                            s->rope_base);
+    return TQ_OK;
+}
+
+double tq_attn_spec_scale(const tq_attn_spec *s, int d)
+{
+    return s && s->scale > 0 ? s->scale : 1.0 / sqrt((double)d);
+}
+
+/* Score columns one tile needs: every key up to the tile's last row (global), or the W + TILE − 1 keys the tile's
+ * windows cover together. */
+static int tile_cols(int t_hi, int window)
+{
+    return window > 0 && window + TQ_ATTN_TILE - 1 < t_hi ? window + TQ_ATTN_TILE - 1 : t_hi;
+}
+
+size_t tq_attn_workspace_bytes(int T, int d, int window)
 {
     /* two score blocks (exact, quantized), two output blocks (pV, p̂V̂), two scratch rows of exponentials */
-    return 2 * (size_t)TQ_ATTN_TILE * (size_t)T * sizeof(float) + 2 * (size_t)TQ_ATTN_TILE * (size_t)d * sizeof(float) +
-           2 * (size_t)T * sizeof(float);
+    size_t n = (size_t)tile_cols(T, window);
+    return 2 * (size_t)TQ_ATTN_TILE * n * sizeof(float) + 2 * (size_t)TQ_ATTN_TILE * (size_t)d * sizeof(float) +
+           2 * n * sizeof(float);
 }
 
 /* Running top-k of a row: indices sorted by value, descending; ties keep the earlier key first, the order a stable
@@ -47,7 +78,7 @@ static int topk_overlap(const topk *a, const topk *b)
 }
 
 static int check_args(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
-                      int T, int d, int t_lo, int t_hi, tq_attn_stats *out)
+                      int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out)
 {
     if (!out || !q || !k || !khat || n_q <= 0 || T <= 0 || d <= 0)
         return tq_error_set(TQ_ERR_USAGE, "attention: bad arguments (n_q=%d, T=%d, d=%d)", n_q, T, d);
@@ -55,7 +86,13 @@ static int check_args(const float *q, int n_q, const float *k, const float *khat
         return tq_error_set(TQ_ERR_USAGE, "attention: query range [%d, %d) is empty or outside 0..%d", t_lo, t_hi, T);
     if ((v == NULL) != (vhat == NULL))
         return tq_error_set(TQ_ERR_USAGE, "attention: values and quantized values must both be given or both NULL");
-    return TQ_OK;
+    return spec ? tq_attn_spec_check(spec) : TQ_OK;
+}
+
+/* s → c·tanh(s/c) over a row (Gemma 2's attention soft-cap), in double then rounded once. */
+static void softcap_row(float *s, int n, double c)
+{
+    for (int j = 0; j < n; j++) s[j] = (float)(c * tanh((double)s[j] / c));
 }
 
 /* Row sums shared by both implementations, in double. */
@@ -198,41 +235,53 @@ static void row_reduce(float *s, float *sq, float *e1, float *e2, int n, sums *a
 }
 
 int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
-                 int T, int d, int t_lo, int t_hi, tq_attn_stats *out)
+                 int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out)
 {
-    int rc = check_args(q, n_q, k, khat, v, vhat, T, d, t_lo, t_hi, out);
+    int rc = check_args(q, n_q, k, khat, v, vhat, T, d, spec, t_lo, t_hi, out);
     if (rc < 0) return rc;
-    const int B = TQ_ATTN_TILE;
-    float *S = tq_malloc((size_t)B * (size_t)t_hi * sizeof(float));
-    float *Sq = tq_malloc((size_t)B * (size_t)t_hi * sizeof(float));
+    const int B = TQ_ATTN_TILE, W = spec ? spec->window : 0, nc = tile_cols(t_hi, W);
+    float *S = tq_malloc((size_t)B * (size_t)nc * sizeof(float));
+    float *Sq = tq_malloc((size_t)B * (size_t)nc * sizeof(float));
     float *O = tq_malloc((size_t)B * (size_t)d * sizeof(float));
     float *Oq = tq_malloc((size_t)B * (size_t)d * sizeof(float));
-    float *E = tq_malloc(2 * (size_t)t_hi * sizeof(float));
+    float *E = tq_malloc(2 * (size_t)nc * sizeof(float));
     if (!S || !Sq || !O || !Oq || !E) {
         free(S); free(Sq); free(O); free(Oq); free(E);
         return TQ_ERR_NOMEM;
     }
-    const float scale = (float)(1.0 / sqrt((double)d));
+    const float scale = (float)tq_attn_spec_scale(spec, d);
+    const double cap = spec ? spec->softcap : 0;
     sums acc = {0};
     for (int g = 0; g < n_q; g++) {
         const float *qg = q + (size_t)g * T * d;
         for (int t0 = t_lo; t0 < t_hi; t0 += B) {
-            int m = t_hi - t0 < B ? t_hi - t0 : B, nk = t0 + m; /* rows t0..t0+m-1 see keys 0..nk-1 at most */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, d, scale, qg + (size_t)t0 * d, d, k, d,
+            /* rows t0..t0+m-1 see keys lo..t0+m-1 at most: lo = 0 globally, the first row's window start else */
+            int m = t_hi - t0 < B ? t_hi - t0 : B, lo = W > 0 && t0 - W + 1 > 0 ? t0 - W + 1 : 0;
+            int nk = t0 + m - lo;
+            const float *kl = k + (size_t)lo * d, *khl = khat + (size_t)lo * d;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, d, scale, qg + (size_t)t0 * d, d, kl, d,
                         0.0f, S, nk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, d, scale, qg + (size_t)t0 * d, d, khat, d,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, d, scale, qg + (size_t)t0 * d, d, khl, d,
                         0.0f, Sq, nk);
             for (int i = 0; i < m; i++) {
-                int n = t0 + i + 1;
+                int t = t0 + i, a = W > 0 && t - W + 1 > lo ? t - W + 1 - lo : 0, n = t - lo + 1 - a;
                 float *s = S + (size_t)i * nk, *sq = Sq + (size_t)i * nk;
-                row_reduce(s, sq, E, E + t_hi, n, &acc);
-                /* causal mask: keys after t carry no weight in P·V */
-                memset(s + n, 0, (size_t)(nk - n) * sizeof(float));
-                memset(sq + n, 0, (size_t)(nk - n) * sizeof(float));
+                if (cap > 0) {
+                    softcap_row(s + a, n, cap);
+                    softcap_row(sq + a, n, cap);
+                }
+                row_reduce(s + a, sq + a, E, E + nc, n, &acc);
+                /* causal mask and window: keys after t and before the window carry no weight in P·V */
+                memset(s, 0, (size_t)a * sizeof(float));
+                memset(sq, 0, (size_t)a * sizeof(float));
+                memset(s + a + n, 0, (size_t)(nk - a - n) * sizeof(float));
+                memset(sq + a + n, 0, (size_t)(nk - a - n) * sizeof(float));
             }
             if (!v) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, nk, 1.0f, S, nk, v, d, 0.0f, O, d);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, nk, 1.0f, Sq, nk, vhat, d, 0.0f, Oq, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, nk, 1.0f, S, nk, v + (size_t)lo * d, d, 0.0f,
+                        O, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, nk, 1.0f, Sq, nk, vhat + (size_t)lo * d, d,
+                        0.0f, Oq, d);
             for (int i = 0; i < m; i++) {
                 double num = 0, den = 0;
                 for (int c = 0; c < d; c++) {
@@ -253,30 +302,36 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
 }
 
 int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
-                     int T, int d, int t_lo, int t_hi, tq_attn_stats *out)
+                     int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out)
 {
-    int rc = check_args(q, n_q, k, khat, v, vhat, T, d, t_lo, t_hi, out);
+    int rc = check_args(q, n_q, k, khat, v, vhat, T, d, spec, t_lo, t_hi, out);
     if (rc < 0) return rc;
     double *s = tq_malloc((size_t)t_hi * sizeof(double)), *sq = tq_malloc((size_t)t_hi * sizeof(double));
     if (!s || !sq) {
         free(s); free(sq);
         return TQ_ERR_NOMEM;
     }
-    double scale = 1.0 / sqrt((double)d);
+    double scale = tq_attn_spec_scale(spec, d), cap = spec ? spec->softcap : 0;
+    int W = spec ? spec->window : 0;
     sums acc = {0};
     for (int g = 0; g < n_q; g++)
         for (int t = t_lo; t < t_hi; t++) {
             const float *qt = q + ((size_t)g * T + t) * d;
-            int n = t + 1;
+            /* row t sees keys j0..t: s[j] below is the score of key j0 + j */
+            int j0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0, n = t - j0 + 1;
             double m1 = -INFINITY, m2 = -INFINITY;
             for (int j = 0; j < n; j++) {
                 double a = 0, b = 0;
                 for (int c = 0; c < d; c++) {
-                    a += (double)qt[c] * k[(size_t)j * d + c];
-                    b += (double)qt[c] * khat[(size_t)j * d + c];
+                    a += (double)qt[c] * k[(size_t)(j0 + j) * d + c];
+                    b += (double)qt[c] * khat[(size_t)(j0 + j) * d + c];
                 }
                 s[j] = a * scale;
                 sq[j] = b * scale;
+                if (cap > 0) {
+                    s[j] = cap * tanh(s[j] / cap);
+                    sq[j] = cap * tanh(sq[j] / cap);
+                }
                 m1 = fmax(m1, s[j]);
                 m2 = fmax(m2, sq[j]);
             }
@@ -307,8 +362,8 @@ int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat,
             for (int c = 0; c < d; c++) {
                 double a = 0, b = 0;
                 for (int j = 0; j < n; j++) {
-                    a += s[j] * v[(size_t)j * d + c];
-                    b += sq[j] * vhat[(size_t)j * d + c];
+                    a += s[j] * v[(size_t)(j0 + j) * d + c];
+                    b += sq[j] * vhat[(size_t)(j0 + j) * d + c];
                 }
                 num += (b - a) * (b - a);
                 den += a * a;

@@ -1,11 +1,26 @@
 /* attention.h: causal softmax attention of one kv head with exact and with quantized keys/values, reduced to the
- * attention metrics of README "Metrics" (attn_kl, entropy, entropy_q, top8, out_rel). The fast path scores tiles of
- * TQ_ATTN_TILE queries against all keys up to the causal limit with cblas_sgemm (memory O(tile × T), never T × T);
- * tq_attn_eval_ref is the plain double-precision reference the fast path is tested against. */
+ * attention metrics of README "Metrics" (attn_kl, entropy, entropy_q, top8, out_rel), under the layer's attention spec
+ * (sliding window, score scale, soft-cap: what the dump records). The fast path scores tiles of TQ_ATTN_TILE queries
+ * against the keys their window reaches with cblas_sgemm (memory O(tile × T) for global layers, O(tile × (W + tile))
+ * for a window W, never T × T); tq_attn_eval_ref is the plain double-precision reference it is tested against. */
 #ifndef TQ_ATTENTION_H
 #define TQ_ATTENTION_H
 
 #include <stddef.h>
+
+/* How a layer's attention scores its keys (datasets/FORMAT.md, dump format v2). All zero = causal global attention
+ * with scale 1/√d and no soft-cap, what every v1 dump means. */
+typedef struct {
+    int window;        /* 0: global (query t sees keys 0..t); W > 0: keys max(0, t−W+1)..t, W of them with itself */
+    double scale;      /* scores = scale · q·k; 0: 1/√d */
+    double softcap;    /* 0: none; c > 0: scores s → c·tanh(s/c), after scaling (Gemma 2) */
+    double rope_base;  /* RoPE base of the layer (informational: keys are stored after RoPE); 0: unknown/none */
+} tq_attn_spec;
+
+/* TQ_OK, or TQ_ERR_USAGE naming the bad field (negative window, non-finite or negative scale/soft-cap/base). */
+int tq_attn_spec_check(const tq_attn_spec *s);
+/* The scale actually used at head dim d: s->scale, or 1/√d when it is 0 (or s is NULL). */
+double tq_attn_spec_scale(const tq_attn_spec *s, int d);
 
 /* Queries per tile. The fast path holds two TQ_ATTN_TILE × T float score blocks, see tq_attn_workspace_bytes. */
 #define TQ_ATTN_TILE 64
@@ -23,14 +38,17 @@ typedef struct {
 
 /* One kv head: q [n_q][T][d] (the query heads of its GQA group, contiguous as in the dump), k and khat [T][d],
  * v and vhat [T][d] or both NULL (then out_rel is absent). Query positions t in [t_lo, t_hi) are evaluated, each
- * against keys 0..t with scale 1/√d; t_lo = 0, t_hi = T for the whole slice. Single-threaded (callers parallelize
- * over heads), deterministic. Returns TQ_OK, TQ_ERR_USAGE on bad shapes, TQ_ERR_NOMEM. */
+ * against the keys spec allows (NULL: keys 0..t, scale 1/√d, as in every v1 dump); t_lo = 0, t_hi = T for the whole
+ * slice. Keys outside a query's window take no part in its softmax, top-8 or output (they are never scored).
+ * Single-threaded (callers parallelize over heads), deterministic. Returns TQ_OK, TQ_ERR_USAGE on bad shapes or a
+ * bad spec, TQ_ERR_NOMEM. */
 int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
-                 int T, int d, int t_lo, int t_hi, tq_attn_stats *out);
-/* The same in plain loops, scores and softmax in double. O(T) memory per row; for tests. */
+                 int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out);
+/* The same in plain loops, scores, soft-cap and softmax in double. O(T) memory per row; for tests. */
 int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
-                     int T, int d, int t_lo, int t_hi, tq_attn_stats *out);
-/* Bytes tq_attn_eval allocates for a slice of T tokens of dim d (independent of t_lo, t_hi and n_q). */
-size_t tq_attn_workspace_bytes(int T, int d);
+                     int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out);
+/* Bytes tq_attn_eval allocates at most for a slice of T tokens of dim d under a window (0: global): independent of
+ * t_lo, t_hi and n_q, and of T once T exceeds window + TQ_ATTN_TILE. */
+size_t tq_attn_workspace_bytes(int T, int d, int window);
 
 #endif

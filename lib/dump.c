@@ -22,6 +22,7 @@ struct tq_dump {
     char path[1024];
     tq_dump_meta meta;
     tq_layer_shape *shapes;  /* n_layers entries */
+    tq_attn_spec *specs;     /* n_layers entries: each layer's attention (v1 defaults where absent) */
     int *dtypes;             /* n_layers x 3: keys, values, queries (0 when absent) */
 };
 
@@ -33,6 +34,9 @@ struct tq_dump_writer {
     tq_dump_meta meta;
     int dtype;
     unsigned char *written;  /* per layer: written once */
+    tq_attn_spec *specs;     /* per layer: the attention attributes to write, where has_spec */
+    unsigned char *has_spec;
+    int *head_dims;          /* per written layer: its head dim (attn_scale's default) */
 };
 
 static const char *const tensor_names[3] = {"keys", "values", "queries"};
@@ -87,24 +91,24 @@ static hid_t f16_type_create(void)
 
 /* Read a string attribute (scalar or one-element, variable- or fixed-length). Returns 0, 1 when absent, or TQ_ERR
  * with a message (no file prefix). */
-static int attr_read_str(hid_t obj, const char *name, char *out, size_t cap)
+static int attr_read_str(hid_t obj, const char *where, const char *name, char *out, size_t cap)
 {
     htri_t ex = H5Aexists(obj, name);
-    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query root attribute '%s'", name);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query %s attribute \'%s\'", where, name);
     if (!ex) return 1;
     int rc = TQ_ERR;
     hid_t a = -1, t = -1, s = -1, mt = -1;
     char *buf = NULL;
     if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
-        tq_error_set(TQ_ERR, "cannot open root attribute '%s' (file corrupt?)", name);
+        tq_error_set(TQ_ERR, "cannot open %s attribute \'%s\' (file corrupt?)", where, name);
         goto done;
     }
     if (H5Tget_class(t) != H5T_STRING) {
-        tq_error_set(TQ_ERR, "root attribute '%s' is not a string, expected a string", name);
+        tq_error_set(TQ_ERR, "%s attribute \'%s\' is not a string, expected a string", where, name);
         goto done;
     }
     if (H5Sget_simple_extent_npoints(s) != 1) {
-        tq_error_set(TQ_ERR, "root attribute '%s' holds %lld strings, expected one", name,
+        tq_error_set(TQ_ERR, "%s attribute \'%s\' holds %lld strings, expected one", where, name,
                      (long long)H5Sget_simple_extent_npoints(s));
         goto done;
     }
@@ -132,7 +136,7 @@ static int attr_read_str(hid_t obj, const char *name, char *out, size_t cap)
     rc = 0;
     goto done;
 read_fail:
-    tq_error_set(TQ_ERR, "cannot read root attribute '%s' as a string (file corrupt?)", name);
+    tq_error_set(TQ_ERR, "cannot read %s attribute \'%s\' as a string (file corrupt?)", where, name);
 done:
     free(buf);
     if (mt >= 0) H5Tclose(mt);
@@ -143,25 +147,25 @@ done:
 }
 
 /* Read an integer attribute of any integer width/sign. Returns 0, 1 when absent, or TQ_ERR. */
-static int attr_read_int(hid_t obj, const char *name, long long *out)
+static int attr_read_int(hid_t obj, const char *where, const char *name, long long *out)
 {
     htri_t ex = H5Aexists(obj, name);
-    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query root attribute '%s'", name);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query %s attribute \'%s\'", where, name);
     if (!ex) return 1;
     int rc = TQ_ERR;
     hid_t a = -1, t = -1, s = -1;
     if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
-        tq_error_set(TQ_ERR, "cannot open root attribute '%s' (file corrupt?)", name);
+        tq_error_set(TQ_ERR, "cannot open %s attribute \'%s\' (file corrupt?)", where, name);
         goto done;
     }
     H5T_class_t cls = H5Tget_class(t);
     if (cls != H5T_INTEGER) {
-        tq_error_set(TQ_ERR, "root attribute '%s' is a %s, expected an integer", name,
+        tq_error_set(TQ_ERR, "%s attribute \'%s\' is a %s, expected an integer", where, name,
                      cls == H5T_STRING ? "string" : cls == H5T_FLOAT ? "float" : "non-integer");
         goto done;
     }
     if (H5Sget_simple_extent_npoints(s) != 1) {
-        tq_error_set(TQ_ERR, "root attribute '%s' holds %lld values, expected one integer", name,
+        tq_error_set(TQ_ERR, "%s attribute \'%s\' holds %lld values, expected one integer", where, name,
                      (long long)H5Sget_simple_extent_npoints(s));
         goto done;
     }
@@ -175,12 +179,77 @@ static int attr_read_int(hid_t obj, const char *name, long long *out)
     rc = 0;
     goto done;
 read_fail:
-    tq_error_set(TQ_ERR, "cannot read root attribute '%s' as an integer (file corrupt?)", name);
+    tq_error_set(TQ_ERR, "cannot read %s attribute \'%s\' as an integer (file corrupt?)", where, name);
 done:
     if (s >= 0) H5Sclose(s);
     if (t >= 0) H5Tclose(t);
     if (a >= 0) H5Aclose(a);
     return rc;
+}
+
+/* Read a numeric attribute (float or integer of any width) as double. Returns 0, 1 when absent, or TQ_ERR. */
+static int attr_read_double(hid_t obj, const char *where, const char *name, double *out)
+{
+    htri_t ex = H5Aexists(obj, name);
+    if (ex < 0) return tq_error_set(TQ_ERR, "cannot query %s attribute '%s'", where, name);
+    if (!ex) return 1;
+    int rc = TQ_ERR;
+    hid_t a = -1, t = -1, s = -1;
+    if ((a = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
+        tq_error_set(TQ_ERR, "cannot open %s attribute '%s' (file corrupt?)", where, name);
+        goto done;
+    }
+    H5T_class_t cls = H5Tget_class(t);
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+        tq_error_set(TQ_ERR, "%s attribute '%s' is a %s, expected a number", where, name,
+                     cls == H5T_STRING ? "string" : "non-numeric type");
+        goto done;
+    }
+    if (H5Sget_simple_extent_npoints(s) != 1) {
+        tq_error_set(TQ_ERR, "%s attribute '%s' holds %lld values, expected one number", where, name,
+                     (long long)H5Sget_simple_extent_npoints(s));
+        goto done;
+    }
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0) {
+        tq_error_set(TQ_ERR, "cannot read %s attribute '%s' as a number (file corrupt?)", where, name);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+/* The format-2 attention attributes of an open /layer_NNN group (datasets/FORMAT.md); each absent one takes its v1
+ * default (global, 1/sqrt(head_dim), no soft-cap, base unknown). Errors carry no file prefix. */
+static int layer_attn_read(hid_t g, const char *gname, int head_dim, tq_attn_spec *sp)
+{
+    char where[48];
+    snprintf(where, sizeof where, "'/%s'", gname);
+    *sp = (tq_attn_spec){0, 1.0 / sqrt((double)head_dim), 0, 0};
+    long long w;
+    int r = attr_read_int(g, where, "sliding_window", &w);
+    if (r < 0) return r;
+    if (r == 0 && (w < 0 || w > INT_MAX))
+        return tq_error_set(TQ_ERR, "%s attribute 'sliding_window' is %lld, expected 0 (global attention) or a "
+                            "window length 1..%d", where, w, INT_MAX);
+    if (r == 0) sp->window = (int)w;
+    static const char *const names[3] = {"attn_scale", "attn_softcap", "rope_base"};
+    static const char *const expect[3] = {"a finite number > 0 (scores = attn_scale * q.k)",
+                                          "a finite number >= 0 (0: no soft-cap)",
+                                          "a finite number >= 0 (0: unknown)"};
+    double *dst[3] = {&sp->scale, &sp->softcap, &sp->rope_base};
+    for (int i = 0; i < 3; i++) {
+        double x;
+        if ((r = attr_read_double(g, where, names[i], &x)) < 0) return r;
+        if (r == 1) continue;
+        if (!isfinite(x) || x < 0 || (i == 0 && x == 0))
+            return tq_error_set(TQ_ERR, "%s attribute '%s' is %g, expected %s", where, names[i], x, expect[i]);
+        *dst[i] = x;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -270,7 +339,7 @@ done:
 }
 
 /* Check one /layer_NNN group and fill its shape. Errors carry no file prefix. */
-static int layer_inspect(hid_t file, int layer, tq_layer_shape *sh, int dt[3])
+static int layer_inspect(hid_t file, int layer, tq_layer_shape *sh, int dt[3], tq_attn_spec *sp)
 {
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%03d", layer);
@@ -328,7 +397,7 @@ static int layer_inspect(hid_t file, int layer, tq_layer_shape *sh, int dt[3])
     sh->has_queries = present[2];
     sh->n_q_heads = present[2] ? (int)dims[2][0] : 0;
     sh->dtype = dt[0];
-    rc = 0;
+    rc = layer_attn_read(g, gname, sh->head_dim, sp);
 done:
     H5Oclose(g);
     return rc;
@@ -384,7 +453,7 @@ static int dump_open_inner(tq_dump *d, const char *path)
     }
     tq_dump_meta *m = &d->meta;
     char fmt[64];
-    int r = attr_read_str(d->file, "tq_format", fmt, sizeof fmt);
+    int r = attr_read_str(d->file, "root", "tq_format", fmt, sizeof fmt);
     if (r < 0) return r;
     if (r == 1)
         return tq_error_set(TQ_ERR, "root attribute 'tq_format' is missing, expected \"" TQ_DUMP_FORMAT "\" "
@@ -394,7 +463,7 @@ static int dump_open_inner(tq_dump *d, const char *path)
                             strcmp(fmt, "tq-codes") == 0 ? " (this is a codes file; tq dequantize turns it into a "
                             "dump)" : "");
     long long v;
-    r = attr_read_int(d->file, "tq_format_version", &v);
+    r = attr_read_int(d->file, "root", "tq_format_version", &v);
     if (r < 0) return r;
     if (r == 1) return tq_error_set(TQ_ERR, "root attribute 'tq_format_version' is missing, expected %d",
                                     TQ_DUMP_VERSION);
@@ -402,32 +471,37 @@ static int dump_open_inner(tq_dump *d, const char *path)
         return tq_error_set(TQ_ERR, "tq_format_version is %lld, newer than the %d this tq reads (upgrade tq)", v,
                             TQ_DUMP_VERSION);
     if (v < 1) return tq_error_set(TQ_ERR, "tq_format_version is %lld, expected %d", v, TQ_DUMP_VERSION);
-    r = attr_read_int(d->file, "n_layers", &v);
+    m->version = (int)v;
+    r = attr_read_int(d->file, "root", "n_layers", &v);
     if (r < 0) return r;
     if (r == 1) return tq_error_set(TQ_ERR, "root attribute 'n_layers' is missing, expected the number of layers");
     if (v < 1 || v > TQ_DUMP_MAX_LAYERS)
         return tq_error_set(TQ_ERR, "root attribute 'n_layers' is %lld, expected 1..%d", v, TQ_DUMP_MAX_LAYERS);
     m->n_layers = (int)v;
-    r = attr_read_str(d->file, "rope", m->rope, sizeof m->rope);
+    r = attr_read_str(d->file, "root", "rope", m->rope, sizeof m->rope);
     if (r < 0) return r;
     if (r == 1)
         return tq_error_set(TQ_ERR, "root attribute 'rope' is missing, expected \"post\", \"pre\" or \"none\"");
     if (strcmp(m->rope, "post") && strcmp(m->rope, "pre") && strcmp(m->rope, "none")) {
         char full[64];
-        attr_read_str(d->file, "rope", full, sizeof full);
+        attr_read_str(d->file, "root", "rope", full, sizeof full);
         return tq_error_set(TQ_ERR, "root attribute 'rope' is \"%s\", expected \"post\", \"pre\" or \"none\"", full);
     }
     /* model and source describe provenance; a hand-made dump may leave them out. */
-    if ((r = attr_read_str(d->file, "model", m->model, sizeof m->model)) < 0) return r;
+    if ((r = attr_read_str(d->file, "root", "model", m->model, sizeof m->model)) < 0) return r;
     if (r == 1) snprintf(m->model, sizeof m->model, "unknown");
-    if ((r = attr_read_str(d->file, "source", m->source, sizeof m->source)) < 0) return r;
+    if ((r = attr_read_str(d->file, "root", "source", m->source, sizeof m->source)) < 0) return r;
     if (r == 1) snprintf(m->source, sizeof m->source, "unknown");
+    /* format 2: the architecture the dumper ran ("llama", "gemma3", ...); v1 files do not say */
+    if ((r = attr_read_str(d->file, "root", "architecture", m->architecture, sizeof m->architecture)) < 0) return r;
+    if (r == 1 || !m->architecture[0]) snprintf(m->architecture, sizeof m->architecture, "unknown");
 
     d->shapes = tq_calloc((size_t)m->n_layers, sizeof *d->shapes);
     d->dtypes = tq_calloc((size_t)m->n_layers * 3, sizeof *d->dtypes);
-    if (!d->shapes || !d->dtypes) return TQ_ERR_NOMEM;
+    d->specs = tq_calloc((size_t)m->n_layers, sizeof *d->specs);
+    if (!d->shapes || !d->dtypes || !d->specs) return TQ_ERR_NOMEM;
     for (int l = 0; l < m->n_layers; l++)
-        if (layer_inspect(d->file, l, &d->shapes[l], &d->dtypes[3 * l]) < 0) return TQ_ERR;
+        if (layer_inspect(d->file, l, &d->shapes[l], &d->dtypes[3 * l], &d->specs[l]) < 0) return TQ_ERR;
     m->shape = d->shapes[0];
     return TQ_OK;
 }
@@ -459,12 +533,22 @@ const tq_layer_shape *tq_dump_layer_shape(const tq_dump *d, int layer)
 
 const char *tq_dump_path(const tq_dump *d) { return d->path; }
 
+int tq_dump_layer_attn(const tq_dump *d, int layer, tq_attn_spec *out)
+{
+    if (layer < 0 || layer >= d->meta.n_layers)
+        return tq_error_set(TQ_ERR_USAGE, "cannot read '%s': layer %d does not exist (the dump has %d layers)",
+                            d->path, layer, d->meta.n_layers);
+    *out = d->specs[layer];
+    return TQ_OK;
+}
+
 void tq_dump_close(tq_dump *d)
 {
     if (!d) return;
     if (d->file >= 0) H5Fclose(d->file);
     free(d->shapes);
     free(d->dtypes);
+    free(d->specs);
     free(d);
 }
 
@@ -628,7 +712,15 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
     w->dtype = dtype;
     snprintf(w->path, sizeof w->path, "%s", path);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (!(w->written = tq_calloc((size_t)meta->n_layers, 1))) {
+    w->written = tq_calloc((size_t)meta->n_layers, 1);
+    w->has_spec = tq_calloc((size_t)meta->n_layers, 1);
+    w->specs = tq_calloc((size_t)meta->n_layers, sizeof *w->specs);
+    w->head_dims = tq_calloc((size_t)meta->n_layers, sizeof *w->head_dims);
+    if (!w->written || !w->has_spec || !w->specs || !w->head_dims) {
+        free(w->written);
+        free(w->has_spec);
+        free(w->specs);
+        free(w->head_dims);
         free(w);
         return TQ_ERR_NOMEM;
     }
@@ -656,7 +748,9 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
         attr_write_int(w->file, "tq_format_version", TQ_DUMP_VERSION) < 0 ||
         attr_write_str(w->file, "model", meta->model) < 0 || attr_write_str(w->file, "source", meta->source) < 0 ||
         attr_write_str(w->file, "rope", meta->rope) < 0 ||
-        attr_write_int(w->file, "n_layers", meta->n_layers) < 0) {
+        attr_write_int(w->file, "n_layers", meta->n_layers) < 0 ||
+        (meta->architecture[0] && strcmp(meta->architecture, "unknown") &&
+         attr_write_str(w->file, "architecture", meta->architecture) < 0)) {
         tq_error_prefix(TQ_ERR, "cannot write '%s': ", path);
         goto fail;
     }
@@ -665,6 +759,52 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
 fail:
     tq_dump_abort(w);
     return TQ_ERR;
+}
+
+static int attr_write_double(hid_t obj, const char *name, double val)
+{
+    hid_t s = -1, a = -1;
+    int rc = TQ_ERR;
+    if ((s = H5Screate(H5S_SCALAR)) < 0 ||
+        (a = H5Acreate2(obj, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        H5Awrite(a, H5T_NATIVE_DOUBLE, &val) < 0)
+        tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
+    else
+        rc = 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    return rc;
+}
+
+/* sliding_window (int64), attn_scale, attn_softcap, rope_base (float64) on an open layer group */
+static int layer_attn_write(hid_t g, const tq_attn_spec *a, int head_dim)
+{
+    if (attr_write_int(g, "sliding_window", a->window) < 0 ||
+        attr_write_double(g, "attn_scale", tq_attn_spec_scale(a, head_dim)) < 0 ||
+        attr_write_double(g, "attn_softcap", a->softcap) < 0 || attr_write_double(g, "rope_base", a->rope_base) < 0)
+        return TQ_ERR;
+    return TQ_OK;
+}
+
+int tq_dump_set_layer_attn(tq_dump_writer *w, int layer, const tq_attn_spec *spec)
+{
+    if (layer < 0 || layer >= w->meta.n_layers)
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d is outside 0..%d", w->path, layer,
+                            w->meta.n_layers - 1);
+    if (w->has_spec[layer])
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': the attention of layer %d is set twice", w->path, layer);
+    int rc = tq_attn_spec_check(spec);
+    if (rc < 0) return tq_error_prefix(rc, "cannot write '%s': layer %d: ", w->path, layer);
+    w->specs[layer] = *spec;
+    w->has_spec[layer] = 1;
+    if (!w->written[layer]) return TQ_OK; /* tq_dump_write_layer writes them with the group */
+    char gname[32];
+    snprintf(gname, sizeof gname, "layer_%03d", layer);
+    hid_t g = H5Gopen2(w->file, gname, H5P_DEFAULT);
+    if (g < 0) return tq_error_set(TQ_ERR, "cannot write '%s': cannot open group '/%s'", w->path, gname);
+    rc = layer_attn_write(g, spec, w->head_dims[layer]);
+    H5Gclose(g);
+    return rc < 0 ? tq_error_prefix(rc, "cannot write '%s': /%s: ", w->path, gname) : TQ_OK;
 }
 
 static int dataset_write(tq_dump_writer *w, hid_t g, const char *name, int heads, int tokens, int dim,
@@ -719,9 +859,11 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
     if (rc == 0 && s->has_values) rc = dataset_write(w, g, "values", s->n_kv_heads, s->n_tokens, s->head_dim, l->values);
     if (rc == 0 && s->has_queries)
         rc = dataset_write(w, g, "queries", s->n_q_heads, s->n_tokens, s->head_dim, l->queries);
+    if (rc == 0 && w->has_spec[layer]) rc = layer_attn_write(g, &w->specs[layer], s->head_dim);
     if (H5Gclose(g) < 0 && rc == 0) rc = tq_error_set(TQ_ERR, "cannot close group '/%s'", gname);
     if (rc < 0) return tq_error_prefix(rc, "cannot write '%s': /%s: ", w->path, gname);
     w->written[layer] = 1;
+    w->head_dims[layer] = s->head_dim;
     return TQ_OK;
 }
 
@@ -806,5 +948,8 @@ void tq_dump_abort(tq_dump_writer *w)
     if (w->dcpl >= 0) H5Pclose(w->dcpl);
     if (w->tmp[0]) unlink(w->tmp);
     free(w->written);
+    free(w->has_spec);
+    free(w->specs);
+    free(w->head_dims);
     free(w);
 }

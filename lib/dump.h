@@ -6,8 +6,12 @@
 
 #include <stdint.h>
 
+#include "attention.h"
+
 #define TQ_DUMP_FORMAT "tq-kv"
-#define TQ_DUMP_VERSION 1
+/* 2 adds the root `architecture` and each layer's sliding_window, attn_scale, attn_softcap and rope_base
+ * (tq_attn_spec); version-1 files still read, as global causal attention with scale 1/sqrt(head_dim). */
+#define TQ_DUMP_VERSION 2
 
 /* F64 is read (converted to float; values beyond float range become inf) but never written. */
 enum { TQ_DTYPE_F16 = 1, TQ_DTYPE_F32 = 2, TQ_DTYPE_F64 = 3 };
@@ -30,7 +34,10 @@ typedef struct {
     char model[256];
     char source[512];
     char rope[8];              /* "post" | "pre" | "none" */
+    char architecture[64];     /* "llama", "gemma3", ...; "unknown" when the file does not say (v1). Written when
+                                * set and not "unknown" */
     int n_layers;
+    int version;               /* the file's tq_format_version (1 or 2); the writer writes TQ_DUMP_VERSION */
     tq_layer_shape shape;      /* layer 0's shape (what `tq info` reports first) */
 } tq_dump_meta;
 
@@ -50,6 +57,10 @@ const tq_dump_meta *tq_dump_get_meta(const tq_dump *d);
 const char *tq_dump_path(const tq_dump *d);
 /* Shapes of a layer (validated at open). */
 const tq_layer_shape *tq_dump_layer_shape(const tq_dump *d, int layer);
+/* A layer's attention as the dump records it (format 2; absent attributes, and every v1 layer, give the v1
+ * defaults: window 0, scale 1/sqrt(head_dim) filled in, soft-cap 0, rope_base 0). Validated at open. TQ_OK, or
+ * TQ_ERR_USAGE for a layer out of range. */
+int tq_dump_layer_attn(const tq_dump *d, int layer, tq_attn_spec *out);
 /* Read one layer into freshly allocated buffers (free with tq_layer_free). `tokens` > 0 reads only the first
  * `tokens` positions (for --tokens subsets); 0 reads all; more than the layer holds is TQ_ERR (callers clamp with
  * tq_dump_layer_shape if they want to). Non-finite values are an error that says how many and
@@ -63,6 +74,11 @@ void tq_dump_close(tq_dump *d);
 typedef struct tq_dump_writer tq_dump_writer;
 int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype);
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
+/* Record a layer's attention (sliding_window, attn_scale — 1/sqrt(head_dim) when spec->scale is 0 —, attn_softcap,
+ * rope_base) on its group: before tq_dump_write_layer of that layer (written with the group) or after it (written
+ * now). A layer never set gets no attributes (read back as the defaults). TQ_ERR_USAGE for a bad spec, a layer out
+ * of range or a second call for the same layer. */
+int tq_dump_set_layer_attn(tq_dump_writer *w, int layer, const tq_attn_spec *spec);
 int tq_dump_commit(tq_dump_writer *w);
 /* Extra attributes (datasets/FORMAT.md, "Attributes of real-model dumps"): on the root, or on a layer's group after
  * tq_dump_write_layer wrote it. Readers of any version ignore them. TQ_OK or TQ_ERR naming the attribute. */

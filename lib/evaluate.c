@@ -171,8 +171,9 @@ static void sched_bits(const tq_schedule *s, int layer, int h, int tensor, tq_qp
 }
 
 int tq_eval_slice(tq_device dev, const tq_eval_config *c, const tq_schedule *sched, tq_slice_id id, const float *q,
-                  int G, const float *k, const float *v, int T, int d, uint64_t seed, int attention, tq_metrics *mk,
-                  tq_metrics *mv, double *kbits, double *vbits, double *kbc, double *vbc)
+                  int G, const float *k, const float *v, int T, int d, uint64_t seed, int attention,
+                  const tq_attn_spec *spec, tq_metrics *mk, tq_metrics *mv, double *kbits, double *vbits, double *kbc,
+                  double *vbc)
 {
     if (c->v.method < 0) v = NULL;
     tq_qparams kp = c->k, vp = c->v;
@@ -188,6 +189,7 @@ int tq_eval_slice(tq_device dev, const tq_eval_config *c, const tq_schedule *sch
         rc = tq_roundtrip(dev, &vp, (tq_slice_id){id.layer, id.head, TQ_TENSOR_VALUES}, v, T, d, vh, vbits);
     if (rc == TQ_OK) {
         tq_metrics_opts mo = {.seed = seed, .layer = id.layer, .head = id.head, .attention = attention};
+        if (spec) mo.attn = *spec;
         rc = tq_metrics_head(&mo, q, G, k, kh, v, vh, T, d, mk, v ? mv : NULL);
     }
     free(kh);
@@ -218,10 +220,12 @@ static tq_eval_row *push_row(tq_eval_rows *out)
 }
 
 /* bits ride along with the metrics in the accumulators: the weighted mean of bits_code and bits_total */
-typedef struct { tq_metrics_acc a; double bc, bt, w; } eval_acc;
+typedef struct { tq_metrics_acc a; double bc, bt, w; int window, n; } eval_acc;
 
-static void acc_add(eval_acc *a, const tq_metrics *m, double bc, double bt)
+/* window: the sliding window of the slice's layer; an aggregate over layers of different windows reports -1 */
+static void acc_add(eval_acc *a, const tq_metrics *m, double bc, double bt, int window)
 {
+    a->window = a->n++ && a->window != window ? -1 : window;
     tq_metrics_acc_add(&a->a, m);
     a->bc += bc * (double)m->n_vectors;
     a->bt += bt * (double)m->n_vectors;
@@ -234,18 +238,18 @@ static int acc_row(tq_eval_rows *out, const eval_acc *a, int input, int layer, i
     tq_eval_row *r = push_row(out);
     if (!r) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
     *r = (tq_eval_row){.input = input, .layer = layer, .head = -1, .tensor = tensor, .cfg = cfg,
-                       .bits_code = a->bc / a->w, .bits_total = a->bt / a->w};
+                       .bits_code = a->bc / a->w, .bits_total = a->bt / a->w, .window = a->window};
     tq_metrics_acc_mean(&a->a, &r->m);
     return TQ_OK;
 }
 
 static int slice_row(tq_eval_rows *out, int input, int layer, int head, int tensor, int cfg, double bc, double bt,
-                     const tq_metrics *m)
+                     const tq_metrics *m, int window)
 {
     tq_eval_row *w = push_row(out);
     if (!w) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
     *w = (tq_eval_row){.input = input, .layer = layer, .head = head, .tensor = tensor, .cfg = cfg, .bits_code = bc,
-                       .bits_total = bt, .m = *m};
+                       .bits_total = bt, .m = *m, .window = window};
     return TQ_OK;
 }
 
@@ -302,8 +306,8 @@ static int read_layer(const tq_eval_opts *o, int in, tq_dump *dump, const tq_syn
 }
 
 /* One (layer, configuration): heads in parallel, then rows and sums serially in head order. */
-static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_layer *L, const int *hs, int nh, int ci,
-                          head_result *res, eval_acc *tot, tq_eval_rows *out)
+static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_layer *L, const tq_attn_spec *spec,
+                          const int *hs, int nh, int ci, head_result *res, eval_acc *tot, tq_eval_rows *out)
 {
     const tq_eval_config *c = &o->cfg[ci];
     int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
@@ -317,8 +321,8 @@ static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_lay
         tq_error_clear();
         r->rc = tq_eval_slice(o->device, c, o->sched, (tq_slice_id){layer, h, 0},
                               L->queries ? L->queries + (size_t)h * G * T * d : NULL, G, L->keys + off,
-                              L->values ? L->values + off : NULL, T, d, o->seed, o->attention, &r->mk, &r->mv,
-                              &r->kbits, &r->vbits, &r->kbc, &r->vbc);
+                              L->values ? L->values + off : NULL, T, d, o->seed, o->attention, spec, &r->mk,
+                              &r->mv, &r->kbits, &r->vbits, &r->kbc, &r->vbc);
         if (r->rc < 0) snprintf(r->err, sizeof r->err, "%s", tq_error_msg());
     }
     eval_acc la[2] = {0};
@@ -328,14 +332,16 @@ static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_lay
         if (r->rc < 0)
             return tq_error_set(TQ_ERR, "cannot evaluate '%s' layer %d head %d with %s: %s", o->inputs[in].label,
                                 layer, hs[i], c->kdesc, r->err);
-        if (o->per_head_rows) rc = slice_row(out, in, layer, hs[i], TQ_TENSOR_KEYS, ci, r->kbc, r->kbits, &r->mk);
-        acc_add(&la[0], &r->mk, r->kbc, r->kbits);
-        acc_add(&tot[2 * ci], &r->mk, r->kbc, r->kbits);
+        int W = spec->window;
+        if (o->per_head_rows)
+            rc = slice_row(out, in, layer, hs[i], TQ_TENSOR_KEYS, ci, r->kbc, r->kbits, &r->mk, W);
+        acc_add(&la[0], &r->mk, r->kbc, r->kbits, W);
+        acc_add(&tot[2 * ci], &r->mk, r->kbc, r->kbits, W);
         if (!vals) continue;
         if (o->per_head_rows && rc == TQ_OK)
-            rc = slice_row(out, in, layer, hs[i], TQ_TENSOR_VALUES, ci, r->vbc, r->vbits, &r->mv);
-        acc_add(&la[1], &r->mv, r->vbc, r->vbits);
-        acc_add(&tot[2 * ci + 1], &r->mv, r->vbc, r->vbits);
+            rc = slice_row(out, in, layer, hs[i], TQ_TENSOR_VALUES, ci, r->vbc, r->vbits, &r->mv, W);
+        acc_add(&la[1], &r->mv, r->vbc, r->vbits, W);
+        acc_add(&tot[2 * ci + 1], &r->mv, r->vbc, r->vbits, W);
     }
     if (rc == TQ_OK && o->per_head_rows) rc = acc_row(out, &la[0], in, layer, TQ_TENSOR_KEYS, ci);
     if (rc == TQ_OK && o->per_head_rows) rc = acc_row(out, &la[1], in, layer, TQ_TENSOR_VALUES, ci);
@@ -367,6 +373,8 @@ static int eval_input(const tq_eval_opts *o, int in, tq_eval_rows *out)
     for (int layer = 0; layer < n_layers && rc == TQ_OK; layer++) {
         if (!lmask[layer]) continue;
         tq_layer L;
+        tq_attn_spec spec = {0}; /* synthetic inputs: causal global attention, scale 1/sqrt(d) */
+        if (dump && (rc = tq_dump_layer_attn(dump, layer, &spec)) < 0) break;
         if ((rc = read_layer(o, in, dump, &sp, layer, &L)) < 0) break;
         int nkv = L.s.n_kv_heads, nh = 0;
         unsigned char *hmask = select_mask(dump ? o->heads : NULL, o->n_heads, nkv, "--heads", inp->label, &rc);
@@ -376,7 +384,7 @@ static int eval_input(const tq_eval_opts *o, int in, tq_eval_rows *out)
         for (int h = 0; rc == TQ_OK && h < nkv; h++)
             if (hmask[h]) hs[nh++] = h;
         for (int ci = 0; ci < o->n_cfg && rc == TQ_OK; ci++) {
-            rc = eval_layer_cfg(o, in, layer, &L, hs, nh, ci, res, tot, out);
+            rc = eval_layer_cfg(o, in, layer, &L, &spec, hs, nh, ci, res, tot, out);
             if (o->progress && rc == TQ_OK) o->progress(o->progress_ctx, inp->label, ++done, nsel * o->n_cfg);
         }
         free(hmask);
@@ -439,14 +447,16 @@ typedef struct {
 } sens_task;
 
 /* One kv head at one bit width: keys quantized with exact values, then values quantized with exact keys. */
-static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int h, const tq_layer *L, sens_task *r)
+static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int h, const tq_layer *L,
+                      const tq_attn_spec *spec, sens_task *r)
 {
     int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
     size_t off = (size_t)h * T * d;
     const float *k = L->keys + off, *v = L->values ? L->values + off : NULL;
     const float *q = L->queries ? L->queries + (size_t)h * G * T * d : NULL;
     float *xh = tq_malloc((size_t)T * d * sizeof(float));
-    tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->metric->attention};
+    tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->metric->attention,
+                          .attn = *spec};
     int need_v = o->metric->met == TQ_MET_OUT_REL;
     r->rc = xh ? TQ_OK : TQ_ERR_NOMEM;
     tq_error_clear();
@@ -526,7 +536,7 @@ static int sens_units(const tq_sens_opts *o, tq_sens_result *R, int nl, int nkv,
         for (int l = 0; l < nl; l++)
             for (int h = 0; h < hu; h++, i++) {
                 double *s = R->store + (size_t)i * 3 * nb;
-                R->units[i] = (tq_sens_unit){t, l, o->per_head ? h : -1, 0, s, s + nb, s + 2 * nb};
+                R->units[i] = (tq_sens_unit){t, l, o->per_head ? h : -1, 0, 0, s, s + nb, s + 2 * nb};
                 for (int b = 0; b < nb; b++) R->units[i].bits_code[b] = f->bits_code(&o->params[b], d);
             }
     }
@@ -550,12 +560,16 @@ int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *R)
     if (o->progress && rc == TQ_OK) o->progress(o->progress_ctx, o->dump, 0, nl);
     for (int l = 0; l < nl && rc == TQ_OK; l++) {
         tq_layer L;
+        tq_attn_spec spec;
+        if ((rc = tq_dump_layer_attn(dump, l, &spec)) < 0) break;
         if ((rc = tq_dump_read_layer(dump, l, o->tokens, 0, &L)) < 0) break;
+        for (int i = 0; i < R->n; i++)
+            if (R->units[i].layer == l) R->units[i].window = spec.window;
         int ntask = nkv * nb;
 #if TQ_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(o->threads > 0 ? o->threads : 1)
 #endif
-        for (int j = 0; j < ntask; j++) sens_eval(o, &o->params[j % nb], l, j / nb, &L, &res[j]);
+        for (int j = 0; j < ntask; j++) sens_eval(o, &o->params[j % nb], l, j / nb, &L, &spec, &res[j]);
         rc = sens_collect(o, R, l, nl, nkv, &L, res);
         tq_layer_free(&L);
         if (o->progress && rc == TQ_OK) o->progress(o->progress_ctx, o->dump, l + 1, nl);

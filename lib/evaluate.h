@@ -66,6 +66,8 @@ typedef struct {
 typedef struct {
     int input, layer, head, tensor, cfg;
     double bits_code, bits_total;  /* n_vectors-weighted means for aggregates */
+    int window;                    /* the layer's sliding window (0: global); aggregates over layers of different
+                                    * windows: -1 */
     tq_metrics m;
 } tq_eval_row;
 
@@ -106,10 +108,12 @@ int tq_evaluate(const tq_eval_opts *o, tq_eval_rows *out);
 void tq_eval_rows_free(tq_eval_rows *r);
 
 /* One slice's round trip and metrics, as tq_evaluate measures it: keys and (when v and cfg values) values quantized
- * on dev, tq_metrics_head on the results. */
+ * on dev, tq_metrics_head on the results with the layer's attention spec (NULL: causal global, 1/sqrt(d); tq_evaluate
+ * passes each dump layer's tq_dump_layer_attn, and the default for synthetic inputs). */
 int tq_eval_slice(tq_device dev, const tq_eval_config *c, const tq_schedule *sched, tq_slice_id id, const float *q,
-                  int G, const float *k, const float *v, int T, int d, uint64_t seed, int attention, tq_metrics *mk,
-                  tq_metrics *mv, double *kbits, double *vbits, double *kbc, double *vbc);
+                  int G, const float *k, const float *v, int T, int d, uint64_t seed, int attention,
+                  const tq_attn_spec *spec, tq_metrics *mk, tq_metrics *mv, double *kbits, double *vbits, double *kbc,
+                  double *vbc);
 
 /* ---- sensitivity: distortion curves for bit schedules ---- */
 
@@ -135,6 +139,7 @@ typedef struct {
 
 typedef struct {
     int tensor, layer, head;    /* head -1: the whole layer */
+    int window;                 /* the layer's sliding window (0: global), from the dump */
     double coords;
     double *metric, *bits_code, *bits_total; /* [n_bits] */
 } tq_sens_unit;
@@ -145,8 +150,8 @@ typedef struct {
     double *store;
 } tq_sens_result;
 
-/* Every unit's curve: keys (values) quantized with the other tensor exact, metric per head, layer units aggregated
- * over heads in head order. */
+/* Every unit's curve: keys (values) quantized with the other tensor exact, metric per head under the layer's attention
+ * spec (window, scale, soft-cap from the dump), layer units aggregated over heads in head order. */
 int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *out);
 void tq_sens_free(tq_sens_result *r);
 

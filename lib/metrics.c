@@ -199,7 +199,7 @@ int tq_metrics_head(const tq_metrics_opts *o, const float *q, int G, const float
     if (!o->attention) return TQ_OK;
     tq_attn_stats st;
     int with_v = v && mv;
-    rc = tq_attn_eval(q, G, k, khat, with_v ? v : NULL, with_v ? vhat : NULL, T, d, 0, T, &st);
+    rc = tq_attn_eval(q, G, k, khat, with_v ? v : NULL, with_v ? vhat : NULL, T, d, &o->attn, 0, T, &st);
     if (rc < 0) return rc;
     mk->v[TQ_MET_ATTN_KL] = st.attn_kl;
     mk->v[TQ_MET_ENTROPY] = st.entropy;

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "attention.h"
+
 /* Inner products use every causal pair (g, t, s ≤ t) of the group's query heads while there are at most this many.
  * Beyond it they use a seeded sample: R = ⌈2·cap/(T+1)⌉ query rows (g, t) drawn uniformly without replacement from
  * stream tq_rng_derive(seed, layer, head, TQ_PURPOSE_SAMPLE), each with all its keys s ≤ t — about `cap` pairs, every
@@ -55,6 +57,8 @@ typedef struct {
     int layer, head;
     long max_pairs;  /* 0: TQ_METRICS_MAX_PAIRS */
     int attention;   /* 1: attention metrics */
+    tq_attn_spec attn; /* the layer's window, scale and soft-cap (all 0: causal global, 1/√d, as in v1 dumps); the
+                        * attention metrics honour it, the inner products use every causal pair regardless */
 } tq_metrics_opts;
 int tq_metrics_head(const tq_metrics_opts *o, const float *q, int G, const float *k, const float *khat,
                     const float *v, const float *vhat, int T, int d, tq_metrics *mk, tq_metrics *mv);

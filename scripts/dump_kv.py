@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """dump_kv.py: dump a real model's post-RoPE queries, keys and values into a tq-kv HDF5 file (datasets/FORMAT.md).
 --gguf runs a LLaMA-family GGUF model with a float64 NumPy forward pass (weights dequantized by the gguf package,
-tokenizer rebuilt from the GGUF metadata); --hf captures them from a Hugging Face model through its own attention."""
+tokenizer rebuilt from the GGUF metadata); --hf captures them from a Hugging Face model through its own attention.
+Format 2 (the default) also records the architecture and each layer's attention (sliding window, scale, soft-cap,
+RoPE base); --format-version 1 writes the older layout byte for byte (the bundled dump is v1)."""
 import argparse
 import hashlib
 import os
@@ -282,7 +284,9 @@ def dump_gguf(path, text, n_tokens, layers):
     info = {
         "model": os.path.splitext(base)[0],
         "source": f"gguf {base} sha256:{sha256_file(path)}; numpy float64 forward pass",
-        "n_model_layers": model.n_layers, "rope_theta": model.theta,
+        "n_model_layers": model.n_layers, "rope_theta": model.theta, "architecture": "llama",
+        # the NumPy pass is llama-only: causal global attention, scores q.k / sqrt(head_dim), no soft-cap
+        "attn": {L: (0, 1.0 / np.sqrt(model.head_dim), 0.0, model.theta) for L in layers},
     }
     return info, ids, {L: cap[L] for L in layers}
 
@@ -339,13 +343,34 @@ def dump_hf(name, text, n_tokens, layers):
             " attention interface, float32", "n_model_layers": n_layers}
     if theta is not None:
         info["rope_theta"] = float(theta)
+    info["architecture"] = str(getattr(model.config, "model_type", "unknown"))
+    info["attn"] = {L: hf_layer_attn(model.config, L, captured[L][1].shape[-1]) for L in layers}
     return info, ids, {L: captured[L] for L in layers}
+
+
+def hf_layer_attn(cfg, layer, head_dim):
+    """(sliding_window, attn_scale, attn_softcap, rope_base) of one layer from a transformers config: sliding layers
+    from `layer_types` (Gemma 2/3, recent configs) or a config-wide `sliding_window` when `use_sliding_window` says so
+    (Mistral, Qwen2), the scale from `query_pre_attn_scalar` (Gemma), the soft-cap from `attn_logit_softcapping`."""
+    types = getattr(cfg, "layer_types", None)
+    sw = getattr(cfg, "sliding_window", None) or 0
+    if types is not None:
+        local = types[layer] == "sliding_attention"
+    else:
+        local = bool(sw) and getattr(cfg, "use_sliding_window", True)
+    window = int(sw) if local else 0
+    qs = getattr(cfg, "query_pre_attn_scalar", None)
+    scale = float(qs) ** -0.5 if qs else 1.0 / np.sqrt(head_dim)
+    cap = float(getattr(cfg, "attn_logit_softcapping", None) or 0.0)
+    base = getattr(cfg, "rope_local_base_freq", None) if local else None
+    base = float(base or getattr(cfg, "rope_theta", 0.0) or 0.0)
+    return window, scale, cap, base
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writer: the tq-kv layout of datasets/FORMAT.md, byte-stable (no timestamps), temp file renamed when complete.
 
-def write_dump(out, info, text_name, text_sha, ids, caps, dtype):
+def write_dump(out, info, text_name, text_sha, ids, caps, dtype, version=2):
     import h5py
     np_dtype = np.float16 if dtype == "f16" else np.float32
     layers = sorted(caps)
@@ -357,7 +382,7 @@ def write_dump(out, info, text_name, text_sha, ids, caps, dtype):
         with h5py.File(fid) as f:
             a = f.attrs
             a["tq_format"] = "tq-kv"
-            a["tq_format_version"] = np.int64(1)
+            a["tq_format_version"] = np.int64(version)
             a["model"] = info["model"]
             a["source"] = f"{info['source']}; text {text_name} sha256:{text_sha}; {len(ids)} tokens; " \
                           f"scripts/dump_kv.py v{DUMPER_VERSION}"
@@ -370,6 +395,8 @@ def write_dump(out, info, text_name, text_sha, ids, caps, dtype):
             a["channel_order"] = "rotate_half"  # RoPE pairs channel i with i + d/2 (HF order), see unpermute_qk
             if "rope_theta" in info:
                 a["rope_theta"] = np.float64(info["rope_theta"])
+            if version >= 2:
+                a["architecture"] = info.get("architecture", "unknown")
             gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
             gcpl.set_obj_track_times(False)
             for i, L in enumerate(layers):
@@ -385,6 +412,12 @@ def write_dump(out, info, text_name, text_sha, ids, caps, dtype):
                         raise DumpError(f"model layer {L} {dname}: |x| up to {np.abs(arr).max():.4g} overflows float16;"
                                         " use --dtype f32")
                     g.create_dataset(dname, data=arr.astype(np_dtype), track_times=False)
+                if version >= 2 and L in info.get("attn", {}):
+                    window, scale, cap, base = info["attn"][L]
+                    g.attrs["sliding_window"] = np.int64(window)  # 0: global; W: query t sees keys t-W+1..t
+                    g.attrs["attn_scale"] = np.float64(scale)
+                    g.attrs["attn_softcap"] = np.float64(cap)
+                    g.attrs["rope_base"] = np.float64(base)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
@@ -451,6 +484,9 @@ def main(argv=None):
     ap.add_argument("--layers", type=parse_layers, metavar="LIST", help="e.g. 0-3,7 (default: all)")
     ap.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="stored dtype (default f16)")
     ap.add_argument("--model", metavar="NAME", help="the 'model' attribute (default: file or model name)")
+    ap.add_argument("--format-version", type=int, choices=(1, 2), default=2,
+                    help="tq-kv format version to write (default 2; 1: without the architecture and attention "
+                    "attributes, as the bundled dump was made)")
     ap.add_argument("-o", "--output", metavar="OUT.h5", required=True)
     args = ap.parse_args(argv)
     try:
@@ -469,7 +505,7 @@ def main(argv=None):
         if args.model:
             info["model"] = args.model
         write_dump(args.output, info, os.path.basename(args.text), hashlib.sha256(raw).hexdigest(), ids, caps,
-                   args.dtype)
+                   args.dtype, args.format_version)
     except DumpError as e:
         print(f"dump_kv: {e}", file=sys.stderr)
         return 1

@@ -295,7 +295,7 @@ static const char *make_variant(int v)
     int fixed = v == B_FIXEDSTR;
     if (v != B_NOFORMAT) put_str(f, "tq_format", v == B_WRONGFORMAT ? "tq-codes" : "tq-kv", fixed);
     if (v == B_VERSTR) put_str(f, "tq_format_version", "1", 0);
-    else put_int(f, "tq_format_version", v == B_INT8ATTR ? H5T_STD_U8LE : H5T_STD_I64LE, v == B_NEWVERSION ? 2 : 1);
+    else put_int(f, "tq_format_version", v == B_INT8ATTR ? H5T_STD_U8LE : H5T_STD_I64LE, v == B_NEWVERSION ? TQ_DUMP_VERSION + 1 : 1);
     put_str(f, "model", "m", fixed);
     put_str(f, "source", "s", fixed);
     put_str(f, "rope", v == B_BADROPE ? "yes" : "none", fixed);
@@ -392,7 +392,7 @@ static void test_errors(void)
     }
     expect_error("no tq_format", make_variant(B_NOFORMAT), "'tq_format' is missing|\"tq-kv\"");
     expect_error("wrong format", make_variant(B_WRONGFORMAT), "\"tq-codes\", expected \"tq-kv\"");
-    expect_error("newer version", make_variant(B_NEWVERSION), "tq_format_version is 2|newer|upgrade");
+    expect_error("newer version", make_variant(B_NEWVERSION), "tq_format_version is 3|newer|upgrade");
     expect_error("version as string", make_variant(B_VERSTR), "'tq_format_version' is a string, expected an integer");
     expect_error("no n_layers", make_variant(B_NOLAYERS), "'n_layers' is missing");
     expect_error("missing group", make_variant(B_MISSINGGROUP), "group '/layer_001' is missing");

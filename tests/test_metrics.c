@@ -112,8 +112,8 @@ static void test_two_keys(void)
     CHECK_NEAR(kl, 0.0263445860, 1e-10, "hand KL");
     for (int ref = 0; ref < 2; ref++) {
         tq_attn_stats st;
-        int rc = ref ? tq_attn_eval_ref(q, 1, k, kh, v, v, 2, 4, 0, 2, &st)
-                     : tq_attn_eval(q, 1, k, kh, v, v, 2, 4, 0, 2, &st);
+        int rc = ref ? tq_attn_eval_ref(q, 1, k, kh, v, v, 2, 4, NULL, 0, 2, &st)
+                     : tq_attn_eval(q, 1, k, kh, v, v, 2, 4, NULL, 0, 2, &st);
         double tol = ref ? 1e-12 : 1e-6;
         CHECK(rc == TQ_OK && st.rows == 2, "rc %d rows %ld", rc, st.rows);
         CHECK_NEAR(st.attn_kl, kl / 2, tol, ref ? "ref kl" : "fast kl");
@@ -125,9 +125,9 @@ static void test_two_keys(void)
     CHECK_NEAR(tq_metrics_collapse(h / 2, hq / 2), 1 - hq / h, 1e-15, "collapse");
     /* no values: out_rel absent */
     tq_attn_stats st;
-    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, 2, 4, 0, 2, &st) == TQ_OK && isnan(st.out_rel), "no values");
-    CHECK(tq_attn_eval(q, 1, k, kh, v, NULL, 2, 4, 0, 2, &st) == TQ_ERR_USAGE, "v without vhat");
-    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, 2, 4, 1, 1, &st) == TQ_ERR_USAGE, "empty range");
+    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, 2, 4, NULL, 0, 2, &st) == TQ_OK && isnan(st.out_rel), "no values");
+    CHECK(tq_attn_eval(q, 1, k, kh, v, NULL, 2, 4, NULL, 0, 2, &st) == TQ_ERR_USAGE, "v without vhat");
+    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, 2, 4, NULL, 1, 1, &st) == TQ_ERR_USAGE, "empty range");
 }
 
 static void test_top8(void)
@@ -143,8 +143,8 @@ static void test_top8(void)
     kh[3 * d] = 0.1f * 11;
     kh[11 * d] = 0.1f * 3;
     tq_attn_stats a, b;
-    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, T, d, 11, 12, &a) == TQ_OK, "fast");
-    CHECK(tq_attn_eval_ref(q, 1, k, kh, NULL, NULL, T, d, 11, 12, &b) == TQ_OK, "ref");
+    CHECK(tq_attn_eval(q, 1, k, kh, NULL, NULL, T, d, NULL, 11, 12, &a) == TQ_OK, "fast");
+    CHECK(tq_attn_eval_ref(q, 1, k, kh, NULL, NULL, T, d, NULL, 11, 12, &b) == TQ_OK, "ref");
     CHECK(a.top8 == 7.0 / 8 && b.top8 == 7.0 / 8, "top8 %g %g, want 0.875", a.top8, b.top8);
 }
 
@@ -170,8 +170,8 @@ static void test_fast_vs_ref(void)
     for (int h = 0; h < nkv; h++) {
         size_t ko = (size_t)h * T * d, qo = (size_t)h * G * T * d;
         tq_attn_stats a, b;
-        CHECK(tq_attn_eval(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, 0, T, &a) == TQ_OK, "fast");
-        CHECK(tq_attn_eval_ref(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, 0, T, &b) == TQ_OK, "ref");
+        CHECK(tq_attn_eval(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, NULL, 0, T, &a) == TQ_OK, "fast");
+        CHECK(tq_attn_eval_ref(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, NULL, 0, T, &b) == TQ_OK, "ref");
         CHECK(a.rows == (long)G * T && b.rows == a.rows, "rows %ld", a.rows);
         CHECK_NEAR(a.attn_kl, b.attn_kl, 1e-6, "kl fast vs ref");
         CHECK_NEAR(a.entropy, b.entropy, 1e-6, "entropy fast vs ref");
@@ -184,8 +184,8 @@ static void test_fast_vs_ref(void)
                 b.attn_kl, fabs(a.attn_kl - b.attn_kl), b.entropy, fabs(a.entropy - b.entropy), b.entropy_q,
                 fabs(a.entropy_q - b.entropy_q), b.out_rel, fabs(a.out_rel - b.out_rel), b.top8);
         /* a sub-range of rows is the same computation restricted: rows [100, 300) of both must agree too */
-        CHECK(tq_attn_eval(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, 100, T, &a) == TQ_OK, "fast sub");
-        CHECK(tq_attn_eval_ref(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, 100, T, &b) == TQ_OK, "ref sub");
+        CHECK(tq_attn_eval(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, NULL, 100, T, &a) == TQ_OK, "fast sub");
+        CHECK(tq_attn_eval_ref(q + qo, G, k + ko, kh + ko, v + ko, vh + ko, T, d, NULL, 100, T, &b) == TQ_OK, "ref sub");
         CHECK(a.rows == (long)G * 200, "sub rows %ld", a.rows);
         CHECK_NEAR(a.attn_kl, b.attn_kl, 1e-6, "kl sub-range");
     }
@@ -253,14 +253,14 @@ static void test_memory(void)
      * two 64×d outputs and two scratch rows of T floats; evaluating the last 128 query rows (full-length rows, the worst case) must raise the peak
      * RSS by at most that plus 32 MiB of slack (allocator, OpenBLAS thread buffers after its warm-up). */
     int T = 32768, d = 32;
-    size_t ws = tq_attn_workspace_bytes(T, d);
+    size_t ws = tq_attn_workspace_bytes(T, d, 0);
     CHECK(ws == 2 * 64 * (size_t)T * 4 + 2 * 64 * (size_t)d * 4 + 2 * (size_t)T * 4, "workspace %zu", ws);
     CHECK(ws < (size_t)T * T * 4 / 100, "workspace is O(tile × T), not T×T");
     float *q = randn((long)T * d, 5, 0, 1), *k = randn((long)T * d, 5, 1, 1), *kh = randn((long)T * d, 5, 2, 1);
     tq_attn_stats st;
-    CHECK(tq_attn_eval(q, 1, k, kh, k, kh, 256, d, 0, 256, &st) == TQ_OK, "warm-up"); /* BLAS buffers */
+    CHECK(tq_attn_eval(q, 1, k, kh, k, kh, 256, d, NULL, 0, 256, &st) == TQ_OK, "warm-up"); /* BLAS buffers */
     long before = maxrss_kb();
-    CHECK(tq_attn_eval(q, 1, k, kh, k, kh, T, d, T - 128, T, &st) == TQ_OK, "T = 32768 rows");
+    CHECK(tq_attn_eval(q, 1, k, kh, k, kh, T, d, NULL, T - 128, T, &st) == TQ_OK, "T = 32768 rows");
     long grew = maxrss_kb() - before;
     CHECK(grew * 1024L <= (long)ws + (32L << 20), "peak RSS grew %ld KiB, workspace %zu KiB", grew, ws / 1024);
     CHECK(st.rows == 128 && st.entropy > 0.5 * log((double)T), "rows %ld entropy %g", st.rows, st.entropy);

@@ -36,7 +36,7 @@ expect_fail "bad superblock" 1 "$(F corrupt_superblock.h5 "HDF5 cannot open it \
 # format attributes
 expect_fail "no tq_format"  1 "'tq_format' is missing, expected \"tq-kv\"" -- "$TQ" info "$B/no_format.h5"
 expect_fail "wrong format"  1 "'tq_format' is \"llama-kv\", expected \"tq-kv\"" -- "$TQ" info "$B/wrong_format.h5"
-expect_fail "newer version" 1 "tq_format_version is 2, newer than the 1 this tq reads \(upgrade tq\)" \
+expect_fail "newer version" 1 "tq_format_version is 3, newer than the 2 this tq reads \(upgrade tq\)" \
     -- "$TQ" info "$B/newer_version.h5"
 expect_fail "no n_layers"   1 "'n_layers' is missing" -- "$TQ" info "$B/no_n_layers.h5"
 expect_fail "zero layers"   1 "'n_layers' is 0, expected 1\.\.100000" -- "$TQ" info "$B/zero_layers.h5"
@@ -100,4 +100,35 @@ expect_ok "table" -- "$TQ" info "$B/good.h5"
 check "table rows" test "$(grep -cE '^\| +[0-9]+ \|' "$T/out")" = 2
 check "table header" grep -qE '^head_dim +16$' "$T/out"
 check "no stderr on a pipe" test ! -s "$T/.err"
+# format 2: the attention attributes, validated per layer with one message naming the group and the attribute
+expect_fail "negative window" 1 "$(F neg_window.h5 "'/layer_001' attribute 'sliding_window' is -4, expected 0 \(global attention\) or a window length")" \
+    -- "$TQ" info "$B/neg_window.h5"
+expect_fail "float window" 1 "$(F float_window.h5 "'/layer_001' attribute 'sliding_window' is a float, expected an integer")" \
+    -- "$TQ" info "$B/float_window.h5"
+expect_fail "nan scale" 1 "$(F nan_scale.h5 "'/layer_001' attribute 'attn_scale' is nan, expected a finite number > 0")" \
+    -- "$TQ" info "$B/nan_scale.h5"
+expect_fail "zero scale" 1 "$(F zero_scale.h5 "'/layer_001' attribute 'attn_scale' is 0, expected a finite number > 0")" \
+    -- "$TQ" info "$B/zero_scale.h5"
+expect_fail "string scale" 1 "$(F str_scale.h5 "'/layer_001' attribute 'attn_scale' is a string, expected a number")" \
+    -- "$TQ" info "$B/str_scale.h5"
+expect_fail "negative softcap" 1 "$(F neg_softcap.h5 "'/layer_001' attribute 'attn_softcap' is -30, expected a finite number >= 0")" \
+    -- "$TQ" info "$B/neg_softcap.h5"
+expect_fail "inf rope base" 1 "$(F inf_rope_base.h5 "'/layer_001' attribute 'rope_base' is inf, expected a finite number >= 0")" \
+    -- "$TQ" info "$B/inf_rope_base.h5"
+# a v2 dump written with h5py: layer 0 windowed with every attribute, layer 1 none (the v1 defaults: 1/sqrt(16))
+expect_ok "v2 table" -- "$TQ" info "$B/v2.h5"
+check "v2 architecture" grep -qE '^arch +gemma3$' "$T/out"
+check "v2 layer 0 attention" grep -qE '^\| +0 \| +4 \| +0\.0625 \| +50 \| +1e\+04 \|' "$T/out"
+check "v2 layer 1 defaults" grep -qE '^\| +1 \| +global \| +0\.25 \| +none \| +- \|' "$T/out"
+check "v2 note" grep -q "1 of 2 layers attend a sliding window" "$T/out"
+expect_ok "v2 json" -- "$TQ" info --json "$B/v2.h5"
+check "v2 json fields" python3 -c "
+import json; j = json.load(open('$T/out')); a, b = j['layers']
+assert j['architecture'] == 'gemma3' and j['format_version'] == 2, j
+assert (a['sliding_window'], a['attn_scale'], a['attn_softcap'], a['rope_base']) == (4, 0.0625, 50, 10000), a
+assert (b['sliding_window'], b['attn_scale'], b['attn_softcap'], b['rope_base']) == (0, 0.25, 0, 0), b"
+# a v1 file: format_version as the file says, architecture unknown
+expect_ok "v1 json" -- "$TQ" info --json "$B/good.h5"
+check "v1 json version" python3 -c "
+import json; j = json.load(open('$T/out')); assert j['format_version'] == 1 and j['architecture'] == 'unknown', j"
 finish

@@ -77,7 +77,7 @@ dump_cases=(
     "truncated by 1 byte|trunc_$last.h5|file is truncated: $last bytes"
     "corrupt superblock|corrupt_superblock.h5|HDF5 cannot open it"
     "no tq attributes|no_format.h5|'tq_format' is missing"
-    "newer format version|newer_version.h5|tq_format_version is 2, newer than the 1"
+    "newer format version|newer_version.h5|tq_format_version is 3, newer than the 2"
     "rank 2|rank2.h5|has rank 2, expected 3"
     "rank 4|rank4.h5|has rank 4, expected 3"
     "values shape mismatch|values_tokens.h5|'/layer_001/values' has shape \[2, 7, 16\], expected the keys'"

@@ -4,7 +4,7 @@
 # --threads, aggregates are the vector-weighted means of their slices, and bad options exit 2 with one message.
 source "$(dirname "$0")/lib.sh"
 
-HEADER="dump,layer,head,tensor,method,params,bits_code,bits_total,compression,nmse,dmse,cos,ip_bias,ip_rmse,ip_nrmse,ip_slope,attn_kl,entropy,entropy_q,entropy_collapse,top8,out_rel"
+HEADER="dump,layer,window,head,tensor,method,params,bits_code,bits_total,compression,nmse,dmse,cos,ip_bias,ip_rmse,ip_nrmse,ip_slope,attn_kl,entropy,entropy_q,entropy_collapse,top8,out_rel"
 SYN=(--synthetic gaussian,structured --layers 2 --heads 2 --q-heads 4 --tokens 64 --dim 32)
 
 # a small dump written with h5py (GQA 4:2, with a zero key vector), independent of tq synth
@@ -81,7 +81,7 @@ expect_ok "markdown" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2
 check "markdown columns" python3 -c "
 lines=[l for l in open('$T/out') if l.startswith('|')]
 n={l.count('|') for l in lines}
-assert len(n)==1 and n.pop()==23 and len(lines) > 3, n"
+assert len(n)==1 and n.pop()==24 and len(lines) > 3, n"
 
 # -o FILE.csv picks CSV by extension and leaves no temporary file
 expect_ok "-o csv" -- "$TQ" sweep "${SYN[@]}" --methods int8 -o "$T/r.csv"

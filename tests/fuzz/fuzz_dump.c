@@ -16,6 +16,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const tq_dump_meta *m = tq_dump_get_meta(d);
     for (int l = 0; l < m->n_layers; l++) {
+        /* an accepted file's attention specs (format 2) are valid: the validation at open is the only gate */
+        tq_attn_spec spec;
+        if (tq_dump_layer_attn(d, l, &spec) != TQ_OK || tq_attn_spec_check(&spec) != TQ_OK || !(spec.scale > 0))
+            abort();
         const tq_layer_shape *s = tq_dump_layer_shape(d, l);
         uint64_t heads = (uint64_t)(s->n_q_heads > s->n_kv_heads ? s->n_q_heads : s->n_kv_heads);
         if (heads * (uint64_t)s->n_tokens * (uint64_t)s->head_dim > FUZZ_MAX_VALUES) continue;

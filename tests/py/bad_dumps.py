@@ -29,7 +29,7 @@ def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float
             return v  # Python str: variable-length UTF-8
         if break_ != "no_format":
             f.attrs["tq_format"] = s({"wrong_format": "llama-kv"}.get(break_, "tq-kv"))
-        f.attrs["tq_format_version"] = int_dtype(2 if break_ == "newer_version" else 1)
+        f.attrs["tq_format_version"] = int_dtype(3 if break_ == "newer_version" else 1)
         f.attrs["model"] = s("h5py-test")
         f.attrs["source"] = s("tests/py/bad_dumps.py")
         f.attrs["rope"] = s("sideways" if break_ == "bad_rope" else "post")
@@ -81,9 +81,17 @@ def write(path, break_=None, str_kind="vlen", int_dtype=np.int64, dtype=np.float
                 g["queries"] = q[:3]
             elif break_ != "no_queries":
                 g["queries"] = q
+            # format-2 attention attributes (on a v1 file too: they are read whatever the version)
+            if bad and break_ in ATTN_BREAKS:
+                name, val = ATTN_BREAKS[break_]
+                g.attrs[name] = val
 
 
-BREAKS = ["no_format", "wrong_format", "newer_version", "no_n_layers", "zero_layers", "float_layers", "missing_group", "no_keys", "keys_group",
+ATTN_BREAKS = {"neg_window": ("sliding_window", np.int64(-4)), "float_window": ("sliding_window", 2.5),
+               "nan_scale": ("attn_scale", np.nan), "zero_scale": ("attn_scale", 0.0),
+               "neg_softcap": ("attn_softcap", -30.0), "inf_rope_base": ("rope_base", np.inf),
+               "str_scale": ("attn_scale", "0.125")}
+BREAKS = list(ATTN_BREAKS) + ["no_format", "wrong_format", "newer_version", "no_n_layers", "zero_layers", "float_layers", "missing_group", "no_keys", "keys_group",
           "rank2", "values_tokens", "values_dim", "queries_tokens", "gqa", "zero_dim", "int32", "huge", "overflow",
           "nan", "bad_rope"]
 
@@ -106,6 +114,16 @@ def main():
     write(f"{out}/float32_be.h5", dtype=np.dtype(">f4"))
     write(f"{out}/gzip.h5", compression="gzip", chunks=(1, 4, 16))
     write(f"{out}/huge_f64.h5", break_="huge_f64", dtype=np.float64)
+    # a valid v2 dump: architecture, a windowed layer 0 with every attention attribute, layer 1 without (defaults)
+    write(f"{out}/v2.h5")
+    with h5py.File(f"{out}/v2.h5", "r+") as f:
+        f.attrs["tq_format_version"] = np.int64(2)
+        f.attrs["architecture"] = "gemma3"
+        g = f["layer_000"]
+        g.attrs["sliding_window"] = np.int32(4)
+        g.attrs["attn_scale"] = np.float32(0.0625)
+        g.attrs["attn_softcap"] = 50.0
+        g.attrs["rope_base"] = 10000.0
     # not HDF5 / not whole
     open(f"{out}/empty.h5", "wb").close()
     with open(f"{out}/random.h5", "wb") as f:

@@ -210,7 +210,7 @@ def main():
     check(r.returncode == 0, f"dump_kv exit {r.returncode}: {r.stderr.strip()}")
     with h5py.File(out, "r") as f:
         a = f.attrs
-        check(a["tq_format"] == "tq-kv" and int(a["tq_format_version"]) == 1 and a["rope"] == "post"
+        check(a["tq_format"] == "tq-kv" and int(a["tq_format_version"]) == 2 and a["rope"] == "post"
               and int(a["n_layers"]) == N_LAYER and a["model"] == "tiny", f"root attrs {dict(a)}")
         check(list(a["token_ids"]) == ids, "token_ids attribute")
         check(sorted(f.keys()) == ["layer_000", "layer_001"], f"groups {sorted(f.keys())}")
@@ -222,7 +222,18 @@ def main():
                 and np.array_equal(g["values"][()], cap[L][2].astype(np.float16)) \
                 and np.array_equal(g["queries"][()], cap[L][0].astype(np.float16))
             check(ok, f"layer_{L:03d} datasets equal the capture rounded to float16")
+            # format 2: llama attends globally with scale 1/sqrt(head_dim), no soft-cap, the GGUF's RoPE base
+            at = dict(g.attrs)
+            check(at.get("sliding_window") == 0 and at.get("attn_scale") == 1 / np.sqrt(HEAD_DIM)
+                  and at.get("attn_softcap") == 0 and at.get("rope_base") == THETA, f"layer_{L:03d} attention {at}")
+        check(a.get("architecture") == "llama", f"architecture {a.get('architecture')}")
     check(not [p for p in os.listdir(tmp) if ".tmp." in p], "no temp file left behind")
+    # --format-version 1: the older layout, without the format-2 attributes (how the bundled dump was made)
+    out1 = os.path.join(tmp, "d1.h5")
+    r = run_cli("--gguf", gg, "--text", txt, "--tokens", str(T), "--format-version", "1", "-o", out1)
+    with h5py.File(out1, "r") as f:
+        check(r.returncode == 0 and int(f.attrs["tq_format_version"]) == 1 and "architecture" not in f.attrs
+              and not dict(f["layer_000"].attrs), "--format-version 1 writes no format-2 attribute")
     # Byte-stable: a second run more than a second later gives the same bytes (no timestamps in object headers).
     time.sleep(1.1)
     out2 = os.path.join(tmp, "d2.h5")

@@ -108,7 +108,7 @@ def test_tq_written(tmp):
         return
     with h5py.File(path, "r") as f:
         a = f.attrs
-        check(a["tq_format"] == "tq-kv" and int(a["tq_format_version"]) == 1 and int(a["n_layers"]) == 2,
+        check(a["tq_format"] == "tq-kv" and int(a["tq_format_version"]) == 2 and int(a["n_layers"]) == 2,
               f"tq-written attrs {dict(a)}")
         check(isinstance(a["model"], str) and a["rope"] in ("post", "pre", "none"), "tq-written strings are str")
         k = f["layer_000/keys"]

@@ -54,7 +54,7 @@ def main(tmp):
                 continue
             with h5py.File(p, "r") as f:
                 a = f.attrs
-                check(text(a["tq_format"]) == "tq-kv" and int(a["tq_format_version"]) == 1, f"{p}: format attrs")
+                check(text(a["tq_format"]) == "tq-kv" and int(a["tq_format_version"]) == 2, f"{p}: format attrs")
                 check(text(a["model"]) == f"synthetic:{dist}", f"{p}: model {text(a['model'])}")
                 check(text(a["rope"]) == ("post" if dist == "rope" else "none"), f"{p}: rope {text(a['rope'])}")
                 check(int(a["n_layers"]) == 3, f"{p}: n_layers")
