@@ -381,6 +381,35 @@ static double paper_dprod(int b)
     return b <= 4 ? v[b - 1] : NAN;
 }
 
+/* Table 2c, Fig. 2: mean error against <y,x> = rho at b = 2 */
+static void table2c(int d)
+{
+    table g;
+    tab_open(&g, "table2_bias", "Table 2c — bias against the inner product at 2 bits (paper Fig. 2)",
+             "d = 128, unit x, y = ρx + √(1−ρ²)z with z ⊥ x: ⟨y, x⟩ = ρ exactly. Mean error of ⟨y, x̂⟩: turbo-mse "
+             "shrinks inner products, exact bias −ρ·D_mse(2) (the Lloyd-Max centroid condition, lib/paper.c); "
+             "turbo-prod is unbiased (exact 0).",
+             "rho|method|n|bias|se|exact");
+    long nb = QUICK ? 2048 : 4096;
+    static const double rhos[8] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9};
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 2; k++) {
+            tq_paper_cfg c;
+            tq_paper_result r;
+            tq_paper_cfg_default(&c, k ? TQ_M_TURBO_MSE : TQ_M_TURBO_PROD, 2, d, nb);
+            c.per_slice = 512;
+            c.rho = rhos[i];
+            if (tq_paper_measure(&c, &r, NULL)) fail("table 2c: %s", tq_error_msg());
+            tab_num(&g, "%.2f", rhos[i]);
+            tab_text(&g, k ? "turbo-mse" : "turbo-prod");
+            tab_int(&g, nb);
+            tab_num(&g, "%.5f", r.bias.mean);
+            tab_num(&g, "%.1e", r.bias.se);
+            tab_num(&g, "%.5f", k ? -rhos[i] * tq_paper_dmse_exact(d, 2, TQ_CB_BETA) : 0.0);
+        }
+    tab_close(&g);
+}
+
 static void table2(void)
 {
     int d = 128;
@@ -451,32 +480,7 @@ static void table2(void)
                  "[table2_bias.png](table2_bias.png) (bias against the inner product, Fig. 2 analogue).");
     tab_close(&t);
     tab_close(&h);
-
-    /* Fig. 2: mean error against <y,x> = rho at b = 2 */
-    table g;
-    tab_open(&g, "table2_bias", "Table 2c — bias against the inner product at 2 bits (paper Fig. 2)",
-             "d = 128, unit x, y = ρx + √(1−ρ²)z with z ⊥ x: ⟨y, x⟩ = ρ exactly. Mean error of ⟨y, x̂⟩: turbo-mse "
-             "shrinks inner products, exact bias −ρ·D_mse(2) (the Lloyd-Max centroid condition, lib/paper.c); "
-             "turbo-prod is unbiased (exact 0).",
-             "rho|method|n|bias|se|exact");
-    long nb = QUICK ? 2048 : 4096;
-    static const double rhos[8] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9};
-    for (int i = 0; i < 8; i++)
-        for (int k = 0; k < 2; k++) {
-            tq_paper_cfg c;
-            tq_paper_result r;
-            tq_paper_cfg_default(&c, k ? TQ_M_TURBO_MSE : TQ_M_TURBO_PROD, 2, d, nb);
-            c.per_slice = 512;
-            c.rho = rhos[i];
-            if (tq_paper_measure(&c, &r, NULL)) fail("table 2c: %s", tq_error_msg());
-            tab_num(&g, "%.2f", rhos[i]);
-            tab_text(&g, k ? "turbo-mse" : "turbo-prod");
-            tab_int(&g, nb);
-            tab_num(&g, "%.5f", r.bias.mean);
-            tab_num(&g, "%.1e", r.bias.se);
-            tab_num(&g, "%.5f", k ? -rhos[i] * tq_paper_dmse_exact(d, 2, TQ_CB_BETA) : 0.0);
-        }
-    tab_close(&g);
+    table2c(d);
 }
 
 /* ---------- table 3: QJL variance ---------- */
