@@ -101,11 +101,11 @@ bench: all $(EVAL_BIN)
 	@for b in $(EVAL_BIN); do echo "== $$b"; $$b || exit 1; done
 	@echo "== eval/bench_sweep.py"; python3 eval/bench_sweep.py --tq $(abspath $(TQ))
 
-# The paper's tables into results/paper/ (Markdown + CSV): eval/repro (lib/paper.c and tq commands), then
+# The paper's tables into results/paper/ (Markdown + CSV): eval/repro (the library in process, no tq binary), then
 # scripts/plot_repro.py draws the figures and writes results/paper/README.md. QUICK=1: smaller samples.
 repro: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/eval/repro
-	$(BUILD)/eval/repro --tq ./$(TQ) --out results/paper $(if $(filter 1,$(QUICK)),--quick,)
+	@$(MAKE) --no-print-directory $(BUILD)/eval/repro
+	$(BUILD)/eval/repro --out results/paper $(if $(filter 1,$(QUICK)),--quick,)
 	python3 scripts/plot_repro.py results/paper
 
 $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda $(BUILD)/eval:

@@ -1,10 +1,10 @@
 /* repro.c: `make repro` — regenerates the TurboQuant paper's tables and the seed article's experiments into
  * results/paper/ (Markdown + CSV; scripts/plot_repro.py draws the figures and the index). Tables 1-3 come from
- * lib/paper.c, the code tests/test_paper asserts in CI; the dataset-level tables run their sweeps in process through
- * lib/evaluate.h (the engine `tq sweep` runs, the same configurations and labels) and `tq synth`, `tq sensitivity`,
- * `tq mixed-schedule` and `tq memory` as commands, reading their JSON/CSV. tests/golden/check_repro.sh compares the
- * quick tables with tests/golden/repro/.
- * usage: repro [--tq ./tq] [--out results/paper] [--dump datasets/smollm2-135m.h5] [--quick] */
+ * lib/paper.c, the code tests/test_paper asserts in CI; the dataset-level tables call the library in process, as the
+ * tq commands would: sweeps and sensitivity scans through lib/evaluate.h, synthetic dumps through lib/synth.h,
+ * schedules through lib/allocate.h, KV-cache sizes through lib/memory.h. No tq binary is needed.
+ * tests/golden/check_repro.sh compares the quick tables with tests/golden/repro/.
+ * usage: repro [--out results/paper] [--dump datasets/smollm2-135m.h5] [--quick] [--only 1,2,...] */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -16,16 +16,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "allocate.h"
 #include "codebook.h"
+#include "dump.h"
 #include "evaluate.h"
+#include "memory.h"
 #include "metrics.h"
 #include "paper.h"
 #include "quant.h"
 #include "rng.h"
+#include "schedule.h"
+#include "synth.h"
 #include "tq.h"
 #include "vocab.h"
 
-static const char *TQ = "./tq", *OUT = "results/paper", *DUMP = "datasets/smollm2-135m.h5";
+static const char *OUT = "results/paper", *DUMP = "datasets/smollm2-135m.h5";
 static int QUICK;
 static FILE *INDEX;
 
@@ -145,13 +150,6 @@ typedef struct {
 } srow;
 typedef struct { srow *r; int n, cap; } srows;
 
-static void run(const char *cmd)
-{
-    fprintf(stderr, "repro: %s\n", cmd);
-    int rc = system(cmd);
-    if (rc != 0) fail("command failed (status %d): %s", rc, cmd);
-}
-
 /* a number as tq sweep's CSV carries it (%.9g) and read back; NaN (an empty field) stays NaN */
 static double csv_digits(double v)
 {
@@ -202,7 +200,7 @@ static void mark_scheduled(char *desc, size_t n)
 }
 
 typedef struct {
-    const char *inputs[4], *synth, *values, *sched;
+    const char *inputs[4], *synth, *values;
     int n_inputs, meth[8], nm, bits[8], nb, rot[4], nr, cb[4], nc, cen[2], ne, outl[4], no;
 } sweep_args;
 
@@ -225,7 +223,6 @@ static void sweep_parse(char *buf, sweep_args *a, tq_eval_opts *o)
         else if (!strcmp(t, "--center")) a->ne = ints_of(v, -1, a->cen, 2);
         else if (!strcmp(t, "--outliers")) a->no = ints_of(v, -1, a->outl, 4);
         else if (!strcmp(t, "--values")) a->values = v;
-        else if (!strcmp(t, "--schedule")) a->sched = v;
         else if (!strcmp(t, "--synthetic")) a->synth = v;
         else if (!strcmp(t, "--layers")) o->sp.n_layers = atoi(v);
         else if (!strcmp(t, "--heads")) o->sp.n_kv_heads = atoi(v);
@@ -236,10 +233,10 @@ static void sweep_parse(char *buf, sweep_args *a, tq_eval_opts *o)
     }
 }
 
-/* The in-process twin of `tq sweep ARGS --threads 2`: the same engine, configurations and labels; each aggregate row
- * appended to out with its numbers passed through "%.9g", the digits tq sweep's CSV carries, so every table equals
- * what the tool prints (tests/golden/repro holds them). */
-static void sweep(const char *args, srows *out)
+/* The in-process twin of `tq sweep ARGS --threads 2` (with sched not NULL, of `--schedule S.json` holding it): the
+ * same engine, configurations and labels; each aggregate row appended to out with its numbers passed through "%.9g",
+ * the digits tq sweep's CSV carries, so every table equals what the tool prints (tests/golden/repro holds them). */
+static void sweep_sched(const char *args, const tq_schedule *sched, srows *out)
 {
     fprintf(stderr, "repro: sweep %s\n", args);
     char buf[1024], dist[256];
@@ -264,9 +261,7 @@ static void sweep(const char *args, srows *out)
         o.tokens = 0;
     }
     o.inputs = in, o.n_inputs = n;
-    tq_schedule *sched = NULL;
-    if (a.sched) {
-        if (tq_schedule_load(&sched, a.sched) < 0) fail("%s", tq_error_msg());
+    if (sched) {
         a.bits[0] = tq_schedule_bits(sched, 0, 0, TQ_TENSOR_KEYS), a.nb = 1;
         o.sched = sched;
     }
@@ -304,9 +299,10 @@ static void sweep(const char *args, srows *out)
     }
     tq_eval_rows_free(&rows);
     tq_eval_configs_free(&cs);
-    tq_schedule_free(sched);
     for (int i = 0; i < 4; i++) free(labels[i]);
 }
+
+static void sweep(const char *args, srows *out) { sweep_sched(args, NULL, out); }
 
 /* The aggregate row of input (substring), tensor, method and params (exact, seed removed); NULL if absent. */
 static const srow *find(const srows *s, const char *input, const char *tensor, const char *method, const char *params)
@@ -385,6 +381,35 @@ static double paper_dprod(int b)
     return b <= 4 ? v[b - 1] : NAN;
 }
 
+/* Table 2c, Fig. 2: mean error against <y,x> = rho at b = 2 */
+static void table2c(int d)
+{
+    table g;
+    tab_open(&g, "table2_bias", "Table 2c — bias against the inner product at 2 bits (paper Fig. 2)",
+             "d = 128, unit x, y = ρx + √(1−ρ²)z with z ⊥ x: ⟨y, x⟩ = ρ exactly. Mean error of ⟨y, x̂⟩: turbo-mse "
+             "shrinks inner products, exact bias −ρ·D_mse(2) (the Lloyd-Max centroid condition, lib/paper.c); "
+             "turbo-prod is unbiased (exact 0).",
+             "rho|method|n|bias|se|exact");
+    long nb = QUICK ? 2048 : 4096;
+    static const double rhos[8] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9};
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 2; k++) {
+            tq_paper_cfg c;
+            tq_paper_result r;
+            tq_paper_cfg_default(&c, k ? TQ_M_TURBO_MSE : TQ_M_TURBO_PROD, 2, d, nb);
+            c.per_slice = 512;
+            c.rho = rhos[i];
+            if (tq_paper_measure(&c, &r, NULL)) fail("table 2c: %s", tq_error_msg());
+            tab_num(&g, "%.2f", rhos[i]);
+            tab_text(&g, k ? "turbo-mse" : "turbo-prod");
+            tab_int(&g, nb);
+            tab_num(&g, "%.5f", r.bias.mean);
+            tab_num(&g, "%.1e", r.bias.se);
+            tab_num(&g, "%.5f", k ? -rhos[i] * tq_paper_dmse_exact(d, 2, TQ_CB_BETA) : 0.0);
+        }
+    tab_close(&g);
+}
+
 static void table2(void)
 {
     int d = 128;
@@ -455,32 +480,7 @@ static void table2(void)
                  "[table2_bias.png](table2_bias.png) (bias against the inner product, Fig. 2 analogue).");
     tab_close(&t);
     tab_close(&h);
-
-    /* Fig. 2: mean error against <y,x> = rho at b = 2 */
-    table g;
-    tab_open(&g, "table2_bias", "Table 2c — bias against the inner product at 2 bits (paper Fig. 2)",
-             "d = 128, unit x, y = ρx + √(1−ρ²)z with z ⊥ x: ⟨y, x⟩ = ρ exactly. Mean error of ⟨y, x̂⟩: turbo-mse "
-             "shrinks inner products, exact bias −ρ·D_mse(2) (the Lloyd-Max centroid condition, lib/paper.c); "
-             "turbo-prod is unbiased (exact 0).",
-             "rho|method|n|bias|se|exact");
-    long nb = QUICK ? 2048 : 4096;
-    static const double rhos[8] = {0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9};
-    for (int i = 0; i < 8; i++)
-        for (int k = 0; k < 2; k++) {
-            tq_paper_cfg c;
-            tq_paper_result r;
-            tq_paper_cfg_default(&c, k ? TQ_M_TURBO_MSE : TQ_M_TURBO_PROD, 2, d, nb);
-            c.per_slice = 512;
-            c.rho = rhos[i];
-            if (tq_paper_measure(&c, &r, NULL)) fail("table 2c: %s", tq_error_msg());
-            tab_num(&g, "%.2f", rhos[i]);
-            tab_text(&g, k ? "turbo-mse" : "turbo-prod");
-            tab_int(&g, nb);
-            tab_num(&g, "%.5f", r.bias.mean);
-            tab_num(&g, "%.1e", r.bias.se);
-            tab_num(&g, "%.5f", k ? -rhos[i] * tq_paper_dmse_exact(d, 2, TQ_CB_BETA) : 0.0);
-        }
-    tab_close(&g);
+    table2c(d);
 }
 
 /* ---------- table 3: QJL variance ---------- */
@@ -744,24 +744,164 @@ static void table6(void)
 
 /* ---------- table 7: the seed article's experiments ---------- */
 
-static double json_num(const char *path, const char *key)
+/* `tq synth --dist rope --hetero --layers 8 --heads 2 --q-heads 8 --tokens 256 --dim 128 --seed 3 -o path`
+ * (its f16 default included) through lib/synth.h and the dump writer */
+static void synth_hetero(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) fail("cannot read '%s'", path);
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *p = strstr(buf, pat);
-    return p ? atof(p + strlen(pat)) : NAN;
+    tq_synth_params p;
+    tq_synth_params_default(&p);
+    p.dist = TQ_SYNTH_ROPE, p.hetero = 1, p.seed = 3, p.dtype = TQ_DTYPE_F16;
+    p.n_layers = 8, p.n_kv_heads = 2, p.n_q_heads = 8, p.n_tokens = 256, p.head_dim = 128;
+    if (tq_synth_check(&p) < 0) fail("synth: %s", tq_error_msg());
+    tq_dump_meta meta;
+    memset(&meta, 0, sizeof meta);
+    snprintf(meta.model, sizeof meta.model, "synthetic:%s", tq_synth_dist_name(p.dist));
+    tq_synth_describe(&p, meta.source, sizeof meta.source);
+    snprintf(meta.rope, sizeof meta.rope, "post");
+    meta.n_layers = p.n_layers;
+    meta.shape = (tq_layer_shape){.n_kv_heads = p.n_kv_heads, .n_q_heads = p.n_q_heads, .n_tokens = p.n_tokens,
+                                  .head_dim = p.head_dim, .has_values = 1, .has_queries = 1, .dtype = p.dtype};
+    tq_dump_writer *w = NULL;
+    if (tq_dump_create(&w, path, &meta, p.dtype) < 0) fail("%s", tq_error_msg());
+    for (int l = 0; l < p.n_layers; l++) {
+        tq_layer layer;
+        if (tq_synth_layer(&p, l, &layer) < 0 || tq_dump_write_layer(w, l, &layer) < 0) {
+            fprintf(stderr, "repro: synth: layer %d of '%s': %s\n", l, path, tq_error_msg());
+            tq_layer_free(&layer);
+            tq_dump_abort(w);
+            exit(1);
+        }
+        tq_layer_free(&layer);
+    }
+    if (tq_dump_commit(w) < 0) fail("%s", tq_error_msg());
 }
 
-static void table7(void)
+/* `tq sensitivity DUMP --method turbo-mse --bits 2-4 --threads 2` (metric attn_kl, keys, per layer) */
+static void sens_curves(const char *dump, tq_sens_result *res)
+{
+    tq_qparams P[3];
+    for (int i = 0; i < 3; i++) tq_qparams_default(&P[i], TQ_M_TURBO_MSE, 2 + i);
+    tq_sens_opts so = {.dump = dump, .params = P, .n_bits = 3, .metric = tq_sens_metric_find("attn_kl"),
+                       .tensors = {1, 0}, .threads = 2, .device = TQ_DEVICE_CPU};
+    if (!so.metric) fail("no sensitivity metric 'attn_kl'");
+    fprintf(stderr, "repro: sensitivity %s\n", dump);
+    if (tq_sensitivity(&so, res) < 0) fail("sensitivity '%s': %s", dump, tq_error_msg());
+}
+
+/* `tq mixed-schedule SENS.json --policy rank|optimal --budget 3.0` over 2, 3, 4 bits (code bits, side information
+ * excluded): the curves reach the allocator with the digits the JSON carries ("%.9g"; a unit null at every width
+ * costs 0), and *achieved gets "achieved_bits" as the file holds it. Returns the keys' schedule per layer. */
+static tq_schedule *schedule_of(const tq_sens_result *res, int rank, double budget, double *achieved)
+{
+    int nu = res->n, K = 3, nl = 0;
+    double *cost = malloc(sizeof(double) * nu * K), *dist = malloc(sizeof(double) * nu * K), *w = malloc(
+        sizeof(double) * nu), *score = malloc(sizeof(double) * nu);
+    int *choice = malloc(sizeof(int) * nu);
+    if (!cost || !dist || !w || !score || !choice) fail("out of memory");
+    for (int u = 0; u < nu; u++) {
+        const tq_sens_unit *s = &res->units[u];
+        int all_null = 1;
+        for (int k = 0; k < K; k++) {
+            cost[u * K + k] = csv_digits(s->bits_code[k]);
+            dist[u * K + k] = csv_digits(s->metric[k]);
+            all_null &= isnan(dist[u * K + k]);
+        }
+        for (int k = 0; all_null && k < K; k++) dist[u * K + k] = 0;
+        w[u] = s->coords;
+        score[u] = dist[u * K + K / 2]; /* rank reference: the median width, 3 bits */
+        if (s->layer + 1 > nl) nl = s->layer + 1;
+    }
+    tq_alloc_problem P = {nu, K, w, cost, dist};
+    static const double frac[3] = {0.25, 0.5, 0.25};
+    double total, avg;
+    if (rank) {
+        if (tq_alloc_rank(nu, w, score, K, frac, choice) < 0) fail("mixed-schedule: %s", tq_error_msg());
+        tq_alloc_eval(&P, choice, &total, &avg);
+        if (avg > budget * (1 + 1e-12)) fail("mixed-schedule: the rank schedule averages %.4g bits", avg);
+    } else if (tq_alloc_optimal(&P, budget, choice, &total, &avg) < 0)
+        fail("mixed-schedule: %s", tq_error_msg());
+    tq_schedule *sc = calloc(1, sizeof *sc);
+    if (!sc || !(sc->keys = calloc((size_t)nl, sizeof(int)))) fail("out of memory");
+    sc->n_layers = nl, sc->budget = budget, sc->achieved_bits = *achieved = csv_digits(avg);
+    snprintf(sc->method, sizeof sc->method, "turbo-mse");
+    for (int u = 0; u < nu; u++) sc->keys[res->units[u].layer] = 2 + choice[u];
+    free(cost), free(dist), free(w), free(score), free(choice);
+    return sc;
+}
+
+/* one row of 7c: the keys' aggregate of a scheduled sweep against uniform 3 bits (un, ukl) */
+static double sched_row(table *t, const char *in, const char *label, const tq_sens_result *res, int rank, double un,
+                        double ukl)
 {
     char args[1024];
-    /* 7a: PolarQuant-only against the TurboQuant path by bit width */
+    double ach;
+    tq_schedule *sc = schedule_of(res, rank, 3.0, &ach);
+    srows s2 = {0};
+    snprintf(args, sizeof args, "%s --methods turbo-mse --values none", in);
+    sweep_sched(args, sc, &s2);
+    tq_schedule_free(sc);
+    const srow *r = NULL;
+    for (int i = 0; i < s2.n; i++)
+        if (!strcmp(s2.r[i].tensor, "keys")) r = &s2.r[i];
+    if (!r) fail("no keys row for the %s schedule", rank ? "rank" : "optimal");
+    tab_text(t, label);
+    tab_text(t, rank ? "rank 4/3/2 (25/50/25%)" : "optimal (budget 3.0)");
+    tab_num(t, "%.3f", ach);
+    tab_num(t, "%.5f", met(r, "nmse"));
+    tab_num(t, "%.5f", met(r, "attn_kl"));
+    tab_num(t, "%.3f", met(r, "nmse") / un);
+    tab_num(t, "%.3f", met(r, "attn_kl") / ukl);
+    double rel = met(r, "attn_kl") / ukl;
+    free(s2.r);
+    return rel;
+}
+
+/* 7c: mixed 4/3/2 schedule vs uniform 3 bits */
+static void table7c(void)
+{
+    table t;
+    tab_open(&t, "table7c_mixed_schedule", "Table 7c — mixed 4/3/2-bit schedule vs uniform 3 bits",
+             "The seed article: a 4/3/2 schedule by layer sensitivity rank (top 25% / middle / bottom 25%) at "
+             "~2.94 bits cut MSE ~19% against uniform 3 bits. `tq sensitivity` (turbo-mse, keys, bits 2-4, "
+             "metric attn_kl, per layer) then `tq mixed-schedule` (rank rule, and the exact optimum at the same "
+             "budget), measured with `tq sweep --schedule`. Inputs: the SmolLM2 dump and a synthetic post-RoPE "
+             "dump with heterogeneous layer sensitivity (`tq synth --dist rope --hetero`, 8 layers × 2 kv heads "
+             "× 256 tokens, d = 128).",
+             "input|schedule|achieved_bits|nmse|attn_kl|nmse_vs_uniform|attn_kl_vs_uniform");
+    char syn[512], args[1024];
+    snprintf(syn, sizeof syn, "%s/.hetero.h5", OUT);
+    synth_hetero(syn);
+    const char *ins[2] = {DUMP, syn}, *labels[2] = {"smollm2-135m", "synthetic:rope-hetero"};
+    for (int k = 0; k < 2; k++) {
+        tq_sens_result res;
+        sens_curves(ins[k], &res);
+        srows s = {0};
+        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 3 --values none", ins[k]);
+        sweep(args, &s);
+        const srow *u = need(&s, ins[k], "keys", "turbo-mse", "bits=3,rot=dense,cb=beta");
+        double un = met(u, "nmse"), ukl = met(u, "attn_kl");
+        tab_text(&t, labels[k]);
+        tab_text(&t, "uniform 3");
+        tab_num(&t, "%.3f", 3.0);
+        tab_num(&t, "%.5f", un);
+        tab_num(&t, "%.5f", ukl);
+        tab_num(&t, "%.3f", 1.0);
+        tab_num(&t, "%.3f", 1.0);
+        double rel_rank = sched_row(&t, ins[k], labels[k], &res, 1, un, ukl);
+        sched_row(&t, ins[k], labels[k], &res, 0, un, ukl);
+        tab_note(&t, "**Verdict (computed), %s:** the rank schedule changes attention KL by %+.0f%% against uniform "
+                     "3 bits.", labels[k], 100 * (rel_rank - 1));
+        free(s.r);
+        tq_sens_free(&res);
+    }
+    remove(syn);
+    tab_close(&t);
+}
+
+/* 7a: PolarQuant-only against the TurboQuant path by bit width */
+static void table7a(void)
+{
+    char args[1024];
     table t;
     tab_open(&t, "table7a_polar_vs_turbo", "Table 7a — PolarQuant-only vs TurboQuant path, MSE and KL by bit width",
              "The seed article compared a PolarQuant-only path with the TurboQuant (rotation + Lloyd-Max) path. "
@@ -800,15 +940,20 @@ static void table7(void)
                  "3.875 bits against turbo-mse's 3.25).", polar_wins);
     tab_close(&t);
     free(s.r);
+}
 
-    /* 7b: entropy collapse, isotropic vs structured keys */
+/* 7b: entropy collapse, isotropic vs structured keys */
+static void table7b(void)
+{
+    char args[1024];
+    table t;
+    srows s = {0};
     tab_open(&t, "table7b_entropy_collapse", "Table 7b — attention entropy collapse, isotropic vs structured keys",
              "The seed article: \"at 2 bits, structured (clustered) keys lose ~65% of attention entropy; 3 bits is "
              "quality-neutral\". `tq sweep --synthetic gaussian,structured` (1 layer × 4 kv heads × 1024 tokens, "
              "d = 128, 4 query heads) and the SmolLM2 dump's real keys, keys only. entropy_collapse = "
              "1 − entropy_q/entropy (negative: quantized attention is flatter).",
              "input|method|bits|entropy|entropy_q|entropy_collapse|attn_kl|top8");
-    memset(&s, 0, sizeof s);
     sweep("--synthetic gaussian,structured --layers 1 --heads 4 --q-heads 4 --tokens 1024 --dim 128 "
           "--methods turbo-mse,turbo-prod --bits 2,3,4 --values none",
           &s);
@@ -846,96 +991,24 @@ static void table7(void)
                  : "is not reproduced on tq's structured model nor on the real keys (every change is below 40%)");
     tab_close(&t);
     free(s.r);
+}
 
-    /* 7c: mixed 4/3/2 schedule vs uniform 3 bits */
-    tab_open(&t, "table7c_mixed_schedule", "Table 7c — mixed 4/3/2-bit schedule vs uniform 3 bits",
-             "The seed article: a 4/3/2 schedule by layer sensitivity rank (top 25% / middle / bottom 25%) at "
-             "~2.94 bits cut MSE ~19% against uniform 3 bits. `tq sensitivity` (turbo-mse, keys, bits 2-4, "
-             "metric attn_kl, per layer) then `tq mixed-schedule` (rank rule, and the exact optimum at the same "
-             "budget), measured with `tq sweep --schedule`. Inputs: the SmolLM2 dump and a synthetic post-RoPE "
-             "dump with heterogeneous layer sensitivity (`tq synth --dist rope --hetero`, 8 layers × 2 kv heads "
-             "× 256 tokens, d = 128).",
-             "input|schedule|achieved_bits|nmse|attn_kl|nmse_vs_uniform|attn_kl_vs_uniform");
-    char syn[512], cmd[2048], sens[512], sch[512];
-    snprintf(syn, sizeof syn, "%s/.hetero.h5", OUT);
-    snprintf(cmd, sizeof cmd, "%s synth --dist rope --hetero --layers 8 --heads 2 --q-heads 8 --tokens 256 --dim 128 "
-                              "--seed 3 -o %s", TQ, syn);
-    run(cmd);
-    const char *ins[2] = {DUMP, syn}, *labels[2] = {"smollm2-135m", "synthetic:rope-hetero"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(sens, sizeof sens, "%s/.sens.json", OUT);
-        snprintf(cmd, sizeof cmd, "%s sensitivity %s --method turbo-mse --bits 2-4 --threads 2 -o %s > /dev/null",
-                 TQ, ins[k], sens);
-        run(cmd);
-        memset(&s, 0, sizeof s);
-        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 3 --values none", ins[k]);
-        sweep(args, &s);
-        const srow *u = need(&s, ins[k], "keys", "turbo-mse", "bits=3,rot=dense,cb=beta");
-        double un = met(u, "nmse"), ukl = met(u, "attn_kl");
-        tab_text(&t, labels[k]);
-        tab_text(&t, "uniform 3");
-        tab_num(&t, "%.3f", 3.0);
-        tab_num(&t, "%.5f", un);
-        tab_num(&t, "%.5f", ukl);
-        tab_num(&t, "%.3f", 1.0);
-        tab_num(&t, "%.3f", 1.0);
-        const char *pol[2] = {"rank", "optimal"};
-        double rel_rank = NAN;
-        for (int pi = 0; pi < 2; pi++) {
-            snprintf(sch, sizeof sch, "%s/.sched.json", OUT);
-            snprintf(cmd, sizeof cmd, "%s mixed-schedule %s --policy %s --budget 3.0 -o %s > /dev/null", TQ, sens,
-                     pol[pi], sch);
-            run(cmd);
-            double ach = json_num(sch, "achieved_bits");
-            srows s2 = {0};
-            snprintf(args, sizeof args, "%s --methods turbo-mse --values none --schedule %s", ins[k], sch);
-            sweep(args, &s2);
-            const srow *r = NULL;
-            for (int i = 0; i < s2.n; i++)
-                if (!strcmp(s2.r[i].tensor, "keys")) r = &s2.r[i];
-            if (!r) fail("no keys row for the %s schedule", pol[pi]);
-            tab_text(&t, labels[k]);
-            tab_text(&t, pi ? "optimal (budget 3.0)" : "rank 4/3/2 (25/50/25%)");
-            tab_num(&t, "%.3f", ach);
-            tab_num(&t, "%.5f", met(r, "nmse"));
-            tab_num(&t, "%.5f", met(r, "attn_kl"));
-            tab_num(&t, "%.3f", met(r, "nmse") / un);
-            tab_num(&t, "%.3f", met(r, "attn_kl") / ukl);
-            if (!pi) rel_rank = met(r, "attn_kl") / ukl;
-            free(s2.r);
-            remove(sch);
-        }
-        tab_note(&t, "**Verdict (computed), %s:** the rank schedule changes attention KL by %+.0f%% against uniform "
-                     "3 bits.", labels[k], 100 * (rel_rank - 1));
-        free(s.r);
-        remove(sens);
-    }
-    remove(syn);
-    tab_close(&t);
+static void table7(void)
+{
+    table7a();
+    table7b();
+    table7c();
 }
 
 /* ---------- table 8: controlled sweeps of the questions implementations disagree on ---------- */
 
-static void table8(void)
+typedef struct { const char *in, *match, *label; } t8_input;
+
+/* 8a: QJL residual or not */
+static void table8a(const srows *sr, const t8_input *ins)
 {
-    struct { const char *in, *match, *label; } ins[2] = {{NULL, NULL, "smollm2-135m"},
-                                                          {SYN_ROPE, "synthetic:rope", "synthetic:rope"}};
-    ins[0].in = DUMP;
-    ins[0].match = DUMP;
-    srows s = {0};
-    char args[1024];
-    for (int k = 0; k < 2; k++) {
-        snprintf(args, sizeof args, "%s --methods turbo-mse,turbo-prod --bits 2,3,4", ins[k].in);
-        sweep(args, &s);
-        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --rotation hadamard", ins[k].in);
-        sweep(args, &s);
-        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --codebook gaussian,empirical", ins[k].in);
-        sweep(args, &s);
-        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --center on", ins[k].in);
-        sweep(args, &s);
-    }
+    const srows s = *sr;
     table t;
-    /* 8a: QJL residual or not */
     tab_open(&t, "table8a_qjl_vs_mse", "Table 8a — QJL residual (turbo-prod) vs MSE-only (turbo-mse) at equal bits",
              "Several engines dropped QJL because softmax amplifies its variance. Same code bits b: turbo-prod "
              "spends one of them on the QJL sign and stores one more fp16 residual norm per vector, so its total "
@@ -974,8 +1047,13 @@ static void table8(void)
                                                : "mixed");
     }
     tab_close(&t);
+}
 
-    /* 8b, 8c, 8d: one axis at a time against the default (dense, beta, no centering) */
+/* 8b, 8c, 8d: one axis at a time against the default (dense, beta, no centering) */
+static void table8bcd(const srows *sr, const t8_input *ins)
+{
+    const srows s = *sr;
+    table t;
     struct { const char *name, *title, *intro, *axis; const char *alt[2]; int nalt; } q[3] = {
         {"table8b_rotation", "Table 8b — Hadamard vs dense rotation",
          "turbo-mse with a dense Haar rotation (QR of a Gaussian matrix) against the randomized Walsh–Hadamard "
@@ -1036,40 +1114,77 @@ static void table8(void)
         }
         tab_close(&t);
     }
+}
+
+static void table8(void)
+{
+    const t8_input ins[2] = {{DUMP, DUMP, "smollm2-135m"}, {SYN_ROPE, "synthetic:rope", "synthetic:rope"}};
+    srows s = {0};
+    char args[1024];
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "%s --methods turbo-mse,turbo-prod --bits 2,3,4", ins[k].in);
+        sweep(args, &s);
+        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --rotation hadamard", ins[k].in);
+        sweep(args, &s);
+        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --codebook gaussian,empirical", ins[k].in);
+        sweep(args, &s);
+        snprintf(args, sizeof args, "%s --methods turbo-mse --bits 2,3,4 --center on", ins[k].in);
+        sweep(args, &s);
+    }
+    table8a(&s, ins);
+    table8bcd(&s, ins);
     free(s.r);
 }
 
-/* ---------- table 9: tq memory ---------- */
+/* ---------- table 9: KV-cache memory (lib/memory.h, what tq memory prints) ---------- */
+
+/* `tq memory --all-presets --context T --bits B --format md|csv` into f: the default methods at the widths given */
+static void memory_rows(FILE *f, long context, const int *bits, int nb, int csv, int header)
+{
+    static const int methods[4] = {TQ_M_TURBO_MSE, TQ_M_TURBO_PROD, TQ_M_POLAR, TQ_M_KIVI};
+    tq_qparams cfg[64];
+    int n = tq_mem_configs(cfg, 64, methods, 4, bits, nb, 32, 0, 0);
+    if (n < 0) fail("memory: %s", tq_error_msg());
+    for (int k = 0; k < tq_mem_n_presets; k++) {
+        const tq_mem_shape *s = &tq_mem_presets[k];
+        for (int i = 0; i < n; i++) /* tq memory drops a default method that does not fit; here every one does */
+            if (tq_format_of(cfg[i].method)->check(&cfg[i], s->head_dim) < 0) fail("memory: %s", tq_error_msg());
+        if (tq_mem_write(f, s, cfg, n, context, 1, csv, header && k == 0) < 0) fail("memory: %s", tq_error_msg());
+    }
+}
+
+static FILE *open_tmp(char *path, size_t n, const char *name)
+{
+    snprintf(path, n, "%s/%s.tmp", OUT, name);
+    FILE *f = fopen(path, "w");
+    if (!f) fail("cannot write '%s': %s", path, strerror(errno));
+    return f;
+}
+
+static void commit_tmp(FILE *f, const char *path, const char *name)
+{
+    char dst[512];
+    if (fclose(f)) fail("cannot write '%s'", path);
+    snprintf(dst, sizeof dst, "%s/%s", OUT, name);
+    if (rename(path, dst)) fail("cannot rename '%s'", path);
+}
 
 static void table9(void)
 {
-    char cmd[2048];
     static const long ctx[3] = {8192, 32768, 131072};
+    static const int bits[3] = {2, 3, 4};
     char path[512];
-    snprintf(path, sizeof path, "%s/table9_memory.csv.tmp", OUT);
-    remove(path);
-    for (int i = 0; i < 3; i++) {
-        /* one CSV with a header once: the later contexts drop their header line */
-        snprintf(cmd, sizeof cmd, "%s memory --all-presets --context %ld --bits 2,3,4 --format csv %s >> %s", TQ,
-                 ctx[i], i ? "| tail -n +2" : "", path);
-        run(cmd);
-    }
-    char dst[512];
-    snprintf(dst, sizeof dst, "%s/table9_memory.csv", OUT);
-    if (rename(path, dst)) fail("cannot rename '%s'", path);
-    snprintf(path, sizeof path, "%s/table9_memory.md.tmp", OUT);
-    FILE *f = fopen(path, "w");
-    if (!f) fail("cannot write '%s'", path);
+    FILE *f = open_tmp(path, sizeof path, "table9_memory.csv");
+    for (int i = 0; i < 3; i++) memory_rows(f, ctx[i], bits, 3, 1, i == 0); /* one CSV, one header */
+    commit_tmp(f, path, "table9_memory.csv");
+    f = open_tmp(path, sizeof path, "table9_memory.md");
     fprintf(f, "# Table 9 — KV-cache memory by model (tq memory)\n\n"
                "`tq memory --all-presets --context T --bits 2,3,4`: keys + values of every layer and kv head for one "
                "sequence of T tokens, in fp16, int8 containers (int8 + fp16 scale per vector: the seed article's ~2×) "
                "and packed codes with side information (the seed article's ~5× for 3 bits). Full table: "
                "[table9_memory.csv](table9_memory.csv); the 8192-token block:\n\n");
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "%s memory --all-presets --context 8192 --bits 3 >> %s", TQ, path);
-    run(cmd);
-    snprintf(dst, sizeof dst, "%s/table9_memory.md", OUT);
-    if (rename(path, dst)) fail("cannot rename '%s'", path);
+    memory_rows(f, 8192, &bits[1], 1, 0, 1);
+    commit_tmp(f, path, "table9_memory.md");
     fprintf(INDEX, "table9_memory\tTable 9 — KV-cache memory by model (tq memory)\n");
     fprintf(stderr, "repro: wrote %s/table9_memory.{md,csv}\n", OUT);
 }
@@ -1078,18 +1193,16 @@ int main(int argc, char **argv)
 {
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--tq") && i + 1 < argc) TQ = argv[++i];
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) OUT = argv[++i];
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) OUT = argv[++i];
         else if (!strcmp(argv[i], "--dump") && i + 1 < argc) DUMP = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--quick")) QUICK = 1;
         else {
-            fprintf(stderr, "usage: repro [--tq ./tq] [--out results/paper] [--dump DUMP.h5] [--quick] "
+            fprintf(stderr, "usage: repro [--out results/paper] [--dump DUMP.h5] [--quick] "
                             "[--only 1,2,...]\n");
             return 2;
         }
     }
-    if (access(TQ, X_OK)) fail("'%s' is not an executable tq; build it (make) or pass --tq", TQ);
     if (access(DUMP, R_OK)) fail("cannot read the dump '%s'", DUMP);
     mkdir(OUT, 0755);
     char ipath[512];
