@@ -97,8 +97,9 @@ def main():
         L.append(f"| {l}{' (global)' if l in glob else ''} | {window[l] or 'global'} | {kout[l]:.1f} | "
                  f"{ent(g, 'turbo-mse', 3, l):.2f} | " +
                  " | ".join(f"{kl(g, m, b, l):.3g}" for m in METHODS for b in (2, 3, 4)) + " |")
-    L += ["", "Bits are the nominal `--bits`: turbo-mse and kivi store 2.06/3.06/4.06 and 2.5/3.5/4.5 bits per "
-          "coordinate with their norms and scales; polar's levels (e.g. 3/1/1/1 at 2) store 2.94/3.88/4.81.", "",
+    L += ["", "Bits are the nominal `--bits`. Stored bits per coordinate (norms, scales included) differ: turbo-mse "
+          "2.06/3.06/4.06, kivi 3/4/5 (a float16 scale and zero per group of 32), polar 2.94/3.88/4.81 (levels "
+          "3/1/1/1, 4/2/2/2, 5/3/3/3). Compare kivi at n bits with turbo-mse at n + 1.", "",
           "## Global against local layers (median over the layers of each kind)", "",
           "| method | bits | global | local | global / local | SmolLM2 (30 layers) |", "|---|---:|---:|---:|---:|---:|"]
     ratios = {}
