@@ -80,7 +80,7 @@ def main():
     texts = {}
     for name in ("pride-and-prejudice", "scandal-in-bohemia", "tale-of-two-cities"):
         texts[name] = open(os.path.join(ROOT, "datasets", "text", name + ".txt"), encoding="utf-8", newline="").read()
-    texts["hard"] = open(os.path.join(ROOT, "tests", "golden", "tokenizer_hard.txt"), encoding="utf-8", newline="").read()
+    texts["hard"] = open(os.path.join(ROOT, "tests", "golden", "tokens", "tokenizer_hard.txt"), encoding="utf-8", newline="").read()
     rng = np.random.default_rng(20260607)
     for i in range(200):
         texts[f"random{i}"] = random_text(rng)
