@@ -14,13 +14,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tq dump MODEL.gguf --text FILE [--tokens N] [--layers SPEC] [--dtype f16|f32] [--threads N] "
-               "-o DUMP.h5\n\n"
+    fprintf(f, "usage: tq dump MODEL.gguf --text FILE [--tokens N] [--layers SPEC] [--dtype f16|f32] [--compress] "
+               "[--threads N] -o DUMP.h5\n\n"
                "Runs the model (llama, qwen2, gemma2, gemma3 GGUFs; float32, weights dequantized at load) over the\n"
                "text tokenized by its own tokenizer and writes every layer's post-RoPE keys, values and queries.\n"
                "  --tokens N     the first N tokens (default: the whole text)\n"
                "  --layers SPEC  model layers to keep, e.g. 0-3,7 (default: all), renumbered layer_000...\n"
                "  --dtype        f16 (default) or f32\n"
+               "  --compress     store the tensors chunked with HDF5's shuffle + deflate filters (lossless; readers\n"
+               "                 decompress transparently; ~12%% smaller on real models' float16 tensors)\n"
                "  --threads N    OpenBLAS threads (default 1)\n");
 }
 
@@ -77,12 +79,16 @@ int cmd_dump(int argc, char **argv)
 {
     const char *model_path = NULL, *text_path = NULL, *out = NULL, *layer_spec = NULL;
     long n_tokens = 0, threads = 1;
-    int dtype = TQ_DTYPE_F16;
+    int dtype = TQ_DTYPE_F16, compress = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--compress")) {
+            compress = 1;
+            continue;
         }
         if (a[0] != '-') {
             if (model_path) die_usage("dump: unexpected argument '%s' (one model; see 'tq dump --help')", a);
@@ -162,9 +168,14 @@ int cmd_dump(int argc, char **argv)
     snprintf(meta.source, sizeof meta.source, "gguf %s (%s); text %s; %d tokens; tq dump %s (float32 forward pass)",
              base, c->arch_name, text_path, T, TQ_VERSION);
     snprintf(meta.rope, sizeof meta.rope, "post");
+    snprintf(meta.architecture, sizeof meta.architecture, "%s", c->arch_name);
     meta.n_layers = n_keep;
     tq_dump_writer *w;
     if ((rc = tq_dump_create(&w, out, &meta, dtype)) < 0) die_lib(rc, NULL);
+    if (compress && (rc = tq_dump_set_compression(w, 9)) < 0) {
+        tq_dump_abort(w);
+        die_lib(rc, NULL);
+    }
     for (int i = 0; i < n_keep && rc >= 0; i++) {
         int l = layers[i];
         tq_layer ly = {.s = {.n_kv_heads = c->n_kv_head, .n_q_heads = c->n_head, .n_tokens = T,
@@ -181,12 +192,10 @@ int cmd_dump(int argc, char **argv)
                 die("dump: model layer %d %s: |x| up to %.4g overflows float16; use --dtype f32", l, names[k], worst);
             }
         const tq_layer_attn *at = &c->layer[l];
-        if ((rc = tq_dump_write_layer(w, i, &ly)) >= 0 &&
-            (rc = tq_dump_layer_attr_int(w, i, "model_layer", l)) >= 0 &&
-            (rc = tq_dump_layer_attr_int(w, i, "sliding_window", at->sliding_window)) >= 0 &&
-            (rc = tq_dump_layer_attr_double(w, i, "attn_scale", at->attn_scale)) >= 0 &&
-            (rc = tq_dump_layer_attr_double(w, i, "attn_softcap", at->attn_softcap)) >= 0)
-            rc = tq_dump_layer_attr_double(w, i, "rope_base", at->rope_base);
+        tq_attn_spec spec = {.window = at->sliding_window, .scale = at->attn_scale, .softcap = at->attn_softcap,
+                             .rope_base = at->rope_base};
+        if ((rc = tq_dump_set_layer_attn(w, i, &spec)) >= 0 && (rc = tq_dump_write_layer(w, i, &ly)) >= 0)
+            rc = tq_dump_layer_attr_int(w, i, "model_layer", l);
     }
     int64_t *ml = malloc((size_t)(n_keep > T ? n_keep : T) * sizeof *ml);
     for (int i = 0; i < n_keep; i++) ml[i] = layers[i];
@@ -195,7 +204,6 @@ int cmd_dump(int argc, char **argv)
     if (rc >= 0) rc = tq_dump_attr_ints(w, "token_ids", ml, T);
     int64_t nl = c->n_layers;
     if (rc >= 0) rc = tq_dump_attr_ints(w, "model_n_layers", &nl, 1);
-    if (rc >= 0) rc = tq_dump_attr_str(w, "architecture", c->arch_name);
     if (rc >= 0) rc = tq_dump_attr_str(w, "channel_order", "rotate_half");
     if (rc >= 0) rc = tq_dump_attr_double(w, "rope_theta", c->layer[c->n_layers - 1].rope_base);
     if (rc < 0) {

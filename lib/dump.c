@@ -37,6 +37,7 @@ struct tq_dump_writer {
     tq_attn_spec *specs;     /* per layer: the attention attributes to write, where has_spec */
     unsigned char *has_spec;
     int *head_dims;          /* per written layer: its head dim (attn_scale's default) */
+    int deflate;             /* 0: contiguous datasets; 1..9: chunked, shuffle + deflate at that level */
 };
 
 static const char *const tensor_names[3] = {"keys", "values", "queries"};
@@ -815,9 +816,19 @@ static int dataset_write(tq_dump_writer *w, hid_t g, const char *name, int heads
     hid_t s = -1, ds = -1;
     uint16_t *h = NULL;
     int rc = TQ_ERR;
-    hid_t ft = w->dtype == TQ_DTYPE_F16 ? w->f16 : H5T_IEEE_F32LE;
+    hid_t ft = w->dtype == TQ_DTYPE_F16 ? w->f16 : H5T_IEEE_F32LE, dcpl = w->dcpl;
+    if (w->deflate) {
+        /* One chunk per head and up to 1024 positions (512 KiB of f16 at head_dim 256): big enough that deflate sees
+         * long runs of one tensor, small enough for HDF5's default 1 MiB chunk cache. The shuffle filter groups the
+         * bytes of each element by significance, so the sign/exponent bytes compress apart from the noisy low
+         * mantissa bytes. */
+        hsize_t chunk[3] = {1, (hsize_t)(tokens < 1024 ? tokens : 1024), (hsize_t)dim};
+        if ((dcpl = H5Pcopy(w->dcpl)) < 0 || H5Pset_chunk(dcpl, 3, chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
+            H5Pset_deflate(dcpl, (unsigned)w->deflate) < 0)
+            goto done;
+    }
     if ((s = H5Screate_simple(3, dims, NULL)) < 0 ||
-        (ds = H5Dcreate2(g, name, ft, s, H5P_DEFAULT, w->dcpl, H5P_DEFAULT)) < 0)
+        (ds = H5Dcreate2(g, name, ft, s, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
         goto done;
     if (w->dtype == TQ_DTYPE_F16) {
         if (!(h = tq_malloc(n * sizeof *h))) {
@@ -834,7 +845,22 @@ done:
     free(h);
     if (ds >= 0) H5Dclose(ds);
     if (s >= 0) H5Sclose(s);
+    if (dcpl >= 0 && dcpl != w->dcpl) H5Pclose(dcpl);
     return rc;
+}
+
+int tq_dump_set_compression(tq_dump_writer *w, int level)
+{
+    if (level < 0 || level > 9)
+        return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': compression level %d, expected 0..9", w->path, level);
+    if (level && (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0 || H5Zfilter_avail(H5Z_FILTER_SHUFFLE) <= 0))
+        return tq_error_set(TQ_ERR, "cannot write '%s': this HDF5 library has no deflate/shuffle filter", w->path);
+    for (int l = 0; l < w->meta.n_layers; l++)
+        if (w->written[l])
+            return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': compression set after layer %d was written",
+                                w->path, l);
+    w->deflate = level;
+    return TQ_OK;
 }
 
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)

@@ -79,6 +79,10 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l);
  * now). A layer never set gets no attributes (read back as the defaults). TQ_ERR_USAGE for a bad spec, a layer out
  * of range or a second call for the same layer. */
 int tq_dump_set_layer_attn(tq_dump_writer *w, int layer, const tq_attn_spec *spec);
+/* Lossless compression of the tensors: level 1..9 stores every dataset chunked with HDF5's shuffle + deflate filters
+ * (readers, tq's and h5py's, decompress transparently); 0 (the default) keeps them contiguous. Call before the first
+ * tq_dump_write_layer. TQ_ERR_USAGE for a bad level or a late call, TQ_ERR when the HDF5 library lacks the filters. */
+int tq_dump_set_compression(tq_dump_writer *w, int level);
 int tq_dump_commit(tq_dump_writer *w);
 /* Extra attributes (datasets/FORMAT.md, "Attributes of real-model dumps"): on the root, or on a layer's group after
  * tq_dump_write_layer wrote it. Readers of any version ignore them. TQ_OK or TQ_ERR naming the attribute. */

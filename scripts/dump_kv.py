@@ -3,7 +3,7 @@
 --gguf runs a LLaMA-family GGUF model with a float64 NumPy forward pass (weights dequantized by the gguf package,
 tokenizer rebuilt from the GGUF metadata); --hf captures them from a Hugging Face model through its own attention.
 Format 2 (the default) also records the architecture and each layer's attention (sliding window, scale, soft-cap,
-RoPE base); --format-version 1 writes the older layout byte for byte (the bundled dump is v1)."""
+RoPE base); --format-version 1 writes the older layout byte for byte as format-1 dumps were made."""
 import argparse
 import hashlib
 import os

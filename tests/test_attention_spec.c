@@ -288,17 +288,44 @@ static void test_dump_roundtrip(void)
         tq_dump_close(d);
     }
     unlink(path);
-    /* the bundled v1 dump: every layer reads as global, 1/sqrt(64), no cap, architecture unknown */
-    if (tq_dump_open(&d, "datasets/smollm2-135m.h5") == TQ_OK) {
+    /* a format-1 dump (tq synth before format 2, head_dim 16): every layer reads as global, 1/sqrt(16), no cap,
+     * architecture unknown */
+    if (tq_dump_open(&d, "tests/fuzz/corpus/dump/synth_f16.h5") == TQ_OK) {
         tq_attn_spec r;
         int all = 1;
         for (int l = 0; l < tq_dump_get_meta(d)->n_layers; l++)
-            all &= tq_dump_layer_attn(d, l, &r) == TQ_OK && r.window == 0 && r.scale == 0.125 && r.softcap == 0;
+            all &= tq_dump_layer_attn(d, l, &r) == TQ_OK && r.window == 0 && r.scale == 0.25 && r.softcap == 0;
         CHECK(all && tq_dump_get_meta(d)->version == 1 && !strcmp(tq_dump_get_meta(d)->architecture, "unknown"),
               "v1 defaults");
         tq_dump_close(d);
     } else
+        CHECK(0, "cannot open the v1 seed dump: %s", tq_error_msg());
+    /* the bundled dumps (format 2): SmolLM2 all global at 1/sqrt(64); Gemma 3 global at 5, 11, 17 and a 512-key
+     * window elsewhere, scale 1/16 (query_pre_attn_scalar 256), no cap */
+    if (tq_dump_open(&d, "datasets/smollm2-135m.h5") == TQ_OK) {
+        tq_attn_spec r;
+        int all = 1;
+        for (int l = 0; l < tq_dump_get_meta(d)->n_layers; l++)
+            all &= tq_dump_layer_attn(d, l, &r) == TQ_OK && r.window == 0 && r.scale == 0.125 && r.softcap == 0 &&
+                   r.rope_base == 100000;
+        CHECK(all && tq_dump_get_meta(d)->version == 2 && !strcmp(tq_dump_get_meta(d)->architecture, "llama"),
+              "smollm2 spec");
+        tq_dump_close(d);
+    } else
         CHECK(0, "cannot open the bundled dump: %s", tq_error_msg());
+    if (tq_dump_open(&d, "datasets/gemma3-270m.h5") == TQ_OK) {
+        tq_attn_spec r;
+        int all = tq_dump_get_meta(d)->n_layers == 18;
+        for (int l = 0; l < tq_dump_get_meta(d)->n_layers; l++) {
+            int global = l % 6 == 5;
+            all &= tq_dump_layer_attn(d, l, &r) == TQ_OK && r.window == (global ? 0 : 512) && r.scale == 0.0625 &&
+                   r.softcap == 0 && r.rope_base == (global ? 1e6 : 1e4);
+        }
+        CHECK(all && tq_dump_get_meta(d)->version == 2 && !strcmp(tq_dump_get_meta(d)->architecture, "gemma3"),
+              "gemma3 spec");
+        tq_dump_close(d);
+    } else
+        CHECK(0, "cannot open the bundled Gemma dump: %s", tq_error_msg());
     free(k);
 }
 

@@ -50,4 +50,37 @@ sys.exit(0 if ok else 1)
 PY
 then ok; else bad "tq dump equals dump_kv.py within 1e-4"; fi
 expect_ok "tq info reads it" -- "$TQ" info "$T/tq.h5"
+# --compress: lossless, so every tensor equals the contiguous dump's bit for bit (f16 and f32); stored chunked with the
+# shuffle + deflate filters; smaller (real activations' sign/exponent bytes compress: f16 ~12%, f32 more, the low
+# mantissa bytes being near-random); tq reads both to the same statistics (tq info identical but for the file name).
+expect_ok "tq dump f16" -- "$TQ" dump "$S" --text "$text" --tokens 48 --layers 0,7,29 -o "$T/p16.h5"
+expect_ok "tq dump --compress f16" -- "$TQ" dump "$S" --text "$text" --tokens 48 --layers 0,7,29 --compress \
+    -o "$T/c16.h5"
+expect_ok "tq dump --compress f32" -- "$TQ" dump "$S" --text "$text" --tokens 48 --layers 0,7,29 --dtype f32 \
+    --compress -o "$T/c32.h5"
+if python3 - "$T" <<'PY'
+import sys, os, h5py, numpy as np
+T = sys.argv[1]
+ok = True
+for plain, comp in (("p16", "c16"), ("tq", "c32")):
+    a, b = h5py.File(f"{T}/{plain}.h5"), h5py.File(f"{T}/{comp}.h5")
+    for i in range(3):
+        for d in ("keys", "values", "queries"):
+            x, y = a[f"layer_{i:03d}/{d}"], b[f"layer_{i:03d}/{d}"]
+            if not (x.dtype == y.dtype and np.array_equal(x[...], y[...]) and x.chunks is None
+                    and y.chunks == (1, 48, 64) and y.compression == "gzip" and y.shuffle):
+                print(f"{comp} layer {i} {d}: dtype {y.dtype}, chunks {y.chunks}, {y.compression}", file=sys.stderr)
+                ok = False
+    for k in a.attrs:
+        ok &= np.array_equal(np.asarray(a.attrs[k]), np.asarray(b.attrs[k]))
+    sa, sb = os.path.getsize(f"{T}/{plain}.h5"), os.path.getsize(f"{T}/{comp}.h5")
+    if not sb < sa:
+        print(f"{comp}: {sb} bytes, not smaller than {sa}", file=sys.stderr)
+        ok = False
+sys.exit(0 if ok else 1)
+PY
+then ok; else bad "--compress: same tensors bit for bit, chunked shuffle+deflate, smaller"; fi
+"$TQ" info "$T/p16.h5" | tail -n +2 >"$T/ip.txt"
+"$TQ" info "$T/c16.h5" | tail -n +2 >"$T/ic.txt"
+check "tq info of the compressed dump equals the plain one's" cmp -s "$T/ip.txt" "$T/ic.txt"
 finish
