@@ -147,8 +147,17 @@ static int on_slice(tq_kvq *q, int layer, int head, int tensor, int pos0, int n,
     p.center = 0; /* the frozen mean is removed here, not re-estimated on these rows */
     double bits;
     tq_slice_id id = {layer, head, tensor};
-    if ((st = tq_roundtrip(q->o.device, &p, id, q->x, m, d, q->y, &bits)) < 0)
-        return tq_error_prefix(st, "closed loop, layer %d head %d %s: ", layer, head, tq_tensor_name(tensor));
+    /* KIVI keys: one call per block (the group is the unit); every other method one row per call, because the
+     * core's batched fast paths may round differently from a single row (turbo-mse: 1e-6), and a row must come
+     * out the same whether it was written in a chunk or alone */
+    int unit = p.method == TQ_M_KIVI && tensor == TQ_TENSOR_KEYS ? m : 1;
+    double bsum = 0;
+    for (int r = 0; r < m; r += unit) {
+        if ((st = tq_roundtrip(q->o.device, &p, id, q->x + (size_t)r * d, unit, d, q->y + (size_t)r * d, &bits)) < 0)
+            return tq_error_prefix(st, "closed loop, layer %d head %d %s: ", layer, head, tq_tensor_name(tensor));
+        bsum += bits * unit;
+    }
+    bits = bsum / m;
     for (int t = 0; t < m; t++)
         for (int j = 0; j < d; j++) x[(size_t)t * d + j] = q->y[(size_t)t * d + j] + (centered ? mu[j] : 0.0f);
     q->qbits += bits * m * d;
@@ -164,6 +173,15 @@ static int kvq_hook(void *ctx, int layer, int kv_head, int pos0, int n, float *k
     if (st >= 0)
         st = on_slice(q, layer, kv_head, TQ_TENSOR_VALUES, pos0, n, tq_kv_cache_values(q->cache, layer, kv_head));
     return st;
+}
+
+int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n)
+{
+    if (!q->cache || layer < 0 || layer >= q->L || kv_head < 0 || kv_head >= q->H || pos0 < 0 || n < 1 ||
+        pos0 + n > tq_kv_cache_capacity(q->cache))
+        return tq_error_set(TQ_ERR_USAGE, "kv write: layer %d head %d rows [%d, %d) outside the cache", layer, kv_head,
+                            pos0, pos0 + n);
+    return kvq_hook(q, layer, kv_head, pos0, n, NULL, NULL, q->d);
 }
 
 void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c)

@@ -44,6 +44,10 @@ int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out);
 void tq_kvq_free(tq_kvq *q);
 /* Install q as c's write hook and forget every slice's state (call after tq_kv_cache_reset). */
 void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c);
+/* What the hook does when rows [pos0, pos0 + n) of (layer, kv_head) have been written into the attached cache's
+ * arrays: quantize in place whatever the semantics make final. Public so tests can drive the cache semantics with
+ * exact rows (chunked writes against one row at a time) without the model's float32 summation-order noise. */
+int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n);
 /* Stored bits per K/V value of the cache as it stands after a pass of T tokens: quantized rows at their
  * bits_total (side information included), exact rows at 16 (fp16). */
 double tq_kvq_bits_total(const tq_kvq *q, int T);
