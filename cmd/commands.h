@@ -13,5 +13,6 @@ int cmd_mixed_schedule(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_memory(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

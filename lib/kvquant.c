@@ -1,0 +1,368 @@
+/* kvquant.c: the quantized KV cache behind `tq perplexity` (a lib/model.h write hook that round-trips rows through
+ * lib/device.h, with the streaming semantics of kvquant.h) and the teacher-forced perplexity pass. */
+#include "kvquant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq.h"
+#include "vocab.h"
+
+struct tq_kvq {
+    tq_kvq_opts o;
+    int L, H, d;
+    tq_kv_cache *cache;
+    int *done;              /* [L][H][2]: positions below it are final (quantized or kept exact) */
+    unsigned char *has_mean;
+    float *mean;            /* [L][H][2][d]: the frozen --center mean */
+    double qbits, qvals;    /* sum of bits over quantized values, and their count */
+    float *x, *y;           /* scratch rows */
+    size_t cap;
+};
+
+/* The parameters of (layer, head, tensor), or NULL when the tensor stays exact. */
+static int slice_params(const tq_kvq *q, int layer, int head, int tensor, tq_qparams *p)
+{
+    const tq_kvq_opts *o = &q->o;
+    if (o->keep && o->keep[layer]) return 0;
+    *p = tensor == TQ_TENSOR_KEYS ? o->cfg.k : o->cfg.v;
+    if (p->method < 0 || p->method == TQ_M_FP16) return 0; /* fp16: the reference cache itself (kvquant.h) */
+    if (o->sched) {
+        int b = tq_schedule_bits(o->sched, layer, head, tensor);
+        if (b > 0) p->bits = b;
+    }
+    p->residual = 0; /* the stream keeps its own exact tail (blocks) */
+    return 1;
+}
+
+/* Block size of a tensor's quantizer: 0 = each row when written. */
+static int block_of(const tq_kvq_opts *o, const tq_qparams *p, int tensor)
+{
+    if (p->method == TQ_M_KIVI && tensor == TQ_TENSOR_KEYS) return o->recent > 0 ? o->recent : p->group;
+    return o->recent > 0 ? o->recent : 0;
+}
+
+static int check_params(const tq_kvq_opts *o, const tq_qparams *p, int tensor, int d)
+{
+    const char *t = tq_tensor_name(tensor);
+    if (p->method < 0 || p->method == TQ_M_FP16) return TQ_OK;
+    if (p->outliers > 0)
+        return tq_error_set(TQ_ERR_USAGE, "%s: --outliers has no streaming definition in the closed loop yet (the "
+                            "channels are a whole slice's statistic); drop it", t);
+    if (p->codebook == TQ_CB_EMPIRICAL && tq_format_of(p->method)->uses_rotation)
+        return tq_error_set(TQ_ERR_USAGE, "%s: codebook 'empirical' is fitted on a whole slice and has no streaming "
+                            "definition in the closed loop yet; use beta or gaussian", t);
+    if (p->method == TQ_M_KIVI && tensor == TQ_TENSOR_KEYS && o->recent > 0 && o->recent % p->group)
+        return tq_error_set(TQ_ERR_USAGE, "--recent %d must be a multiple of kivi's key group %d (keys are quantized "
+                            "a group of tokens at a time)", o->recent, p->group);
+    return tq_device_supports(o->device, p, d);
+}
+
+int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out)
+{
+    *out = NULL;
+    const tq_model_config *mc = tq_model_get_config(m);
+    if (o->recent < 0 || o->prompt < 0) return tq_error_set(TQ_ERR_USAGE, "--recent and the prompt must be >= 0");
+    int st;
+    for (int t = 0; t < 2; t++) {
+        tq_qparams p = t ? o->cfg.v : o->cfg.k;
+        if (o->sched && p.method >= 0 && p.method != TQ_M_FP16) {
+            const tq_format *f = tq_format_of(p.method);
+            if ((st = tq_schedule_check(o->sched, "schedule", mc->n_layers, mc->n_kv_head, f->name, f->min_bits,
+                                        f->max_bits)) < 0)
+                return st;
+        }
+        if ((st = check_params(o, &p, t, mc->head_dim)) < 0) return st;
+    }
+    tq_kvq *q = tq_calloc(1, sizeof *q);
+    if (!q) return TQ_ERR_NOMEM;
+    q->o = *o;
+    q->L = mc->n_layers;
+    q->H = mc->n_kv_head;
+    q->d = mc->head_dim;
+    size_t ns = (size_t)q->L * q->H * 2;
+    q->done = tq_calloc(ns, sizeof *q->done);
+    q->has_mean = tq_calloc(ns, 1);
+    q->mean = tq_calloc(ns * q->d, sizeof *q->mean);
+    if (!q->done || !q->has_mean || !q->mean) {
+        tq_kvq_free(q);
+        return TQ_ERR_NOMEM;
+    }
+    *out = q;
+    return TQ_OK;
+}
+
+void tq_kvq_free(tq_kvq *q)
+{
+    if (!q) return;
+    free(q->done);
+    free(q->has_mean);
+    free(q->mean);
+    free(q->x);
+    free(q->y);
+    free(q);
+}
+
+static int grow(tq_kvq *q, size_t n)
+{
+    if (n <= q->cap) return TQ_OK;
+    float *x = realloc(q->x, n * sizeof *x), *y = x ? realloc(q->y, n * sizeof *y) : NULL;
+    if (x) q->x = x;
+    if (!y) return tq_error_set(TQ_ERR_NOMEM, "out of memory for %zu cache values", n);
+    q->y = y;
+    q->cap = n;
+    return TQ_OK;
+}
+
+/* Rows [pos0, pos0 + n) of one slice were just written into rows (the cache's array of that slice). */
+static int on_slice(tq_kvq *q, int layer, int head, int tensor, int pos0, int n, float *rows)
+{
+    tq_qparams p;
+    if (!slice_params(q, layer, head, tensor, &p)) return TQ_OK;
+    const int d = q->d, s = (layer * q->H + head) * 2 + tensor;
+    float *mu = q->mean + (size_t)s * d;
+    if (p.center && !q->has_mean[s]) { /* calibrated on the first write (the prompt chunk), then frozen */
+        for (int j = 0; j < d; j++) {
+            double acc = 0;
+            for (int t = 0; t < n; t++) acc += rows[(size_t)(pos0 + t) * d + j];
+            mu[j] = (float)(acc / n);
+        }
+        q->has_mean[s] = 1;
+    }
+    const int S = q->o.prefill_fp16 ? q->o.prompt : 0, end = pos0 + n, B = block_of(&q->o, &p, tensor);
+    if (q->done[s] < S) q->done[s] = S;
+    if (end <= S) return TQ_OK;
+    int target = B == 0 ? end : S + (end - 1 - S) / B * B;
+    int from = q->done[s], m = target - from;
+    if (m <= 0) return TQ_OK;
+    int st = grow(q, (size_t)m * d);
+    if (st < 0) return st;
+    float *x = rows + (size_t)from * d;
+    memcpy(q->x, x, (size_t)m * d * sizeof *x);
+    if (p.center)
+        for (int t = 0; t < m; t++)
+            for (int j = 0; j < d; j++) q->x[(size_t)t * d + j] -= mu[j];
+    int centered = p.center;
+    p.center = 0; /* the frozen mean is removed here, not re-estimated on these rows */
+    double bits;
+    tq_slice_id id = {layer, head, tensor};
+    /* KIVI keys: one call per block (the group is the unit); every other method one row per call, because the
+     * core's batched fast paths may round differently from a single row (turbo-mse: 1e-6), and a row must come
+     * out the same whether it was written in a chunk or alone */
+    int unit = p.method == TQ_M_KIVI && tensor == TQ_TENSOR_KEYS ? m : 1;
+    double bsum = 0;
+    for (int r = 0; r < m; r += unit) {
+        if ((st = tq_roundtrip(q->o.device, &p, id, q->x + (size_t)r * d, unit, d, q->y + (size_t)r * d, &bits)) < 0)
+            return tq_error_prefix(st, "closed loop, layer %d head %d %s: ", layer, head, tq_tensor_name(tensor));
+        bsum += bits * unit;
+    }
+    bits = bsum / m;
+    for (int t = 0; t < m; t++)
+        for (int j = 0; j < d; j++) x[(size_t)t * d + j] = q->y[(size_t)t * d + j] + (centered ? mu[j] : 0.0f);
+    q->qbits += bits * m * d;
+    q->qvals += (double)m * d;
+    q->done[s] = target;
+    return TQ_OK;
+}
+
+static int kvq_hook(void *ctx, int layer, int kv_head, int pos0, int n, float *k, float *v, int head_dim)
+{
+    tq_kvq *q = ctx;
+    int st = on_slice(q, layer, kv_head, TQ_TENSOR_KEYS, pos0, n, tq_kv_cache_keys(q->cache, layer, kv_head));
+    if (st >= 0)
+        st = on_slice(q, layer, kv_head, TQ_TENSOR_VALUES, pos0, n, tq_kv_cache_values(q->cache, layer, kv_head));
+    return st;
+}
+
+int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n)
+{
+    if (!q->cache || layer < 0 || layer >= q->L || kv_head < 0 || kv_head >= q->H || pos0 < 0 || n < 1 ||
+        pos0 + n > tq_kv_cache_capacity(q->cache))
+        return tq_error_set(TQ_ERR_USAGE, "kv write: layer %d head %d rows [%d, %d) outside the cache", layer, kv_head,
+                            pos0, pos0 + n);
+    return kvq_hook(q, layer, kv_head, pos0, n, NULL, NULL, q->d);
+}
+
+void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c)
+{
+    q->cache = c;
+    size_t ns = (size_t)q->L * q->H * 2;
+    memset(q->done, 0, ns * sizeof *q->done);
+    memset(q->has_mean, 0, ns);
+    q->qbits = q->qvals = 0;
+    tq_kv_cache_set_write_hook(c, kvq_hook, q);
+}
+
+double tq_kvq_bits_total(const tq_kvq *q, int T)
+{
+    double total = (double)q->L * q->H * T * q->d * 2;
+    return total > 0 ? (q->qbits + 16.0 * (total - q->qvals)) / total : NAN;
+}
+
+static int gcd(int a, int b)
+{
+    while (b) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+int tq_kvq_grid(const tq_kvq_opts *o, int max_chunk)
+{
+    int c = max_chunk > 0 ? max_chunk : 1, blocks = 0;
+    for (int t = 0; o && t < 2; t++) {
+        const tq_qparams *p = t ? &o->cfg.v : &o->cfg.k;
+        if (p->method < 0 || p->method == TQ_M_FP16) continue;
+        int B = block_of(o, p, t);
+        if (B > 0) c = gcd(c, B), blocks = 1;
+    }
+    if (blocks && o->prompt > 0) c = gcd(c, o->prompt); /* blocks counted from 0 must start on the grid */
+    return c;
+}
+
+/* ---------- perplexity ---------- */
+
+/* log-softmax of one row into out (double sums); returns the argmax. */
+static int log_softmax(const float *x, int V, double *out)
+{
+    int am = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[am]) am = i;
+    double mx = x[am], s = 0;
+    for (int i = 0; i < V; i++) s += exp((double)x[i] - mx);
+    double lse = mx + log(s);
+    /* rounded to float as the stored reference is, so identical logits score exactly 0 KL and 0 ΔPPL */
+    for (int i = 0; i < V; i++) out[i] = (float)((double)x[i] - lse);
+    return am;
+}
+
+typedef struct {
+    const int32_t *tok;
+    int T, V;
+    const float *ref;       /* NULL: the reference pass itself */
+    float *ref_out, *logits_out;
+    tq_ppl_result *r;
+    double *lp;
+    double kl, nll, nll_ref, top1;
+} scorer;
+
+static void score_rows(scorer *s, int pos0, int n, const float *logits)
+{
+    for (int i = 0; i < n; i++) {
+        int t = pos0 + i;
+        if (t >= s->T - 1) break;
+        const float *row = logits + (size_t)i * s->V;
+        if (s->logits_out) memcpy(s->logits_out + (size_t)t * s->V, row, (size_t)s->V * sizeof *row);
+        int am = log_softmax(row, s->V, s->lp);
+        int next = s->tok[t + 1];
+        s->nll -= s->lp[next];
+        if (s->ref_out)
+            for (int v = 0; v < s->V; v++) s->ref_out[(size_t)t * s->V + v] = (float)s->lp[v];
+        if (!s->ref) continue;
+        const float *rf = s->ref + (size_t)t * s->V;
+        double kl = 0;
+        int ram = 0;
+        for (int v = 0; v < s->V; v++) {
+            kl += exp((double)rf[v]) * ((double)rf[v] - s->lp[v]);
+            if (rf[v] > rf[ram]) ram = v;
+        }
+        s->kl += kl;
+        s->nll_ref -= rf[next];
+        s->top1 += am == ram;
+        if (s->r && s->r->pos_kl) {
+            s->r->pos_kl[t] = kl;
+            s->r->pos_dlogp[t] = s->lp[next] - rf[next];
+        }
+    }
+}
+
+/* The pass: [0, prompt) then `chunk` tokens at a time, scored as they come. */
+static int ppl_pass(tq_model *m, tq_kvq *q, int prompt, int chunk, scorer *s)
+{
+    int T = s->T, st;
+    if (prompt < 1 || prompt > T) prompt = T < chunk ? T : chunk;
+    int maxn = prompt > chunk ? prompt : chunk;
+    tq_kv_cache *c = NULL;
+    float *logits = tq_malloc((size_t)maxn * s->V * sizeof *logits);
+    s->lp = tq_malloc((size_t)s->V * sizeof *s->lp);
+    if (!logits || !s->lp) {
+        st = TQ_ERR_NOMEM;
+        goto out;
+    }
+    if ((st = tq_kv_cache_create(m, T, &c)) < 0) goto out;
+    if (q) tq_kvq_attach(q, c);
+    for (int t = 0; t < T;) {
+        int n = t == 0 ? prompt : (T - t < chunk ? T - t : chunk);
+        if ((st = tq_model_forward(m, c, s->tok + t, n, logits)) < 0) goto out;
+        score_rows(s, t, n, logits);
+        t += n;
+    }
+out:
+    tq_kv_cache_free(c);
+    free(logits);
+    free(s->lp);
+    s->lp = NULL;
+    return st;
+}
+
+int tq_ppl_reference(tq_model *m, const int32_t *tok, int T, int prompt, int chunk, float **logp)
+{
+    *logp = NULL;
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
+    int V = tq_model_get_config(m)->n_vocab;
+    float *out = tq_malloc((size_t)(T - 1) * V * sizeof *out);
+    if (!out) return TQ_ERR_NOMEM;
+    scorer s = {.tok = tok, .T = T, .V = V, .ref_out = out};
+    int st = ppl_pass(m, NULL, prompt, chunk < 1 ? 1 : chunk, &s);
+    if (st < 0) {
+        free(out);
+        return st;
+    }
+    *logp = out;
+    return TQ_OK;
+}
+
+int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
+               int per_position, float *logits_out, tq_ppl_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
+    tq_kvq *q = NULL;
+    int st;
+    if (o && (st = tq_kvq_create(o, m, &q)) < 0) return st;
+    if (per_position) {
+        r->pos_kl = tq_calloc((size_t)T, sizeof *r->pos_kl);
+        r->pos_dlogp = tq_calloc((size_t)T, sizeof *r->pos_dlogp);
+        if (!r->pos_kl || !r->pos_dlogp) {
+            tq_kvq_free(q);
+            tq_ppl_result_free(r);
+            return TQ_ERR_NOMEM;
+        }
+    }
+    scorer s = {.tok = tok, .T = T, .V = tq_model_get_config(m)->n_vocab, .ref = ref, .logits_out = logits_out,
+                .r = r};
+    st = ppl_pass(m, q, prompt, chunk < 1 ? 1 : chunk, &s);
+    if (st >= 0) {
+        double np = T - 1;
+        r->nll = s.nll / np;
+        r->nll_ref = s.nll_ref / np;
+        r->ppl = exp(r->nll);
+        r->ppl_ref = exp(r->nll_ref);
+        r->kl = s.kl / np;
+        r->top1 = s.top1 / np;
+        r->bits_total = q ? tq_kvq_bits_total(q, T) : 16.0;
+    } else
+        tq_ppl_result_free(r);
+    tq_kvq_free(q);
+    return st;
+}
+
+void tq_ppl_result_free(tq_ppl_result *r)
+{
+    free(r->pos_kl);
+    free(r->pos_dlogp);
+    r->pos_kl = r->pos_dlogp = NULL;
+}

@@ -1,0 +1,76 @@
+/* kvquant.h: the closed loop — a KV cache whose every K/V row goes through the shared quantizer core (lib/device.h's
+ * round trip) through lib/model.h's write hook, and the teacher-forced perplexity pass that scores a quantized cache
+ * against the reference cache (ppl, mean KL(p_ref || p_q), top-1 agreement, per position).
+ *
+ * Streaming semantics (README "Closed loop"): a row is quantized once, in place, and never again; rows of a slice
+ * (layer, kv head, tensor) share its seed-derived rotation, so offline and closed-loop rows join on the config.
+ *  - per-row methods (fp16 pass-through, int8, turbo-mse, turbo-prod, qjl, polar, KIVI values): a row is quantized
+ *    when it is written — alone or in a chunk, the same bits.
+ *  - blocks: KIVI keys (per-channel groups of G tokens) and --recent N are quantized a block at a time: block k
+ *    (positions S + [kB, kB + B)) is quantized when the first token after it is written, so the newest 1..B rows stay
+ *    in fp16 as KIVI's residual does. B = G for KIVI keys, N with --recent (KIVI keys then need N % G == 0).
+ *  - --prefill fp16: rows of the first `prompt` positions stay exact; blocks then count from S = prompt (else 0).
+ *  - --center: the per-channel mean is calibrated on the slice's first write (the prompt chunk) and frozen; later
+ *    rows are quantized as (x - mean) with the frozen mean, as a deployed cache must.
+ *  - --outliers and the empirical codebook are statistics of a whole slice with no streaming definition here yet:
+ *    refused with a message.
+ * Chunked (teacher-forced) processing equals token-by-token decoding when every block boundary is a chunk boundary:
+ * tq_kvq_grid gives the chunk size that guarantees it. */
+#ifndef TQ_KVQUANT_H
+#define TQ_KVQUANT_H
+
+#include <stdint.h>
+
+#include "device.h"
+#include "evaluate.h"
+#include "model.h"
+#include "schedule.h"
+
+typedef struct {
+    tq_eval_config cfg;          /* keys and values quantizers (v.method < 0: values stay exact) */
+    const tq_schedule *sched;    /* per (layer, head) bits replacing cfg's, or NULL */
+    int recent;                  /* N > 0: blocks of N (the newest 1..N rows stay exact); 0: none */
+    const unsigned char *keep;   /* n_layers flags: 1 = the layer's cache stays exact; NULL: none */
+    int prefill_fp16;            /* 1: the first `prompt` positions stay exact */
+    int prompt;                  /* the prompt (first chunk) length */
+    tq_device device;
+} tq_kvq_opts;
+
+typedef struct tq_kvq tq_kvq;
+
+/* Check o against model m (methods run at its head dim, schedule shape, options the stream cannot honour) and
+ * create the state; install it on a cache with tq_kvq_attach. */
+int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out);
+void tq_kvq_free(tq_kvq *q);
+/* Install q as c's write hook and forget every slice's state (call after tq_kv_cache_reset). */
+void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c);
+/* What the hook does when rows [pos0, pos0 + n) of (layer, kv_head) have been written into the attached cache's
+ * arrays: quantize in place whatever the semantics make final. Public so tests can drive the cache semantics with
+ * exact rows (chunked writes against one row at a time) without the model's float32 summation-order noise. */
+int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n);
+/* Stored bits per K/V value of the cache as it stands after a pass of T tokens: quantized rows at their
+ * bits_total (side information included), exact rows at 16 (fp16). */
+double tq_kvq_bits_total(const tq_kvq *q, int T);
+/* The largest chunk c <= max_chunk such that chunked processing equals decoding: every block size of o divides by it
+ * (1 when none fits). */
+int tq_kvq_grid(const tq_kvq_opts *o, int max_chunk);
+
+/* ---- teacher-forced perplexity ---- */
+
+/* The reference: the model's own float32 cache, no hook. logp: (T-1) x n_vocab log-probabilities of the next token
+ * after tokens[0..T-2], malloc'd (free with free()). Chunks: [0, prompt), then `chunk` tokens at a time. */
+int tq_ppl_reference(tq_model *m, const int32_t *tok, int T, int prompt, int chunk, float **logp);
+
+typedef struct {
+    double ppl, ppl_ref, kl, top1, bits_total, nll, nll_ref;
+    double *pos_kl, *pos_dlogp;  /* [T-1] when asked for (free with tq_ppl_result_free) */
+} tq_ppl_result;
+
+/* One configuration: the model run over tok[0..T) with its cache quantized by o (NULL: the reference cache),
+ * compared with ref (from tq_ppl_reference). per_position: fill pos_kl / pos_dlogp. logits_out (may be NULL):
+ * (T-1) x n_vocab raw logits, for bit-identity tests. */
+int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
+               int per_position, float *logits_out, tq_ppl_result *r);
+void tq_ppl_result_free(tq_ppl_result *r);
+
+#endif
