@@ -678,19 +678,24 @@ static int attr_write_str(hid_t obj, const char *name, const char *val)
     return rc;
 }
 
-static int attr_write_int(hid_t obj, const char *name, long long val)
+/* One scalar attribute of file type ftype from *val in memory type mtype. */
+static int attr_write_scalar(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *val)
 {
     hid_t s = -1, a = -1;
     int rc = TQ_ERR;
-    if ((s = H5Screate(H5S_SCALAR)) < 0 ||
-        (a = H5Acreate2(obj, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-        H5Awrite(a, H5T_NATIVE_LLONG, &val) < 0)
+    if ((s = H5Screate(H5S_SCALAR)) < 0 || (a = H5Acreate2(obj, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        H5Awrite(a, mtype, val) < 0)
         tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
     else
         rc = 0;
     if (a >= 0) H5Aclose(a);
     if (s >= 0) H5Sclose(s);
     return rc;
+}
+
+static int attr_write_int(hid_t obj, const char *name, long long val)
+{
+    return attr_write_scalar(obj, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, &val);
 }
 
 int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *meta, int dtype)
@@ -764,17 +769,7 @@ fail:
 
 static int attr_write_double(hid_t obj, const char *name, double val)
 {
-    hid_t s = -1, a = -1;
-    int rc = TQ_ERR;
-    if ((s = H5Screate(H5S_SCALAR)) < 0 ||
-        (a = H5Acreate2(obj, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-        H5Awrite(a, H5T_NATIVE_DOUBLE, &val) < 0)
-        tq_error_set(TQ_ERR, "cannot write attribute '%s'", name);
-    else
-        rc = 0;
-    if (a >= 0) H5Aclose(a);
-    if (s >= 0) H5Sclose(s);
-    return rc;
+    return attr_write_scalar(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &val);
 }
 
 /* sliding_window (int64), attn_scale, attn_softcap, rope_base (float64) on an open layer group */
