@@ -80,6 +80,31 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* parse_list's failures free what it holds first: under the fuzz harness die() returns to the fuzzer by longjmp */
+static void list_die(char *buf, int *v, const char *fmt, ...) __attribute__((format(printf, 3, 4), noreturn));
+static void list_die(char *buf, int *v, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    free(buf);
+    free(v);
+    die_usage("%s", msg);
+}
+
+/* parse_long with parse_list's cleanup: the same messages */
+static long list_long(const char *opt, const char *tok, long lo, long hi, char *buf, int *v)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(tok, &end, 10);
+    if (!*tok || *end || errno) list_die(buf, v, "option '%s' needs an integer, got '%.200s'", opt, tok);
+    if (x < lo || x > hi) list_die(buf, v, "option '%s' is %ld, must be in %ld..%ld", opt, x, lo, hi);
+    return x;
+}
+
 int parse_list(const char *opt, const char *s, long lo, long hi, const char *of, int **out)
 {
     if (!s || !*s) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s ? s : "");
@@ -95,26 +120,31 @@ int parse_list(const char *opt, const char *s, long lo, long hi, const char *of,
         long a, b;
         if (dash) {
             *dash = 0;
-            a = parse_long(opt, tok, lo, top);
-            b = parse_long(opt, dash + 1, lo, top);
-            if (b < a) die_usage("option '%s': empty range '%s-%s'", opt, tok, dash + 1);
-        } else a = b = parse_long(opt, tok, lo, top);
-        if (of && b > hi) die_usage("option '%s': %ld is out of range for '%s', which has %ld (0..%ld)", opt, b, of,
-                                    hi + 1, hi);
+            a = list_long(opt, tok, lo, top, buf, v);
+            b = list_long(opt, dash + 1, lo, top, buf, v);
+            if (b < a) list_die(buf, v, "option '%s': empty range '%.200s-%.200s'", opt, tok, dash + 1);
+        } else a = b = list_long(opt, tok, lo, top, buf, v);
+        if (of && b > hi)
+            list_die(buf, v, "option '%s': %ld is out of range for '%s', which has %ld (0..%ld)", opt, b, of, hi + 1,
+                     hi);
         if (b - a >= (1L << 24) || n + (size_t)(b - a) >= (1u << 24))
-            die_usage("option '%s': more than 2^24 values in '%s'", opt, s);
+            list_die(buf, v, "option '%s': more than 2^24 values in '%.200s'", opt, s);
         for (long x = a; x <= b; x++) {
             if (n == cap) {
                 cap = cap ? 2 * cap : 16;
                 int *t = realloc(v, cap * sizeof *v);
-                if (!t) die("out of memory");
+                if (!t) {
+                    free(buf);
+                    free(v);
+                    die("out of memory");
+                }
                 v = t;
             }
             v[n++] = (int)x;
         }
     }
     free(buf);
-    if (!n) die_usage("option '%s': bad list '%s' (want e.g. 1-4 or 2,3,4)", opt, s);
+    if (!n) list_die(NULL, v, "option '%s': bad list '%.200s' (want e.g. 1-4 or 2,3,4)", opt, s);
     qsort(v, n, sizeof *v, cmp_int);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)

@@ -32,8 +32,9 @@ for bin in "$@"; do
         if [ $rrc = 0 ]; then # e.g. a leak seen once in fork mode: replayed alone, clean
             nrep=$((nrep + 1)); echo "  not reproduced $(basename "$c")"; continue
         fi
-        # first stack frame outside the sanitizer runtime, libFuzzer, libc and the allocator
-        frame=$(grep -E '^ +#[0-9]+ ' <<<"$rep" | grep -vE ' in (__sanitizer|__asan|__lsan|__ubsan|__interceptor|fuzzer::|__libc|__pthread|__mem|__str|raise|abort|malloc|calloc|realloc|free|mem(cpy|move|set|cmp)|str[a-z]+)\b|libc\.so|libFuzzer|\(.*fuzz_[a-z]+\+0x' | head -n 1)
+        # first stack frame outside the sanitizer runtime, libFuzzer, libc (its named frames and its sysdeps/ sources:
+        # glibc's own memcpy variants such as __memcpy_avx_unaligned_erms) and the allocator
+        frame=$(grep -E '^ +#[0-9]+ ' <<<"$rep" | grep -vE ' in (__sanitizer|__asan|__lsan|__ubsan|__interceptor|fuzzer::|__libc|__pthread|__mem|__str|raise|abort|malloc|calloc|realloc|free|mem(cpy|move|set|cmp)|str[a-z]+)\b|__(mem|str)[a-z_]+|sysdeps/|libc\.so|libFuzzer|\(.*fuzz_[a-z]+\+0x' | head -n 1)
         kind=$(grep -m1 -oE 'ERROR: [A-Za-z]+: [A-Za-z-]+|runtime error: .*' <<<"$rep")
         fn=$(grep -m1 -oE ' in H5[A-Za-z0-9_]+' <<<"$rep" | sed 's/ in //')  # nearest named HDF5 function
         if grep -q 'libhdf5' <<<"$frame"; then
