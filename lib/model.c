@@ -597,6 +597,10 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
             }
         }
         if (kc->q_fn && (rc = kc->q_fn(kc->q_ctx, l, past, n, q, H, D))) goto done;
+        /* Without logits a call is read only through the cache and the hooks, which have seen everything of the
+         * last layer they will: its attention, output projection and FFN feed nothing (a dump skips 1/n_layers of
+         * the O and FFN work; the bytes of the cache and of every hook's rows are unchanged). */
+        if (!logits && l == c->n_layers - 1) break;
 
         /* Attention, a block of query rows at a time against just the keys the block can see. */
         const int W = a->sliding_window;
