@@ -153,6 +153,10 @@ def write(a, times, cpus, pp, llama_version):
          "tokens through 30 layers and write keys, values and queries; tq in float32 without the output head (a dump "
          "needs no logits), dump_kv.py in float64. Validated before timing: same token ids, keys within 1e-3 of each "
          "layer's largest |key|.", "",
+         "Why 10x is out of reach on this machine: the float32 forward pass alone needs ~250 GFLOP of sgemm (every "
+         "layer's Q/K/V, O and FFN of all but the last, causal attention), and OpenBLAS's measured rate at those shapes "
+         "puts its floor at several seconds per thread, above a tenth of dump_kv.py's time — "
+         "[model_bound.md](model_bound.md) (eval/bench_model_bound.c, run by `make bench` before this script).", "",
          f"## Prompt processing, {a.tokens} tokens (tokens/s, logits of the last token only, after an 8-token "
          "warm-up, load excluded)", ""]
     if a.only == "dump":

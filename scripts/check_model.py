@@ -210,9 +210,9 @@ class NumpyModel:
     def has(self, name):
         return name in self.t
 
-    def forward(self, ids, last=None, window=True):
-        """Logits [T, vocab] (only the last `last` rows when given) and K/V per layer ([KV, T, D] each) of one full
-        causal pass; window=False ignores the sliding windows (every layer global)."""
+    def forward(self, ids, last=None, window=True, rows=None):
+        """Logits [T, vocab] (only the last `last` rows, or the positions in `rows`, when given) and K/V per layer
+        ([KV, T, D] each) of one full causal pass; window=False ignores the sliding windows (every layer global)."""
         def rms(x, w):
             return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
@@ -268,6 +268,8 @@ class NumpyModel:
             x = x + f
         if last is not None:
             x = x[-last:]
+        elif rows is not None:
+            x = x[np.asarray(rows)]
         x = rms(x, self.w("output_norm.weight"))
         out = self.w("output.weight" if self.has("output.weight") else "token_embd.weight")
         return x @ out.T, kvs
@@ -372,7 +374,7 @@ def main():
     ap.add_argument("--speed", type=int, default=0, metavar="N", help="time prompt processing of the first text N "
                     "times each, tq and llama.cpp alternating, and report the best of each (--speed-only: just that)")
     ap.add_argument("--speed-only", action="store_true")
-    ap.add_argument("--window-tokens", type=int, default=640, help="sliding-window check length (gemma)")
+    ap.add_argument("--window-tokens", type=int, default=768, help="sliding-window check length (gemma)")
     a = ap.parse_args()
 
     wd = tempfile.mkdtemp(prefix="check_model.")
@@ -482,27 +484,45 @@ def main():
             ref, _ = llama_cpp_run(llm, ids)
             lines += [f"ref llamacpp {len(ids)} 0"] + golden_rows(ref)
         if npm.window:
-            # The window test: > 512 tokens so the local layers' windows cut; the last 8 rows, with the windows and
-            # with every layer global, from the float64 pass, and llama.cpp's.
+            # The window test: > 512 tokens so the local layers' windows cut (>= 700: 256 and more positions past the
+            # window's length). Two sets of 8 rows: positions 504..511, whose windows (t - 512, t] still hold every
+            # earlier key (ignoring the windows must change nothing there), and the last 8, where a local layer sees
+            # only its last 512 keys. Float64 pass with the windows and with every layer global, and llama.cpp's.
             alltext = "".join(read_text(os.path.join(txt, f))[1] for f in
                               ("tale-of-two-cities.txt", "scandal-in-bohemia.txt", "pride-and-prejudice.txt"))
             wids = tokenize(alltext)[: a.window_tokens]
             if len(wids) < a.window_tokens:
                 raise SystemExit(f"check_model: the texts give {len(wids)} tokens, fewer than {a.window_tokens}")
             T, k = len(wids), 8
-            lw, _ = npm.forward(wids, last=k)
-            lg, _ = npm.forward(wids, last=k, window=False)
+            e0 = npm.window - k  # the early rows: positions e0 .. npm.window - 1
+            both = list(range(e0, e0 + k)) + list(range(T - k, T))
+            lwb = npm.forward(wids, rows=both)[0]
+            lgb = npm.forward(wids, rows=both, window=False)[0]
+            lw, lg, lwe, lge = lwb[k:], lgb[k:], lwb[:k], lgb[:k]
             tqw, _, _ = run_tq(exe, a.model, wids, wd, threads=a.threads)
-            win = {"T": T, "tq_vs_np_rel": float(np.abs(tqw[-k:] - lw).max() / np.abs(lw).max()),
-                   "window_effect_rel": float(np.abs(lg - lw).max() / np.abs(lw).max())}
+            win = {"T": T, "e0": e0, "tq_vs_np_rel": float(np.abs(tqw[-k:] - lw).max() / np.abs(lw).max()),
+                   "tq_vs_np_rel_early": float(np.abs(tqw[e0:e0 + k] - lwe).max() / np.abs(lwe).max()),
+                   "window_effect_rel": float(np.abs(lg - lw).max() / np.abs(lw).max()),
+                   "window_effect_rel_early": float(np.abs(lge - lwe).max() / np.abs(lwe).max())}
             lines += [f"wtokens {T} " + " ".join(map(str, wids)), f"wref numpy64 {k} {T - k}"] + golden_rows(lw, T - k)
             lines += [f"wref numpy64-global {k} {T - k}"] + golden_rows(lg, T - k)
+            lines += [f"wref numpy64-early {k} {e0}"] + golden_rows(lwe, e0)
             if llm:
-                lref, _ = llama_cpp_run(llm, wids)
-                lref = lref[-k:]
+                lall, _ = llama_cpp_run(llm, wids)
+                lref, lrefe = lall[-k:], lall[e0:e0 + k]
                 win.update(np_vs_llama=compare(lref, lw, wids[-k:]), global_vs_llama=compare(lref, lg, wids[-k:]),
-                           tq_vs_llama=compare(lref, tqw[-k:], wids[-k:]))
+                           tq_vs_llama=compare(lref, tqw[-k:], wids[-k:]),
+                           np_vs_llama_early=compare(lrefe, lwe, wids[e0:e0 + k]),
+                           global_vs_llama_early=compare(lrefe, lge, wids[e0:e0 + k]))
+                # the statistic tests/test_model.c bounds: mean |log p_tq - log p_llama.cpp| over llama.cpp's top-8
+                def mad(ref, x):
+                    lr, lx = log_softmax(ref), log_softmax(x)
+                    top = np.argsort(-ref, axis=-1, kind="stable")[:, :TOPK]
+                    return float(np.abs(np.take_along_axis(lr, top, -1) - np.take_along_axis(lx, top, -1)).mean())
+                win.update(mad_np=mad(lref, lw), mad_global=mad(lref, lg), mad_tq=mad(lref, tqw[-k:]),
+                           mad_np_early=mad(lrefe, lwe), mad_global_early=mad(lrefe, lge))
                 lines += [f"wref llamacpp {k} {T - k}"] + golden_rows(lref, T - k)
+                lines += [f"wref llamacpp-early {k} {e0}"] + golden_rows(lrefe, e0)
             if llm32:
                 # the window's exact length: W keys (t - W, t] against W - 1 and W + 1, on llama.cpp's F32 arithmetic
                 l32, _ = llama_cpp_run(llm32, wids)
@@ -528,6 +548,41 @@ def main():
         print(f"check_model: wrote {gpath}")
     if rows:
         write_report(a, rows, win, version)
+    elif win and "np_vs_llama" in win:
+        update_window_paragraph(a.name, win)
+
+
+def window_paragraph(win):
+    """The report's sliding-window paragraph (one line of Markdown)."""
+    e0 = win["e0"]
+    return (f"Sliding windows ({win['T']} tokens; local layers see their last 512 keys). Last 8 positions "
+              f"({win['T'] - 8}..{win['T'] - 1}): mean KL(llama.cpp ‖ float64 pass with the windows) "
+              f"{win['np_vs_llama']['kl']:.4f}, top-1 {win['np_vs_llama']['top1']:.2f}; KL(llama.cpp ‖ float64 "
+              f"pass with every layer global) {win['global_vs_llama']['kl']:.4f}, top-1 "
+              f"{win['global_vs_llama']['top1']:.2f}; KL(llama.cpp ‖ tq) {win['tq_vs_llama']['kl']:.4f}; tq vs the "
+              f"windowed float64 pass: max |Δlogit| / max |logit| {win['tq_vs_np_rel']:.2e}; ignoring the windows "
+              f"moves the logits by {win['window_effect_rel']:.2e} of their scale. Mean |log p - log p_llama.cpp| over "
+              f"llama.cpp's top-8 (the statistic tests/test_model.c bounds by 0.25 nats): tq {win['mad_tq']:.3f}, "
+              f"float64 windowed {win['mad_np']:.3f}, float64 global {win['mad_global']:.3f}. Positions {e0}..{e0 + 7} "
+              f"(windows still hold every earlier key): ignoring the windows moves the float64 logits by "
+              f"{win['window_effect_rel_early']:.1e} of their scale; KL(llama.cpp ‖ float64) "
+              f"{win['np_vs_llama_early']['kl']:.4f} windowed, {win['global_vs_llama_early']['kl']:.4f} global; mean "
+              f"|Δ log p| {win['mad_np_early']:.3f} and {win['mad_global_early']:.3f}; tq vs float64 "
+              f"{win['tq_vs_np_rel_early']:.2e}.")
+
+
+def update_window_paragraph(name, win):
+    """--golden-only: replace the sliding-window paragraph of an existing results/models/<name>.md in place."""
+    out = os.path.join(ROOT, "results", "models", f"{name}.md")
+    if not os.path.exists(out):
+        return
+    with open(out) as f:
+        lines = f.read().split("\n")
+    lines = [window_paragraph(win) if ln.startswith("Sliding windows (") else ln for ln in lines]
+    with open(out + ".tmp", "w") as f:
+        f.write("\n".join(lines))
+    os.replace(out + ".tmp", out)
+    print(f"check_model: updated the window paragraph of {out}")
 
 
 def write_report(a, rows, win, llama_version):
@@ -575,12 +630,7 @@ def write_report(a, rows, win, llama_version):
               f"{rows[0]['dkv_k_rel']:.2e}, V max rel {rows[0]['dkv_v_rel']:.2e} (every layer and head; relative to "
               f"the layer's largest |entry|), logits {rows[0]['dkv_rel']:.2e}."]
     if win and "np_vs_llama" in win:
-        L += ["", f"Sliding windows ({win['T']} tokens, last 8 positions): mean KL(llama.cpp ‖ float64 pass with the "
-              f"windows) {win['np_vs_llama']['kl']:.4f}, top-1 {win['np_vs_llama']['top1']:.2f}; KL(llama.cpp ‖ float64 "
-              f"pass with every layer global) {win['global_vs_llama']['kl']:.4f}, top-1 "
-              f"{win['global_vs_llama']['top1']:.2f}; KL(llama.cpp ‖ tq) {win['tq_vs_llama']['kl']:.4f}; tq vs the "
-              f"windowed float64 pass: max |Δlogit| / max |logit| {win['tq_vs_np_rel']:.2e}; ignoring the windows "
-              f"moves the logits by {win['window_effect_rel']:.2e} of their scale."]
+        L += ["", window_paragraph(win)]
     if win and any(k.startswith("f32_W") for k in win):
         ws = sorted(int(k[5:]) for k in win if k.startswith("f32_W"))
         L += ["", "The window's exact length, against llama.cpp on the F32 weights with an F32 cache (last 8 of "

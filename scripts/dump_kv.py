@@ -228,10 +228,12 @@ class GGUFModel:
         ids = self.tok.encode(text)
         return ([int(self.bos)] if self.add_bos and self.bos is not None else []) + ids
 
-    def forward(self, ids, cache=None, capture=None, last_layer=None, logits=True):
+    def forward(self, ids, cache=None, capture=None, last_layer=None, logits=True, kv_hook=None):
         """Run tokens `ids` after the cache's tokens. cache: list of [K, V] per layer ([n_kv, S, d]), grown in place.
         capture: dict filled with layer -> (q [n_head,T,d], k [n_kv,T,d], v) of these tokens, post-RoPE.
-        Stops after `last_layer` (no logits then). Returns logits [T, vocab] or None."""
+        kv_hook(layer, k, v) -> (k, v): replaces these tokens' post-RoPE rows before they enter the cache and before
+        any query reads them (a quantized KV cache). Stops after `last_layer` (no logits then). Returns logits
+        [T, vocab] or None."""
         ids = np.asarray(ids, dtype=np.int64)
         T, d, H, KV = len(ids), self.head_dim, self.n_head, self.n_kv
         if cache is None:
@@ -249,6 +251,8 @@ class GGUFModel:
             q, k = rope_half(q, pos, self.theta), rope_half(k, pos, self.theta)
             if capture is not None:
                 capture[L] = (q, k, v)
+            if kv_hook is not None:
+                k, v = kv_hook(L, k, v)
             if cache[L] is None:
                 cache[L] = [k, v]
             else:
@@ -289,6 +293,98 @@ def dump_gguf(path, text, n_tokens, layers):
         "attn": {L: (0, 1.0 / np.sqrt(model.head_dim), 0.0, model.theta) for L in layers},
     }
     return info, ids, {L: cap[L] for L in layers}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed loop: the model run with its KV cache quantized by TurboQuant-mse (paper Algorithm 1), written from the
+# algorithm's definition — an independent check of `tq perplexity` (lib/kvquant, lib/turbo), sharing no code with it.
+
+def beta_lloyd_max(d, bits, grid=400001, tol=1e-13, max_iter=5000):
+    """The b-bit Lloyd-Max codebook (ascending centroids) for one coordinate of a uniformly random unit vector in
+    R^d: density f(t) ∝ (1 - t^2)^((d-3)/2) on [-1, 1]. Lloyd's iteration on a fine grid: thresholds at midpoints
+    of neighbouring centroids, each centroid the conditional mean of its cell."""
+    t = np.linspace(-1.0, 1.0, grid)
+    w = np.clip(1.0 - t * t, 0.0, None) ** ((d - 3) / 2.0)
+    w /= w.sum()
+    n = 1 << bits
+    cdf = np.cumsum(w)
+    c = np.interp((np.arange(n) + 0.5) / n, cdf, t)  # start from the distribution's quantiles
+    cw, cwt = np.concatenate([[0.0], np.cumsum(w)]), np.concatenate([[0.0], np.cumsum(w * t)])
+    for _ in range(max_iter):
+        edges = np.searchsorted(t, (c[1:] + c[:-1]) / 2.0)
+        lo, hi = np.concatenate([[0], edges]), np.concatenate([edges, [grid]])
+        new = (cwt[hi] - cwt[lo]) / (cw[hi] - cw[lo])
+        if np.abs(new - c).max() < tol:
+            c = new
+            break
+        c = new
+    return c
+
+
+def beta_mse(d, c, grid=400001):
+    """d * E[(y - Q(y))^2] for one coordinate y: the expected ||u - û||^2 of a unit vector (D_mse)."""
+    t = np.linspace(-1.0, 1.0, grid)
+    w = np.clip(1.0 - t * t, 0.0, None) ** ((d - 3) / 2.0)
+    w /= w.sum()
+    q = c[np.clip(np.searchsorted((c[1:] + c[:-1]) / 2.0, t), 0, len(c) - 1)]
+    return float(d * (w * (t - q) ** 2).sum())
+
+
+class TurboMSECache:
+    """kv_hook for GGUFModel.forward: every K and V row (per layer, kv head) goes through TurboQuant-mse at `bits`:
+    norm stored in float16, direction rotated by a Haar-random orthogonal matrix (QR of a Gaussian matrix, columns
+    sign-fixed by diag(R)), each rotated coordinate replaced by its nearest Beta Lloyd-Max centroid, then rotated
+    back and scaled. One rotation per (layer, kv head, K or V), drawn from numpy's PCG64 seeded with `seed`."""
+
+    def __init__(self, n_layers, n_kv, d, bits, seed):
+        self.c = beta_lloyd_max(d, bits)
+        self.thr = (self.c[1:] + self.c[:-1]) / 2.0
+        rng = np.random.Generator(np.random.PCG64(seed))
+        self.rot = {}
+        for L in range(n_layers):
+            for h in range(n_kv):
+                for kind in (0, 1):
+                    g = rng.standard_normal((d, d))
+                    qm, r = np.linalg.qr(g)
+                    self.rot[L, h, kind] = qm * np.sign(np.diag(r))[None, :]
+
+    def quantize(self, x, rot):
+        """Rows x [n, d] -> their reconstructions."""
+        nrm = np.linalg.norm(x, axis=-1, keepdims=True)
+        u = x / np.where(nrm > 0, nrm, 1.0)
+        y = u @ rot.T  # y = Π u
+        yq = self.c[np.searchsorted(self.thr, y)]
+        return (yq @ rot) * nrm.astype(np.float16).astype(np.float64)  # x̂ = ‖x‖ Πᵀ c[idx]
+
+    def __call__(self, L, k, v):
+        k = np.stack([self.quantize(k[h], self.rot[L, h, 0]) for h in range(k.shape[0])])
+        v = np.stack([self.quantize(v[h], self.rot[L, h, 1]) for h in range(v.shape[0])])
+        return k, v
+
+
+def closed_loop(path, text, n_tokens, bits, seeds):
+    """Teacher-forced perplexity of the text's first n_tokens (predictions of tokens 1..T-1) with the exact cache and
+    with TurboQuant-mse caches (keys and values, every row, the prompt's included) for each seed. Returns a dict."""
+    model = GGUFModel(path)
+    ids = take_tokens(model.encode(text), n_tokens)
+    nxt = np.asarray(ids[1:])
+
+    def logprobs(hook):
+        lg = model.forward(ids, kv_hook=hook)[:-1]
+        m = lg.max(-1, keepdims=True)
+        return lg - m - np.log(np.exp(lg - m).sum(-1, keepdims=True))
+
+    ref = logprobs(None)
+    ppl_ref = float(np.exp(-ref[np.arange(len(nxt)), nxt].mean()))
+    runs = []
+    for seed in seeds:
+        lq = logprobs(TurboMSECache(model.n_layers, model.n_kv, model.head_dim, bits, seed))
+        ppl = float(np.exp(-lq[np.arange(len(nxt)), nxt].mean()))
+        kl = float((np.exp(ref) * (ref - lq)).sum(-1).mean())
+        top1 = float((ref.argmax(-1) == lq.argmax(-1)).mean())
+        runs.append({"seed": seed, "ppl": ppl, "dppl_pct": 100.0 * (ppl / ppl_ref - 1.0), "kl": kl, "top1": top1})
+    return {"model": os.path.basename(path), "tokens": len(ids), "method": "turbo-mse", "bits": bits,
+            "rotation": "dense (Haar)", "codebook": "beta", "ppl_ref": ppl_ref, "runs": runs}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,8 +583,18 @@ def main(argv=None):
     ap.add_argument("--format-version", type=int, choices=(1, 2), default=2,
                     help="tq-kv format version to write (default 2; 1: without the architecture and attention "
                     "attributes, as the bundled dump was made)")
-    ap.add_argument("-o", "--output", metavar="OUT.h5", required=True)
+    ap.add_argument("--closed-loop", metavar="BITS", type=positive,
+                    help="instead of a dump: perplexity with the KV cache quantized by TurboQuant-mse at BITS "
+                    "(dense Haar rotation, Beta codebook, keys and values), against the exact cache; prints JSON "
+                    "(--gguf only)")
+    ap.add_argument("--seeds", default="0", metavar="LIST", help="--closed-loop rotation seeds, e.g. 0-4 (default 0)")
+    ap.add_argument("-o", "--output", metavar="OUT", help="the dump (OUT.h5; required unless --closed-loop, which "
+                    "writes its JSON there when given)")
     args = ap.parse_args(argv)
+    if args.closed_loop is None and not args.output:
+        ap.error("the following arguments are required: -o/--output")
+    if args.closed_loop is not None and not args.gguf:
+        ap.error("--closed-loop needs --gguf")
     try:
         try:
             with open(args.text, "rb") as f:
@@ -498,6 +604,18 @@ def main(argv=None):
             raise DumpError(f"cannot read '{args.text}': {e.strerror}")
         except UnicodeDecodeError:
             raise DumpError(f"'{args.text}' is not UTF-8 text")
+        if args.closed_loop is not None:
+            import json
+            res = closed_loop(args.gguf, text, args.tokens, args.closed_loop, parse_layers(args.seeds))
+            res["text"] = os.path.basename(args.text)
+            out = json.dumps(res, indent=1)
+            if args.output:
+                with open(args.output + ".tmp", "w") as f:
+                    f.write(out + "\n")
+                os.replace(args.output + ".tmp", args.output)
+            else:
+                print(out)
+            return 0
         if args.gguf:
             info, ids, caps = dump_gguf(args.gguf, text, args.tokens, args.layers)
         else:
