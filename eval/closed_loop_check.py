@@ -4,7 +4,7 @@ float64 NumPy pass of SmolLM2 whose KV cache goes through TurboQuant-mse written
 rotation, Beta Lloyd-Max codebook, fp16 norm), no code shared with tq — on the same tokens over several rotation
 seeds. The two draw different rotations, so their ΔPPL agree only as distributions over seeds: the report gives each
 side's mean and seed-to-seed spread and the difference of the means in standard errors.
-Writes results/closed_loop/numpy_check.md; --golden writes tests/golden/closed_loop_numpy.json (the short run
+Writes results/closed_loop/numpy_check.md; --golden writes tests/golden/models/closed_loop_numpy.json (the short run
 tests/py/test_closed_loop_numpy.py checks) instead.
 usage: python3 eval/closed_loop_check.py [--tokens 256] [--seeds 0-4] [--bits 3] [--tq ./tq]
                                          [--numpy-json F] [--tq-json F] [--golden]"""
@@ -54,7 +54,7 @@ def main():
     if res["tokens"] != a.tokens or [r["seed"] for r in res["runs"]] != seeds or res["bits"] != a.bits:
         raise SystemExit("closed_loop_check: the NumPy run's tokens, seeds or bits differ from the options")
     if a.golden:
-        out = os.path.join(ROOT, "tests", "golden", "closed_loop_numpy.json")
+        out = os.path.join(ROOT, "tests", "golden", "models", "closed_loop_numpy.json")
         res["text"] = os.path.basename(TEXT)
         res["written_by"] = "eval/closed_loop_check.py --golden " + " ".join(
             f"--{k} {v}" for k, v in (("tokens", a.tokens), ("seeds", a.seeds), ("bits", a.bits)))

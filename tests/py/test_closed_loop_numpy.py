@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import dump_kv  # noqa: E402
 
-GOLDEN = os.path.join(ROOT, "tests", "golden", "closed_loop_numpy.json")
+GOLDEN = os.path.join(ROOT, "tests", "golden", "models", "closed_loop_numpy.json")
 TEXT = os.path.join(ROOT, "datasets", "text", "tale-of-two-cities.txt")
 TOKENS, BITS, SEEDS = 64, 3, [0, 1, 2, 3]
 
