@@ -97,7 +97,7 @@ static void gen_load(gen_job *j, const gen_args *a)
     char key[64];
     int64_t v = 0;
     snprintf(key, sizeof key, "%s.context_length", tq_model_get_config(j->m)->arch_name);
-    j->ctx_train = tq_gguf_get_int(g, key, &v) >= 0 && v > 0 && v < (1 << 30) ? (int)v : 0;
+    j->ctx_train = tq_gguf_get_int(g, key, &v) == TQ_OK && v > 0 && v < (1 << 30) ? (int)v : 0;
     tq_gguf_close(g);
     const char *base = strrchr(a->pos[0], '/');
     j->model = base ? base + 1 : a->pos[0];

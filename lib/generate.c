@@ -210,7 +210,7 @@ void tq_gen_result_free(tq_gen_result *r)
 int tq_chat_style(const tq_gguf *g)
 {
     tq_gguf_str s;
-    if (tq_gguf_get_str(g, "tokenizer.chat_template", &s) < 0) return TQ_CHAT_NONE;
+    if (tq_gguf_get_str(g, "tokenizer.chat_template", &s) != TQ_OK) return TQ_CHAT_NONE; /* 1: absent */
     const char *p = s.s;
     for (uint64_t i = 0; i + 13 <= s.len; i++) {
         if (!memcmp(p + i, "<|im_start|>", 12)) return TQ_CHAT_CHATML;
