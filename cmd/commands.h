@@ -14,5 +14,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_memory(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 #endif

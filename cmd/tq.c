@@ -20,6 +20,7 @@ static const tq_command commands[] = {
     {"bench", cmd_bench, "time encode and fused decode attention on packed codes (--device cpu|cuda)"},
     {"dump", cmd_dump, "run a GGUF model over a text and dump its post-RoPE keys, values and queries"},
     {"perplexity", cmd_perplexity, "closed loop: teacher-forced perplexity, KL and top-1 with the KV cache quantized"},
+    {"generate", cmd_generate, "closed loop: greedy/sampled continuation and passkey retrieval with the KV cache quantized"},
     {"memory", cmd_memory, "KV-cache bytes of a model shape or preset: fp16, int8, packed codes with side info"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -21,6 +21,7 @@ enum {
     TQ_PURPOSE_SAMPLE = 4,  /* pair subsampling in metrics */
     TQ_PURPOSE_TEST = 5,
     TQ_PURPOSE_POLAR = 6,
+    TQ_PURPOSE_GENERATE = 7, /* tq generate: the sampler's draws and the needle keys */
 };
 
 /* pcg32(seed, stream) exactly as pcg-cpp: inc = 2*stream+1, state = (seed + inc)*mult + inc. */
