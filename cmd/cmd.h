@@ -53,11 +53,13 @@ void json_num(FILE *f, double v);
  * or a missing value is a usage error naming the command. New commands declare a tq_option table instead. */
 const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
 
-/* Text outputs written through a temporary name: out_open creates "<path>.tmp.<pid>" (dies naming `path` when it
- * cannot) and out_commit closes it and renames it into place (dies, removing it, on a write error). A command that
- * dies in between leaves nothing: an exit handler removes the pending temporary file. One pending file at a time. */
+/* Text outputs written through a temporary name (lib/tmpout.h: "<path>.tmp.XXXXXX", created O_EXCL|O_NOFOLLOW):
+ * out_open creates it (dies naming `path` when it cannot) and out_commit closes it and renames it into place (dies,
+ * removing it, on a write error). One pending text file at a time. */
 FILE *out_open(const char *path);
 void out_commit(FILE *f, const char *path);
+/* Once, from main: pending temporary outputs (text and HDF5 alike) are removed at exit and on SIGINT/SIGTERM/SIGHUP. */
+void out_cleanup_install(void);
 
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);

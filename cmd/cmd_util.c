@@ -1,10 +1,13 @@
 /* cmd_util.c: the shared command-line plumbing declared in cmd.h. */
 #include "cmd.h"
 
+#include "dump.h"
+#include "tmpout.h"
 #include "vocab.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,8 +219,33 @@ void progress_end(tq_progress *p)
 
 int is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
 
+typedef struct { const struct stat *out_st; const char *out, *input; } source_clash;
+
+static int source_is_output(const char *obj, const char *kind, const char *file, const char *const *cand, int n,
+                            void *ctx)
+{
+    const source_clash *c = ctx;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(cand[i], &st) == 0 && st.st_dev == c->out_st->st_dev && st.st_ino == c->out_st->st_ino)
+            die_usage("output '%s' is a file the input '%s' reads ('/%s' is %s '%s'); choose another -o", c->out,
+                      c->input, obj, kind, file);
+    }
+    return 0;
+}
+
 void check_output(const char *out, const char *const *inputs, int n)
 {
+    /* the temporary name adds TQ_TMP_SUFFIX_LEN bytes: a path that cannot take them would be truncated into the
+     * final name (written in place, then deleted on failure) */
+    size_t len = strlen(out);
+    const char *base = strrchr(out, '/');
+    base = base ? base + 1 : out;
+    if (len + TQ_TMP_SUFFIX_LEN >= TQ_PATH_MAX || strlen(base) + TQ_TMP_SUFFIX_LEN > 255) {
+        die_usage("output '%.64s...' is too long (%zu bytes, file name %zu): tq writes through a temporary name %d "
+                  "bytes longer, within %d for the path and 255 for the name", out, len, strlen(base),
+                  TQ_TMP_SUFFIX_LEN, TQ_PATH_MAX - 1);
+    }
     struct stat so, si;
     int exists = stat(out, &so) == 0;
     for (int i = 0; i < n; i++) {
@@ -225,6 +253,12 @@ void check_output(const char *out, const char *const *inputs, int n)
         if (!strcmp(out, inputs[i]) || (exists && stat(inputs[i], &si) == 0 && si.st_dev == so.st_dev &&
                                         si.st_ino == so.st_ino))
             die_usage("output '%s' is the input '%s'; choose another -o", out, inputs[i]);
+    }
+    /* an input's external links and virtual datasets read other files: writing over one destroys the input's data */
+    for (int i = 0; i < n && exists; i++) {
+        if (!inputs[i]) continue;
+        source_clash c = {&so, out, inputs[i]};
+        tq_h5_sources_of(inputs[i], source_is_output, &c);
     }
     if (exists && !S_ISREG(so.st_mode))
         die_usage("output '%s' is not a regular file (tq writes a temporary file and renames it into place); "
@@ -269,25 +303,18 @@ const char *option_value(const char *cmd, const char *const *valued, size_t n, i
     return argv[++*i];
 }
 
-static char out_pending[4096];
-
-static void out_cleanup(void)
-{
-    if (out_pending[0]) remove(out_pending);
-}
+static char out_pending[TQ_PATH_MAX];
 
 FILE *out_open(const char *path)
 {
-    static int registered;
-    if (!registered) {
-        atexit(out_cleanup);
-        registered = 1;
-    }
-    snprintf(out_pending, sizeof out_pending, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(out_pending, "w");
+    int fd = tq_tmp_create(path, out_pending);
+    if (fd < 0) die_lib(fd, NULL);
+    FILE *f = fdopen(fd, "w");
     if (!f) {
-        out_pending[0] = 0;
-        die("cannot write '%s': %s (check that the folder exists and is writable)", path, strerror(errno));
+        int e = errno;
+        close(fd);
+        tq_tmp_discard(out_pending);
+        die("cannot write '%s': %s", path, strerror(e));
     }
     return f;
 }
@@ -296,6 +323,30 @@ void out_commit(FILE *f, const char *path)
 {
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) die("cannot write '%s': %s", path, strerror(errno ? errno : EIO));
-    if (rename(out_pending, path) != 0) die("cannot write '%s': rename failed: %s", path, strerror(errno));
-    out_pending[0] = 0;
+    if (tq_tmp_commit(out_pending, path)) die_lib(TQ_ERR, NULL);
+}
+
+/* SIGINT/SIGTERM/SIGHUP: remove the pending temporary outputs (a half-written file of hundreds of MB otherwise stays),
+ * then die of the same signal so the caller sees how the command ended. */
+static void on_signal(int sig)
+{
+    tq_tmp_remove_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void out_cleanup_install(void)
+{
+    atexit(tq_tmp_remove_all); /* die() mid-write: exit handlers run, the temporary goes */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int s = 0; s < 3; s++) {
+        int sig = s == 0 ? SIGINT : s == 1 ? SIGTERM : SIGHUP;
+        struct sigaction old;
+        /* a signal ignored by whoever started tq (nohup, a shell's background job) stays ignored */
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sig, &sa, NULL);
+    }
 }

@@ -45,6 +45,7 @@ int main(int argc, char **argv)
         printf("tq %s (cuda %s, openmp %s)\n", TQ_VERSION, TQ_HAVE_CUDA ? "yes" : "no", TQ_HAVE_OPENMP ? "yes" : "no");
         return 0;
     }
+    out_cleanup_install();
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             int rc = commands[i].fn(argc - 1, argv + 1);

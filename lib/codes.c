@@ -2,6 +2,7 @@
  * head) carries that slice's full tq_qparams as attributes and its sections as datasets of their real packed size;
  * the reader trusts nothing: every attribute, dataset type and size is checked against the format's own layout. */
 #include "codes.h"
+#include "tmpout.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -194,7 +195,7 @@ static int get_params(hid_t g, tq_qparams *p)
 
 struct tq_codes_writer {
     hid_t file, gcpl, dcpl, f16;
-    char path[1024], tmp[1100];
+    char path[TQ_PATH_MAX], tmp[TQ_PATH_MAX];
     tq_codes_meta meta;
     int written, last_src;
     int *layers;             /* source index of each stored layer, written as the root attribute 'layers' */
@@ -215,7 +216,6 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
 {
     tq_h5_quiet();
     *out = NULL;
-    if (strlen(path) >= 1000) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': path too long", path);
     if (m->n_layers < 1 || (m->dtype != TQ_DTYPE_F16 && m->dtype != TQ_DTYPE_F32))
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': bad metadata (%d layers, dtype %d)", path, m->n_layers,
                             m->dtype);
@@ -230,7 +230,6 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
         return TQ_ERR_NOMEM;
     }
     snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
     /* No timestamps: same inputs and seed give the same bytes. */
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0 || (w->gcpl = H5Pcreate(H5P_GROUP_CREATE)) < 0 ||
@@ -240,13 +239,26 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
         tq_codes_abort(w);
         return tq_error_set(TQ_ERR, "cannot write '%s': cannot set up HDF5 properties", path);
     }
+    int fd = tq_tmp_create(path, w->tmp);
+    if (fd < 0) {
+        H5Pclose(fcpl);
+        tq_codes_abort(w);
+        return fd;
+    }
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
     if (w->file < 0) {
+        close(fd);
         tq_error_set(TQ_ERR, "cannot write '%s': cannot create '%s' (does the folder exist and is it writable?)", path,
                      w->tmp);
         tq_codes_abort(w);
         return TQ_ERR;
+    }
+    int vr = tq_tmp_verify(fd, w->tmp, path);
+    close(fd);
+    if (vr) {
+        tq_codes_abort(w);
+        return vr;
     }
     char kd[160], vd[160];
     tq_qparams_describe(&m->keys, kd, sizeof kd);
@@ -392,7 +404,7 @@ void tq_codes_abort(tq_codes_writer *w)
     if (w->gcpl >= 0) H5Pclose(w->gcpl);
     if (w->dcpl >= 0) H5Pclose(w->dcpl);
     if (w->f16 >= 0) H5Tclose(w->f16);
-    if (w->tmp[0]) unlink(w->tmp);
+    tq_tmp_discard(w->tmp);
     free(w->layers);
     free(w);
 }
@@ -485,6 +497,8 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return tq_error_set(TQ_ERR, "cannot read '%s': is a directory, expected a tq-codes file", path);
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        return tq_error_set(TQ_ERR, "cannot read '%s': not a regular file, expected a tq-codes file", path);
     if (stat(path, &st) == 0 && st.st_size == 0)
         return tq_error_set(TQ_ERR, "cannot read '%s': empty file (0 bytes), expected a tq-codes file", path);
     htri_t is = H5Fis_hdf5(path);
@@ -493,7 +507,8 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     if (!f) return TQ_ERR_NOMEM;
     snprintf(f->path, sizeof f->path, "%s", path);
     f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = f->file < 0 ? tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)") : open_inner(f);
+    int rc = f->file < 0 ? tq_h5_open_error() : tq_h5_check_sources(f->file, path);
+    if (!rc) rc = open_inner(f);
     if (rc) {
         tq_error_prefix(rc, "cannot read codes file '%s': ", path);
         tq_codes_close(f);
