@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,8 +296,24 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
     return TQ_OK;
 }
 
+/* Side information (norms, scales, codebooks) is checked finite before it is stored: a NaN/Inf codebook (e.g. fit on
+ * subnormal tokens) was written with exit 0 and then refused by dequantize. */
+static int section_finite(const tq_section *s)
+{
+    for (size_t i = 0; i < (size_t)s->count; i++) {
+        int bad = s->type == TQ_SEC_F32 ? !isfinite(((const float *)s->data)[i])
+                : s->type == TQ_SEC_F16 ? (((const uint16_t *)s->data)[i] & 0x7c00u) == 0x7c00u : 0;
+        if (bad)
+            return tq_error_set(TQ_ERR, "section '%s' element %zu is not finite (%s): the input's scale is out of reach "
+                                "of this configuration (subnormal or huge values?)", s->name, i,
+                                s->type == TQ_SEC_F32 ? "a float32 NaN/Inf" : "a float16 NaN/Inf");
+    }
+    return TQ_OK;
+}
+
 static int write_section(tq_codes_writer *w, hid_t g, const tq_section *s)
 {
+    if (section_finite(s)) return TQ_ERR;
     hsize_t dim = (hsize_t)s->count;
     hid_t ft = s->type == TQ_SEC_U8 ? H5T_STD_U8LE : s->type == TQ_SEC_F16 ? H5T_STD_U16LE
              : s->type == TQ_SEC_F32 ? H5T_IEEE_F32LE : H5T_STD_I32LE;

@@ -1021,6 +1021,30 @@ int tq_dump_set_compression(tq_dump_writer *w, int level)
     return TQ_OK;
 }
 
+/* Every value tq writes is finite in the file's dtype: a NaN, an Inf or a float16 overflow (beyond 65504, e.g. a
+ * reconstruction of values near the top of the float16 range, or decoded from non-finite side information) would
+ * otherwise be written with exit 0 and refused by the next reader. The first offender is named. */
+static int values_writable(const tq_dump_writer *w, int layer, const char *name, const float *x, int heads,
+                           int tokens, int dim)
+{
+    size_t n = (size_t)heads * (size_t)tokens * (size_t)dim;
+    int f16 = w->dtype == TQ_DTYPE_F16;
+    for (size_t i = 0; i < n; i++) {
+        int bad = !isfinite(x[i]) || (f16 && (tq_float_to_half(x[i]) & 0x7c00u) == 0x7c00u);
+        if (!bad) continue;
+        long h = (long)(i / ((size_t)tokens * (size_t)dim)), t = (long)(i / (size_t)dim % (size_t)tokens),
+             c = (long)(i % (size_t)dim);
+        if (!isfinite(x[i]))
+            return tq_error_set(TQ_ERR, "cannot write '%s': layer %d %s [head %ld, token %ld, channel %ld] is %g: tq "
+                                "writes only finite values (non-finite input or side information?)", w->path, layer,
+                                name, h, t, c, (double)x[i]);
+        return tq_error_set(TQ_ERR, "cannot write '%s': layer %d %s [head %ld, token %ld, channel %ld] is %g, beyond "
+                            "float16's range (max 65504): the data sits at the top of float16, where a quantization "
+                            "error overflows; write float32 instead", w->path, layer, name, h, t, c, (double)x[i]);
+    }
+    return TQ_OK;
+}
+
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
 {
     const tq_layer_shape *s = &l->s;
@@ -1035,6 +1059,12 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d has an invalid shape (%d kv heads, %d q heads, "
                             "%d tokens, dim %d)", w->path, layer, s->n_kv_heads, s->n_q_heads, s->n_tokens,
                             s->head_dim);
+    for (int t = 0; t < 2 + s->has_queries; t++) {
+        if (t == 1 && !s->has_values) continue;
+        int rc = values_writable(w, layer, tensor_names[t], t == 0 ? l->keys : t == 1 ? l->values : l->queries,
+                                 t == 2 ? s->n_q_heads : s->n_kv_heads, s->n_tokens, s->head_dim);
+        if (rc) return rc;
+    }
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%03d", layer);
     hid_t g = H5Gcreate2(w->file, gname, H5P_DEFAULT, w->gcpl, H5P_DEFAULT);

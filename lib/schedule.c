@@ -478,6 +478,14 @@ int tq_schedule_check(const tq_schedule *s, const char *name, int n_layers, int 
     return TQ_OK;
 }
 
+int tq_schedule_check_heads(const tq_schedule *s, const char *name, int layer, int n_kv_heads)
+{
+    if (s->n_heads && s->n_heads != n_kv_heads)
+        return tq_error_set(TQ_ERR_USAGE, "schedule '%s' has %d heads per layer but the dump's layer %d has %d kv heads "
+                            "(a per-head schedule must match every layer)", name, s->n_heads, layer, n_kv_heads);
+    return TQ_OK;
+}
+
 int tq_schedule_bits(const tq_schedule *s, int layer, int head, int tensor)
 {
     const int *b = tensor == TQ_TENSOR_VALUES ? s->values : s->keys;

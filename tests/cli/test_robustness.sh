@@ -354,5 +354,62 @@ for args, sig in runs:
     assert not left, (args[0], sig, left)
 EOF
 
+# -- class 1 (hangs): a layer that is an external link to a FIFO blocked `tq info` forever; refused (under timeout)
+fail_case info "external link to a FIFO" 1 "'/layer_000' is an external link to '.*fifo.h5', which is not a regular file" -- \
+    timeout 20 "$TQ" info "$B/ext_fifo.h5"
+
+# -- class 3: exit 0 with wrong or unusable output
+# a missing virtual-dataset source read as zeros; unwritten chunks read as zeros
+fail_case sweep "virtual dataset source missing" 1 "'/layer_000/keys' is a virtual dataset whose source is 'vds_gone.h5', which does not exist" -- \
+    "$TQ" sweep "$B/vds_missing.h5" --methods int8 --bits 2 -o "$O/x.csv"
+fail_case quantize "chunks never written" 1 "'/layer_000/keys' has 1 of its 4 chunks written" -- \
+    "$TQ" quantize "$B/sparse.h5" --method int8 -o "$O/x.h5"
+# side information that is not finite (an empirical codebook fit on subnormal tokens) is refused, not stored
+fail_case quantize "subnormal tokens, empirical codebook" 1 "section 'codebook' element [0-9]+ is not finite" -- \
+    "$TQ" quantize "$B/subnormal.h5" --method turbo-mse --bits 3 --outliers 4 --codebook empirical -o "$O/x.h5"
+# float16 data near 65504 round-tripped to inf/NaN with exit 0. Now polar's float16 radii overflow and quantize
+# refuses to store them; turbo with fp32 norms reconstructs beyond 65504 and dequantize's writer refuses it
+fail_case quantize "float16 near 65504: polar" 1 "section 'radii' element 0 is not finite" -- \
+    "$TQ" quantize "$B/f16max.h5" --method polar -o "$O/x.h5"
+"$TQ" quantize "$B/f16max.h5" --method turbo-mse --bits 3 --norms fp32 -o "$R/f16c.h5" >/dev/null 2>&1
+fail_case dequantize "float16 near 65504: turbo-mse, fp32 norms" 1 "beyond float16's range \(max 65504\)" -- \
+    "$TQ" dequantize "$R/f16c.h5" -o "$O/x.h5"
+rm -f "$R/f16c.h5"
+# a per-head schedule whose head count matches layer 0 but not layer 1; a schedule without values bits
+python3 - "$G" "$R/heads_differ.h5" <<'EOF'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1]) as s, h5py.File(sys.argv[2], "w") as d:
+    for k, v in s.attrs.items():
+        d.attrs[k] = v
+    s.copy(s["layer_000"], d, name="layer_000")
+    g = d.create_group("layer_001")
+    for k in ("keys", "values", "queries"):
+        x = s["layer_001"][k][()]
+        g[k] = np.concatenate([x, x], axis=0)
+EOF
+printf '{"tq_schedule": 1, "units": "head", "keys": [[2, 3], [3, 2]]}' >"$R/sched_h2.json"
+printf '{"tq_schedule": 1, "units": "layer", "keys": [2, 3]}' >"$R/sched_l.json"
+fail_case quantize "per-head schedule, a layer with more heads" 2 "has 2 heads per layer but the dump's layer 1 has 4 kv heads" -- \
+    "$TQ" quantize "$R/heads_differ.h5" --method turbo-mse --schedule "$R/sched_h2.json" --keys-only -o "$O/x.h5"
+fail_case sweep "per-head schedule, a layer with more heads" 2 "has 2 heads per layer but the dump's layer 1 has 4 kv heads" -- \
+    "$TQ" sweep "$R/heads_differ.h5" --methods turbo-mse --schedule "$R/sched_h2.json" --values none -o "$O/x.csv"
+fail_case quantize "--schedule without values bits" 2 "schedule '.*sched_l.json' has no values bits" -- \
+    "$TQ" quantize "$G" --method turbo-mse --schedule "$R/sched_l.json" -o "$O/x.h5"
+
+# -- class 4: cost before checks. A sparse 2^31-element layer (nothing stored) cost 12 GB to read: refused at open,
+# here under a 2 GB address-space limit with a timeout
+fail_case info "sparse 2^31-element layer under ulimit -v 2 GB" 1 "'/layer_000/keys' has 0 of its 2048 chunks written" -- \
+    bash -c 'ulimit -v 2000000; exec timeout 60 "$@"' _ "$TQ" info "$B/sparse_huge.h5"
+
+# -- class 5: messages. Missing external-link target, a filter the library lacks (LZF, with no plugin path), a file
+# locked by a writer, and a finite 1e30 input (was "non-finite")
+fail_case info "external link target missing" 1 "'/layer_000' is an external link to 'nowhere.h5', which does not exist" -- \
+    "$TQ" info "$B/ext_missing.h5"
+fail_case sweep "LZF-compressed dataset" 1 "compressed with filter 32000 \('lzf', h5py's LZF\), which this HDF5 library lacks" -- \
+    env HDF5_PLUGIN_PATH=/nonexistent "$TQ" sweep "$B/lzf.h5" --methods int8 --bits 2 -o "$O/x.csv"
+fail_case info "file locked by a writer" 1 "the file is locked by another process" -- flock -x "$G" "$TQ" info "$G"
+fail_case quantize "finite 1e30 input" 1 "norm [0-9.e+]+ of vector 0 overflows fp16 .*use --norms fp32" -- \
+    "$TQ" quantize "$B/big1e30.h5" --method turbo-mse --bits 2 -o "$O/x.h5"
+
 check "no stray temporary files anywhere" [ -z "$(find "$T" -name '*.tmp.*')" ]
 finish
