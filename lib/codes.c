@@ -535,7 +535,9 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     return TQ_OK;
 }
 
-static int read_section(hid_t g, const char *name, tq_codes *c)
+/* Sizes are checked before anything is allocated: against the format's own layout `ref` when it has one (a 3 KB file
+ * declaring a 2^32-element section allocated 4 GB before it was refused), else against `bound` elements. */
+static int read_section(hid_t g, const char *name, tq_codes *c, const tq_codes *ref, size_t bound)
 {
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
     if (ds < 0) return tq_error_set(TQ_ERR, "missing dataset '%s'", name);
@@ -552,13 +554,34 @@ static int read_section(hid_t g, const char *name, tq_codes *c)
     }
     if (!type) tq_error_set(TQ_ERR, "dataset '%s' is not a 1-D uint8/uint16/float32/int32 array", name);
     else {
-        hsize_t n = (hsize_t)H5Sget_simple_extent_npoints(sp);
+        hssize_t np = H5Sget_simple_extent_npoints(sp);
+        hsize_t n = np < 0 ? 0 : (hsize_t)np;
+        const tq_section *r = ref ? tq_codes_find(ref, name) : NULL;
+        if (np < 0) {
+            tq_error_set(TQ_ERR, "cannot read the size of dataset '%s'", name);
+            goto out;
+        }
+        if (ref && !r) {
+            tq_error_set(TQ_ERR, "dataset '%s' is not a section this method writes", name);
+            goto out;
+        }
+        if (r && (r->type != type || (hsize_t)r->count != n)) {
+            tq_error_set(TQ_ERR, "dataset '%s' has %llu elements of type %d, expected %zu of type %d", name,
+                         (unsigned long long)n, type, r->count, r->type);
+            goto out;
+        }
+        if (!ref && n > (hsize_t)bound) {
+            tq_error_set(TQ_ERR, "dataset '%s' has %llu elements, more than the %zu a slice of this shape can hold",
+                         name, (unsigned long long)n, bound);
+            goto out;
+        }
         void *data = tq_codes_add(c, name, type, (size_t)n);
         hid_t mt = type == TQ_SEC_U8 ? H5T_NATIVE_UINT8 : type == TQ_SEC_F16 ? H5T_NATIVE_UINT16
                  : type == TQ_SEC_F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT32;
         if (data && (n == 0 || H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)) rc = TQ_OK;
         else if (data) tq_error_set(TQ_ERR, "cannot read dataset '%s'", name);
     }
+out:
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);
@@ -584,29 +607,30 @@ static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_
     c->id = (tq_slice_id){layer, head, tensor};
     c->n = n;
     c->d = d;
+    /* The layout the format itself produces for these parameters, made before any section is read (zeros encode
+     * fast; the empirical codebook, fitted on data, has the same size for any data). A format that cannot encode
+     * zeros here (fitting a codebook) gets a size bound instead, and its decoder checks sizes. */
+    tq_codes ref = {0};
+    int have_ref = 0;
     if (!rc) {
-        for (char *tok = strtok(secs, ","); tok && !rc; tok = strtok(NULL, ",")) rc = read_section(g, tok, c);
-    }
-    if (!rc) {
-        /* The layout the format itself produces for these parameters (zeros encode fast; the empirical codebook,
-         * fitted on data, has the same size for any data). */
         float *z = tq_calloc((size_t)n * d + 1, sizeof(float));
-        tq_codes ref = {0};
-        rc = z ? f->encode(&c->p, c->id, z, n, d, &ref) : TQ_ERR_NOMEM;
-        if (!rc) {
-            if (ref.nsec != c->nsec) rc = tq_error_set(TQ_ERR, "%d sections, %s writes %d", c->nsec, f->name, ref.nsec);
-            for (int i = 0; i < ref.nsec && !rc; i++) {
-                const tq_section *s = tq_codes_find(c, ref.sec[i].name);
-                if (!s) rc = tq_error_set(TQ_ERR, "missing dataset '%s'", ref.sec[i].name);
-                else if (s->type != ref.sec[i].type || s->count != ref.sec[i].count)
-                    rc = tq_error_set(TQ_ERR, "dataset '%s' has %zu elements of type %d, expected %zu of type %d",
-                                      s->name, s->count, s->type, ref.sec[i].count, ref.sec[i].type);
-            }
-        } else
-            rc = TQ_OK; /* the format cannot encode zeros here (e.g. fitting a codebook): its decoder checks sizes */
-        tq_codes_free(&ref);
+        if (!z) rc = TQ_ERR_NOMEM;
+        else have_ref = f->encode(&c->p, c->id, z, n, d, &ref) == TQ_OK;
         free(z);
+        tq_error_clear();
     }
+    /* without a layout: 32 bits per element of each stored value plus a 64k-entry table covers every format */
+    size_t bound = (size_t)n * (size_t)d + 65536;
+    if (!rc) {
+        for (char *tok = strtok(secs, ","); tok && !rc; tok = strtok(NULL, ","))
+            rc = read_section(g, tok, c, have_ref ? &ref : NULL, bound);
+    }
+    if (!rc && have_ref) {
+        if (ref.nsec != c->nsec) rc = tq_error_set(TQ_ERR, "%d sections, %s writes %d", c->nsec, f->name, ref.nsec);
+        for (int i = 0; i < ref.nsec && !rc; i++)
+            if (!tq_codes_find(c, ref.sec[i].name)) rc = tq_error_set(TQ_ERR, "missing dataset '%s'", ref.sec[i].name);
+    }
+    tq_codes_free(&ref);
     free(secs);
     H5Gclose(g);
     if (rc) {

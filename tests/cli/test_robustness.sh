@@ -401,6 +401,28 @@ fail_case quantize "--schedule without values bits" 2 "schedule '.*sched_l.json'
 fail_case info "sparse 2^31-element layer under ulimit -v 2 GB" 1 "'/layer_000/keys' has 0 of its 2048 chunks written" -- \
     bash -c 'ulimit -v 2000000; exec timeout 60 "$@"' _ "$TQ" info "$B/sparse_huge.h5"
 
+# a codes file declaring a 2^32-element section (chunked, nothing stored: a few KB) allocated 4 GB before the layout
+# check refused it; now the layout is checked first. Under a 1 GB address-space limit with a timeout.
+python3 - "$B/codes.h5" "$R/codes_2e32.h5" <<'EOF'
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    g = f["layer_000/keys/head_000"]
+    del g["codes"]
+    g.create_dataset("codes", shape=(1 << 32,), dtype="u1", chunks=(1 << 16,))
+EOF
+fail_case dequantize "2^32-element section under ulimit -v 1 GB" 1 "dataset 'codes' has 4294967296 elements of type 1, expected 32" -- \
+    bash -c 'ulimit -v 1000000; exec timeout 60 "$@"' _ "$TQ" dequantize "$R/codes_2e32.h5" -o "$O/x.h5"
+# the JSON duplicate-key check was quadratic: 80k keys and a duplicate at the end took ~10 s (the 16 MiB limit,
+# minutes); linear now. Bounded by `timeout 5` (~0.2 s here), so a quadratic check fails the case by its exit code.
+python3 -c "
+import json, sys
+d = {'tq_sensitivity': 1}
+d.update({f'k{i}': i for i in range(80000)})
+sys.stdout.write(json.dumps(d)[:-1] + ', \"k79999\": 0}')" >"$R/dup80k.json"
+fail_case mixed-schedule "80k keys, a duplicate at the end" 1 "dup80k.json':1:[0-9]+: duplicate key \"k79999\"" -- \
+    timeout 5 "$TQ" mixed-schedule "$R/dup80k.json" --budget 2 -o "$O/x.json"
+
 # -- class 5: messages. Missing external-link target, a filter the library lacks (LZF, with no plugin path), a file
 # locked by a writer, and a finite 1e30 input (was "non-finite")
 fail_case info "external link target missing" 1 "'/layer_000' is an external link to 'nowhere.h5', which does not exist" -- \
