@@ -14,6 +14,9 @@ typedef struct {
     const char *summary;
 } tq_command;
 
+/* End the process with `code`: stdio flushed, pending temporary outputs removed, then _exit (exit() would join
+ * OpenBLAS's worker threads, which hang under an address-space limit). main and the die functions end through it. */
+void tq_exit(int code) __attribute__((noreturn));
 /* Print "tq: <msg>\n" to stderr and exit(1) (runtime) or exit(2) (usage). */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -58,6 +61,9 @@ const char *option_value(const char *cmd, const char *const *valued, size_t n, i
  * removing it, on a write error). One pending text file at a time. */
 FILE *out_open(const char *path);
 void out_commit(FILE *f, const char *path);
+/* Once, from main, before any work: under a small address-space limit (ulimit -v) re-execute single-threaded and
+ * reserve OpenBLAS's work buffer now, or die cleanly when it cannot fit (OpenBLAS retries a failed one forever). */
+void memory_limit_prepare(char **argv);
 /* Once, from main: pending temporary outputs (text and HDF5 alike) are removed at exit and on SIGINT/SIGTERM/SIGHUP. */
 void out_cleanup_install(void);
 

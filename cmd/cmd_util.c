@@ -5,15 +5,38 @@
 #include "tmpout.h"
 #include "vocab.h"
 
+#include <cblas.h>
 #include <errno.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+void tq_exit(int code)
+{
+#ifdef exit
+    exit(code); /* the fuzz harnesses turn exit into a longjmp back to the fuzzer */
+#else
+    /* Not exit(): it joins OpenBLAS's worker threads, and under an address-space limit (ulimit -v) a worker can be
+     * stuck retrying a failed mmap, so every command hung at its very end. What exit would do that matters is done
+     * here: stdio flushed, pending temporary files removed, the leak check run under ASan. */
+    fflush(stdout);
+    fflush(stderr);
+    tq_tmp_remove_all();
+#if defined(__SANITIZE_ADDRESS__)
+    __lsan_do_leak_check();
+#endif
+    _exit(code);
+#endif
+}
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -28,7 +51,7 @@ void die(const char *fmt, ...)
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
-    exit(1);
+    tq_exit(1);
 }
 
 void die_usage(const char *fmt, ...)
@@ -37,14 +60,14 @@ void die_usage(const char *fmt, ...)
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
-    exit(2);
+    tq_exit(2);
 }
 
 void die_lib(int status, const char *what)
 {
     if (what) fprintf(stderr, "tq: %s: %s\n", what, tq_error_msg());
     else fprintf(stderr, "tq: %s\n", tq_error_msg());
-    exit(status == TQ_ERR_USAGE ? 2 : 1);
+    tq_exit(status == TQ_ERR_USAGE ? 2 : 1);
 }
 
 long parse_long(const char *opt, const char *s, long lo, long hi)
@@ -333,6 +356,38 @@ static void on_signal(int sig)
     tq_tmp_remove_all();
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+/* Under an address-space limit (ulimit -v) OpenBLAS's first call in each thread mallocs a 128 MiB work buffer and,
+ * when that fails, retries forever: every command using a rotation hung (sometimes right after "out of memory").
+ * So, when a limit is set and it leaves less than 256 MiB per core: run with one thread (tq's output is the same
+ * for any thread count) by re-executing with OMP_THREAD_LIMIT=1 and OPENBLAS_NUM_THREADS=1 (both are read when the
+ * libraries load), check that the buffer fits, and have OpenBLAS take it now, while the memory is free — later
+ * calls reuse it. A limit too small for it is refused with a clean exit naming the size to ask for. */
+#define BLAS_BUFFER_MIB 128
+
+void memory_limit_prepare(char **argv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    unsigned long long mib = (unsigned long long)rl.rlim_cur >> 20;
+    if (mib >= (unsigned long long)(cores + 2) * 256) return; /* room for a buffer per thread */
+    if (!getenv("TQ_ONE_THREAD")) {
+        setenv("TQ_ONE_THREAD", "1", 1);
+        setenv("OMP_THREAD_LIMIT", "1", 1);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        execv("/proc/self/exe", argv);
+        return; /* no /proc: carry on, the probe below still guards the first call */
+    }
+    void *probe = malloc(((size_t)BLAS_BUFFER_MIB + 32) << 20);
+    if (!probe)
+        die("the address-space limit (ulimit -v) of %llu MiB leaves no room for OpenBLAS's %d MiB work buffer; allow "
+            "at least %d MiB more than the data needs", mib, BLAS_BUFFER_MIB, BLAS_BUFFER_MIB + 64);
+    free(probe);
+    float a = 1, b = 1, c = 0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
 }
 
 void out_cleanup_install(void)

@@ -358,6 +358,30 @@ EOF
 fail_case info "external link to a FIFO" 1 "'/layer_000' is an external link to '.*fifo.h5', which is not a regular file" -- \
     timeout 20 "$TQ" info "$B/ext_fifo.h5"
 
+
+# -- class 1 (hangs), the memory-limit test: every command under an address-space limit of 100, 200, 300 and 600 MB
+# ends cleanly within its timeout — exit 0, or exit 1 with one "tq: " line — never a hang (OpenBLAS's retry loop: exit
+# 124 from timeout) or a signal. Not under ASan, which reserves terabytes of shadow memory and cannot run there.
+if ldd "$TQ" 2>/dev/null | grep -q libasan; then
+    skip "memory-limit test: an ASan build cannot run under ulimit -v"
+else
+    "$TQ" quantize "$G" --method turbo-mse --bits 2 -o "$R/lim_codes.h5" >/dev/null
+    lim_cmds=("info $G" "sweep $G --methods int8,turbo-mse,kivi,polar --bits 2 -o $O/x.csv"
+              "quantize $G --method turbo-prod --bits 3 -o $O/x.h5" "dequantize $R/lim_codes.h5 -o $O/x.h5"
+              "synth --dist rope --layers 2 --heads 2 --tokens 64 --dim 64 -o $O/x.h5"
+              "sensitivity $G --method turbo-mse --bits 1-3 -o $O/x.json" "entropy $G --methods turbo-mse --bits 2 -o $O/x.csv")
+    for lim in 100000 200000 300000 600000; do
+        for c in "${lim_cmds[@]}"; do
+            rm -rf "$O"; mkdir -p "$O"
+            # shellcheck disable=SC2086
+            err=$(bash -c 'ulimit -v "$0"; exec timeout 60 "$@"' "$lim" "$TQ" $c 2>&1 >/dev/null); rc=$?
+            [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s\n' "${c%% *}" "ulimit -v $lim" "$rc" "$(head -n 1 <<<"$err")" >>"$ROBUST_TABLE"
+            if [ "$rc" = 0 ] || { [ "$rc" = 1 ] && [ "$(wc -l <<<"$err")" = 1 ] && grep -q "^tq: " <<<"$err"; }; then ok
+            else bad "${c%% *} under ulimit -v $lim: exit $rc (124: hung), stderr: $(head -c 300 <<<"$err")"; fi
+        done
+    done
+fi
+
 # -- class 3: exit 0 with wrong or unusable output
 # a missing virtual-dataset source read as zeros; unwritten chunks read as zeros
 fail_case sweep "virtual dataset source missing" 1 "'/layer_000/keys' is a virtual dataset whose source is 'vds_gone.h5', which does not exist" -- \
