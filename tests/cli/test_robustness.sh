@@ -4,7 +4,7 @@
 # data / I/O, 2 usage), exactly one stderr line "tq: ..." with the expected words (a sanitizer report, many lines,
 # fails it too), no file left in the output folder (temporaries included) and the inputs untouched. All-zero
 # vectors must succeed and come back as zeros, with no NaN in any report. ROBUST_TABLE=FILE also appends
-# "command|case|exit|message" per case (eval/robustness.sh turns that into results/robustness.md).
+# "class|command|case|exit|message" per case (class: $ROBUST_CLASS, "round 1" outside section 7) (eval/robustness.sh turns that into results/robustness.md).
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 if ! python3 -c "import h5py, numpy" 2>/dev/null; then
@@ -42,7 +42,7 @@ fail_case() {
     else
         err=$("$@" 2>&1 >/dev/null); rc=$?
     fi
-    [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s\n' "$cmd" "$name" "$rc" "$(head -n 1 <<<"$err")" >>"$ROBUST_TABLE"
+    [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s|%s\n' "${ROBUST_CLASS:-round 1}" "$cmd" "$name" "$rc" "$(head -n 1 <<<"$err")" >>"$ROBUST_TABLE"
     local what="$cmd / $name"
     if [ "$rc" != "$code" ]; then bad "$what: exit $rc, want $code; stderr: $err"; return; fi
     if [ "$(printf '%s\n' "$err" | wc -l)" != 1 ]; then bad "$what: want one stderr line, got: $err"; return; fi
@@ -225,7 +225,7 @@ stdout_failed() { [ "$rc" = 1 ] && [ "$(wc -l <<<"$err")" = 1 ] && grep -qE "^tq
 for c in "info $G" "sweep $G --methods int8 --bits 2" "memory --preset gemma-2b"; do
     # shellcheck disable=SC2086
     err=$("$TQ" $c 2>&1 >/dev/full); rc=$?
-    [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s\n' "${c%% *}" "stdout is /dev/full" "$rc" "$err" >>"$ROBUST_TABLE"
+    [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s|%s\n' "round 1" "${c%% *}" "stdout is /dev/full" "$rc" "$err" >>"$ROBUST_TABLE"
     check "${c%% *}: stdout on a full disk -> exit 1, one line" stdout_failed
 done
 
@@ -296,6 +296,7 @@ python3 "$HERE/tests/py/robust2_inputs.py" "$B" "$G" && mkfifo "$B/fifo.h5" || b
 fp0=$(fingerprint)
 R="$T/r2"; mkdir -p "$R"
 
+ROBUST_CLASS="2 clobbering"
 # -- class 2: temporary files. (a) A link planted at the temporary name a tq would pick (the old "<out>.tmp.<pid>":
 # the planting shell execs tq, keeping its pid) is not followed: the victim keeps its bytes, the output is a new
 # regular file. An HDF5 dump writer (synth), the codes writer (quantize) and a text writer (sweep).
@@ -354,11 +355,12 @@ for args, sig in runs:
     assert not left, (args[0], sig, left)
 EOF
 
+ROBUST_CLASS="1 hangs"
 # -- class 1 (hangs): a layer that is an external link to a FIFO blocked `tq info` forever; refused (under timeout)
 fail_case info "external link to a FIFO" 1 "'/layer_000' is an external link to '.*fifo.h5', which is not a regular file" -- \
     timeout 20 "$TQ" info "$B/ext_fifo.h5"
 
-
+ROBUST_CLASS="1 hangs"
 # -- class 1 (hangs), the memory-limit test: every command under an address-space limit of 100, 200, 300 and 600 MB
 # ends cleanly within its timeout — exit 0, or exit 1 with one "tq: " line — never a hang (OpenBLAS's retry loop: exit
 # 124 from timeout) or a signal. Not under ASan, which reserves terabytes of shadow memory and cannot run there.
@@ -375,13 +377,14 @@ else
             rm -rf "$O"; mkdir -p "$O"
             # shellcheck disable=SC2086
             err=$(bash -c 'ulimit -v "$0"; exec timeout 60 "$@"' "$lim" "$TQ" $c 2>&1 >/dev/null); rc=$?
-            [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s\n' "${c%% *}" "ulimit -v $lim" "$rc" "$(head -n 1 <<<"$err")" >>"$ROBUST_TABLE"
+            [ -n "${ROBUST_TABLE:-}" ] && printf '%s|%s|%s|%s|%s\n' "$ROBUST_CLASS" "${c%% *}" "ulimit -v $lim" "$rc" "$(head -n 1 <<<"$err")" >>"$ROBUST_TABLE"
             if [ "$rc" = 0 ] || { [ "$rc" = 1 ] && [ "$(wc -l <<<"$err")" = 1 ] && grep -q "^tq: " <<<"$err"; }; then ok
             else bad "${c%% *} under ulimit -v $lim: exit $rc (124: hung), stderr: $(head -c 300 <<<"$err")"; fi
         done
     done
 fi
 
+ROBUST_CLASS="3 wrong output, exit 0"
 # -- class 3: exit 0 with wrong or unusable output
 # a missing virtual-dataset source read as zeros; unwritten chunks read as zeros
 fail_case sweep "virtual dataset source missing" 1 "'/layer_000/keys' is a virtual dataset whose source is 'vds_gone.h5', which does not exist" -- \
@@ -420,6 +423,7 @@ fail_case sweep "per-head schedule, a layer with more heads" 2 "has 2 heads per 
 fail_case quantize "--schedule without values bits" 2 "schedule '.*sched_l.json' has no values bits" -- \
     "$TQ" quantize "$G" --method turbo-mse --schedule "$R/sched_l.json" -o "$O/x.h5"
 
+ROBUST_CLASS="4 cost before checks"
 # -- class 4: cost before checks. A sparse 2^31-element layer (nothing stored) cost 12 GB to read: refused at open,
 # here under a 2 GB address-space limit with a timeout
 fail_case info "sparse 2^31-element layer under ulimit -v 2 GB" 1 "'/layer_000/keys' has 0 of its 2048 chunks written" -- \
@@ -447,6 +451,7 @@ sys.stdout.write(json.dumps(d)[:-1] + ', \"k79999\": 0}')" >"$R/dup80k.json"
 fail_case mixed-schedule "80k keys, a duplicate at the end" 1 "dup80k.json':1:[0-9]+: duplicate key \"k79999\"" -- \
     timeout 5 "$TQ" mixed-schedule "$R/dup80k.json" --budget 2 -o "$O/x.json"
 
+ROBUST_CLASS="5 leftovers, messages"
 # -- class 5: messages. Missing external-link target, a filter the library lacks (LZF, with no plugin path), a file
 # locked by a writer, and a finite 1e30 input (was "non-finite")
 fail_case info "external link target missing" 1 "'/layer_000' is an external link to 'nowhere.h5', which does not exist" -- \
