@@ -311,6 +311,22 @@ static int section_finite(const tq_section *s)
     return TQ_OK;
 }
 
+/* FNV-1a (64 bits) over a section's elements as the file stores them (little-endian), so an edited or corrupted byte
+ * decodes to an error instead of to other numbers with exit 0 (format version 2; version-1 files carry none). */
+static uint64_t section_fnv(int type, const void *data, size_t count)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t w = type == TQ_SEC_U8 ? 1 : type == TQ_SEC_F16 ? 2 : 4;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t v = 0;
+        if (w == 1) v = ((const uint8_t *)data)[i];
+        else if (w == 2) v = ((const uint16_t *)data)[i];
+        else memcpy(&v, (const char *)data + 4 * i, 4);
+        for (size_t b = 0; b < w; b++) h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    }
+    return h;
+}
+
 static int write_section(tq_codes_writer *w, hid_t g, const tq_section *s)
 {
     if (section_finite(s)) return TQ_ERR;
@@ -322,7 +338,8 @@ static int write_section(tq_codes_writer *w, hid_t g, const tq_section *s)
     hid_t sp = H5Screate_simple(1, &dim, NULL), ds = -1;
     int rc = TQ_ERR;
     if (sp >= 0 && (ds = H5Dcreate2(g, s->name, ft, sp, H5P_DEFAULT, w->dcpl, H5P_DEFAULT)) >= 0 &&
-        (s->count == 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->data) >= 0))
+        (s->count == 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->data) >= 0) &&
+        put_u64(ds, "fnv1a64", section_fnv(s->type, s->data, s->count)) == 0)
         rc = TQ_OK;
     else
         tq_error_set(TQ_ERR, "cannot write dataset '%s' (disk full?)", s->name);
@@ -430,6 +447,7 @@ void tq_codes_abort(tq_codes_writer *w)
 
 struct tq_codes_file {
     hid_t file;
+    int version;             /* 1: no section checksums; 2: each section's fnv1a64 verified on read */
     char path[1024];
     tq_codes_meta meta;
     int *src;                /* stored layer i -> source layer */
@@ -448,7 +466,9 @@ static int open_inner(tq_codes_file *f)
     }
     int v;
     if (get_int(f->file, "tq_format_version", 0, 1 << 20, &v)) return TQ_ERR;
-    if (v != TQ_CODES_VERSION) return tq_error_set(TQ_ERR, "tq_format_version is %d, this tq reads %d", v, TQ_CODES_VERSION);
+    if (v < 1 || v > TQ_CODES_VERSION)
+        return tq_error_set(TQ_ERR, "tq_format_version is %d, this tq reads 1..%d", v, TQ_CODES_VERSION);
+    f->version = v;
     tq_codes_meta *m = &f->meta;
     if (get_str(f->file, "source", m->source, sizeof m->source) || get_str(f->file, "model", m->model, sizeof m->model) ||
         get_str(f->file, "rope", m->rope, sizeof m->rope) || get_int(f->file, "src_layers", 1, 100000, &m->src_layers) ||
@@ -537,7 +557,7 @@ int tq_codes_open(tq_codes_file **out, const char *path)
 
 /* Sizes are checked before anything is allocated: against the format's own layout `ref` when it has one (a 3 KB file
  * declaring a 2^32-element section allocated 4 GB before it was refused), else against `bound` elements. */
-static int read_section(hid_t g, const char *name, tq_codes *c, const tq_codes *ref, size_t bound)
+static int read_section(hid_t g, const char *name, tq_codes *c, const tq_codes *ref, size_t bound, int checksum)
 {
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
     if (ds < 0) return tq_error_set(TQ_ERR, "missing dataset '%s'", name);
@@ -580,6 +600,11 @@ static int read_section(hid_t g, const char *name, tq_codes *c, const tq_codes *
                  : type == TQ_SEC_F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT32;
         if (data && (n == 0 || H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)) rc = TQ_OK;
         else if (data) tq_error_set(TQ_ERR, "cannot read dataset '%s'", name);
+        uint64_t want = 0, got = data ? section_fnv(type, data, (size_t)n) : 0;
+        if (!rc && checksum && get_u64(ds, "fnv1a64", &want)) rc = tq_error_prefix(TQ_ERR, "dataset '%s': ", name);
+        else if (!rc && checksum && want != got)
+            rc = tq_error_set(TQ_ERR, "dataset '%s' fails its checksum (stored %016llx, computed %016llx): the file was "
+                              "edited or corrupted", name, (unsigned long long)want, (unsigned long long)got);
     }
 out:
     if (t >= 0) H5Tclose(t);
@@ -590,7 +615,7 @@ out:
 
 /* Reads one slice and proves it decodable: parameters pass the format's check, and re-encoding zeros with the same
  * parameters gives sections of exactly the stored names, types and sizes (the layout is the format's own). */
-static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_shape *sh, tq_codes *c)
+static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_shape *sh, tq_codes *c, int checksum)
 {
     char name[32];
     snprintf(name, sizeof name, "head_%03d", head);
@@ -623,7 +648,7 @@ static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_
     size_t bound = (size_t)n * (size_t)d + 65536;
     if (!rc) {
         for (char *tok = strtok(secs, ","); tok && !rc; tok = strtok(NULL, ","))
-            rc = read_section(g, tok, c, have_ref ? &ref : NULL, bound);
+            rc = read_section(g, tok, c, have_ref ? &ref : NULL, bound, checksum);
     }
     if (!rc && have_ref) {
         if (ref.nsec != c->nsec) rc = tq_error_set(TQ_ERR, "%d sections, %s writes %d", c->nsec, f->name, ref.nsec);
@@ -660,7 +685,7 @@ int tq_codes_read_layer(tq_codes_file *f, int i, tq_codes_layer *out)
         else out->keys = c;
         hid_t tg = H5Gopen2(g, tensor_group[t], H5P_DEFAULT);
         if (tg < 0) { rc = tq_error_set(TQ_ERR, "missing group '%s'", tensor_group[t]); break; }
-        for (int h = 0; h < sh->n_kv_heads && !rc; h++) rc = read_slice(tg, h, t, out->src_layer, sh, &c[h]);
+        for (int h = 0; h < sh->n_kv_heads && !rc; h++) rc = read_slice(tg, h, t, out->src_layer, sh, &c[h], f->version >= 2);
         H5Gclose(tg);
         if (rc) tq_error_prefix(TQ_ERR, "%s/", tensor_group[t]);
     }

@@ -113,7 +113,7 @@ codes_cases=(
     "truncated by 1 byte|codes_trunc_$cl.h5|file is truncated: $cl bytes"
     "a dump, not codes|good.h5|this is a dump \(tq-kv\), not a codes file"
     "no tq attributes|codes_no_format.h5|missing attribute 'tq_format'"
-    "newer format version|codes_newer.h5|tq_format_version is 2, this tq reads 1"
+    "newer format version|codes_newer.h5|tq_format_version is 3, this tq reads 1..2"
     "absurd layer count|codes_layers.h5|'n_layers' is 1073741824"
     "absurd shape (layer only)|codes_absurd.h5|1073741824 tokens x dim 65536 is more than 2\^31"
     "absurd shape (consistent)|codes_absurd_all.h5|4 heads x 1073741824 tokens x dim 65536 is more than 2\^31"
@@ -458,6 +458,18 @@ fail_case info "external link target missing" 1 "'/layer_000' is an external lin
     "$TQ" info "$B/ext_missing.h5"
 fail_case sweep "LZF-compressed dataset" 1 "compressed with filter 32000 \('lzf', h5py's LZF\), which this HDF5 library lacks" -- \
     env HDF5_PLUGIN_PATH=/nonexistent "$TQ" sweep "$B/lzf.h5" --methods int8 --bits 2 -o "$O/x.csv"
+# a codes file with one edited byte decoded to other numbers with exit 0: each section's checksum is verified on read
+python3 - "$B/codes.h5" "$R/codes_edited.h5" <<'EOF'
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    d = f["layer_001/values/head_001/codes"]
+    x = d[()]
+    x[3] ^= 0x10
+    d[...] = x
+EOF
+fail_case dequantize "codes file with one edited byte" 1 "/layer_001/values/head_001: dataset 'codes' fails its checksum" -- \
+    "$TQ" dequantize "$R/codes_edited.h5" -o "$O/x.h5"
 fail_case info "file locked by a writer" 1 "the file is locked by another process" -- flock -x "$G" "$TQ" info "$G"
 fail_case quantize "finite 1e30 input" 1 "norm [0-9.e+]+ of vector 0 overflows fp16 .*use --norms fp32" -- \
     "$TQ" quantize "$B/big1e30.h5" --method turbo-mse --bits 2 -o "$O/x.h5"
