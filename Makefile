@@ -109,6 +109,15 @@ repro: deps
 	$(BUILD)/eval/repro --out results/paper $(if $(filter 1,$(QUICK)),--quick,)
 	python3 scripts/plot_repro.py results/paper
 
+# The paper tables in CI: eval/repro --quick into a scratch folder, then eval/check_paper.py compares every
+# table with the committed one (deterministic tables exactly, Monte Carlo ones within 4 standard errors).
+.PHONY: repro-check
+repro-check: deps
+	@$(MAKE) --no-print-directory $(BUILD)/eval/repro
+	@d=$$(mktemp -d /tmp/tq-repro.XXXXXX); trap 'rm -rf "$$d"' EXIT; \
+	  $(BUILD)/eval/repro --out "$$d" --quick 2>"$$d/log" || { tail -n 5 "$$d/log"; exit 1; }; \
+	  python3 eval/check_paper.py "$$d"
+
 $(BUILD)/lib $(BUILD)/cmd $(BUILD)/tests $(BUILD)/cuda $(BUILD)/eval:
 	@mkdir -p $@
 

@@ -14,6 +14,9 @@ typedef struct {
     const char *summary;
 } tq_command;
 
+/* End the process with `code`: stdio flushed, pending temporary outputs removed, then _exit (exit() would join
+ * OpenBLAS's worker threads, which hang under an address-space limit). main and the die functions end through it. */
+void tq_exit(int code) __attribute__((noreturn));
 /* Print "tq: <msg>\n" to stderr and exit(1) (runtime) or exit(2) (usage). */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -53,11 +56,16 @@ void json_num(FILE *f, double v);
  * or a missing value is a usage error naming the command. New commands declare a tq_option table instead. */
 const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
 
-/* Text outputs written through a temporary name: out_open creates "<path>.tmp.<pid>" (dies naming `path` when it
- * cannot) and out_commit closes it and renames it into place (dies, removing it, on a write error). A command that
- * dies in between leaves nothing: an exit handler removes the pending temporary file. One pending file at a time. */
+/* Text outputs written through a temporary name (lib/tmpout.h: "<path>.tmp.XXXXXX", created O_EXCL|O_NOFOLLOW):
+ * out_open creates it (dies naming `path` when it cannot) and out_commit closes it and renames it into place (dies,
+ * removing it, on a write error). One pending text file at a time. */
 FILE *out_open(const char *path);
 void out_commit(FILE *f, const char *path);
+/* Once, from main, before any work: under a small address-space limit (ulimit -v) re-execute single-threaded and
+ * reserve OpenBLAS's work buffer now, or die cleanly when it cannot fit (OpenBLAS retries a failed one forever). */
+void memory_limit_prepare(char **argv);
+/* Once, from main: pending temporary outputs (text and HDF5 alike) are removed at exit and on SIGINT/SIGTERM/SIGHUP. */
+void out_cleanup_install(void);
 
 /* True when the option is -h/--help: the command prints its usage to stdout and exits 0. */
 int is_help(const char *arg);

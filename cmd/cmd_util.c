@@ -1,16 +1,42 @@
 /* cmd_util.c: the shared command-line plumbing declared in cmd.h. */
 #include "cmd.h"
 
+#include "dump.h"
+#include "tmpout.h"
 #include "vocab.h"
 
+#include <cblas.h>
 #include <errno.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+void tq_exit(int code)
+{
+#ifdef exit
+    exit(code); /* the fuzz harnesses turn exit into a longjmp back to the fuzzer */
+#else
+    /* Not exit(): it joins OpenBLAS's worker threads, and under an address-space limit (ulimit -v) a worker can be
+     * stuck retrying a failed mmap, so every command hung at its very end. What exit would do that matters is done
+     * here: stdio flushed, pending temporary files removed, the leak check run under ASan. */
+    fflush(stdout);
+    fflush(stderr);
+    tq_tmp_remove_all();
+#if defined(__SANITIZE_ADDRESS__)
+    __lsan_do_leak_check();
+#endif
+    _exit(code);
+#endif
+}
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -25,7 +51,7 @@ void die(const char *fmt, ...)
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
-    exit(1);
+    tq_exit(1);
 }
 
 void die_usage(const char *fmt, ...)
@@ -34,14 +60,14 @@ void die_usage(const char *fmt, ...)
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
-    exit(2);
+    tq_exit(2);
 }
 
 void die_lib(int status, const char *what)
 {
     if (what) fprintf(stderr, "tq: %s: %s\n", what, tq_error_msg());
     else fprintf(stderr, "tq: %s\n", tq_error_msg());
-    exit(status == TQ_ERR_USAGE ? 2 : 1);
+    tq_exit(status == TQ_ERR_USAGE ? 2 : 1);
 }
 
 long parse_long(const char *opt, const char *s, long lo, long hi)
@@ -216,8 +242,33 @@ void progress_end(tq_progress *p)
 
 int is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
 
+typedef struct { const struct stat *out_st; const char *out, *input; } source_clash;
+
+static int source_is_output(const char *obj, const char *kind, const char *file, const char *const *cand, int n,
+                            void *ctx)
+{
+    const source_clash *c = ctx;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(cand[i], &st) == 0 && st.st_dev == c->out_st->st_dev && st.st_ino == c->out_st->st_ino)
+            die_usage("output '%s' is a file the input '%s' reads ('/%s' is %s '%s'); choose another -o", c->out,
+                      c->input, obj, kind, file);
+    }
+    return 0;
+}
+
 void check_output(const char *out, const char *const *inputs, int n)
 {
+    /* the temporary name adds TQ_TMP_SUFFIX_LEN bytes: a path that cannot take them would be truncated into the
+     * final name (written in place, then deleted on failure) */
+    size_t len = strlen(out);
+    const char *base = strrchr(out, '/');
+    base = base ? base + 1 : out;
+    if (len + TQ_TMP_SUFFIX_LEN >= TQ_PATH_MAX || strlen(base) + TQ_TMP_SUFFIX_LEN > 255) {
+        die_usage("output '%.64s...' is too long (%zu bytes, file name %zu): tq writes through a temporary name %d "
+                  "bytes longer, within %d for the path and 255 for the name", out, len, strlen(base),
+                  TQ_TMP_SUFFIX_LEN, TQ_PATH_MAX - 1);
+    }
     struct stat so, si;
     int exists = stat(out, &so) == 0;
     for (int i = 0; i < n; i++) {
@@ -225,6 +276,12 @@ void check_output(const char *out, const char *const *inputs, int n)
         if (!strcmp(out, inputs[i]) || (exists && stat(inputs[i], &si) == 0 && si.st_dev == so.st_dev &&
                                         si.st_ino == so.st_ino))
             die_usage("output '%s' is the input '%s'; choose another -o", out, inputs[i]);
+    }
+    /* an input's external links and virtual datasets read other files: writing over one destroys the input's data */
+    for (int i = 0; i < n && exists; i++) {
+        if (!inputs[i]) continue;
+        source_clash c = {&so, out, inputs[i]};
+        tq_h5_sources_of(inputs[i], source_is_output, &c);
     }
     if (exists && !S_ISREG(so.st_mode))
         die_usage("output '%s' is not a regular file (tq writes a temporary file and renames it into place); "
@@ -269,25 +326,18 @@ const char *option_value(const char *cmd, const char *const *valued, size_t n, i
     return argv[++*i];
 }
 
-static char out_pending[4096];
-
-static void out_cleanup(void)
-{
-    if (out_pending[0]) remove(out_pending);
-}
+static char out_pending[TQ_PATH_MAX];
 
 FILE *out_open(const char *path)
 {
-    static int registered;
-    if (!registered) {
-        atexit(out_cleanup);
-        registered = 1;
-    }
-    snprintf(out_pending, sizeof out_pending, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(out_pending, "w");
+    int fd = tq_tmp_create(path, out_pending);
+    if (fd < 0) die_lib(fd, NULL);
+    FILE *f = fdopen(fd, "w");
     if (!f) {
-        out_pending[0] = 0;
-        die("cannot write '%s': %s (check that the folder exists and is writable)", path, strerror(errno));
+        int e = errno;
+        close(fd);
+        tq_tmp_discard(out_pending);
+        die("cannot write '%s': %s", path, strerror(e));
     }
     return f;
 }
@@ -296,6 +346,62 @@ void out_commit(FILE *f, const char *path)
 {
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) die("cannot write '%s': %s", path, strerror(errno ? errno : EIO));
-    if (rename(out_pending, path) != 0) die("cannot write '%s': rename failed: %s", path, strerror(errno));
-    out_pending[0] = 0;
+    if (tq_tmp_commit(out_pending, path)) die_lib(TQ_ERR, NULL);
+}
+
+/* SIGINT/SIGTERM/SIGHUP: remove the pending temporary outputs (a half-written file of hundreds of MB otherwise stays),
+ * then die of the same signal so the caller sees how the command ended. */
+static void on_signal(int sig)
+{
+    tq_tmp_remove_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Under an address-space limit (ulimit -v) OpenBLAS's first call in each thread mallocs a 128 MiB work buffer and,
+ * when that fails, retries forever: every command using a rotation hung (sometimes right after "out of memory").
+ * So, when a limit is set and it leaves less than 256 MiB per core: run with one thread (tq's output is the same
+ * for any thread count) by re-executing with OMP_THREAD_LIMIT=1 and OPENBLAS_NUM_THREADS=1 (both are read when the
+ * libraries load), check that the buffer fits, and have OpenBLAS take it now, while the memory is free — later
+ * calls reuse it. A limit too small for it is refused with a clean exit naming the size to ask for. */
+#define BLAS_BUFFER_MIB 128
+
+void memory_limit_prepare(char **argv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    unsigned long long mib = (unsigned long long)rl.rlim_cur >> 20;
+    if (mib >= (unsigned long long)(cores + 2) * 256) return; /* room for a buffer per thread */
+    if (!getenv("TQ_ONE_THREAD")) {
+        setenv("TQ_ONE_THREAD", "1", 1);
+        setenv("OMP_THREAD_LIMIT", "1", 1);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        execv("/proc/self/exe", argv);
+        return; /* no /proc: carry on, the probe below still guards the first call */
+    }
+    void *probe = malloc(((size_t)BLAS_BUFFER_MIB + 32) << 20);
+    if (!probe)
+        die("the address-space limit (ulimit -v) of %llu MiB leaves no room for OpenBLAS's %d MiB work buffer; allow "
+            "at least %d MiB more than the data needs", mib, BLAS_BUFFER_MIB, BLAS_BUFFER_MIB + 64);
+    free(probe);
+    float a = 1, b = 1, c = 0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+}
+
+void out_cleanup_install(void)
+{
+    atexit(tq_tmp_remove_all); /* die() mid-write: exit handlers run, the temporary goes */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int s = 0; s < 3; s++) {
+        int sig = s == 0 ? SIGINT : s == 1 ? SIGTERM : SIGHUP;
+        struct sigaction old;
+        /* a signal ignored by whoever started tq (nohup, a shell's background job) stays ignored */
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sig, &sa, NULL);
+    }
 }

@@ -78,7 +78,7 @@ int opt_parse(const tq_cmd_spec *spec, int argc, char **argv, const char **pos)
         if (is_help(a)) {
             opt_help(spec, stdout);
             if (fflush(stdout) != 0) die("cannot write the standard output");
-            exit(0);
+            tq_exit(0);
         }
         if (a[0] != '-' || !a[1]) {
             pos[np++] = a;

@@ -271,6 +271,16 @@ static int *q_open(const q_args *a, q_state *stp, const tq_format *fk, const tq_
         if ((rc = tq_schedule_check(st.sched, a->sched_path, dm->n_layers, s0->n_kv_heads, fk->name, fk->min_bits,
                                     fk->max_bits)))
             q_die(&st, rc, NULL);
+        for (int l = 0; l < dm->n_layers && !rc; l++)
+            rc = tq_schedule_check_heads(st.sched, a->sched_path, l, tq_dump_layer_shape(st.d, l)->n_kv_heads);
+        if (rc) q_die(&st, rc, NULL);
+        if (!st.sched->values && has_values && !a->values_opt && !a->bits_s && fk->min_bits != fk->max_bits &&
+            fk->method != TQ_M_POLAR) {
+            /* no bits for the values anywhere: they silently took the keys' lowest bits (the summary said bits=1) */
+            q_cleanup(&st);
+            die_usage("quantize: schedule '%s' has no values bits; add --values METHOD:BITS, --bits B or --keys-only",
+                      a->sched_path);
+        }
         if (st.sched->values && has_values && fv != fk) {
             q_cleanup(&st);
             die_usage("quantize: schedule '%s' sets values bits, but --values asks for another method", a->sched_path);

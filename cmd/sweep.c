@@ -117,6 +117,8 @@ static tq_schedule *sweep_schedule(const char *path, const tq_eval_opts *o, cli_
     if ((rc = tq_dump_open(&d, o->inputs[0].path)) < 0) die_lib(rc, NULL);
     const tq_dump_meta *m = tq_dump_get_meta(d);
     rc = tq_schedule_check(s, path, m->n_layers, m->shape.n_kv_heads, f->name, f->min_bits, f->max_bits);
+    for (int l = 0; l < m->n_layers && !rc; l++)
+        rc = tq_schedule_check_heads(s, path, l, tq_dump_layer_shape(d, l)->n_kv_heads);
     tq_dump_close(d);
     if (rc < 0) die_lib(rc, NULL);
     if (!s->values && !ax->values)

@@ -40,18 +40,23 @@ int main(int argc, char **argv)
     }
     if (is_help(argv[1]) || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        tq_exit(0);
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("tq %s (cuda %s, openmp %s)\n", TQ_VERSION, TQ_HAVE_CUDA ? "yes" : "no", TQ_HAVE_OPENMP ? "yes" : "no");
-        return 0;
+        if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write the standard output (disk full?)");
+        tq_exit(0);
     }
+    out_cleanup_install();
+    /* the commands that never call BLAS run as they are under any limit */
+    if (strcmp(argv[1], "info") && strcmp(argv[1], "memory") && strcmp(argv[1], "mixed-schedule"))
+        memory_limit_prepare(argv);
     for (int i = 0; i < n_commands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             int rc = commands[i].fn(argc - 1, argv + 1);
             /* a table or JSON piped into a full disk must not end with exit 0 */
             if (fflush(stdout) != 0 || ferror(stdout)) die("cannot write the standard output (disk full?)");
-            return rc;
+            tq_exit(rc);
         }
     die_usage("unknown command '%s' (see 'tq --help')", argv[1]);
 }

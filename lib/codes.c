@@ -2,9 +2,11 @@
  * head) carries that slice's full tq_qparams as attributes and its sections as datasets of their real packed size;
  * the reader trusts nothing: every attribute, dataset type and size is checked against the format's own layout. */
 #include "codes.h"
+#include "tmpout.h"
 
 #include <errno.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,7 +196,7 @@ static int get_params(hid_t g, tq_qparams *p)
 
 struct tq_codes_writer {
     hid_t file, gcpl, dcpl, f16;
-    char path[1024], tmp[1100];
+    char path[TQ_PATH_MAX], tmp[TQ_PATH_MAX];
     tq_codes_meta meta;
     int written, last_src;
     int *layers;             /* source index of each stored layer, written as the root attribute 'layers' */
@@ -215,7 +217,6 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
 {
     tq_h5_quiet();
     *out = NULL;
-    if (strlen(path) >= 1000) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': path too long", path);
     if (m->n_layers < 1 || (m->dtype != TQ_DTYPE_F16 && m->dtype != TQ_DTYPE_F32))
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': bad metadata (%d layers, dtype %d)", path, m->n_layers,
                             m->dtype);
@@ -230,7 +231,6 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
         return TQ_ERR_NOMEM;
     }
     snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
     /* No timestamps: same inputs and seed give the same bytes. */
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0 || (w->gcpl = H5Pcreate(H5P_GROUP_CREATE)) < 0 ||
@@ -240,13 +240,26 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
         tq_codes_abort(w);
         return tq_error_set(TQ_ERR, "cannot write '%s': cannot set up HDF5 properties", path);
     }
+    int fd = tq_tmp_create(path, w->tmp);
+    if (fd < 0) {
+        H5Pclose(fcpl);
+        tq_codes_abort(w);
+        return fd;
+    }
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
     if (w->file < 0) {
+        close(fd);
         tq_error_set(TQ_ERR, "cannot write '%s': cannot create '%s' (does the folder exist and is it writable?)", path,
                      w->tmp);
         tq_codes_abort(w);
         return TQ_ERR;
+    }
+    int vr = tq_tmp_verify(fd, w->tmp, path);
+    close(fd);
+    if (vr) {
+        tq_codes_abort(w);
+        return vr;
     }
     char kd[160], vd[160];
     tq_qparams_describe(&m->keys, kd, sizeof kd);
@@ -283,8 +296,40 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
     return TQ_OK;
 }
 
+/* Side information (norms, scales, codebooks) is checked finite before it is stored: a NaN/Inf codebook (e.g. fit on
+ * subnormal tokens) was written with exit 0 and then refused by dequantize. */
+static int section_finite(const tq_section *s)
+{
+    for (size_t i = 0; i < (size_t)s->count; i++) {
+        int bad = s->type == TQ_SEC_F32 ? !isfinite(((const float *)s->data)[i])
+                : s->type == TQ_SEC_F16 ? (((const uint16_t *)s->data)[i] & 0x7c00u) == 0x7c00u : 0;
+        if (bad)
+            return tq_error_set(TQ_ERR, "section '%s' element %zu is not finite (%s): the input's scale is out of reach "
+                                "of this configuration (subnormal or huge values?)", s->name, i,
+                                s->type == TQ_SEC_F32 ? "a float32 NaN/Inf" : "a float16 NaN/Inf");
+    }
+    return TQ_OK;
+}
+
+/* FNV-1a (64 bits) over a section's elements as the file stores them (little-endian), so an edited or corrupted byte
+ * decodes to an error instead of to other numbers with exit 0 (format version 2; version-1 files carry none). */
+static uint64_t section_fnv(int type, const void *data, size_t count)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t w = type == TQ_SEC_U8 ? 1 : type == TQ_SEC_F16 ? 2 : 4;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t v = 0;
+        if (w == 1) v = ((const uint8_t *)data)[i];
+        else if (w == 2) v = ((const uint16_t *)data)[i];
+        else memcpy(&v, (const char *)data + 4 * i, 4);
+        for (size_t b = 0; b < w; b++) h = (h ^ ((v >> (8 * b)) & 0xffu)) * 1099511628211ull;
+    }
+    return h;
+}
+
 static int write_section(tq_codes_writer *w, hid_t g, const tq_section *s)
 {
+    if (section_finite(s)) return TQ_ERR;
     hsize_t dim = (hsize_t)s->count;
     hid_t ft = s->type == TQ_SEC_U8 ? H5T_STD_U8LE : s->type == TQ_SEC_F16 ? H5T_STD_U16LE
              : s->type == TQ_SEC_F32 ? H5T_IEEE_F32LE : H5T_STD_I32LE;
@@ -293,7 +338,8 @@ static int write_section(tq_codes_writer *w, hid_t g, const tq_section *s)
     hid_t sp = H5Screate_simple(1, &dim, NULL), ds = -1;
     int rc = TQ_ERR;
     if (sp >= 0 && (ds = H5Dcreate2(g, s->name, ft, sp, H5P_DEFAULT, w->dcpl, H5P_DEFAULT)) >= 0 &&
-        (s->count == 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->data) >= 0))
+        (s->count == 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->data) >= 0) &&
+        put_u64(ds, "fnv1a64", section_fnv(s->type, s->data, s->count)) == 0)
         rc = TQ_OK;
     else
         tq_error_set(TQ_ERR, "cannot write dataset '%s' (disk full?)", s->name);
@@ -392,7 +438,7 @@ void tq_codes_abort(tq_codes_writer *w)
     if (w->gcpl >= 0) H5Pclose(w->gcpl);
     if (w->dcpl >= 0) H5Pclose(w->dcpl);
     if (w->f16 >= 0) H5Tclose(w->f16);
-    if (w->tmp[0]) unlink(w->tmp);
+    tq_tmp_discard(w->tmp);
     free(w->layers);
     free(w);
 }
@@ -401,6 +447,7 @@ void tq_codes_abort(tq_codes_writer *w)
 
 struct tq_codes_file {
     hid_t file;
+    int version;             /* 1: no section checksums; 2: each section's fnv1a64 verified on read */
     char path[1024];
     tq_codes_meta meta;
     int *src;                /* stored layer i -> source layer */
@@ -419,7 +466,9 @@ static int open_inner(tq_codes_file *f)
     }
     int v;
     if (get_int(f->file, "tq_format_version", 0, 1 << 20, &v)) return TQ_ERR;
-    if (v != TQ_CODES_VERSION) return tq_error_set(TQ_ERR, "tq_format_version is %d, this tq reads %d", v, TQ_CODES_VERSION);
+    if (v < 1 || v > TQ_CODES_VERSION)
+        return tq_error_set(TQ_ERR, "tq_format_version is %d, this tq reads 1..%d", v, TQ_CODES_VERSION);
+    f->version = v;
     tq_codes_meta *m = &f->meta;
     if (get_str(f->file, "source", m->source, sizeof m->source) || get_str(f->file, "model", m->model, sizeof m->model) ||
         get_str(f->file, "rope", m->rope, sizeof m->rope) || get_int(f->file, "src_layers", 1, 100000, &m->src_layers) ||
@@ -485,6 +534,8 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return tq_error_set(TQ_ERR, "cannot read '%s': is a directory, expected a tq-codes file", path);
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        return tq_error_set(TQ_ERR, "cannot read '%s': not a regular file, expected a tq-codes file", path);
     if (stat(path, &st) == 0 && st.st_size == 0)
         return tq_error_set(TQ_ERR, "cannot read '%s': empty file (0 bytes), expected a tq-codes file", path);
     htri_t is = H5Fis_hdf5(path);
@@ -493,7 +544,8 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     if (!f) return TQ_ERR_NOMEM;
     snprintf(f->path, sizeof f->path, "%s", path);
     f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = f->file < 0 ? tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)") : open_inner(f);
+    int rc = f->file < 0 ? tq_h5_open_error() : tq_h5_check_sources(f->file, path);
+    if (!rc) rc = open_inner(f);
     if (rc) {
         tq_error_prefix(rc, "cannot read codes file '%s': ", path);
         tq_codes_close(f);
@@ -503,7 +555,9 @@ int tq_codes_open(tq_codes_file **out, const char *path)
     return TQ_OK;
 }
 
-static int read_section(hid_t g, const char *name, tq_codes *c)
+/* Sizes are checked before anything is allocated: against the format's own layout `ref` when it has one (a 3 KB file
+ * declaring a 2^32-element section allocated 4 GB before it was refused), else against `bound` elements. */
+static int read_section(hid_t g, const char *name, tq_codes *c, const tq_codes *ref, size_t bound, int checksum)
 {
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
     if (ds < 0) return tq_error_set(TQ_ERR, "missing dataset '%s'", name);
@@ -520,13 +574,39 @@ static int read_section(hid_t g, const char *name, tq_codes *c)
     }
     if (!type) tq_error_set(TQ_ERR, "dataset '%s' is not a 1-D uint8/uint16/float32/int32 array", name);
     else {
-        hsize_t n = (hsize_t)H5Sget_simple_extent_npoints(sp);
+        hssize_t np = H5Sget_simple_extent_npoints(sp);
+        hsize_t n = np < 0 ? 0 : (hsize_t)np;
+        const tq_section *r = ref ? tq_codes_find(ref, name) : NULL;
+        if (np < 0) {
+            tq_error_set(TQ_ERR, "cannot read the size of dataset '%s'", name);
+            goto out;
+        }
+        if (ref && !r) {
+            tq_error_set(TQ_ERR, "dataset '%s' is not a section this method writes", name);
+            goto out;
+        }
+        if (r && (r->type != type || (hsize_t)r->count != n)) {
+            tq_error_set(TQ_ERR, "dataset '%s' has %llu elements of type %d, expected %zu of type %d", name,
+                         (unsigned long long)n, type, r->count, r->type);
+            goto out;
+        }
+        if (!ref && n > (hsize_t)bound) {
+            tq_error_set(TQ_ERR, "dataset '%s' has %llu elements, more than the %zu a slice of this shape can hold",
+                         name, (unsigned long long)n, bound);
+            goto out;
+        }
         void *data = tq_codes_add(c, name, type, (size_t)n);
         hid_t mt = type == TQ_SEC_U8 ? H5T_NATIVE_UINT8 : type == TQ_SEC_F16 ? H5T_NATIVE_UINT16
                  : type == TQ_SEC_F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT32;
         if (data && (n == 0 || H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)) rc = TQ_OK;
         else if (data) tq_error_set(TQ_ERR, "cannot read dataset '%s'", name);
+        uint64_t want = 0, got = data ? section_fnv(type, data, (size_t)n) : 0;
+        if (!rc && checksum && get_u64(ds, "fnv1a64", &want)) rc = tq_error_prefix(TQ_ERR, "dataset '%s': ", name);
+        else if (!rc && checksum && want != got)
+            rc = tq_error_set(TQ_ERR, "dataset '%s' fails its checksum (stored %016llx, computed %016llx): the file was "
+                              "edited or corrupted", name, (unsigned long long)want, (unsigned long long)got);
     }
+out:
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     H5Dclose(ds);
@@ -535,7 +615,7 @@ static int read_section(hid_t g, const char *name, tq_codes *c)
 
 /* Reads one slice and proves it decodable: parameters pass the format's check, and re-encoding zeros with the same
  * parameters gives sections of exactly the stored names, types and sizes (the layout is the format's own). */
-static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_shape *sh, tq_codes *c)
+static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_shape *sh, tq_codes *c, int checksum)
 {
     char name[32];
     snprintf(name, sizeof name, "head_%03d", head);
@@ -552,29 +632,30 @@ static int read_slice(hid_t tg, int head, int tensor, int layer, const tq_layer_
     c->id = (tq_slice_id){layer, head, tensor};
     c->n = n;
     c->d = d;
+    /* The layout the format itself produces for these parameters, made before any section is read (zeros encode
+     * fast; the empirical codebook, fitted on data, has the same size for any data). A format that cannot encode
+     * zeros here (fitting a codebook) gets a size bound instead, and its decoder checks sizes. */
+    tq_codes ref = {0};
+    int have_ref = 0;
     if (!rc) {
-        for (char *tok = strtok(secs, ","); tok && !rc; tok = strtok(NULL, ",")) rc = read_section(g, tok, c);
-    }
-    if (!rc) {
-        /* The layout the format itself produces for these parameters (zeros encode fast; the empirical codebook,
-         * fitted on data, has the same size for any data). */
         float *z = tq_calloc((size_t)n * d + 1, sizeof(float));
-        tq_codes ref = {0};
-        rc = z ? f->encode(&c->p, c->id, z, n, d, &ref) : TQ_ERR_NOMEM;
-        if (!rc) {
-            if (ref.nsec != c->nsec) rc = tq_error_set(TQ_ERR, "%d sections, %s writes %d", c->nsec, f->name, ref.nsec);
-            for (int i = 0; i < ref.nsec && !rc; i++) {
-                const tq_section *s = tq_codes_find(c, ref.sec[i].name);
-                if (!s) rc = tq_error_set(TQ_ERR, "missing dataset '%s'", ref.sec[i].name);
-                else if (s->type != ref.sec[i].type || s->count != ref.sec[i].count)
-                    rc = tq_error_set(TQ_ERR, "dataset '%s' has %zu elements of type %d, expected %zu of type %d",
-                                      s->name, s->count, s->type, ref.sec[i].count, ref.sec[i].type);
-            }
-        } else
-            rc = TQ_OK; /* the format cannot encode zeros here (e.g. fitting a codebook): its decoder checks sizes */
-        tq_codes_free(&ref);
+        if (!z) rc = TQ_ERR_NOMEM;
+        else have_ref = f->encode(&c->p, c->id, z, n, d, &ref) == TQ_OK;
         free(z);
+        tq_error_clear();
     }
+    /* without a layout: 32 bits per element of each stored value plus a 64k-entry table covers every format */
+    size_t bound = (size_t)n * (size_t)d + 65536;
+    if (!rc) {
+        for (char *tok = strtok(secs, ","); tok && !rc; tok = strtok(NULL, ","))
+            rc = read_section(g, tok, c, have_ref ? &ref : NULL, bound, checksum);
+    }
+    if (!rc && have_ref) {
+        if (ref.nsec != c->nsec) rc = tq_error_set(TQ_ERR, "%d sections, %s writes %d", c->nsec, f->name, ref.nsec);
+        for (int i = 0; i < ref.nsec && !rc; i++)
+            if (!tq_codes_find(c, ref.sec[i].name)) rc = tq_error_set(TQ_ERR, "missing dataset '%s'", ref.sec[i].name);
+    }
+    tq_codes_free(&ref);
     free(secs);
     H5Gclose(g);
     if (rc) {
@@ -604,7 +685,7 @@ int tq_codes_read_layer(tq_codes_file *f, int i, tq_codes_layer *out)
         else out->keys = c;
         hid_t tg = H5Gopen2(g, tensor_group[t], H5P_DEFAULT);
         if (tg < 0) { rc = tq_error_set(TQ_ERR, "missing group '%s'", tensor_group[t]); break; }
-        for (int h = 0; h < sh->n_kv_heads && !rc; h++) rc = read_slice(tg, h, t, out->src_layer, sh, &c[h]);
+        for (int h = 0; h < sh->n_kv_heads && !rc; h++) rc = read_slice(tg, h, t, out->src_layer, sh, &c[h], f->version >= 2);
         H5Gclose(tg);
         if (rc) tq_error_prefix(TQ_ERR, "%s/", tensor_group[t]);
     }

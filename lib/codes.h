@@ -8,7 +8,7 @@
 #include "quant.h"
 
 #define TQ_CODES_FORMAT "tq-codes"
-#define TQ_CODES_VERSION 1
+#define TQ_CODES_VERSION 2 /* 2: an fnv1a64 checksum on every section; version-1 files stay readable */
 
 typedef struct {
     char source[1024];     /* the dump that was quantized (path as given) */

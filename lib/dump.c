@@ -2,6 +2,7 @@
  * fixed strings, any integer width, IEEE half as h5py declares it, float64) and turns every deviation into one
  * message naming the file, the object and what was expected; the writer goes through a temp name and a rename. */
 #include "dump.h"
+#include "tmpout.h"
 
 #include "fp16.h"
 #include "tq.h"
@@ -30,7 +31,7 @@ struct tq_dump_writer {
     hid_t file;
     hid_t f16;               /* the IEEE half file/memory type (h5py reads it back as float16) */
     hid_t gcpl, dcpl;        /* creation properties without timestamps: same inputs -> same bytes */
-    char path[1024], tmp[1100];
+    char path[TQ_PATH_MAX], tmp[TQ_PATH_MAX];
     tq_dump_meta meta;
     int dtype;
     unsigned char *written;  /* per layer: written once */
@@ -46,10 +47,7 @@ int tq_h5_commit(int64_t file, char *tmp, const char *path)
 {
     if (H5Fclose((hid_t)file) < 0)
         return tq_error_set(TQ_ERR, "cannot write '%s': closing '%s' failed (disk full?)", path, tmp);
-    if (rename(tmp, path) != 0)
-        return tq_error_set(TQ_ERR, "cannot write '%s': rename from '%s' failed: %s", path, tmp, strerror(errno));
-    tmp[0] = 0;
-    return TQ_OK;
+    return tq_tmp_commit(tmp, path);
 }
 
 void tq_h5_quiet(void)
@@ -258,6 +256,48 @@ static int layer_attn_read(hid_t g, const char *gname, int head_dim, tq_attn_spe
 
 /* Inspect /layer_NNN/<name>: rank 3, positive dims within limits, supported dtype. Returns 0 (present), 1 (absent),
  * or TQ_ERR. */
+/* What HDF5 would read back silently wrong or not at all, refused at open: a compression filter this HDF5 library
+ * lacks (h5py's LZF: the read fails mid-run), and storage never written (unwritten chunks and unallocated contiguous
+ * data read as the fill value, zeros, with no error; a sparse 2^31-element dataset also costs gigabytes to read). */
+static int dataset_storage_check(hid_t ds, const char *gname, const char *name, const hsize_t dims[3])
+{
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl < 0) return tq_error_set(TQ_ERR, "cannot read the properties of '/%s/%s' (file corrupt?)", gname, name);
+    int rc = TQ_OK;
+    int nf = H5Pget_nfilters(dcpl);
+    for (int i = 0; i < nf && !rc; i++) {
+        unsigned flags = 0, cd[8];
+        size_t ncd = 8;
+        char fname[64] = "";
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, sizeof fname, fname, NULL);
+        if (id < 0) rc = tq_error_set(TQ_ERR, "cannot read the filters of '/%s/%s' (file corrupt?)", gname, name);
+        else if (H5Zfilter_avail(id) <= 0)
+            rc = tq_error_set(TQ_ERR, "dataset '/%s/%s' is compressed with filter %d ('%s'%s), which this HDF5 "
+                              "library lacks; rewrite it with gzip (h5repack -f GZIP=4, or h5py compression=\"gzip\")",
+                              gname, name, (int)id, fname[0] ? fname : "unknown", id == 32000 ? ", h5py's LZF" : "");
+    }
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    if (!rc && lay == H5D_CHUNKED) {
+        hsize_t cdims[3], want = 1, have = 0;
+        hid_t sp = H5Dget_space(ds);
+        if (H5Pget_chunk(dcpl, 3, cdims) == 3 && sp >= 0 && H5Dget_num_chunks(ds, sp, &have) >= 0) {
+            for (int i = 0; i < 3; i++) want *= (dims[i] + cdims[i] - 1) / (cdims[i] ? cdims[i] : 1);
+            if (have < want)
+                rc = tq_error_set(TQ_ERR, "dataset '/%s/%s' has %llu of its %llu chunks written (the rest would read "
+                                  "as zeros): an incomplete dump?", gname, name, (unsigned long long)have,
+                                  (unsigned long long)want);
+        }
+        if (sp >= 0) H5Sclose(sp);
+    } else if (!rc && lay == H5D_CONTIGUOUS) {
+        H5D_space_status_t st;
+        if (H5Dget_space_status(ds, &st) >= 0 && st == H5D_SPACE_STATUS_NOT_ALLOCATED)
+            rc = tq_error_set(TQ_ERR, "dataset '/%s/%s' was never written (it would read as zeros): an incomplete "
+                              "dump?", gname, name);
+    }
+    H5Pclose(dcpl);
+    return rc;
+}
+
 static int dataset_inspect(hid_t g, const char *gname, const char *name, hsize_t dims[3], int *dtype)
 {
     htri_t ex = H5Lexists(g, name, H5P_DEFAULT);
@@ -303,6 +343,7 @@ static int dataset_inspect(hid_t g, const char *gname, const char *name, hsize_t
                      (unsigned long long)dims[2], over ? "element count overflows" : "more than 2^31 elements");
         goto done;
     }
+    if (dataset_storage_check(o, gname, name, dims) < 0) goto done;
     H5T_class_t cls = H5Tget_class(t);
     size_t size = H5Tget_size(t);
     *dtype = 0;
@@ -404,6 +445,115 @@ done:
     return rc;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * files an HDF5 file reads besides itself */
+
+typedef struct {
+    const char *top;   /* the file being walked (relative targets resolve against its folder) */
+    tq_h5_source_fn fn;
+    void *ctx;
+    int stop;
+} sources_walk;
+
+/* HDF5 looks for a relative external-link or virtual-dataset file first beside the file that names it, then as given
+ * (relative to the working folder); both are candidates. */
+static int source_report(sources_walk *w, const char *obj, const char *kind, const char *file)
+{
+    char cand[2][TQ_PATH_MAX];
+    int n = 0;
+    if (file[0] == '/') snprintf(cand[n++], TQ_PATH_MAX, "%s", file);
+    else {
+        const char *slash = strrchr(w->top, '/');
+        if (slash) snprintf(cand[n++], TQ_PATH_MAX, "%.*s/%s", (int)(slash - w->top), w->top, file);
+        snprintf(cand[n++], TQ_PATH_MAX, "%s", file);
+    }
+    const char *c[2] = {cand[0], n > 1 ? cand[1] : NULL};
+    return w->fn(obj, kind, file, c, n, w->ctx);
+}
+
+static herr_t sources_visit(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    sources_walk *w = data;
+    if (info->type == H5L_TYPE_EXTERNAL) {
+        size_t n = info->u.val_size;
+        if (n == 0 || n > (1u << 16)) return 0;
+        char *buf = malloc(n);
+        const char *file = NULL, *objp = NULL;
+        unsigned flags = 0;
+        if (buf && H5Lget_val(g, name, buf, n, H5P_DEFAULT) >= 0 &&
+            H5Lunpack_elink_val(buf, n, &flags, &file, &objp) >= 0 && file)
+            w->stop = source_report(w, name, "an external link to", file);
+        free(buf);
+        return w->stop ? 1 : 0;
+    }
+    if (info->type != H5L_TYPE_HARD) return 0;
+    H5O_info_t oi;
+    if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET) return 0;
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    if (ds < 0) return 0;
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_VIRTUAL) {
+        size_t count = 0;
+        if (H5Pget_virtual_count(dcpl, &count) >= 0)
+            for (size_t i = 0; i < count && !w->stop; i++) {
+                char file[TQ_PATH_MAX];
+                ssize_t len = H5Pget_virtual_filename(dcpl, i, file, sizeof file);
+                if (len <= 0 || (size_t)len >= sizeof file) continue;
+                if (!strcmp(file, ".")) continue; /* the file itself */
+                w->stop = source_report(w, name, "a virtual dataset whose source is", file);
+            }
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
+    H5Dclose(ds);
+    return w->stop ? 1 : 0;
+}
+
+int tq_h5_sources(int64_t file, const char *path, tq_h5_source_fn fn, void *ctx)
+{
+    tq_h5_quiet();
+    sources_walk w = {path, fn, ctx, 0};
+    if (H5Lvisit((hid_t)file, H5_INDEX_NAME, H5_ITER_NATIVE, sources_visit, &w) < 0 && !w.stop) return 0;
+    return w.stop;
+}
+
+int tq_h5_sources_of(const char *path, tq_h5_source_fn fn, void *ctx)
+{
+    tq_h5_quiet();
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || H5Fis_hdf5(path) <= 0) return 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return 0;
+    int rc = tq_h5_sources(f, path, fn, ctx);
+    H5Fclose(f);
+    return rc;
+}
+
+/* The reader's check: every external-link target and virtual source is a regular file that exists. A FIFO would
+ * block the open forever, a device would be read as data, and a missing virtual source reads as zeros (its fill
+ * value) with no error. */
+static int source_check(const char *obj, const char *kind, const char *file, const char *const *cand, int n,
+                        void *ctx)
+{
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(cand[i], &st) != 0) continue;
+        if (!S_ISREG(st.st_mode)) {
+            tq_error_set(TQ_ERR, "'/%s' is %s '%s', which is not a regular file (a FIFO or device would block or "
+                         "read garbage)", obj, kind, cand[i]);
+            return 1;
+        }
+        return 0;
+    }
+    tq_error_set(TQ_ERR, "'/%s' is %s '%s', which does not exist%s", obj, kind, file,
+                 kind[0] == 'a' && kind[2] == 'v' ? " (HDF5 would read it as zeros)" : "");
+    return 1;
+}
+
+int tq_h5_check_sources(int64_t file, const char *path)
+{
+    return tq_h5_sources(file, path, source_check, NULL) ? TQ_ERR : TQ_OK;
+}
+
 /* Whether the file looks like HDF5 before handing it to H5Fopen, so each kind of wrong file gets its own message. */
 static int file_precheck(const char *path)
 {
@@ -425,11 +575,12 @@ static int file_precheck(const char *path)
 
 /* HDF5 says why an open failed only on its error stack; find the truncation report ("truncated file: eof = N, ...
  * stored_eof = M") so the message can give both sizes. */
-typedef struct { long long eof, stored; } trunc_info;
+typedef struct { long long eof, stored; int locked; } trunc_info;
 
 static herr_t find_truncation(unsigned n, const H5E_error2_t *e, void *data)
 {
     trunc_info *t = data;
+    if (e->desc && strstr(e->desc, "unable to lock file")) t->locked = 1;
     const char *p = e->desc ? strstr(e->desc, "truncated file") : NULL;
     if (p) {
         const char *a = strstr(p, "eof = "), *b = strstr(p, "stored_eof = ");
@@ -440,18 +591,23 @@ static herr_t find_truncation(unsigned n, const H5E_error2_t *e, void *data)
     return 0;
 }
 
+int tq_h5_open_error(void)
+{
+    trunc_info t = {-1, 0, 0};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_truncation, &t);
+    if (t.locked) return tq_error_set(TQ_ERR, TQ_H5_LOCKED_MSG);
+    if (t.stored > 0)
+        return tq_error_set(TQ_ERR, "file is truncated: %lld bytes, its HDF5 superblock says %lld (copy or "
+                            "download incomplete?)", t.eof, t.stored);
+    return tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)");
+}
+
 static int dump_open_inner(tq_dump *d, const char *path)
 {
     if (file_precheck(path) < 0) return TQ_ERR;
     d->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (d->file < 0) {
-        trunc_info t = {-1, 0};
-        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_truncation, &t);
-        if (t.stored > 0)
-            return tq_error_set(TQ_ERR, "file is truncated: %lld bytes, its HDF5 superblock says %lld (copy or "
-                                "download incomplete?)", t.eof, t.stored);
-        return tq_error_set(TQ_ERR, "HDF5 cannot open it (file truncated or corrupt?)");
-    }
+    if (d->file < 0) return tq_h5_open_error();
+    if (tq_h5_check_sources(d->file, path) < 0) return TQ_ERR;
     tq_dump_meta *m = &d->meta;
     char fmt[64];
     int r = attr_read_str(d->file, "root", "tq_format", fmt, sizeof fmt);
@@ -710,14 +866,12 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
     if (strcmp(meta->rope, "post") && strcmp(meta->rope, "pre") && strcmp(meta->rope, "none"))
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': rope is \"%s\", expected post, pre or none", path,
                             meta->rope);
-    if (strlen(path) >= 1000) return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': path too long", path);
     tq_dump_writer *w = tq_calloc(1, sizeof *w);
     if (!w) return TQ_ERR_NOMEM;
     w->file = w->f16 = w->gcpl = w->dcpl = -1;
     w->meta = *meta;
     w->dtype = dtype;
     snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
     w->written = tq_calloc((size_t)meta->n_layers, 1);
     w->has_spec = tq_calloc((size_t)meta->n_layers, 1);
     w->specs = tq_calloc((size_t)meta->n_layers, sizeof *w->specs);
@@ -743,13 +897,22 @@ int tq_dump_create(tq_dump_writer **out, const char *path, const tq_dump_meta *m
         tq_error_set(TQ_ERR, "cannot write '%s': cannot set up HDF5 creation properties", path);
         goto fail;
     }
+    int fd = tq_tmp_create(path, w->tmp);
+    if (fd < 0) {
+        H5Pclose(fcpl);
+        goto fail;
+    }
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
     if (w->file < 0) {
+        close(fd);
         tq_error_set(TQ_ERR, "cannot write '%s': cannot create '%s' (does the folder exist and is it writable?)",
                      path, w->tmp);
         goto fail;
     }
+    int vr = tq_tmp_verify(fd, w->tmp, path);
+    close(fd);
+    if (vr) goto fail;
     if (attr_write_str(w->file, "tq_format", TQ_DUMP_FORMAT) < 0 ||
         attr_write_int(w->file, "tq_format_version", TQ_DUMP_VERSION) < 0 ||
         attr_write_str(w->file, "model", meta->model) < 0 || attr_write_str(w->file, "source", meta->source) < 0 ||
@@ -858,6 +1021,30 @@ int tq_dump_set_compression(tq_dump_writer *w, int level)
     return TQ_OK;
 }
 
+/* Every value tq writes is finite in the file's dtype: a NaN, an Inf or a float16 overflow (beyond 65504, e.g. a
+ * reconstruction of values near the top of the float16 range, or decoded from non-finite side information) would
+ * otherwise be written with exit 0 and refused by the next reader. The first offender is named. */
+static int values_writable(const tq_dump_writer *w, int layer, const char *name, const float *x, int heads,
+                           int tokens, int dim)
+{
+    size_t n = (size_t)heads * (size_t)tokens * (size_t)dim;
+    int f16 = w->dtype == TQ_DTYPE_F16;
+    for (size_t i = 0; i < n; i++) {
+        int bad = !isfinite(x[i]) || (f16 && (tq_float_to_half(x[i]) & 0x7c00u) == 0x7c00u);
+        if (!bad) continue;
+        long h = (long)(i / ((size_t)tokens * (size_t)dim)), t = (long)(i / (size_t)dim % (size_t)tokens),
+             c = (long)(i % (size_t)dim);
+        if (!isfinite(x[i]))
+            return tq_error_set(TQ_ERR, "cannot write '%s': layer %d %s [head %ld, token %ld, channel %ld] is %g: tq "
+                                "writes only finite values (non-finite input or side information?)", w->path, layer,
+                                name, h, t, c, (double)x[i]);
+        return tq_error_set(TQ_ERR, "cannot write '%s': layer %d %s [head %ld, token %ld, channel %ld] is %g, beyond "
+                            "float16's range (max 65504): the data sits at the top of float16, where a quantization "
+                            "error overflows; write float32 instead", w->path, layer, name, h, t, c, (double)x[i]);
+    }
+    return TQ_OK;
+}
+
 int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
 {
     const tq_layer_shape *s = &l->s;
@@ -872,6 +1059,12 @@ int tq_dump_write_layer(tq_dump_writer *w, int layer, const tq_layer *l)
         return tq_error_set(TQ_ERR_USAGE, "cannot write '%s': layer %d has an invalid shape (%d kv heads, %d q heads, "
                             "%d tokens, dim %d)", w->path, layer, s->n_kv_heads, s->n_q_heads, s->n_tokens,
                             s->head_dim);
+    for (int t = 0; t < 2 + s->has_queries; t++) {
+        if (t == 1 && !s->has_values) continue;
+        int rc = values_writable(w, layer, tensor_names[t], t == 0 ? l->keys : t == 1 ? l->values : l->queries,
+                                 t == 2 ? s->n_q_heads : s->n_kv_heads, s->n_tokens, s->head_dim);
+        if (rc) return rc;
+    }
     char gname[32];
     snprintf(gname, sizeof gname, "layer_%03d", layer);
     hid_t g = H5Gcreate2(w->file, gname, H5P_DEFAULT, w->gcpl, H5P_DEFAULT);
@@ -967,7 +1160,7 @@ void tq_dump_abort(tq_dump_writer *w)
     if (w->f16 >= 0) H5Tclose(w->f16);
     if (w->gcpl >= 0) H5Pclose(w->gcpl);
     if (w->dcpl >= 0) H5Pclose(w->dcpl);
-    if (w->tmp[0]) unlink(w->tmp);
+    tq_tmp_discard(w->tmp);
     free(w->written);
     free(w->has_spec);
     free(w->specs);

@@ -98,6 +98,22 @@ void tq_dump_abort(tq_dump_writer *w);
  * Shared by the dump and codes writers. */
 int tq_h5_commit(int64_t file, char *tmp, const char *path);
 
+/* The files an open HDF5 file (an hid_t, read from `path`) reads besides itself: fn is called once per external link
+ * and per virtual-dataset source with the object's path, its kind ("an external link to" / "a virtual dataset whose source is"),
+ * the file name as stored and the 1-2 paths HDF5 would try for it (beside `path`, then as given); a non-zero return
+ * stops the walk and is returned. tq_h5_sources_of opens `path` itself (0 for a missing or non-HDF5 file). */
+typedef int (*tq_h5_source_fn)(const char *obj, const char *kind, const char *file, const char *const *cand, int n,
+                               void *ctx);
+int tq_h5_sources(int64_t file, const char *path, tq_h5_source_fn fn, void *ctx);
+int tq_h5_sources_of(const char *path, tq_h5_source_fn fn, void *ctx);
+/* TQ_ERR naming the link when an external-link target or a virtual source is missing or not a regular file. */
+int tq_h5_check_sources(int64_t file, const char *path);
+/* After H5Fopen failed: TQ_ERR with the reason HDF5's error stack gives (truncated: both sizes; locked by another
+ * process; else "truncated or corrupt?"). */
+int tq_h5_open_error(void);
+#define TQ_H5_LOCKED_MSG "HDF5 cannot open it: the file is locked by another process (one writing it now?); wait " \
+    "for it, or set HDF5_USE_FILE_LOCKING=FALSE if that process only reads"
+
 /* Silence HDF5's automatic error stack printing (once per process; every lib/ HDF5 entry point calls it). */
 void tq_h5_quiet(void);
 

@@ -48,6 +48,9 @@ int tq_schedule_parse(tq_schedule **out, const char *text, size_t len, const cha
  * method name when the schedule names one. TQ_ERR_USAGE with a message naming `name` otherwise. */
 int tq_schedule_check(const tq_schedule *s, const char *name, int n_layers, int n_kv_heads, const char *method,
                       int min_bits, int max_bits);
+/* Units "head": TQ_ERR_USAGE naming the layer unless its kv head count is the schedule's. tq_schedule_check compares
+ * one count (layer 0's); callers whose layers may differ call this for every layer. */
+int tq_schedule_check_heads(const tq_schedule *s, const char *name, int layer, int n_kv_heads);
 /* Bits of (layer, head, tensor) (tensor TQ_TENSOR_*); -1 when the schedule has no values. */
 int tq_schedule_bits(const tq_schedule *s, int layer, int head, int tensor);
 void tq_schedule_free(tq_schedule *s);

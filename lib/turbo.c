@@ -236,15 +236,26 @@ static float vnorm(const float *v, int m)
     double s = 0;
     for (int l = 0; l < 8; l++) s += acc[l];
     for (; j < m; j++) s += (double)v[j] * v[j];
-    return (float)sqrt(s);
+    if (isfinite(s)) return (float)sqrt(s);
+    /* a finite vector beyond 1.8e19 overflows the float squares: its norm (up to 3.4e38) is still a float, found by
+     * scaling by the largest magnitude; a NaN/Inf component stays non-finite and is reported as such */
+    double big = 0, t = 0;
+    for (int i = 0; i < m; i++) {
+        if (!isfinite(v[i])) return v[i] - v[i] + (float)INFINITY;
+        if (fabs(v[i]) > big) big = fabs(v[i]);
+    }
+    for (int i = 0; i < m; i++) t += ((double)v[i] / big) * ((double)v[i] / big);
+    return (float)(big * sqrt(t));
 }
 
 /* Store a norm (fp16 unless norm_fp32); returns the value decode will see. Non-finite or fp16-overflowing norms are
  * errors with the fix. */
 static int norm_store(const tq_qparams *p, void *sec, size_t at, float v, long vec, float *seen)
 {
-    if (!isfinite(v))
+    if (isnan(v))
         return tq_error_set(TQ_ERR, "vector %ld has a non-finite value (norm %g); clean the input", vec, (double)v);
+    if (isinf(v))
+        return tq_error_set(TQ_ERR, "vector %ld has a norm beyond the float range (3.4e38); rescale the input", vec);
     if (p->norm_fp32) {
         ((float *)sec)[at] = v;
         *seen = v;

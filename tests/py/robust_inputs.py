@@ -62,7 +62,7 @@ def main():
             f.attrs[name] = value
         return fn
     codes_variant(codes, f"{out}/codes_no_format.h5", lambda f: f.attrs.__delitem__("tq_format"))
-    codes_variant(codes, f"{out}/codes_newer.h5", attr("tq_format_version", np.int64(2)))
+    codes_variant(codes, f"{out}/codes_newer.h5", attr("tq_format_version", np.int64(3)))
     codes_variant(codes, f"{out}/codes_layers.h5", attr("n_layers", np.int64(1 << 30)))
     # absurd shapes claimed by a layer group: 2^30 tokens x 65536 dims (2^46 values) against a few bytes of codes
     codes_variant(codes, f"{out}/codes_absurd.h5", lambda f: (f["layer_001"].attrs.__setitem__("n_tokens", np.int64(1 << 30)),
