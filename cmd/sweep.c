@@ -13,8 +13,8 @@
 
 typedef struct {
     cli_axes ax;
-    const char *fmt, *outp, *synth, *qheads, *dim, *layers, *heads, *sched_path, *device;
-    int tokens, threads, no_attention, nd;
+    const char *fmt, *outp, *aggregate, *synth, *qheads, *dim, *layers, *heads, *sched_path, *device;
+    int tokens, threads, no_attention, nd, wide;
     uint64_t seed;
     const char **dumps;
 } sweep_args;
@@ -60,6 +60,9 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
                  "mixed-schedule), one\ndump, one method"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "report format (default Markdown; -o FILE.csv/.json "
                  "picks it)"),
+        OPT_STR_("--aggregate", &a->aggregate, "none|layer|dump", NULL, "rows down to: none = every slice, layer "
+                 "= per layer and per\ndump, dump = per dump only (default dump for Markdown, none for CSV/JSON)"),
+        OPT_FLAG_("--wide", &a->wide, "keys and values metrics on one row (k_*, v_* columns)"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "write the report to FILE (default stdout)"),
         OPT_END_,
     };
@@ -146,7 +149,7 @@ static tq_schedule *sweep_build(sweep_args *a, tq_eval_opts *o, tq_eval_configs 
     o->threads = a->threads;
     o->seed = a->seed;
     o->attention = !a->no_attention;
-    o->per_head_rows = 1;
+    o->per_head_rows = report_aggregate(a->aggregate, report_format(a->fmt, a->outp)) != REPORT_AGG_DUMP;
     o->device = cli_device("sweep", a->device);
     if (a->synth) sweep_synthetic(a, o);
     else {
@@ -182,7 +185,8 @@ int cmd_sweep(int argc, char **argv)
     tq_eval_rows rows = {0};
     int rc = tq_evaluate(&o, &rows);
     if (rc < 0) die_lib(rc, NULL);
-    report_rows_path(a.outp, fmt, &o, &rows);
+    report_table t = {report_aggregate(a.aggregate, fmt), a.wide};
+    report_rows_path(a.outp, fmt, &t, &o, &rows);
     tq_eval_rows_free(&rows);
     tq_eval_configs_free(&cs);
     cli_inputs_free(&o);

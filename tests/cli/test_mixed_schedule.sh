@@ -43,7 +43,7 @@ import csv, json, sys
 T = sys.argv[1]
 def total(name):
     for r in csv.DictReader(open(f"{T}/{name}.csv")):
-        if r["layer"] == "all" and r["tensor"] == "keys":
+        if r["scope"] == "dump" and r["tensor"] == "keys":
             return float(r["attn_kl"]), float(r["bits_code"]), r["params"]
 o, r, u = total("opt"), total("rank"), total("uni")
 assert o[2].startswith("bits=schedule") and u[2].startswith("bits=3"), (o, u)
@@ -133,7 +133,7 @@ with h5py.File(f"{T}/optb.codes.h5") as f:
         for l in range(8):
             for h in range(2):
                 assert int(f[f"layer_{l:03d}/{t}/head_{h:03d}"].attrs["bits"]) == sch[t][l], (t, l, h)
-agg = {r["tensor"]: float(r["nmse"]) for r in csv.DictReader(open(f"{T}/optb.csv")) if r["layer"] == "all"}
+agg = {r["tensor"]: float(r["nmse"]) for r in csv.DictReader(open(f"{T}/optb.csv")) if r["scope"] == "dump"}
 # predicted = mean over keys and values units (equal coords) of the measured per-tensor means
 assert abs((agg["keys"] + agg["values"]) / 2 / sch["predicted"] - 1) < 1e-8, (agg, sch["predicted"])
 assert sch["predicted"] <= sch["predicted_uniform"]["3"], sch

@@ -273,7 +273,7 @@ T = sys.argv[1]
 rows = list(csv.DictReader(open(f"{T}/zs.csv")))
 assert rows and not any(v.lower() in ("nan", "inf", "-inf") for r in rows for v in r.values()), "sweep"
 # the all-zero slice (layer 1, head 1): relative metrics are 0/0 and so absent (empty), never NaN
-z = [r for r in rows if r["layer"] == "1" and r["head"] == "1" and r["tensor"] == "keys"]
+z = [r for r in rows if r["layer"] == "1" and r["kv_head"] == "1" and r["tensor"] == "keys"]
 assert z and all(r["nmse"] == "" for r in z), z[:1]
 def walk(v):
     if isinstance(v, float): assert math.isfinite(v), v
