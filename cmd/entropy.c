@@ -35,7 +35,8 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
                  "turbo-prod b>=2, qjl;\nthe rest is skipped with a note); metrics stay on the CPU (default cpu; "
                  "README \"CUDA\")"),
         OPT_U64_("--seed", &a->seed, "S", "0", ""),
-        OPT_INT_("--threads", &a->threads, "N", "1", 1, 1024, ""),
+        OPT_INT_("--threads", &a->threads, "N", NULL, 1, 1024, "heads evaluated in parallel (default: the machine's "
+                 "cores; results do not depend on it)"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "format of -o"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "also write the full sweep table (.csv, .json or .md)"),
         OPT_STR_("--aggregate", &a->aggregate, "none|layer|dump", "dump", "rows of -o's table down to slices, layers "
@@ -52,6 +53,7 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
     a->dumps = calloc((size_t)argc, sizeof *a->dumps);
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
+    if (!a->threads) a->threads = cli_threads_default();
     if (a->ax.rotation && strchr(a->ax.rotation, ','))
         die_usage("option '--rotation': one value here (tq sweep takes lists)");
     if (a->ax.codebook && strchr(a->ax.codebook, ','))

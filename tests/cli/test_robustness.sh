@@ -133,7 +133,7 @@ json_cases=(
     "NaN literal|sens_nan.json|unexpected character 'N'"
     "nesting 100000 deep|sens_deep.json|nesting deeper than the limit"
     "an array, not an object|sens_array.json|is a JSON object"
-    "an HDF5 file|good.h5|NUL byte in JSON text"
+    "an HDF5 file|good.h5|is not a sensitivity file: it is HDF5"
 )
 for c in "${json_cases[@]}"; do
     IFS='|' read -r name file pat <<<"$c"
