@@ -30,6 +30,22 @@ expect_ok "wrote line" -- "$TQ" sweep "${SW[@]}" -o "$T/w.csv"
 check "wrote: one line" [ "$(cat "$T/.err")" = "tq: wrote $T/w.csv" ]
 check "wrote: stdout empty" [ ! -s "$T/out" ]
 
+# progress bars: on a terminal (a pseudo-terminal from script(1)) sweep and dump draw one; off a terminal nothing
+if command -v script >/dev/null; then
+    script -qec "'$TQ' sweep --synthetic gaussian --layers 2 --heads 2 --tokens 64 --dim 32 --methods kivi --bits 2 \
+        -o '$T/p.csv'" /dev/null >"$T/pty" 2>&1
+    check "sweep progress on a terminal" grep -q "synthetic:gaussian \[#*\] 2/2" <(tr '\r' '\n' <"$T/pty")
+    M=$(bash "$(dirname "$0")/../../scripts/get_models.sh" smollm2 2>/dev/null || true)
+    if [ -n "$M" ] && [ -f "$M" ]; then
+        script -qec "'$TQ' dump '$M' --text '$(dirname "$D")/text/tale-of-two-cities.txt' --tokens 64 --layers 0 \
+            -o '$T/dd.h5'" /dev/null >"$T/pty" 2>&1
+        check "dump progress on a terminal" grep -q "dump \[#*\] 64/64" <(tr '\r' '\n' <"$T/pty")
+        "$TQ" dump "$M" --text "$(dirname "$D")/text/tale-of-two-cities.txt" --tokens 64 --layers 0 -o "$T/dd.h5" \
+            2>"$T/.err"
+        check "dump: no progress off a terminal" [ "$(grep -c . "$T/.err")" = 1 ]
+    else skip "dump progress: no SmolLM2 model (scripts/get_models.sh)"; fi
+else skip "progress: no script(1) for a pseudo-terminal"; fi
+
 # a dump given to mixed-schedule: named for what it is, exit 1
 expect_fail "mixed-schedule of a dump" 1 "is not a sensitivity file: it is HDF5" -- \
     "$TQ" mixed-schedule "$D" --budget 3
