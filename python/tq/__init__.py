@@ -16,9 +16,9 @@ from ._lib import Error
 from .core import (Codes, available_devices, dequantize, describe, metric_names, methods, metrics, params, quantize,
                    roundtrip)
 from .files import CodesFile, Dump, read_codes, read_dump
-from .evaluate import SCHEMA, SCHEMA_WIDE, sensitivity, sweep
+from .evaluate import SCHEMA, SCHEMA_WIDE, perplexity, sensitivity, sweep
 
 __version__ = "0.1.0"
 __all__ = ["Codes", "CodesFile", "Dump", "Error", "SCHEMA", "SCHEMA_WIDE", "available_devices", "dequantize",
-           "describe", "methods", "metric_names", "metrics", "params", "quantize", "read_codes", "read_dump",
+           "describe", "methods", "metric_names", "metrics", "params", "perplexity", "quantize", "read_codes", "read_dump",
            "roundtrip", "sensitivity", "sweep"]

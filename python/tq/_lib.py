@@ -150,6 +150,23 @@ class SensResult(C.Structure):
     _fields_ = [("units", C.POINTER(SensUnit)), ("n", c_int), ("store", C.POINTER(c_double))]
 
 
+class ModelConfig(C.Structure):  # lib/model.h tq_model_config (the fields read here and those before them)
+    _fields_ = [("arch", c_int), ("arch_name", C.c_char * 16), ("name", C.c_char * 128), ("n_layers", c_int),
+                ("n_embd", c_int), ("n_ff", c_int), ("n_vocab", c_int), ("n_head", c_int), ("n_kv_head", c_int),
+                ("head_dim", c_int)]
+
+
+class KvqOpts(C.Structure):  # lib/kvquant.h tq_kvq_opts
+    _fields_ = [("cfg", EvalConfig), ("sched", c_void_p), ("recent", c_int), ("keep", C.POINTER(C.c_ubyte)),
+                ("prefill_fp16", c_int), ("prompt", c_int), ("device", c_int)]
+
+
+class PplResult(C.Structure):  # lib/kvquant.h tq_ppl_result
+    _fields_ = [("ppl", c_double), ("ppl_ref", c_double), ("kl", c_double), ("top1", c_double),
+                ("bits_total", c_double), ("nll", c_double), ("nll_ref", c_double),
+                ("pos_kl", C.POINTER(c_double)), ("pos_dlogp", C.POINTER(c_double))]
+
+
 def _find():
     env = os.environ.get("TQ_LIB")
     here = os.path.dirname(os.path.abspath(__file__))
@@ -212,7 +229,26 @@ _protos = {
     "tq_sens_free": (None, [P(SensResult)]),
     "tq_schedule_load": (c_int, [P(c_void_p), c_char_p]),
     "tq_schedule_free": (None, [c_void_p]),
+    "tq_model_load": (c_int, [c_char_p, P(c_void_p)]),
+    "tq_model_free": (None, [c_void_p]),
+    "tq_model_get_config": (P(ModelConfig), [c_void_p]),
+    "tq_model_set_threads": (None, [c_int]),
+    "tq_gguf_open": (c_int, [c_char_p, P(c_void_p)]),
+    "tq_gguf_close": (None, [c_void_p]),
+    "tq_tokenizer_from_gguf": (c_int, [c_void_p, P(c_void_p)]),
+    "tq_tokenizer_free": (None, [c_void_p]),
+    "tq_tokenize": (c_int, [c_void_p, c_char_p, c_size, c_int, P(P(C.c_int32)), P(c_int)]),
+    "tq_ppl_reference": (c_int, [c_void_p, P(C.c_int32), c_int, c_int, c_int, P(P(C.c_float))]),
+    "tq_kvq_create": (c_int, [P(KvqOpts), c_void_p, P(c_void_p)]),
+    "tq_kvq_free": (None, [c_void_p]),
+    "tq_kvq_grid": (c_int, [P(KvqOpts), c_int]),
+    "tq_ppl_run": (c_int, [c_void_p, P(KvqOpts), P(C.c_int32), c_int, c_int, c_int, P(C.c_float), c_int,
+                           P(C.c_float), P(PplResult)]),
+    "tq_ppl_result_free": (None, [P(PplResult)]),
 }
+libc = C.CDLL(None)
+libc.free.argtypes = [c_void_p]
+libc.free.restype = None
 for _name, (_res, _args) in _protos.items():
     _f = getattr(lib, _name)
     _f.restype = _res

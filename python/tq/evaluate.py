@@ -260,3 +260,111 @@ def sensitivity(dump, method, bits=None, *, metric="attn_kl", tensor="keys", per
         lib.tq_sens_free(C.byref(res))
     return pd.DataFrame(out, columns=["tensor", "scope", "layer", "kv_head", "window", "coords", "bits", "metric",
                                       "value", "bits_code", "bits_total"])
+
+
+def _axes(methods, bits, rotation, codebook, center, outliers, values, seed, keep):
+    """tq_eval_axes from the CLI spellings (keep: ctypes buffers the axes point into)."""
+    ax = L.EvalAxes(seed=int(seed))
+    lists = [_ints(methods, V_METHOD, "method"), _ints(bits), _ints(rotation, V_ROTATION, "rotation"),
+             _ints(codebook, V_CODEBOOK, "codebook"),
+             [1 if str(c) in ("on", "1", "True") else 0 for c in
+              (center if isinstance(center, (list, tuple)) else str(center).split(","))],
+             _ints(outliers)]
+    for (ptr, cnt), xs in zip([("methods", "n_methods"), ("bits", "n_bits"), ("rotations", "n_rotations"),
+                                ("codebooks", "n_codebooks"), ("centers", "n_centers"), ("outliers", "n_outliers")],
+                               lists):
+        a, n = _carr(xs)
+        keep.append(a)
+        setattr(ax, ptr, C.cast(a, L.c_int_p))
+        setattr(ax, cnt, n)
+    if values == "none":
+        ax.values = 2
+    elif values != "same":
+        name, _, b = str(values).partition(":")
+        ax.values = 1
+        ax.values_params = _to_struct(params(name, int(b) if b else None, seed=seed))
+    return ax
+
+
+def perplexity(model, text, *, methods="turbo-mse", bits="2-4", rotation="dense", codebook="beta", center="off",
+               values="same", seed=0, recent=0, prefill="quantized", keep_layers=None, tokens=0, prompt=0, chunk=32,
+               threads=0, device="cpu"):
+    """`tq perplexity` in process: teacher-forced perplexity of a GGUF model with its KV cache written through tq's
+    quantizer (lib/kvquant.h, README "Closed loop"), one row per configuration, against the exact cache. Returns a
+    DataFrame with the CLI's columns: model, tokens, method, params, values, recent, prefill, keep_layers, prompt,
+    seed, bits_total, ppl, ppl_ref, dppl_pct, kl, top1. prompt 0: a quarter of the tokens on the 32-token grid;
+    keep_layers: a list of layers left exact, "all" or None; threads 0: BLAS threads as set."""
+    pd = _pandas()
+    import os
+    keep = []
+    m, g, tk = C.c_void_p(), C.c_void_p(), C.c_void_p()
+    ids, n = C.POINTER(C.c_int32)(), C.c_int()
+    ref = C.POINTER(C.c_float)()
+    lib.tq_model_set_threads(int(threads))
+    check(lib.tq_model_load(str(model).encode(), C.byref(m)))
+    try:
+        raw = open(text, "rb").read()
+        check(lib.tq_gguf_open(str(model).encode(), C.byref(g)))
+        try:
+            check(lib.tq_tokenizer_from_gguf(g, C.byref(tk)))
+        finally:
+            lib.tq_gguf_close(g)
+        try:
+            check(lib.tq_tokenize(tk, raw, len(raw), 1, C.byref(ids), C.byref(n)))
+        finally:
+            lib.tq_tokenizer_free(tk)
+        T = n.value
+        if tokens:
+            if T < tokens:
+                raise ValueError("'%s' gives %d tokens, fewer than tokens=%d" % (text, T, tokens))
+            T = int(tokens)
+        if not prompt:
+            q = T // 4
+            prompt = q // 32 * 32 if q >= 32 else (q or 1)
+        if prompt >= T:
+            raise ValueError("prompt %d leaves no token after it (%d tokens)" % (prompt, T))
+        mc = lib.tq_model_get_config(m).contents
+        kp = None
+        if keep_layers is not None:
+            flags = [1] * mc.n_layers if keep_layers == "all" else [0] * mc.n_layers
+            if keep_layers != "all":
+                for l in _ints(keep_layers):
+                    flags[l] = 1
+            kp = (C.c_ubyte * mc.n_layers)(*flags)
+        dev = _vocab(5, device, "device")
+        check(lib.tq_ppl_reference(m, ids, T, int(prompt), int(chunk), C.byref(ref)))
+        rows = []
+        for s in _ints(seed):
+            cs = L.EvalConfigs()
+            ax = _axes(methods, bits, rotation, codebook, center, "0", values, s, keep)
+            try:
+                check(lib.tq_eval_configs_build(C.byref(cs), C.byref(ax), mc.head_dim, dev))
+                for c in range(cs.n):
+                    for pf in (prefill.split(",") if isinstance(prefill, str) else prefill):
+                        for r in _ints(recent):
+                            o = L.KvqOpts(cfg=cs.cfg[c], sched=None, recent=r, keep=kp,
+                                          prefill_fp16=1 if pf == "fp16" else 0, prompt=int(prompt), device=dev)
+                            res = L.PplResult()
+                            ck = lib.tq_kvq_grid(C.byref(o), int(chunk))
+                            check(lib.tq_ppl_run(m, C.byref(o), ids, T, int(prompt), ck, ref, 0, None,
+                                                 C.byref(res)))
+                            kd = o.cfg.kdesc.decode()
+                            meth, _, par = kd.partition(",")
+                            rows.append([os.path.basename(str(model)), T, meth, par,
+                                         "none" if o.cfg.v.method < 0 else o.cfg.vdesc.decode(), r, pf,
+                                         "none" if keep_layers is None else
+                                         (keep_layers if isinstance(keep_layers, str) else
+                                          ",".join(map(str, keep_layers))), int(prompt), s, res.bits_total, res.ppl,
+                                         res.ppl_ref, 100.0 * (res.ppl / res.ppl_ref - 1.0), res.kl, res.top1])
+                            lib.tq_ppl_result_free(C.byref(res))
+            finally:
+                lib.tq_eval_configs_free(C.byref(cs))
+    finally:
+        if ref:
+            L.libc.free(ref)
+        if ids:
+            L.libc.free(ids)
+        lib.tq_model_free(m)
+    return pd.DataFrame(rows, columns=["model", "tokens", "method", "params", "values", "recent", "prefill",
+                                       "keep_layers", "prompt", "seed", "bits_total", "ppl", "ppl_ref", "dppl_pct",
+                                       "kl", "top1"])

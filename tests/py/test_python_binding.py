@@ -74,11 +74,12 @@ def structs():
              ("tq_eval_axes", L.EvalAxes), ("tq_eval_configs", L.EvalConfigs), ("tq_eval_input", L.EvalInput),
              ("tq_synth_params", L.SynthParams), ("tq_eval_row", L.EvalRow), ("tq_eval_rows", L.EvalRows),
              ("tq_eval_opts", L.EvalOpts), ("tq_sens_metric", L.SensMetric), ("tq_sens_opts", L.SensOpts),
-             ("tq_sens_unit", L.SensUnit), ("tq_sens_result", L.SensResult), ("tq_format", L.Format)]
-    src = '#include <stdio.h>\n#include <stddef.h>\n#include "evaluate.h"\n#include "codes.h"\nint main(void){\n'
+             ("tq_sens_unit", L.SensUnit), ("tq_sens_result", L.SensResult), ("tq_format", L.Format),
+             ("tq_kvq_opts", L.KvqOpts), ("tq_ppl_result", L.PplResult)]
+    src = '#include <stdio.h>\n#include <stddef.h>\n#include "evaluate.h"\n#include "codes.h"\n#include "kvquant.h"\nint main(void){\n'
     src += "".join(f'printf("%zu\\n", sizeof({c}));\n' for c, _ in pairs)
-    src += 'printf("%zu %zu %zu\\n", offsetof(tq_eval_opts, sched), offsetof(tq_eval_opts, progress), ' \
-           'offsetof(tq_sens_opts, device));\nreturn 0;}\n'
+    src += 'printf("%zu %zu %zu %zu\\n", offsetof(tq_eval_opts, sched), offsetof(tq_eval_opts, progress), ' \
+           'offsetof(tq_sens_opts, device), offsetof(tq_model_config, head_dim));\nreturn 0;}\n'
     with tempfile.TemporaryDirectory() as t:
         open(f"{t}/s.c", "w").write(src)
         flags = subprocess.run(["pkg-config", "--cflags", "hdf5"], capture_output=True, text=True).stdout.split()
@@ -91,7 +92,8 @@ def structs():
     for (name, cls), line in zip(pairs, out):
         check(int(line) == C.sizeof(cls), f"sizeof({name}) {line}, ctypes {C.sizeof(cls)}")
     offs = [int(x) for x in out[len(pairs)].split()]
-    check(offs == [L.EvalOpts.sched.offset, L.EvalOpts.progress.offset, L.SensOpts.device.offset],
+    check(offs == [L.EvalOpts.sched.offset, L.EvalOpts.progress.offset, L.SensOpts.device.offset,
+                   L.ModelConfig.head_dim.offset],
           f"offsets {offs}")
 
 
@@ -241,6 +243,27 @@ def sensitivity_vs_cli(t):
     check(bad == 0, f"sensitivity: {bad} entries differ from tq sensitivity's JSON")
 
 
+def perplexity_vs_cli():
+    """tq.perplexity == tq perplexity --format csv on SmolLM2 (40 tokens, two cache configurations): every cell."""
+    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "get_models.sh"), "smollm2"], capture_output=True,
+                       text=True)
+    model = r.stdout.strip()
+    if r.returncode != 0 or not os.path.exists(model):
+        skip("perplexity: no SmolLM2 model (scripts/get_models.sh)")
+        return
+    text = os.path.join(ROOT, "datasets", "text", "tale-of-two-cities.txt")
+    cli = list(csv.DictReader(io.StringIO(run("perplexity", model, "--text", text, "--tokens", 40, "--methods",
+                                              "int8,turbo-mse", "--bits", 2, "--recent", "0,16", "--format", "csv"))))
+    df = tq.perplexity(model, text, tokens=40, methods="int8,turbo-mse", bits="2", recent="0,16")
+    check(len(df) == len(cli) == 4, f"perplexity rows {len(df)} vs {len(cli)}")
+    bad = 0
+    for (_, a), b in zip(df.iterrows(), cli):
+        for c in df.columns:
+            v = a[c]
+            bad += (g9(v) if isinstance(v, float) else str(v)) != b[c]
+    check(bad == 0, f"perplexity: {bad} cells differ from the CLI")
+
+
 def torch_tensors():
     try:
         import torch
@@ -297,6 +320,7 @@ def main():
         else:
             sweep_vs_cli(t)
             sensitivity_vs_cli(t)
+            perplexity_vs_cli()
         fresh_venv(t)
     done()
 
