@@ -60,6 +60,12 @@ else
   TQ := tq
 endif
 
+# build/libtq.so: the same sources as position-independent objects, for the Python package (python/, ctypes).
+# Only the plain CPU build makes it; tq itself stays statically linked.
+ifeq ($(filter 1,$(SANITIZE) $(CUDA)),)
+  SOLIB := build/libtq.so
+endif
+
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
   LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
@@ -67,7 +73,7 @@ ifeq ($(CUDA),1)
 endif
 
 .PHONY: all features test test-unit test-cli deps install clean cuda-check demo bench repro dataset
-all: features $(LIBA) $(TQ)
+all: features $(LIBA) $(TQ) $(SOLIB)
 
 features:
 	@echo "tq $(shell sed -n 's/^#define TQ_VERSION "\(.*\)"/\1/p' lib/tq.h) build features:"
@@ -81,6 +87,14 @@ $(BUILD)/cmd/%.o: cmd/%.c $(wildcard lib/*.h cmd/*.h) | $(BUILD)/cmd
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -Icmd -c $< -o $@
 $(BUILD)/cuda/%.o: lib/cuda/%.cu $(wildcard lib/*.h lib/cuda/*.h lib/cuda/*.cuh) | $(BUILD)/cuda
 	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Ilib -Xcompiler -Wall -c $< -o $@
+
+PIC_OBJ := $(patsubst lib/%.c,build/pic/lib/%.o,$(LIB_SRC))
+build/pic/lib/%.o: lib/%.c $(wildcard lib/*.h) | build/pic/lib
+	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -fPIC -c $< -o $@
+build/libtq.so: $(PIC_OBJ)
+	$(CC) -shared $^ $(LDFLAGS_ALL) $(LIBS) -o $@
+build/pic/lib:
+	@mkdir -p $@
 
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@

@@ -156,8 +156,13 @@ int cmd_dump(int argc, char **argv)
     tq_kv_cache *kc;
     if ((rc = tq_kv_cache_create(m, T, &kc)) < 0) die_lib(rc, "dump");
     tq_kv_cache_set_query_hook(kc, on_query, &cap);
-    for (int t = 0; t < T; t += 256) /* prompt processing in chunks: bounded scratch, the same numbers */
+    tq_progress pg; /* on a terminal only (cmd_util's progress bar) */
+    progress_start(&pg, "dump", T);
+    for (int t = 0; t < T; t += 256) { /* prompt processing in chunks: bounded scratch, the same numbers */
         if ((rc = tq_model_forward(m, kc, ids + t, T - t < 256 ? T - t : 256, NULL)) < 0) die_lib(rc, "dump");
+        progress_step(&pg, T - t < 256 ? T - t : 256);
+    }
+    progress_end(&pg);
 
     tq_dump_meta meta;
     memset(&meta, 0, sizeof meta);

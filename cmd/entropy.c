@@ -11,8 +11,8 @@
 
 typedef struct {
     cli_axes ax;
-    const char *fmt, *outp, *synth, *device;
-    int layers, heads, qheads, tokens, dim, threads, nd;
+    const char *fmt, *outp, *synth, *device, *aggregate;
+    int layers, heads, qheads, tokens, dim, threads, nd, wide;
     uint64_t seed;
     const char **dumps;
 } entropy_args;
@@ -35,9 +35,13 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
                  "turbo-prod b>=2, qjl;\nthe rest is skipped with a note); metrics stay on the CPU (default cpu; "
                  "README \"CUDA\")"),
         OPT_U64_("--seed", &a->seed, "S", "0", ""),
-        OPT_INT_("--threads", &a->threads, "N", "1", 1, 1024, ""),
+        OPT_INT_("--threads", &a->threads, "N", NULL, 1, 1024, "heads evaluated in parallel (default: the machine's "
+                 "cores; results do not depend on it)"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "format of -o"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "also write the full sweep table (.csv, .json or .md)"),
+        OPT_STR_("--aggregate", &a->aggregate, "none|layer|dump", "dump", "rows of -o's table down to slices, layers "
+                 "or dumps"),
+        OPT_FLAG_("--wide", &a->wide, "-o's table with keys and values on one row"),
         OPT_END_,
     };
     const tq_cmd_spec spec = {
@@ -49,6 +53,7 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
     a->dumps = calloc((size_t)argc, sizeof *a->dumps);
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
+    if (!a->threads) a->threads = cli_threads_default();
     if (a->ax.rotation && strchr(a->ax.rotation, ','))
         die_usage("option '--rotation': one value here (tq sweep takes lists)");
     if (a->ax.codebook && strchr(a->ax.codebook, ','))
@@ -69,6 +74,7 @@ static void entropy_build(entropy_args *a, tq_eval_opts *o, tq_eval_configs *cs)
     o->sp.seed = a->seed;
     o->tokens = a->tokens;
     o->threads = a->threads;
+    o->per_head_rows = report_aggregate(a->aggregate, REPORT_CSV) != REPORT_AGG_DUMP;
     o->seed = a->seed;
     o->attention = 1;
     a->ax.values = "none";
@@ -97,7 +103,8 @@ int cmd_entropy(int argc, char **argv)
     int rc = tq_evaluate(&o, &rows);
     if (rc < 0) die_lib(rc, NULL);
     report_entropy(&o, &rows);
-    if (a.outp) report_rows_path(a.outp, fmt, &o, &rows);
+    report_table t = {report_aggregate(a.aggregate, fmt), a.wide};
+    if (a.outp) report_rows_path(a.outp, fmt, &t, &o, &rows);
     tq_eval_rows_free(&rows);
     tq_eval_configs_free(&cs);
     cli_inputs_free(&o);

@@ -13,6 +13,8 @@ typedef struct {
 
 /* --device for `cmd`: a bad name dies 2 ("<cmd>: unknown device 'x'; use cpu or cuda"); a device this build or
  * machine lacks dies 1 ("<cmd> --device cuda: ..."). NULL: the CPU. */
+/* --threads' default: the machine's online cores (the engine's results do not depend on the thread count). */
+int cli_threads_default(void);
 tq_device cli_device(const char *cmd, const char *v);
 /* The product for head dim d on dev: list errors die 2, skip notes go to stderr ("tq: note: ..."), none left dies 2. */
 void cli_configs(tq_eval_configs *cs, const cli_axes *ax, uint64_t seed, int d, tq_device dev);

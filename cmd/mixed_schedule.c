@@ -15,7 +15,8 @@
 #include "tq.h"
 
 typedef struct {
-    int n_layers, n_kv_heads, per_head, nb, nu;
+    int n_layers, n_kv_heads, per_head, nb, nu, head_dim;
+    char model[256];                 /* the scanned dump's model ("" in files without one) */
     int bits[8];
     char method[32], metric[32], params[192];
     int *tensor, *layer, *head;      /* [nu] */
@@ -93,6 +94,14 @@ static char *read_all(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open '%s': %s", path, strerror(errno));
+    /* a dump or codes file given by mistake: say what it is before its size or its bytes get in the way */
+    unsigned char sig[8];
+    if (fread(sig, 1, 8, f) == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8)) {
+        fclose(f);
+        die("'%s' is not a sensitivity file: it is HDF5 (a dump or codes file?); give the JSON written by "
+            "tq sensitivity DUMP -o SENS.json", path);
+    }
+    rewind(f);
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {
@@ -138,6 +147,10 @@ static void sens_header(const char *path, const tq_json *rootp, sens *s)
     s->per_head = !strcmp(v->str, "head");
     s->n_layers = need_int(path, &root, "n_layers", 1, 100000);
     s->n_kv_heads = need_int(path, &root, "n_kv_heads", 1, 65536);
+    v = tq_json_get(&root, "model");
+    if (v && v->type == TQ_JSON_STRING) snprintf(s->model, sizeof s->model, "%s", v->str);
+    v = tq_json_get(&root, "head_dim");
+    if (v && v->type == TQ_JSON_NUMBER && v->num >= 1 && v->num <= 65536) s->head_dim = (int)v->num;
     const tq_json *ba = need(path, &root, "bits", TQ_JSON_ARRAY);
     if (ba->n < 1 || ba->n > 8) bad(path, ba, "\"bits\" must list 1 to 8 bit widths");
     s->nb = ba->n;
@@ -425,6 +438,12 @@ static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_
     FILE *o = outp ? out_open(outp) : stdout;
     fprintf(o, "{\"tq_schedule\": %d,\n \"method\": ", TQ_SCHEDULE_VERSION);
     json_str(o, s.method);
+    if (s.model[0] && s.head_dim) { /* the fingerprint sweep and quantize check the dump against */
+        fprintf(o, ", \"model\": {\"name\": ");
+        json_str(o, s.model);
+        fprintf(o, ", \"n_layers\": %d, \"n_kv_heads\": %d, \"head_dim\": %d}", s.n_layers, s.n_kv_heads,
+                s.head_dim);
+    }
     fprintf(o, ", \"params\": ");
     json_str(o, s.params);
     fprintf(o, ", \"policy\": \"%s\", \"metric\": ", rank ? "rank" : "optimal");

@@ -89,7 +89,7 @@ typedef struct {
     const char *in, *out, *values_opt, *sched_path, *layers_opt, *recon, *method, *bits_s, *rot, *cb, *norms, *polar;
     const char *device_s;
     long outliers, group, qjl_m, residual; /* -1: not given */
-    int center, keys_only, have_seed, device;
+    int center, keys_only, have_seed, device, force;
     uint64_t seed;
 } q_args;
 
@@ -120,6 +120,7 @@ static void q_parse(q_args *a, int argc, char **argv)
                  "bytes as the CPU\non the Hadamard path; README \"CUDA\"); default cpu"),
         OPT_STR_("--values", &a->values_opt, "M:B", NULL, "values with another method and bits (default: as the keys)"),
         OPT_FLAG_("--keys-only", &a->keys_only, "leave the values out"),
+        OPT_FLAG_("--force", &a->force, "use a schedule made for another model (name or shape differs)"),
         OPT_STR_("--schedule", &a->sched_path, "FILE", NULL, "per-layer / per-head bits from a schedule (README "
                  "\"Schedules\")"),
         OPT_STR_("--layers", &a->layers_opt, "LIST", NULL, "only these layers, e.g. 0,3-5 (dequantize renumbers them "
@@ -268,6 +269,9 @@ static int *q_open(const q_args *a, q_state *stp, const tq_format *fk, const tq_
     const tq_format *fv = tq_format_of(pv.method);
     if (a->sched_path) {
         if ((rc = tq_schedule_load(&st.sched, a->sched_path))) q_die(&st, rc, NULL); /* unreadable or malformed: 1 */
+        if (!a->force && (rc = tq_schedule_check_model(st.sched, a->sched_path, dm->model, dm->n_layers,
+                                                       s0->n_kv_heads, s0->head_dim)))
+            q_die(&st, rc, NULL);
         if ((rc = tq_schedule_check(st.sched, a->sched_path, dm->n_layers, s0->n_kv_heads, fk->name, fk->min_bits,
                                     fk->max_bits)))
             q_die(&st, rc, NULL);

@@ -11,45 +11,122 @@
 #include "cmd.h"
 #include "vocab.h"
 
-/* "turbo-mse,bits=3,rot=dense" -> "bits=3,rot=dense" (the method has its own column). */
+/* "turbo-mse,bits=3,rot=dense" -> "bits=3,rot=dense" (the method has its own column); "none" for a method without
+ * parameters (int8, fp16), so no identifying field is ever empty. */
 static const char *params_of(const char *desc)
 {
     const char *c = strchr(desc, ',');
-    return c ? c + 1 : "";
+    return c && c[1] ? c + 1 : "none";
 }
 
-/* ---------- output ---------- */
+/* ---------- the sweep table (README "Output schema") ---------- */
 
-/* window: the layer's sliding window (0 = global attention), so a sweep shows a model's local and global layers;
- * absent (empty / null / "-") on an aggregate over layers whose windows differ. */
-static const char *const fixed_cols[] = {"dump", "layer", "window", "head", "tensor", "method", "params",
-                                         "bits_code", "bits_total", "compression"};
-#define N_FIXED 10
-#define N_STR 7 /* columns 0..6 are strings (layer, window and head are numbers or "all" / absent) */
+/* One tcell of a row: a string, an integer id (layer, window, kv_head: -1 where the scope aggregates it) or a metric
+ * (absent = NaN: empty in CSV, null in JSON, "-" in Markdown). Markdown prints compression with 2 decimals. */
+enum { CELL_STR, CELL_INT, CELL_NUM, CELL_NUM2 };
+typedef struct { int kind; const char *s; long i; double d; } tcell;
+#define MAX_COLS 48
 
-static void row_strings(const tq_eval_opts *o, const tq_eval_row *r, char s[N_FIXED][256])
+static const char *scope_of(const tq_eval_row *r) { return r->layer < 0 ? "dump" : r->head < 0 ? "layer" : "slice"; }
+
+/* rows kept at each --aggregate level: none keeps slices, layers and dumps; layer drops slices; dump keeps only the
+ * input's aggregates */
+static int row_kept(const report_table *t, const tq_eval_row *r)
 {
-    const tq_eval_config *c = &o->cfg[r->cfg];
-    const tq_qparams *p = r->tensor == TQ_TENSOR_KEYS ? &c->k : &c->v;
-    const char *desc = r->tensor == TQ_TENSOR_KEYS ? c->kdesc : c->vdesc;
-    snprintf(s[0], 256, "%s", o->inputs[r->input].label);
-    if (r->layer < 0) strcpy(s[1], "all");
-    else snprintf(s[1], 256, "%d", r->layer);
-    if (r->window < 0) s[2][0] = 0;
-    else snprintf(s[2], 256, "%d", r->window);
-    if (r->head < 0) strcpy(s[3], "all");
-    else snprintf(s[3], 256, "%d", r->head);
-    strcpy(s[4], tq_tensor_name(r->tensor));
-    snprintf(s[5], 256, "%s", tq_format_of(p->method)->name);
-    snprintf(s[6], 256, "%s", params_of(desc));
+    if (t->aggregate == REPORT_AGG_DUMP) return r->layer < 0;
+    if (t->aggregate == REPORT_AGG_LAYER) return r->head < 0;
+    return 1;
 }
 
-static double row_num(const tq_eval_row *r, int col) /* col >= N_STR */
+static int id_cells(tcell *c, const tq_eval_opts *o, const tq_eval_row *r)
 {
-    if (col == 7) return r->bits_code;
-    if (col == 8) return r->bits_total;
-    if (col == 9) return r->bits_total > 0 ? 16.0 / r->bits_total : NAN;
-    return r->m.v[col - N_FIXED];
+    c[0] = (tcell){CELL_STR, o->inputs[r->input].label, 0, 0};
+    c[1] = (tcell){CELL_STR, scope_of(r), 0, 0};
+    c[2] = (tcell){CELL_INT, NULL, r->layer, 0};
+    c[3] = (tcell){CELL_INT, NULL, r->window, 0};
+    c[4] = (tcell){CELL_INT, NULL, r->head, 0};
+    return 5;
+}
+
+static const char *const id_cols[] = {"dump", "scope", "layer", "window", "kv_head"};
+static const char *const long_cols[] = {"tensor", "method", "params", "bits_code", "bits_total", "compression"};
+/* wide rows: keys' method and metrics, values' method and the metrics values respond to */
+static const char *const wide_cols[] = {"method", "params", "values_method", "values_params", "k_bits_code",
+                                        "k_bits_total", "v_bits_code", "v_bits_total", "compression"};
+static const int value_mets[] = {TQ_MET_NMSE, TQ_MET_DMSE, TQ_MET_COS, TQ_MET_OUT_REL};
+#define N_VALUE_METS 4
+
+static int columns(const report_table *t, const char **names, char store[][32])
+{
+    int n = 0;
+    for (int i = 0; i < 5; i++) names[n++] = id_cols[i];
+    if (!t->wide) {
+        for (int i = 0; i < 6; i++) names[n++] = long_cols[i];
+        for (int m = 0; m < TQ_MET_COUNT; m++) names[n++] = tq_metric_names[m];
+        return n;
+    }
+    for (int i = 0; i < 9; i++) names[n++] = wide_cols[i];
+    int k = 0;
+    for (int m = 0; m < TQ_MET_COUNT; m++)
+        if (m != TQ_MET_OUT_REL) {
+            snprintf(store[k], 32, "k_%s", tq_metric_names[m]);
+            names[n++] = store[k++];
+        }
+    for (int i = 0; i < N_VALUE_METS; i++) {
+        snprintf(store[k], 32, "v_%s", tq_metric_names[value_mets[i]]);
+        names[n++] = store[k++];
+    }
+    return n;
+}
+
+static double ratio16(double bits) { return bits > 0 ? 16.0 / bits : NAN; }
+
+static int long_cells(tcell *c, const tq_eval_opts *o, const tq_eval_row *r)
+{
+    const tq_eval_config *cf = &o->cfg[r->cfg];
+    int keys = r->tensor == TQ_TENSOR_KEYS;
+    int n = id_cells(c, o, r);
+    c[n++] = (tcell){CELL_STR, tq_tensor_name(r->tensor), 0, 0};
+    c[n++] = (tcell){CELL_STR, tq_format_of(keys ? cf->k.method : cf->v.method)->name, 0, 0};
+    c[n++] = (tcell){CELL_STR, params_of(keys ? cf->kdesc : cf->vdesc), 0, 0};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, r->bits_code};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, r->bits_total};
+    c[n++] = (tcell){CELL_NUM2, NULL, 0, ratio16(r->bits_total)};
+    for (int m = 0; m < TQ_MET_COUNT; m++) c[n++] = (tcell){CELL_NUM, NULL, 0, r->m.v[m]};
+    return n;
+}
+
+/* keys row r and its values row v (NULL: keys only) on one line; compression over both tensors */
+static int wide_cells(tcell *c, const tq_eval_opts *o, const tq_eval_row *r, const tq_eval_row *v)
+{
+    const tq_eval_config *cf = &o->cfg[r->cfg];
+    int n = id_cells(c, o, r);
+    c[n++] = (tcell){CELL_STR, tq_format_of(cf->k.method)->name, 0, 0};
+    c[n++] = (tcell){CELL_STR, params_of(cf->kdesc), 0, 0};
+    c[n++] = (tcell){CELL_STR, v ? tq_format_of(cf->v.method)->name : "none", 0, 0};
+    c[n++] = (tcell){CELL_STR, v ? params_of(cf->vdesc) : "none", 0, 0};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, r->bits_code};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, r->bits_total};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, v ? v->bits_code : NAN};
+    c[n++] = (tcell){CELL_NUM, NULL, 0, v ? v->bits_total : NAN};
+    c[n++] = (tcell){CELL_NUM2, NULL, 0, v ? 2 * ratio16(r->bits_total + v->bits_total) : ratio16(r->bits_total)};
+    for (int m = 0; m < TQ_MET_COUNT; m++)
+        if (m != TQ_MET_OUT_REL) c[n++] = (tcell){CELL_NUM, NULL, 0, r->m.v[m]};
+    for (int i = 0; i < N_VALUE_METS; i++) c[n++] = (tcell){CELL_NUM, NULL, 0, v ? v->m.v[value_mets[i]] : NAN};
+    return n;
+}
+
+/* the values row of keys row i: the engine writes each configuration x scope's keys row, then its values row */
+static const tq_eval_row *values_of(const tq_eval_rows *rs, long i)
+{
+    const tq_eval_row *k = &rs->rows[i];
+    for (long j = i + 1; j < rs->n; j++) {
+        const tq_eval_row *v = &rs->rows[j];
+        if (v->tensor == TQ_TENSOR_VALUES && v->input == k->input && v->layer == k->layer && v->head == k->head &&
+            v->cfg == k->cfg)
+            return v;
+    }
+    return NULL;
 }
 
 static void csv_field(FILE *f, const char *s)
@@ -66,83 +143,82 @@ static void csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void md_num(char *buf, size_t n, int col, double v)
+static void emit_row(FILE *f, int fmt, const char *const *names, const tcell *c, int n, long index)
 {
-    if (!isfinite(v)) snprintf(buf, n, "-");
-    else if (col == 7 || col == 8) snprintf(buf, n, "%.4g", v);
-    else if (col == 9) snprintf(buf, n, "%.2f", v);
-    else snprintf(buf, n, "%.4g", v);
-}
-
-void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r)
-{
-    int ncol = N_FIXED + TQ_MET_COUNT;
-    if (fmt == REPORT_CSV) {
-        for (int c = 0; c < ncol; c++) fprintf(f, "%s%s", c ? "," : "", c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
-        fputc('\n', f);
-        for (long i = 0; i < r->n; i++) {
-            char s[N_FIXED][256];
-            row_strings(o, &r->rows[i], s);
-            for (int c = 0; c < ncol; c++) {
-                if (c) fputc(',', f);
-                if (c < N_STR) csv_field(f, s[c]);
-                else {
-                    double v = row_num(&r->rows[i], c);
-                    if (isfinite(v)) fprintf(f, "%.9g", v); /* absent: empty field */
-                }
-            }
-            fputc('\n', f);
-        }
-    } else if (fmt == REPORT_JSON) {
-        fprintf(f, "{\"tq_sweep\": 1, \"columns\": [");
-        for (int c = 0; c < ncol; c++) {
-            if (c) fputs(", ", f);
-            json_str(f, c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
-        }
-        fprintf(f, "],\n \"rows\": [");
-        for (long i = 0; i < r->n; i++) {
-            const tq_eval_row *w = &r->rows[i];
-            char s[N_FIXED][256];
-            row_strings(o, w, s);
-            fprintf(f, "%s\n  {", i ? "," : "");
-            for (int c = 0; c < ncol; c++) {
-                if (c) fputs(", ", f);
-                json_str(f, c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
-                fputs(": ", f);
-                if ((c == 1 && w->layer >= 0) || (c == 2 && w->window >= 0) || (c == 3 && w->head >= 0))
-                    fputs(s[c], f); /* numbers */
-                else if (c == 2) fputs("null", f);
-                else if (c < N_STR) json_str(f, s[c]);
-                else {
-                    double v = row_num(w, c);
-                    if (isfinite(v)) fprintf(f, "%.9g", v);
-                    else fputs("null", f);
-                }
-            }
-            fputc('}', f);
-        }
-        fprintf(f, "\n]}\n");
-    } else {
-        for (int c = 0; c < ncol; c++) fprintf(f, "| %s ", c < N_FIXED ? fixed_cols[c] : tq_metric_names[c - N_FIXED]);
-        fputs("|\n", f);
-        for (int c = 0; c < ncol; c++) fputs(c < N_STR && c != 2 ? "|---" : "|---:", f);
-        fputs("|\n", f);
-        for (long i = 0; i < r->n; i++) {
-            char s[N_FIXED][256], num[32];
-            row_strings(o, &r->rows[i], s);
-            for (int c = 0; c < ncol; c++) {
-                if (c < N_STR) {
-                    for (char *p = s[c]; *p; p++)
-                        if (*p == '|') *p = '/'; /* a '|' would split the cell */
-                    fprintf(f, "| %s ", *s[c] ? s[c] : "-");
-                } else {
-                    md_num(num, sizeof num, c, row_num(&r->rows[i], c));
-                    fprintf(f, "| %s ", num);
-                }
-            }
-            fputs("|\n", f);
+    if (fmt == REPORT_JSON) fprintf(f, "%s\n  {", index ? "," : "");
+    for (int i = 0; i < n; i++) {
+        if (fmt == REPORT_CSV) {
+            if (i) fputc(',', f);
+            if (c[i].kind == CELL_STR) csv_field(f, c[i].s);
+            else if (c[i].kind == CELL_INT) fprintf(f, "%ld", c[i].i);
+            else if (isfinite(c[i].d)) fprintf(f, "%.9g", c[i].d); /* absent: empty field */
+        } else if (fmt == REPORT_JSON) {
+            if (i) fputs(", ", f);
+            json_str(f, names[i]);
+            fputs(": ", f);
+            if (c[i].kind == CELL_STR) json_str(f, c[i].s);
+            else if (c[i].kind == CELL_INT) fprintf(f, "%ld", c[i].i);
+            else if (isfinite(c[i].d)) fprintf(f, "%.9g", c[i].d);
+            else fputs("null", f);
+        } else {
+            if (c[i].kind == CELL_STR) {
+                fputs("| ", f);
+                for (const char *p = c[i].s; *p; p++) fputc(*p == '|' ? '/' : *p, f); /* a '|' splits the tcell */
+                fputc(' ', f);
+            } else if (c[i].kind == CELL_INT) fprintf(f, "| %ld ", c[i].i);
+            else if (!isfinite(c[i].d)) fputs("| - ", f);
+            else fprintf(f, c[i].kind == CELL_NUM2 ? "| %.2f " : "| %.4g ", c[i].d);
         }
     }
+    if (fmt == REPORT_JSON) fputc('}', f);
+    else if (fmt == REPORT_CSV) fputc('\n', f);
+    else fputs("|\n", f);
+}
+
+void report_rows(FILE *f, int fmt, const report_table *t, const tq_eval_opts *o, const tq_eval_rows *r)
+{
+    const char *names[MAX_COLS];
+    char store[TQ_MET_COUNT + N_VALUE_METS][32];
+    tcell c[MAX_COLS];
+    int ncol = columns(t, names, store);
+    if (fmt == REPORT_CSV) {
+        for (int i = 0; i < ncol; i++) fprintf(f, "%s%s", i ? "," : "", names[i]);
+        fputc('\n', f);
+    } else if (fmt == REPORT_JSON) {
+        fprintf(f, "{\"tq_sweep\": 2, \"columns\": [");
+        for (int i = 0; i < ncol; i++) {
+            if (i) fputs(", ", f);
+            json_str(f, names[i]);
+        }
+        fprintf(f, "],\n \"rows\": [");
+    } else {
+        for (int i = 0; i < ncol; i++) fprintf(f, "| %s ", names[i]);
+        fputs("|\n", f);
+        tcell row0[MAX_COLS];
+        if (t->wide) wide_cells(row0, o, &(tq_eval_row){.cfg = 0}, NULL);
+        else long_cells(row0, o, &(tq_eval_row){.cfg = 0});
+        for (int i = 0; i < ncol; i++) fputs(row0[i].kind == CELL_STR ? "|---" : "|---:", f);
+        fputs("|\n", f);
+    }
+    long out = 0;
+    for (long i = 0; i < r->n; i++) {
+        const tq_eval_row *w = &r->rows[i];
+        if (!row_kept(t, w)) continue;
+        if (t->wide && w->tensor != TQ_TENSOR_KEYS) continue; /* written with its keys row */
+        int n = t->wide ? wide_cells(c, o, w, values_of(r, i)) : long_cells(c, o, w);
+        TQ_ASSERT(n == ncol);
+        emit_row(f, fmt, names, c, n, out++);
+    }
+    if (fmt == REPORT_JSON) fprintf(f, "\n]}\n");
+}
+
+int report_aggregate(const char *s, int fmt)
+{
+    if (!s) return fmt == REPORT_MD ? REPORT_AGG_DUMP : REPORT_AGG_NONE;
+    if (!strcmp(s, "none")) return REPORT_AGG_NONE;
+    if (!strcmp(s, "layer")) return REPORT_AGG_LAYER;
+    if (!strcmp(s, "dump")) return REPORT_AGG_DUMP;
+    die_usage("option '--aggregate': unknown level '%s' (none, layer, dump)", s);
 }
 
 int report_format(const char *fmt, const char *path)
@@ -159,17 +235,21 @@ int report_format(const char *fmt, const char *path)
     return REPORT_MD;
 }
 
-void report_rows_path(const char *path, int fmt, const tq_eval_opts *o, const tq_eval_rows *r)
+void report_rows_path(const char *path, int fmt, const report_table *t, const tq_eval_opts *o,
+                      const tq_eval_rows *r)
 {
     if (!path || !strcmp(path, "-")) {
-        report_rows(stdout, fmt, o, r);
+        report_rows(stdout, fmt, t, o, r);
         if (fflush(stdout) != 0) die("cannot write the report to stdout: %s", strerror(errno));
         return;
     }
     FILE *f = out_open(path);
-    report_rows(f, fmt, o, r);
+    report_rows(f, fmt, t, o, r);
     out_commit(f, path);
+    report_wrote(path);
 }
+
+void report_wrote(const char *path) { fprintf(stderr, "tq: wrote %s\n", path); }
 
 
 /* ---------- tq entropy ---------- */
@@ -289,6 +369,7 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
     }
     fprintf(o, "\n]}\n");
     out_commit(o, path);
+    report_wrote(path);
 }
 
 /* units ranked by the metric at the reference width, highest first, NaN last, ties by index */

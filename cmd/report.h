@@ -13,11 +13,25 @@ enum { REPORT_MD, REPORT_CSV, REPORT_JSON };
 
 /* Output format from --format (may be NULL) and the -o path's extension (may be NULL); a bad --format dies 2. */
 int report_format(const char *fmt, const char *path);
-/* The sweep table: one row per tq_eval_row, columns dump, layer, head, tensor, method, params, bits_code,
- * bits_total, compression, then lib/metrics.h's metrics. */
-void report_rows(FILE *f, int fmt, const tq_eval_opts *o, const tq_eval_rows *r);
-/* The same to `path` through a temporary name renamed on success (stdout when path is NULL or "-"). */
-void report_rows_path(const char *path, int fmt, const tq_eval_opts *o, const tq_eval_rows *r);
+/* Which rows (--aggregate) and which shape (--wide) the sweep table takes. */
+enum { REPORT_AGG_NONE, REPORT_AGG_LAYER, REPORT_AGG_DUMP };
+typedef struct {
+    int aggregate; /* REPORT_AGG_*: none = slice, layer and dump rows; layer = layer and dump rows; dump = dump rows */
+    int wide;      /* 1: keys and values of one configuration x scope on one row (k_*, v_* columns) */
+} report_table;
+/* --aggregate's level (NULL: dump for Markdown, none for CSV and JSON); a bad name dies 2. */
+int report_aggregate(const char *s, int fmt);
+/* The sweep table in the tidy schema of README "Output schema": columns dump, scope (slice, layer, dump), layer,
+ * window, kv_head (integers; -1 where the scope aggregates over them, window -1 over layers of different windows),
+ * tensor, method, params ("none" when the method has none), bits_code, bits_total, compression, then
+ * lib/metrics.h's metrics; the wide shape replaces tensor..compression and the metrics with k_ and v_ columns. */
+void report_rows(FILE *f, int fmt, const report_table *t, const tq_eval_opts *o, const tq_eval_rows *r);
+/* The same to `path` through a temporary name renamed on success (stdout when path is NULL or "-"), then
+ * "tq: wrote PATH" on stderr. */
+void report_rows_path(const char *path, int fmt, const report_table *t, const tq_eval_opts *o,
+                      const tq_eval_rows *r);
+/* "tq: wrote PATH" on stderr: the one line every command that writes a file prints when it is in place. */
+void report_wrote(const char *path);
 /* tq entropy's Markdown summary on stdout (aggregate keys rows, then gaussian vs structured at 2 bits). */
 void report_entropy(const tq_eval_opts *o, const tq_eval_rows *r);
 

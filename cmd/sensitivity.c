@@ -31,8 +31,8 @@ static void sens_parse(sens_args *a, int argc, char **argv)
         OPT_STR_("--rotation", &a->rot, "R", NULL, "dense (default) or hadamard, for rotation methods"),
         OPT_INT_("--tokens", &a->tokens, "N", NULL, 1, 1L << 30, "first N tokens only (default all)"),
         OPT_U64_("--seed", &a->seed, "S", "0", "quantizer and sampling seed"),
-        OPT_INT_("--threads", &a->threads, "N", "1", 1, 1024, "heads x bits evaluated in parallel (results do not "
-                 "depend on it)"),
+        OPT_INT_("--threads", &a->threads, "N", NULL, 1, 1024, "heads x bits evaluated in parallel (default: the "
+                 "machine's cores;\nresults do not depend on it)"),
         OPT_STR_("--device", &a->device_s, "cpu|cuda", NULL, "encode and decode on the GPU (turbo-mse, turbo-prod "
                  "b>=2, qjl; without\n--bits, widths the GPU does not run are dropped with a note); metrics on the "
                  "CPU (default cpu)"),
@@ -49,6 +49,7 @@ static void sens_parse(sens_args *a, int argc, char **argv)
     a->pos = calloc((size_t)argc, sizeof *a->pos);
     if (!a->pos) die("out of memory");
     a->np = opt_parse(&spec, argc, argv, a->pos);
+    if (!a->threads) a->threads = cli_threads_default();
     if (a->np > 1) die_usage("sensitivity: unexpected argument '%s' (one input dump)", a->pos[1]);
     a->in = a->np ? a->pos[0] : NULL;
     if (!a->in) die_usage("sensitivity: no input dump (usage: tq sensitivity DUMP --method M -o SENS.json)");

@@ -13,8 +13,8 @@
 
 typedef struct {
     cli_axes ax;
-    const char *fmt, *outp, *synth, *qheads, *dim, *layers, *heads, *sched_path, *device;
-    int tokens, threads, no_attention, nd;
+    const char *fmt, *outp, *aggregate, *synth, *qheads, *dim, *layers, *heads, *sched_path, *device;
+    int tokens, threads, no_attention, nd, wide, force;
     uint64_t seed;
     const char **dumps;
 } sweep_args;
@@ -49,8 +49,8 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
         OPT_STR_("--dim", &a->dim, "d", NULL, "--synthetic: head dim (default 128)"),
         OPT_INT_("--tokens", &a->tokens, "N", NULL, 1, 1L << 30, "first N tokens only (synthetic: tokens, default "
                  "256)"),
-        OPT_INT_("--threads", &a->threads, "N", "1", 1, 1024, "heads evaluated in parallel (results do not depend "
-                 "on it)"),
+        OPT_INT_("--threads", &a->threads, "N", NULL, 1, 1024, "heads evaluated in parallel (default: the machine's "
+                 "cores; results do not depend on it)"),
         OPT_U64_("--seed", &a->seed, "S", "0", "quantizer seed and inner-product sample seed"),
         OPT_FLAG_("--no-attention", &a->no_attention, "skip the attention metrics (the O(T^2) part)"),
         OPT_STR_("--device", &a->device, "cpu|cuda", NULL, "encode and decode on the GPU (turbo-mse, turbo-prod "
@@ -58,8 +58,12 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
                  "README \"CUDA\")"),
         OPT_STR_("--schedule", &a->sched_path, "FILE", NULL, "bits per layer / kv head from a schedule (tq "
                  "mixed-schedule), one\ndump, one method"),
+        OPT_FLAG_("--force", &a->force, "use a schedule made for another model (name or shape differs)"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "report format (default Markdown; -o FILE.csv/.json "
                  "picks it)"),
+        OPT_STR_("--aggregate", &a->aggregate, "none|layer|dump", NULL, "rows down to: none = every slice, layer "
+                 "= per layer and per\ndump, dump = per dump only (default dump for Markdown, none for CSV/JSON)"),
+        OPT_FLAG_("--wide", &a->wide, "keys and values metrics on one row (k_*, v_* columns)"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "write the report to FILE (default stdout)"),
         OPT_END_,
     };
@@ -73,6 +77,7 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
     a->dumps = calloc((size_t)argc, sizeof *a->dumps);
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
+    if (!a->threads) a->threads = cli_threads_default();
     if (!a->nd && !a->synth) die_usage("no input: give dump files or --synthetic DIST (see 'tq sweep --help')");
     if (a->nd && a->synth)
         die_usage("give dump files or --synthetic, not both (--layers/--heads mean different things)");
@@ -99,7 +104,7 @@ static void sweep_synthetic(sweep_args *a, tq_eval_opts *o)
 
 /* --schedule: one dump, one method (--methods or the schedule's), bits from the schedule per slice; values need the
  * schedule's values bits or an explicit --values. Malformed files exit 1, mismatches with the dump exit 2. */
-static tq_schedule *sweep_schedule(const char *path, const tq_eval_opts *o, cli_axes *ax, char *sbits)
+static tq_schedule *sweep_schedule(const char *path, const tq_eval_opts *o, cli_axes *ax, char *sbits, int force)
 {
     if (o->n_inputs != 1 || !o->inputs[0].path)
         die_usage("option '--schedule' takes exactly one dump (a schedule is made for one model)");
@@ -113,10 +118,16 @@ static tq_schedule *sweep_schedule(const char *path, const tq_eval_opts *o, cli_
     }
     const tq_format *f = tq_format_by_name(ax->methods);
     if (!f) die_usage("option '--schedule' wants one known method in --methods, got '%s'", ax->methods);
+    if (s->method[0] && strcmp(f->name, s->method))
+        die_usage("schedule '%s' was made for method '%s', not '%s'; pass --methods %s", path, s->method, f->name,
+                  s->method);
     tq_dump *d;
     if ((rc = tq_dump_open(&d, o->inputs[0].path)) < 0) die_lib(rc, NULL);
     const tq_dump_meta *m = tq_dump_get_meta(d);
-    rc = tq_schedule_check(s, path, m->n_layers, m->shape.n_kv_heads, f->name, f->min_bits, f->max_bits);
+    rc = force ? TQ_OK : tq_schedule_check_model(s, path, m->model, m->n_layers, m->shape.n_kv_heads,
+                                                 m->shape.head_dim);
+    if (rc == TQ_OK)
+        rc = tq_schedule_check(s, path, m->n_layers, m->shape.n_kv_heads, f->name, f->min_bits, f->max_bits);
     for (int l = 0; l < m->n_layers && !rc; l++)
         rc = tq_schedule_check_heads(s, path, l, tq_dump_layer_shape(d, l)->n_kv_heads);
     tq_dump_close(d);
@@ -148,7 +159,7 @@ static tq_schedule *sweep_build(sweep_args *a, tq_eval_opts *o, tq_eval_configs 
     o->threads = a->threads;
     o->seed = a->seed;
     o->attention = !a->no_attention;
-    o->per_head_rows = 1;
+    o->per_head_rows = report_aggregate(a->aggregate, report_format(a->fmt, a->outp)) != REPORT_AGG_DUMP;
     o->device = cli_device("sweep", a->device);
     if (a->synth) sweep_synthetic(a, o);
     else {
@@ -157,7 +168,7 @@ static tq_schedule *sweep_build(sweep_args *a, tq_eval_opts *o, tq_eval_configs 
     }
     tq_schedule *sched = NULL;
     static char sbits[16];
-    if (a->sched_path) sched = sweep_schedule(a->sched_path, o, &a->ax, sbits);
+    if (a->sched_path) sched = sweep_schedule(a->sched_path, o, &a->ax, sbits, a->force);
     int d = cli_select(o, a->synth ? NULL : a->layers, a->synth ? NULL : a->heads);
     cli_configs(cs, &a->ax, a->seed, d, o->device);
     for (int i = 0; sched && i < cs->n; i++) { /* the bits column comes from the schedule, slice by slice */
@@ -184,7 +195,8 @@ int cmd_sweep(int argc, char **argv)
     tq_eval_rows rows = {0};
     int rc = tq_evaluate(&o, &rows);
     if (rc < 0) die_lib(rc, NULL);
-    report_rows_path(a.outp, fmt, &o, &rows);
+    report_table t = {report_aggregate(a.aggregate, fmt), a.wide};
+    report_rows_path(a.outp, fmt, &t, &o, &rows);
     tq_eval_rows_free(&rows);
     tq_eval_configs_free(&cs);
     cli_inputs_free(&o);

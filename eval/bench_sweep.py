@@ -133,9 +133,9 @@ def speed(tq, outdir, tmp):
     # validate: every slice row against NumPy
     worst, nchk = {}, 0
     for row in rows:
-        if row["head"] == "all":
+        if row["scope"] != "slice":
             continue
-        mk, mv = got[(int(row["layer"]), int(row["head"]))]
+        mk, mv = got[(int(row["layer"]), int(row["kv_head"]))]
         m = mk if row["tensor"] == "keys" else mv
         for c, w in m.items():
             if c.startswith("_"):

@@ -70,7 +70,7 @@ def rows(path):
 
 def total(rs, params=None):
     for r in rs:
-        if r["layer"] == "all" and r["tensor"] == "keys" and (params is None or r["params"].startswith(params)):
+        if r["scope"] == "dump" and r["tensor"] == "keys" and (params is None or r["params"].startswith(params)):
             return r
     raise SystemExit(f"no aggregate row for {params}")
 
@@ -90,13 +90,13 @@ for m in methods:
                     continue
                 sch = json.load(open(f"{OUT}/schedules/{m}-{u}-{p}-{B}.json"))
                 for r in rs:
-                    if r["tensor"] != "keys" or r["layer"] == "all":
+                    if r["tensor"] != "keys" or r["scope"] == "dump":
                         continue
-                    if (u == "layer") != (r["head"] == "all"):
+                    if (u == "layer") != (r["scope"] == "layer"):
                         continue
                     l = int(r["layer"])
-                    bits = sch["keys"][l] if u == "layer" else sch["keys"][l][int(r["head"])]
-                    per_unit.append([m, u, B, p, l, r["head"], bits, r["attn_kl"], r["nmse"]])
+                    bits = sch["keys"][l] if u == "layer" else sch["keys"][l][int(r["kv_head"])]
+                    per_unit.append([m, u, B, p, l, r["kv_head"] if u == "head" else "all", bits, r["attn_kl"], r["nmse"]])
             refs = {"3.0": [("uniform 3", U[3])], "2.5": [("uniform 2", U[2]), ("uniform 2 + 32 outlier ch", S[2])],
                     "3.5": [("uniform 3", U[3]), ("uniform 3 + 32 outlier ch", S[3])]}[B]
             base = refs[-1][1]

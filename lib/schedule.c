@@ -457,6 +457,19 @@ int tq_schedule_parse(tq_schedule **out, const char *text, size_t len, const cha
         get_str(name, &root, "metric", s->metric, sizeof s->metric) ||
         get_num(name, &root, "budget", &s->budget) || get_num(name, &root, "achieved_bits", &s->achieved_bits))
         goto out;
+    v = tq_json_get(&root, "model");
+    if (v && v->type != TQ_JSON_NULL) {
+        double nl, nh, hd;
+        if (v->type != TQ_JSON_OBJECT) { serr(name, v, "\"model\" must be an object%s", ""); goto out; }
+        if (get_str(name, v, "name", s->model, sizeof s->model) || get_num(name, v, "n_layers", &nl) ||
+            get_num(name, v, "n_kv_heads", &nh) || get_num(name, v, "head_dim", &hd))
+            goto out;
+        if (!(nl >= 1 && nl <= 1e6 && nh >= 1 && nh <= 1e6 && hd >= 1 && hd <= 1e6) || !s->model[0]) {
+            serr(name, v, "\"model\" needs \"name\" and positive \"n_layers\", \"n_kv_heads\", \"head_dim\"%s", "");
+            goto out;
+        }
+        s->model_layers = (int)nl, s->model_kv_heads = (int)nh, s->model_head_dim = (int)hd;
+    }
     v = tq_json_get(&root, "keys");
     if (!v) { serr(name, &root, "missing \"keys\" (bits per layer%s)", per_head ? " and head" : ""); goto out; }
     if (read_bits(name, v, "keys", per_head, &s->n_layers, &s->n_heads, &s->keys)) goto out;
@@ -503,6 +516,18 @@ int tq_schedule_load(tq_schedule **out, const char *path)
     if (rc == TQ_OK) rc = tq_schedule_parse(out, buf, n, path);
     free(buf);
     return rc;
+}
+
+int tq_schedule_check_model(const tq_schedule *s, const char *name, const char *model, int n_layers, int n_kv_heads,
+                            int head_dim)
+{
+    if (!s->model[0]) return TQ_OK;
+    if (!strcmp(s->model, model) && s->model_layers == n_layers && s->model_kv_heads == n_kv_heads &&
+        s->model_head_dim == head_dim)
+        return TQ_OK;
+    return tq_error_set(TQ_ERR_USAGE, "schedule '%s' was made for model '%s' (%d layers, %d kv heads, head dim %d), not "
+                        "'%s' (%d, %d, %d); make one from this dump's sensitivity, or pass --force", name, s->model,
+                        s->model_layers, s->model_kv_heads, s->model_head_dim, model, n_layers, n_kv_heads, head_dim);
 }
 
 int tq_schedule_check(const tq_schedule *s, const char *name, int n_layers, int n_kv_heads, const char *method,

@@ -39,6 +39,10 @@ typedef struct {
     char policy[32], metric[32];
     double budget, achieved_bits; /* NAN when absent */
     char *text;              /* the file's text, stored verbatim in codes files */
+    /* the fingerprint of the model it was made for ("model": {"name", "n_layers", "n_kv_heads", "head_dim"});
+     * model[0] == 0 when the file has none (schedules written before it, or by hand) */
+    char model[256];
+    int model_layers, model_kv_heads, model_head_dim;
 } tq_schedule;
 
 /* Load and validate the structure (version, units, rectangular integer arrays of bits 1..8). */
@@ -51,6 +55,10 @@ int tq_schedule_check(const tq_schedule *s, const char *name, int n_layers, int 
 /* Units "head": TQ_ERR_USAGE naming the layer unless its kv head count is the schedule's. tq_schedule_check compares
  * one count (layer 0's); callers whose layers may differ call this for every layer. */
 int tq_schedule_check_heads(const tq_schedule *s, const char *name, int layer, int n_kv_heads);
+/* The fingerprint against a dump's model name and shape: TQ_OK when the schedule has none or it matches, else
+ * TQ_ERR_USAGE "schedule 'S' was made for model 'A' (L layers, H kv heads, head dim D), not 'B' (...)". */
+int tq_schedule_check_model(const tq_schedule *s, const char *name, const char *model, int n_layers, int n_kv_heads,
+                            int head_dim);
 /* Bits of (layer, head, tensor) (tensor TQ_TENSOR_*); -1 when the schedule has no values. */
 int tq_schedule_bits(const tq_schedule *s, int layer, int head, int tensor);
 void tq_schedule_free(tq_schedule *s);

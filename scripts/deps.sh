@@ -5,8 +5,8 @@ set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev libpcg-cpp-dev valgrind time
           clang-14 libclang-rt-14-dev unzip)  # time: /usr/bin/time -v for eval/bench_sweep.py; clang: make fuzz; unzip: get_models.sh
-py_mods=(numpy h5py matplotlib gguf)      # import names
-py_pkgs=(numpy h5py matplotlib gguf)      # matching PyPI names
+py_mods=(numpy h5py matplotlib gguf pandas)  # import names (pandas: the tq Python package's DataFrames)
+py_pkgs=(numpy h5py matplotlib gguf pandas)  # matching PyPI names
 
 missing=()
 status=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${apt_pkgs[@]}" 2>/dev/null || true)

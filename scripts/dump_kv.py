@@ -242,7 +242,10 @@ class GGUFModel:
         pos = np.arange(past, past + T)
         x = self.w("token_embd.weight")[ids]
         stop = self.n_layers - 1 if last_layer is None else last_layer
+        tty = sys.stderr.isatty()  # progress on a terminal only, like tq's progress bars
         for L in range(stop + 1):
+            if tty:
+                print(f"\rdump_kv: layer {L + 1}/{stop + 1}", end="" if L < stop else "\n", file=sys.stderr, flush=True)
             p = f"blk.{L}."
             h = rms_norm(x, self.w(p + "attn_norm.weight"), self.eps)
             q = (h @ self.w(p + "attn_q.weight").T).reshape(T, H, d).transpose(1, 0, 2)

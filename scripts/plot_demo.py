@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """plot_demo.py: summarize and plot the `make demo` sweep (results/demo/sweep.csv).
 
-Reads the per-input aggregate rows (layer = all, head = all) of a `tq sweep` CSV, writes a Markdown summary
+Reads the per-input aggregate rows (scope = dump) of a `tq sweep` CSV, writes a Markdown summary
 (results/demo/summary.md, also printed) and a PNG with key error, attention KL and output error against the stored
 bits per coordinate (side information included), one line per method.
 usage: plot_demo.py SWEEP.csv OUTDIR
@@ -20,9 +20,9 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: plot_demo.py SWEEP.csv OUTDIR")
     src, out = sys.argv[1], sys.argv[2]
-    rows = [r for r in csv.DictReader(open(src)) if r["layer"] == "all" and r["head"] == "all"]
+    rows = [r for r in csv.DictReader(open(src)) if r["scope"] == "dump"]
     if not rows:
-        sys.exit(f"plot_demo: no aggregate rows (layer=all) in '{src}'")
+        sys.exit(f"plot_demo: no aggregate rows (scope=dump) in '{src}'")
     by = defaultdict(dict)  # (method, params) -> tensor -> row
     for r in rows:
         by[(r["method"], r["params"])][r["tensor"]] = r

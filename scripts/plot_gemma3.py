@@ -25,7 +25,7 @@ def layer_rows(path):
     out = {}
     with open(path) as f:
         for r in csv.DictReader(f):
-            if r["tensor"] == "keys" and r["head"] == "all" and r["layer"] != "all" and r["method"] in METHODS:
+            if r["tensor"] == "keys" and r["scope"] == "layer" and r["method"] in METHODS:
                 # the nominal --bits: polar's code bits are 1.94/2.88/3.81 at --bits 2/3/4
                 out[(r["method"], round(float(r["bits_code"])), int(r["layer"]))] = r
     return out

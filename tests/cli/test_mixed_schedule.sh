@@ -43,7 +43,7 @@ import csv, json, sys
 T = sys.argv[1]
 def total(name):
     for r in csv.DictReader(open(f"{T}/{name}.csv")):
-        if r["layer"] == "all" and r["tensor"] == "keys":
+        if r["scope"] == "dump" and r["tensor"] == "keys":
             return float(r["attn_kl"]), float(r["bits_code"]), r["params"]
 o, r, u = total("opt"), total("rank"), total("uni")
 assert o[2].startswith("bits=schedule") and u[2].startswith("bits=3"), (o, u)
@@ -133,7 +133,7 @@ with h5py.File(f"{T}/optb.codes.h5") as f:
         for l in range(8):
             for h in range(2):
                 assert int(f[f"layer_{l:03d}/{t}/head_{h:03d}"].attrs["bits"]) == sch[t][l], (t, l, h)
-agg = {r["tensor"]: float(r["nmse"]) for r in csv.DictReader(open(f"{T}/optb.csv")) if r["layer"] == "all"}
+agg = {r["tensor"]: float(r["nmse"]) for r in csv.DictReader(open(f"{T}/optb.csv")) if r["scope"] == "dump"}
 # predicted = mean over keys and values units (equal coords) of the measured per-tensor means
 assert abs((agg["keys"] + agg["values"]) / 2 / sch["predicted"] - 1) < 1e-8, (agg, sch["predicted"])
 assert sch["predicted"] <= sch["predicted_uniform"]["3"], sch
@@ -168,14 +168,18 @@ expect_fail "missing units" 1 "keys cover 7 units, expected 8" -- "$TQ" mixed-sc
 
 # schedules that do not match the dump or the method
 expect_ok "synth 4 layers" -- "$TQ" synth --dist gaussian --layers 4 --heads 3 --q-heads 3 --tokens 32 --dim 64 -o "$T/d4.h5"
-expect_fail "sweep: layer count" 2 "has 8 layers but the dump has 4" -- \
+# the model fingerprint (8 layers, 2 kv heads) refuses these first; --force goes past it to the shape checks, which
+# still hold (tests/cli/test_messages.sh checks the fingerprint message)
+expect_fail "sweep: fingerprint" 2 "was made for model 'synthetic:gaussian' \(8 layers, 2 kv heads, head dim 64\)" -- \
     "$TQ" sweep "$T/d4.h5" --schedule "$T/opt.json" --values none
+expect_fail "sweep: layer count" 2 "has 8 layers but the dump has 4" -- \
+    "$TQ" sweep "$T/d4.h5" --schedule "$T/opt.json" --values none --force
 expect_fail "quantize: layer count" 2 "has 8 layers but the dump has 4" -- \
-    "$TQ" quantize "$T/d4.h5" --method $M --schedule "$T/opt.json" --keys-only -o "$T/x.h5"
+    "$TQ" quantize "$T/d4.h5" --method $M --schedule "$T/opt.json" --keys-only --force -o "$T/x.h5"
 expect_ok "synth 8 layers 3 heads" -- "$TQ" synth --dist gaussian --layers 8 --heads 3 --q-heads 3 --tokens 32 --dim 64 \
     -o "$T/d8.h5"
 expect_fail "sweep: head count" 2 "2 heads per layer but the dump has 3 kv heads" -- \
-    "$TQ" sweep "$T/d8.h5" --schedule "$T/opth.json" --values none
+    "$TQ" sweep "$T/d8.h5" --schedule "$T/opth.json" --values none --force
 expect_fail "sweep: method" 2 "made for method '$M'" -- \
     "$TQ" sweep "$T/h.h5" --schedule "$T/opt.json" --methods polar --values none
 expect_fail "sweep: bits and schedule" 2 "contradict" -- "$TQ" sweep "$T/h.h5" --schedule "$T/opt.json" --bits 3

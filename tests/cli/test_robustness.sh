@@ -135,7 +135,7 @@ json_cases=(
     "NaN literal|sens_nan.json|unexpected character 'N'"
     "nesting 100000 deep|sens_deep.json|nesting deeper than the limit"
     "an array, not an object|sens_array.json|is a JSON object"
-    "an HDF5 file|good.h5|NUL byte in JSON text"
+    "an HDF5 file|good.h5|is not a sensitivity file: it is HDF5"
 )
 for c in "${json_cases[@]}"; do
     IFS='|' read -r name file pat <<<"$c"
@@ -275,7 +275,7 @@ T = sys.argv[1]
 rows = list(csv.DictReader(open(f"{T}/zs.csv")))
 assert rows and not any(v.lower() in ("nan", "inf", "-inf") for r in rows for v in r.values()), "sweep"
 # the all-zero slice (layer 1, head 1): relative metrics are 0/0 and so absent (empty), never NaN
-z = [r for r in rows if r["layer"] == "1" and r["head"] == "1" and r["tensor"] == "keys"]
+z = [r for r in rows if r["layer"] == "1" and r["kv_head"] == "1" and r["tensor"] == "keys"]
 assert z and all(r["nmse"] == "" for r in z), z[:1]
 def walk(v):
     if isinstance(v, float): assert math.isfinite(v), v

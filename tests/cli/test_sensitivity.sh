@@ -55,8 +55,8 @@ import json, sys, csv
 lay, hd = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 sw = {}
 for r in csv.DictReader(open(sys.argv[3])):
-    if r["layer"] != "all" and r["tensor"] == "keys":
-        sw[(int(r["layer"]), r["head"], int(float(r["bits_code"])))] = float(r["attn_kl"])
+    if r["scope"] != "dump" and r["tensor"] == "keys":
+        sw[(int(r["layer"]), r["kv_head"].replace("-1", "all"), int(float(r["bits_code"])))] = float(r["attn_kl"])
 n = 0
 for r in lay["rows"]:
     for b in (2, 3):

@@ -4,7 +4,7 @@
 # --threads, aggregates are the vector-weighted means of their slices, and bad options exit 2 with one message.
 source "$(dirname "$0")/lib.sh"
 
-HEADER="dump,layer,window,head,tensor,method,params,bits_code,bits_total,compression,nmse,dmse,cos,ip_bias,ip_rmse,ip_nrmse,ip_slope,attn_kl,entropy,entropy_q,entropy_collapse,top8,out_rel"
+HEADER="dump,scope,layer,window,kv_head,tensor,method,params,bits_code,bits_total,compression,nmse,dmse,cos,ip_bias,ip_rmse,ip_nrmse,ip_slope,attn_kl,entropy,entropy_q,entropy_collapse,top8,out_rel"
 SYN=(--synthetic gaussian,structured --layers 2 --heads 2 --q-heads 4 --tokens 64 --dim 32)
 
 # a small dump written with h5py (GQA 4:2, with a zero key vector), independent of tq synth
@@ -43,7 +43,8 @@ for r in rows:
     assert abs(float(r["compression"]) - 16 / float(r["bits_total"])) <= 1e-8 * float(r["compression"])
 # aggregates are the means of their slices (equal vector counts here): layer 0, keys, first config
 sl = [r for r in rows if r["layer"] == "0" and r["tensor"] == "keys" and r["params"] == "bits=2,group=32"]
-heads, agg = [r for r in sl if r["head"] != "all"], [r for r in sl if r["head"] == "all"][0]
+heads, agg = [r for r in sl if r["scope"] == "slice"], [r for r in sl if r["scope"] == "layer"][0]
+assert all(r["kv_head"] != "-1" for r in heads) and agg["kv_head"] == "-1"
 for c in ("nmse", "ip_rmse", "attn_kl", "entropy"):
     m = sum(float(r[c]) for r in heads) / len(heads)
     assert abs(float(agg[c]) - m) <= 1e-8 * abs(m) + 1e-12, (c, agg[c], m)
@@ -66,7 +67,7 @@ check "sampled threads identical" cmp -s "$T/out" "$T/big1.csv"
 expect_ok "select" -- "$TQ" sweep "$T/d.h5" --methods int8 --layers 1 --heads 0 --format csv
 check "select rows" python3 -c "
 import csv,sys; rows=list(csv.DictReader(open('$T/out')))
-assert {(r['layer'], r['head']) for r in rows} == {('1','0'), ('1','all'), ('all','all')}, rows"
+assert {(r['scope'], r['layer'], r['kv_head']) for r in rows} == {('slice','1','0'), ('layer','1','-1'), ('dump','-1','-1')}, rows"
 
 # JSON parses, columns match the CSV header, absent metrics are null
 expect_ok "json" -- "$TQ" sweep "${SYN[@]}" --methods kivi --bits 3 --format json
@@ -76,12 +77,40 @@ assert ','.join(d['columns']) == '$HEADER'
 assert all(r['out_rel'] is None for r in d['rows'] if r['tensor']=='keys')
 assert {r['dump'] for r in d['rows']} == {'synthetic:gaussian','synthetic:structured'}"
 
-# Markdown (the default): header, separator and rows with the same number of cells
+# Markdown (the default): header, separator and rows with the same number of cells; dump-level rows only by default
+# (2 inputs x 2 configurations x 2 tensors), every row with --aggregate none
 expect_ok "markdown" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2
 check "markdown columns" python3 -c "
 lines=[l for l in open('$T/out') if l.startswith('|')]
 n={l.count('|') for l in lines}
-assert len(n)==1 and n.pop()==24 and len(lines) > 3, n"
+assert len(n)==1 and n.pop()==25 and len(lines) == 2 + 8, (n, len(lines))
+assert all(l.split('|')[2].strip() == 'dump' for l in lines[2:])"
+expect_ok "markdown none" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2 --aggregate none
+check "markdown none rows" [ "$(grep -c '^| synthetic' "$T/out")" = $((2 * 2 * 2 * (2 * 2 + 2 + 1))) ]
+expect_ok "aggregate layer" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2 --aggregate layer --format csv
+check "aggregate layer scopes" python3 -c "
+import csv; rows=list(csv.DictReader(open('$T/out')))
+assert sorted({r['scope'] for r in rows}) == ['dump','layer'] and len(rows) == 2*2*2*(2+1), len(rows)"
+expect_fail "aggregate bad" 2 "option '--aggregate': unknown level 'heads'" -- "$TQ" sweep "${SYN[@]}" --aggregate heads
+# --wide: one row per configuration x scope with keys (k_*) and values (v_*) metrics equal to the long rows'
+expect_ok "wide" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2 --values kivi:3 --wide --format csv
+cp "$T/out" "$T/w.csv"
+expect_ok "long" -- "$TQ" sweep "${SYN[@]}" --methods int8,kivi --bits 2 --values kivi:3 --format csv
+check "wide equals long" python3 - "$T/w.csv" "$T/out" <<'EOF'
+import csv, sys
+wide, long = list(csv.DictReader(open(sys.argv[1]))), list(csv.DictReader(open(sys.argv[2])))
+assert len(long) == 2 * len(wide), (len(wide), len(long))
+ids = ("dump", "scope", "layer", "kv_head")
+for w in wide:
+    k = [r for r in long if all(r[c] == w[c] for c in ids) and r["tensor"] == "keys" and r["method"] == w["method"]]
+    v = [r for r in long if all(r[c] == w[c] for c in ids) and r["tensor"] == "values"]
+    assert len(k) == 1 and w["values_method"] == "kivi" and w["values_params"] == "bits=3,group=32", w
+    assert all(w["k_" + c] == k[0][c] for c in ("bits_total", "nmse", "attn_kl", "top8"))
+    assert v and w["v_out_rel"] in {r["out_rel"] for r in v} and w["v_bits_total"] == v[0]["bits_total"]
+    # compression over both tensors: 32 / (k bits + v bits), %.9g rounding
+    c = 32 / (float(w["k_bits_total"]) + float(w["v_bits_total"]))
+    assert abs(float(w["compression"]) - c) <= 1e-8 * c, (w["compression"], c)
+EOF
 
 # -o FILE.csv picks CSV by extension and leaves no temporary file
 expect_ok "-o csv" -- "$TQ" sweep "${SYN[@]}" --methods int8 -o "$T/r.csv"
@@ -127,7 +156,7 @@ want = {("turbo-mse", 1): (0.361, 2 / math.pi), ("turbo-mse", 2): (0.116, None),
         ("turbo-prod", 3): (0.185, 1.0), ("turbo-prod", 4): (0.054, 1.0)}
 got = {}
 for r in csv.DictReader(open(sys.argv[1])):
-    if r["layer"] == "all":
+    if r["scope"] == "dump":
         got[(r["method"], int(r["params"].split("bits=")[1].split(",")[0]))] = (float(r["dmse"]), float(r["ip_slope"]))
 assert set(got) == set(want), sorted(got)
 for key, (dm, sl) in want.items():

@@ -33,10 +33,10 @@ ATT = ["attn_kl", "entropy", "entropy_q", "entropy_collapse", "top8", "out_rel"]
 OTHER = ["nmse", "dmse", "cos", "ip_bias", "ip_rmse", "ip_nrmse", "ip_slope", "bits_total"]
 assert len(g) == len(w) == len(wt) == len(s1) == len(sc) > 0
 for a, b in zip(g, w):
-    key = (a["layer"], a["head"], a["tensor"], a["method"], a["params"])
-    assert key == (b["layer"], b["head"], b["tensor"], b["method"], b["params"]), key
-    # the window column: 24 on layers 0 and 2, 0 on the global layer 1, absent on the mixed "all" aggregates
-    want = {"0": "24", "1": "0", "2": "24", "all": ""}[a["layer"]]
+    key = (a["layer"], a["kv_head"], a["tensor"], a["method"], a["params"])
+    assert key == (b["layer"], b["kv_head"], b["tensor"], b["method"], b["params"]), key
+    # the window column: 24 on layers 0 and 2, 0 on the global layer 1, -1 on the mixed dump-level aggregates
+    want = {"0": "24", "1": "0", "2": "24", "-1": "-1"}[a["layer"]]
     assert b["window"] == want and a["window"] == "0", (key, a["window"], b["window"])
     for c in OTHER:
         assert a[c] == b[c], ("non-attention metric moved", key, c)
@@ -45,7 +45,7 @@ for a, b in zip(g, w):
             continue
         if a["layer"] == "1":
             assert a[c] == b[c], ("global layer moved", key, c)
-        elif a["layer"] != "all" and c in ("entropy", "attn_kl", "out_rel"):
+        elif a["layer"] != "-1" and c in ("entropy", "attn_kl", "out_rel"):
             assert a[c] != b[c], ("window ignored", key, c, a[c])
         if c == "entropy" and a["layer"] in ("0", "2"):
             # 24 of up to 160 keys: the windowed entropy must be lower
@@ -53,7 +53,7 @@ for a, b in zip(g, w):
 # W >= T and an explicit 1/sqrt(d) are the global computation: every metric column equal
 for x in (wt, s1):
     for a, b in zip(g, x):
-        assert all(a[c] == b[c] for c in OTHER + ATT), ("W >= T or default scale differs", a["layer"], a["head"])
+        assert all(a[c] == b[c] for c in OTHER + ATT), ("W >= T or default scale differs", a["layer"], a["kv_head"])
 assert {r["window"] for r in wt} == {"160"}
 # scale 0.4 with soft-cap 5: attention metrics move on every layer, nothing else does
 moved = 0

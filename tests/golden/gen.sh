@@ -22,6 +22,9 @@ $TQ sweep $D --methods $ALL --bits 2-4 --rotation dense,hadamard --layers 0,17 -
 $TQ sweep $D --methods turbo-prod,kivi --bits 3 --rotation hadamard --layers 3 --tokens 32 --values int8 > "sweep_dump.md"
 $TQ sweep $D --methods turbo-mse,polar --bits 2,4 --layers 5 --heads 2 --tokens 32 --codebook beta,gaussian \
     --center off,on --outliers 0,4 --values none --format json > "sweep_dump.json" 2> "sweep_dump_json.err"
+# the wide shape (keys and values on one row) at layer level, int8 keys beside kivi values
+$TQ sweep $D --methods int8,kivi --bits 2 --layers 3,4 --tokens 32 --values kivi:2 --wide --aggregate layer --format csv \
+    > "sweep_wide.csv"
 # 2. the same product on a small synthetic dump written by tq synth, and on in-memory synthetic inputs
 $TQ synth --dist structured --layers 1 --heads 2 --q-heads 4 --tokens 64 --dim 64 --seed 3 -o "syn.h5"
 $TQ sweep "syn.h5" --methods $ALL --bits 2-4 --rotation dense,hadamard --format csv -o "sweep_synth.csv" \

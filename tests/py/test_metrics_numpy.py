@@ -157,12 +157,13 @@ def compare(f, recon, path, method, bits, variant, spec):
             want[(scope, "all", tensor)] = agg
     check(len(rows) == len(want), f"{method} {variant}: {len(rows)} rows, want {len(want)}")
     for r in rows:
-        key = (r["layer"], r["head"], r["tensor"])
+        # the tidy schema: -1 where the scope aggregates (layer -1: the dump; kv_head -1: the layer or the dump)
+        key = (r["layer"].replace("-1", "all"), r["kv_head"].replace("-1", "all"), r["tensor"])
         m = want.get(key)
         check(m is not None, f"{method} {variant}: unexpected row {key}")
         if m is None:
             continue
-        w_want = "" if key[0] == "all" and spec else str(spec.get(int(key[0]), {}).get("window", 0)) \
+        w_want = "-1" if key[0] == "all" and spec else str(spec.get(int(key[0]), {}).get("window", 0)) \
             if key[0] != "all" else "0"
         check(r["window"] == w_want, f"{method} {variant} {key}: window {r['window']!r}, want {w_want!r}")
         for c in METRICS:
