@@ -142,7 +142,7 @@ static void flight_clear(const mpi_work *w, int rank, long unit)
 typedef struct {
     const mpi_work *w;
     char *results;
-    long *order, next, done;
+    long *order, next, done, self_done;
     pthread_mutex_t mu;
     int failed;
     long fail_unit;
@@ -175,7 +175,7 @@ static void *self_work(void *arg)
             p->fail_unit = u;
             snprintf(p->fail_msg, sizeof p->fail_msg, "%s", tq_error_msg());
         } else
-            p->done++;
+            p->done++, p->self_done++;
         pthread_mutex_unlock(&p->mu);
         if (rc < 0) break;
     }
@@ -204,6 +204,7 @@ static int by_cost(const void *a, const void *b)
 
 static void dispatch(const mpi_work *w, void *results)
 {
+    double t0 = MPI_Wtime();
     pool p = {.w = w, .results = results};
     pthread_mutex_init(&p.mu, NULL);
     p.order = malloc((size_t)(w->n ? w->n : 1) * sizeof *p.order);
@@ -258,6 +259,10 @@ static void dispatch(const mpi_work *w, void *results)
     }
     pthread_join(th, NULL);
     for (int r = 1; r < g_size; r++) send_unit(&p, r, -1);
+    if (getenv("TQ_MPI_STATS")) /* for eval/mpi_scaling.py: what the scaling model needs measured */
+        fprintf(stderr, "tq: mpi: %ld units over %d ranks, rank 0 computed %ld; %ld result messages of %zu bytes, "
+                "%ld work messages of %zu bytes; dispatch %.6f s\n", w->n, g_size, p.self_done, w->n - p.self_done,
+                sizeof(long) + w->bytes, w->n - p.self_done + g_size - 1, sizeof(long), MPI_Wtime() - t0);
     sigaction(SIGTERM, &old, NULL);
     pthread_mutex_destroy(&p.mu);
     free(g_flight);
