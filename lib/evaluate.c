@@ -570,6 +570,11 @@ int tq_eval_unit_run(const tq_eval_opts *o, tq_eval_reader **rdp, const tq_eval_
     int hh = rd->whole ? u->head : 0;
     size_t off = (size_t)hh * T * d;
     int blas = blas_hold();
+    /* inside a one-thread team, as tq_evaluate's heads are: the quantizers' own parallel loops stay serial (a rank
+     * is one core; left alone they spin a team per slice and took 5x the time per unit next to a busy rank) */
+#if TQ_HAVE_OPENMP
+#pragma omp parallel num_threads(1)
+#endif
     rc = tq_eval_slice(o->device, &o->cfg[u->cfg], o->sched, (tq_slice_id){u->layer, u->head, 0},
                        L->queries ? L->queries + (size_t)hh * G * T * d : NULL, G, L->keys + off,
                        L->values ? L->values + off : NULL, T, d, o->seed, o->attention, &rd->spec, &r->mk, &r->mv,
@@ -764,6 +769,9 @@ int tq_sens_unit_run(const tq_sens_opts *o, tq_eval_reader **rdp, int layer, int
     sens_task t;
     memset(&t, 0, sizeof t);
     int blas = blas_hold();
+#if TQ_HAVE_OPENMP
+#pragma omp parallel num_threads(1) /* as in tq_eval_unit_run */
+#endif
     sens_eval(o, &o->params[b], layer, head, 0, &(*rdp)->L, &(*rdp)->spec, &t);
     blas_release(blas);
     if (t.rc < 0) return tq_error_set(t.rc, "%s", t.err);
