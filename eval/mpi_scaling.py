@@ -42,20 +42,6 @@ def run(cmd, env=None):
     return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), p.stderr
 
 
-def run_pair(cmds):
-    """two commands at once (no MPI): wall and CPU seconds of each, from their own rusage"""
-    t0 = time.perf_counter()
-    ps = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in cmds]
-    out = []
-    for p in ps:
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-        if status:
-            sys.exit(f"mpi_scaling: {' '.join(p.args)} failed: {p.stderr.read()[-2000:]}")
-        out.append((wall, ru.ru_utime + ru.ru_stime))
-    return out
-
-
 def unit_cost(tq, tokens, tmp):
     """CPU seconds per unit at each token count: 2 kv heads x 4 configurations, minus the same run at 16 tokens"""
     def cpu(T):
@@ -125,34 +111,43 @@ def main():
     env = dict(os.environ, TQ_MPI_STATS="1")
     s1 = run(tiny)[0]                                  # one process's fixed cost: start, open, write
     s2, _, err = run(MPIRUN + ["-n", "2"] + tiny, env)  # the same under mpirun: launch, MPI_Init, finalise
-    # the machine's share for two processes of ours, measured without MPI: the same sweep as two halves at once
+    # Baselines and calibration, alternated: one process (plain, and under `mpirun -n 1`, the same launch path as
+    # the ranks), tq's MPI run at -n 2, and a static split without tq's MPI code (two independent processes under
+    # `mpirun -n 2`, each sweeping half the layers): the CPU share two mpirun-launched processes get on this machine
+    # now, which the model takes as a condition of the machine.
     nl = 6 if a.quick else 30
-    halves = [sweep[:4] + [f"0-{nl // 2 - 1}"] + sweep[5:-1] + [os.path.join(tmp, "h0.csv")],
-              sweep[:4] + [f"{nl // 2}-{nl - 1}"] + sweep[5:-1] + [os.path.join(tmp, "h1.csv")]]
-    w1, w2, cpu1, cpu2, share1, share2, stats = [], [], [], [], [], [], None
+    half = (f"exec env -u OMPI_COMM_WORLD_SIZE {tq} sweep {dump} --layers $((OMPI_COMM_WORLD_RANK*{nl // 2}))-"
+            f"$((OMPI_COMM_WORLD_RANK*{nl // 2}+{nl // 2 - 1})) " + " ".join(sweep[5:-1]) +
+            f" {tmp}/h$OMPI_COMM_WORLD_RANK.csv")
+    static = MPIRUN + ["-n", "2", "bash", "-c", half]
+    w1, wn1, w2, ws, cpu1, cpu2, cpus, share1, stats = [], [], [], [], [], [], [], [], None
     for _ in range(a.reps):
         w, c, _ = run(sweep)
         w1.append(w)
         cpu1.append(c)
         share1.append(c / w)
-        share2 += [c / w for w, c in run_pair(halves)]
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        w, _, err = run(MPIRUN + ["-n", "2"] + sweep, env)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wn1.append(run(MPIRUN + ["-n", "1"] + sweep)[0])
+        w, c, err = run(MPIRUN + ["-n", "2"] + sweep, env)
         w2.append(w)
-        cpu2.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+        cpu2.append(c)
         stats = parse_stats(err)
+        w, c, _ = run(static)
+        ws.append(w)
+        cpus.append(c)
     n = stats["units"]
-    W1, W2 = float(np.median(w1)), float(np.median(w2))
+    W1, W2, Wn1 = float(np.median(w1)), float(np.median(w2)), float(np.median(wn1))
     c_cpu = float(np.median(cpu1)) / n      # CPU seconds per unit, from the single process
-    s_pair = float(np.median(share2))       # the CPU fraction each of two concurrent processes got here
+    # the CPU fraction each of the two static processes got, launch excluded
+    shares = [c / (2 * max(w - s2, 1e-9)) for w, c in zip(ws, cpus)]
+    s_pair = float(np.median(shares))
     msg_s = 1e-3 / 2 + 20e-6                # rank 0 polls every 1 ms when idle: half of it, plus two messages
     # each rank runs at the share two processes get on this machine (a condition of the machine, measured without
     # MPI); the model then adds what MPI costs: launch, rank 0's dispatch, the last round's imbalance
     pred2 = predict(n, c_cpu / s_pair, s2, 2, msg_s, 0.0)
     err_pct = 100.0 * (pred2 - W2) / W2
-    print(f"sweep: {n} units; one process {W1:.2f} s (runs {w1}), -n 2 {W2:.2f} s (runs {w2}); "
-          f"speed-up {W1 / W2:.2f}x; model -n 2 {pred2:.2f} s ({err_pct:+.1f}%)")
+    print(f"sweep: {n} units; one process {W1:.2f} s (runs {w1}), mpirun -n 1 {Wn1:.2f} s (runs {wn1}), -n 2 "
+          f"{W2:.2f} s (runs {w2}), static pair {ws}; speed-up {W1 / W2:.2f}x (vs -n 1: {Wn1 / W2:.2f}x); "
+          f"share {s_pair:.2f}; model -n 2 {pred2:.2f} s ({err_pct:+.1f}%)")
 
     # (4) the 70B-shaped sweep
     T70, N70 = 32768, 80 * 8 * 100
@@ -173,7 +168,8 @@ def main():
     meas = {"loadavg_at_start": load, "cpus": os.cpu_count(), "unit_cpu_s": costs, "unit_fit": {"a": ca, "b": cb},
             "startup_cpu_s": base_cpu, "single_wall_s": w1, "single_cpu_s": cpu1, "n2_wall_s": w2,
             "tiny_single_s": s1, "tiny_n2_s": s2, "stats_n2": stats, "units": n, "unit_cpu_s_sweep": c_cpu,
-            "n2_cpu_s": cpu2, "share_single": share1, "share_pair": share2, "share_pair_median": s_pair,
+            "n2_cpu_s": cpu2, "share_single": share1, "static_wall_s": ws, "static_cpu_s": cpus,
+            "share_pair": shares, "share_pair_median": s_pair, "n1_wall_s": wn1, "speedup_vs_n1": Wn1 / W2,
             "pred_n2_s": pred2, "pred_n2_err_pct": err_pct, "speedup_n2": W1 / W2, "c70_s": c70,
             "read70_s": read_s, "msg70_s": msg70, "sweep": sweep[1:], "prediction": rows}
     with open(os.path.join(a.out, "measurements.json"), "w") as f:
@@ -245,10 +241,15 @@ def write_readme(out, m, rows):
         "|---|---|---:|",
         f"| one process | {', '.join(f'{w:.2f}' for w in m['single_wall_s'])} | "
         f"{float(np.median(m['single_wall_s'])):.2f} |",
+        f"| `mpirun -n 1` (one process, the ranks' launch path) | {', '.join(f'{w:.2f}' for w in m['n1_wall_s'])} | "
+        f"{float(np.median(m['n1_wall_s'])):.2f} |",
         f"| `mpirun -n 2` | {', '.join(f'{w:.2f}' for w in m['n2_wall_s'])} | "
         f"{float(np.median(m['n2_wall_s'])):.2f} |",
+        f"| static split, no tq MPI (calibration) | {', '.join(f'{w:.2f}' for w in m['static_wall_s'])} | "
+        f"{float(np.median(m['static_wall_s'])):.2f} |",
         "",
-        f"Speed-up at `-n 2`: **{m['speedup_n2']:.2f}x**. The model's `-n 2` prediction: {m['pred_n2_s']:.2f} s, "
+        f"Speed-up at `-n 2`: **{m['speedup_n2']:.2f}x** against the plain process, **{m['speedup_vs_n1']:.2f}x** "
+        f"against `mpirun -n 1`. The model's `-n 2` prediction: {m['pred_n2_s']:.2f} s, "
         f"**{m['pred_n2_err_pct']:+.1f}%** from the measurement.",
         "",
         "## Model",
@@ -261,15 +262,16 @@ def write_readme(out, m, rows):
         f"{m['tiny_single_s']:.2f} s alone, {m['tiny_n2_s']:.2f} s under `mpirun -n 2`).",
         "",
         f"For the `-n 2` check, c = the single process's CPU seconds per unit ({m['unit_cpu_s_sweep'] * 1e3:.2f} ms) "
-        "divided by the CPU share one of two concurrent processes of ours gets on this machine, measured without "
-        "MPI by running the same sweep as two halves at once (median share "
-        f"{m['share_pair_median']:.2f}; the single process got {', '.join(f'{x:.2f}' for x in m['share_single'])}): "
-        "the machine's contention is an input, what MPI adds is the model. m = 0.52 ms (half of rank 0's 1 ms idle "
-        "poll, plus two messages over shared memory).",
+        "divided by the CPU share each of two processes launched by `mpirun -n 2` gets on this machine, measured in "
+        "the same alternation without tq's MPI code (two independent sweeps of half the layers each; median share "
+        f"{m['share_pair_median']:.2f} of a core, launch excluded; a plain single process got "
+        f"{', '.join(f'{x:.2f}' for x in m['share_single'])}): the machine's contention is an input, what tq's MPI "
+        "adds (launch, rank 0's dispatch, the last round's imbalance) is the model. m = 0.52 ms (half of rank 0's "
+        "1 ms idle poll, plus two messages over shared memory).",
         "",
-        "The kernel's autogroup scheduler shares each core between sessions, so two runnable processes of one "
-        "session get a share on each core, about twice what one gets: the speed-up here is that of one core's share "
-        "to two. On a dedicated node the share is 1 and the same model applies with c = the CPU cost.",
+        "On this shared machine a process gets a fraction of a core that changes from minute to minute (other "
+        "jobs, the kernel's per-session group scheduling), which is why the baselines alternate with the MPI run and "
+        "the medians are compared. On a dedicated node the share is 1 and the model applies with c = the CPU cost.",
         "",
         "## 70B-shaped sweep: 80 layers x 8 kv heads x 32k tokens x 100 configurations (64,000 units)",
         "",
