@@ -136,7 +136,7 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(BUILD)/tests/pcg_ref
-	@TQ=$(abspath $(TQ)) BUILD=$(abspath $(BUILD)) HAVE_NVCC=$(HAVE_NVCC) NVCC=$(NVCC) HAVE_MPI=$(MPI) bash tests/run.sh
+	@TQ=$(abspath $(TQ)) BUILD=$(abspath $(BUILD)) HAVE_NVCC=$(HAVE_NVCC) NVCC=$(NVCC) bash tests/run.sh
 
 # The include graph and its layering rules (docs/ARCHITECTURE.md): scripts/include_graph.py checks them (exit 1 on a
 # violation; tests/py/test_include_graph.py does the same in `make test`) and draws docs/include_graph.png.
