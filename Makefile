@@ -100,7 +100,11 @@ $(BUILD)/cuda/%.o: lib/cuda/%.cu $(wildcard lib/*.h lib/cuda/*.h lib/cuda/*.cuh)
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
-$(TQ): $(CMD_OBJ) $(LIBA)
+# switching MPI=0/1 changes cmd/mpi.o for cmd/mpi_stub.o, both possibly older than tq: a stamp forces the relink
+MPI_STAMP := $(BUILD)/cmd/mpi-$(MPI).stamp
+$(MPI_STAMP): | $(BUILD)/cmd
+	@rm -f $(BUILD)/cmd/mpi-*.stamp; touch $@
+$(TQ): $(CMD_OBJ) $(LIBA) $(MPI_STAMP)
 	$(CC) $(CMD_OBJ) $(LIBA) $(LDFLAGS_ALL) $(LIBS) $(if $(filter 1,$(MPI)),$(MPI_LIBS),) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/tq_test.h $(LIBA) | $(BUILD)/tests
