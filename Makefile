@@ -1,5 +1,5 @@
 # tq — build, test, install. `make` builds lib/libtq.a and ./tq; `make test` installs what is missing and runs every
-# test; `make test SANITIZE=1` runs the same suite under ASan+UBSan (objects in build/san). CUDA and OpenMP are
+# test; `make test SANITIZE=1` runs the same suite under ASan+UBSan (objects in build/san). CUDA, OpenMP and MPI are
 # detected here and are optional; each prints a ✓/✗ line.
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
@@ -19,6 +19,17 @@ HAVE_NVCC := $(if $(NVCC),1,0)
 # CUDA=0 forces a CPU-only build even where nvcc exists; CUDA=1 links the kernels into tq.
 CUDA ?= 0
 CUDA_ARCH ?= sm_90
+# MPI (README "Scaling out"): on when mpicc is on PATH (or MPICC=...), MPI=0 forces it off, MPI=1 insists. Only
+# cmd/mpi.c sees mpi.h; the library stays MPI-free. Without it cmd/mpi_stub.c runs everything in one process.
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+  ifeq ($(MPICC),)
+    $(error MPI=1 but no mpicc on PATH: install openmpi-bin libopenmpi-dev (scripts/deps.sh) or set MPICC)
+  endif
+  MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+  MPI_LIBS := $(shell $(MPICC) --showme:link 2>/dev/null)
+endif
 
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -43,7 +54,7 @@ LIBS := $(PKG_LIBS) -lm -lpthread
 LDFLAGS_ALL := $(SANFLAGS) $(OMPFLAGS) $(LDFLAGS)
 
 LIB_SRC := $(wildcard lib/*.c)
-CMD_SRC := $(wildcard cmd/*.c)
+CMD_SRC := $(filter-out cmd/$(if $(filter 1,$(MPI)),mpi_stub,mpi).c,$(wildcard cmd/*.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 CU_SRC := $(wildcard lib/cuda/*.cu)
 
@@ -80,11 +91,15 @@ features:
 	@if [ "$(HAVE_OPENMP)" = 1 ]; then echo "  ✓ OpenMP"; else echo "  ✗ OpenMP (threads off)"; fi
 	@if [ "$(HAVE_NVCC)" = 1 ]; then echo "  ✓ CUDA compiler ($(NVCC)); kernels linked into tq: $(if $(filter 1,$(CUDA)),yes,no — CUDA=1 to link)"; \
 	 else echo "  ✗ CUDA (no nvcc: CPU-only build, --device cuda answers 'built without CUDA')"; fi
+	@if [ "$(MPI)" = 1 ]; then echo "  ✓ MPI ($(MPICC)): mpirun -n N tq sweep|sensitivity|entropy|perplexity shares the work"; \
+	 else echo "  ✗ MPI ($(if $(MPICC),MPI=0,no mpicc): one process; mpirun of tq says 'built without MPI')"; fi
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(BUILD)/lib
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -c $< -o $@
 $(BUILD)/cmd/%.o: cmd/%.c $(wildcard lib/*.h cmd/*.h) | $(BUILD)/cmd
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -Icmd -c $< -o $@
+$(BUILD)/cmd/mpi.o: cmd/mpi.c $(wildcard lib/*.h cmd/*.h) | $(BUILD)/cmd
+	$(CC) $(CFLAGS_ALL) $(MPI_CFLAGS) -Icmd -c $< -o $@
 $(BUILD)/cuda/%.o: lib/cuda/%.cu $(wildcard lib/*.h lib/cuda/*.h lib/cuda/*.cuh) | $(BUILD)/cuda
 	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Ilib -Xcompiler -Wall -c $< -o $@
 
@@ -99,8 +114,12 @@ build/pic/lib:
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
-$(TQ): $(CMD_OBJ) $(LIBA)
-	$(CC) $(CMD_OBJ) $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@
+# switching MPI=0/1 changes cmd/mpi.o for cmd/mpi_stub.o, both possibly older than tq: a stamp forces the relink
+MPI_STAMP := $(BUILD)/cmd/mpi-$(MPI).stamp
+$(MPI_STAMP): | $(BUILD)/cmd
+	@rm -f $(BUILD)/cmd/mpi-*.stamp; touch $@
+$(TQ): $(CMD_OBJ) $(LIBA) $(MPI_STAMP)
+	$(CC) $(CMD_OBJ) $(LIBA) $(LDFLAGS_ALL) $(LIBS) $(if $(filter 1,$(MPI)),$(MPI_LIBS),) -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/tq_test.h $(LIBA) | $(BUILD)/tests
 	$(CC) $(CFLAGS_ALL) $(OMPFLAGS) -Itests $< $(LIBA) $(LDFLAGS_ALL) $(LIBS) -o $@

@@ -9,6 +9,7 @@
 #include "cmd.h"
 #include "gguf.h"
 #include "kvquant.h"
+#include "mpi_work.h"
 #include "options.h"
 #include "report.h"
 #include "tokenizer.h"
@@ -134,6 +135,57 @@ static void ppl_per_position(const ppl_job *j, const char *path)
     out_commit(f, path);
 }
 
+/* MPI (cmd/mpi_work.h): one unit per run; its result travels as 7 doubles, then with --per-position the two [T-1]
+ * curves. Every rank computed the same reference (same binary, same BLAS threads), so rank 0's rows are one
+ * process's rows. */
+typedef struct { ppl_job *j; const ppl_args *a; const float *ref; } ppl_mpi;
+
+static int ppl_unit(void *ctx, long k, void *out)
+{
+    const ppl_mpi *c = ctx;
+    cl_run *u = &c->j->set.runs[k];
+    tq_ppl_result r;
+    int rc = tq_ppl_run(c->j->m, &u->o, c->j->tok, c->j->T, c->a->prompt, tq_kvq_grid(&u->o, c->a->chunk), c->ref,
+                        c->a->per_pos != NULL, NULL, &r);
+    if (rc < 0) return rc;
+    double *d = out, v[7] = {r.ppl, r.ppl_ref, r.kl, r.top1, r.bits_total, r.nll, r.nll_ref};
+    size_t P = (size_t)c->j->T - 1;
+    memcpy(d, v, sizeof v);
+    if (c->a->per_pos) memcpy(d + 7, r.pos_kl, P * sizeof *d), memcpy(d + 7 + P, r.pos_dlogp, P * sizeof *d);
+    tq_ppl_result_free(&r);
+    return TQ_OK;
+}
+
+static void ppl_unit_name(void *ctx, long k, char *buf, size_t n)
+{
+    const ppl_mpi *c = ctx;
+    const cl_run *u = &c->j->set.runs[k];
+    snprintf(buf, n, "run %ld: %.100s, seed %llu, recent %d, prefill %s", k, u->o.cfg.kdesc,
+             (unsigned long long)u->seed, u->o.recent, u->o.prefill_fp16 ? "fp16" : "quantized");
+}
+
+static void ppl_distribute(ppl_job *j, const ppl_args *a, const float *ref)
+{
+    ppl_mpi c = {j, a, ref};
+    size_t P = (size_t)j->T - 1, nd = 7 + (a->per_pos ? 2 * P : 0);
+    double *res = calloc((size_t)j->set.n_runs * nd + 1, sizeof *res);
+    if (!res) die("out of memory");
+    mpi_work w = {.n = j->set.n_runs, .bytes = nd * sizeof *res, .run = ppl_unit, .name = ppl_unit_name, .ctx = &c,
+                  .device = cli_device("perplexity", a->cl.device)};
+    mpi_run(&w, res); /* rank 0 only returns */
+    for (int k = 0; k < j->set.n_runs; k++) {
+        const double *d = res + (size_t)k * nd;
+        tq_ppl_result *r = &j->r[k];
+        *r = (tq_ppl_result){.ppl = d[0], .ppl_ref = d[1], .kl = d[2], .top1 = d[3], .bits_total = d[4],
+                             .nll = d[5], .nll_ref = d[6]};
+        if (!a->per_pos) continue;
+        if (!(r->pos_kl = malloc(P * sizeof *d)) || !(r->pos_dlogp = malloc(P * sizeof *d))) die("out of memory");
+        memcpy(r->pos_kl, d + 7, P * sizeof *d);
+        memcpy(r->pos_dlogp, d + 7 + P, P * sizeof *d);
+    }
+    free(res);
+}
+
 int cmd_perplexity(int argc, char **argv)
 {
     ppl_args a = {0};
@@ -146,7 +198,8 @@ int cmd_perplexity(int argc, char **argv)
     if ((rc = tq_ppl_reference(j.m, j.tok, j.T, a.prompt, a.chunk, &ref)) < 0) die_lib(rc, "perplexity");
     tq_progress pg;
     progress_start(&pg, "perplexity", j.set.n_runs);
-    for (int k = 0; k < j.set.n_runs; k++) {
+    if (mpi_active()) ppl_distribute(&j, &a, ref);
+    for (int k = 0; !mpi_active() && k < j.set.n_runs; k++) {
         cl_run *u = &j.set.runs[k];
         int chunk = tq_kvq_grid(&u->o, a.chunk);
         if ((rc = tq_ppl_run(j.m, &u->o, j.tok, j.T, a.prompt, chunk, ref, a.per_pos != NULL, NULL, &j.r[k])) < 0)

@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "dump.h"
 #include "evalcli.h"
+#include "mpi_work.h"
 #include "options.h"
 #include "report.h"
 #include "vocab.h"
@@ -178,7 +179,7 @@ int cmd_sensitivity(int argc, char **argv)
     so.progress = report_progress;
     so.progress_ctx = &pg;
     tq_sens_result res;
-    int rc = tq_sensitivity(&so, &res);
+    int rc = mpi_sensitivity(&so, &res); /* one process, or the MPI ranks (cmd/mpi_work.h) */
     if (rc < 0) die_lib(rc, NULL);
     info.params = P;
     info.bits = bits;

@@ -7,6 +7,7 @@
 #include "cmd.h"
 #include "dump.h"
 #include "evalcli.h"
+#include "mpi_work.h"
 #include "options.h"
 #include "report.h"
 #include "vocab.h"
@@ -193,7 +194,7 @@ int cmd_sweep(int argc, char **argv)
     o.progress = report_progress;
     o.progress_ctx = &pg;
     tq_eval_rows rows = {0};
-    int rc = tq_evaluate(&o, &rows);
+    int rc = mpi_evaluate(&o, &rows); /* one process, or the MPI ranks (cmd/mpi_work.h) */
     if (rc < 0) die_lib(rc, NULL);
     report_table t = {report_aggregate(a.aggregate, fmt), a.wide};
     report_rows_path(a.outp, fmt, &t, &o, &rows);

@@ -12,6 +12,7 @@ static int nocuda(void)
 }
 
 int tq_cuda_device(char *name, size_t name_len, int *sm_count, double *mem_gib) { return nocuda(); }
+int tq_cuda_select(int local_rank, int *picked) { return nocuda(); }
 int tq_cuda_alloc(void **dev, size_t bytes) { *dev = NULL; return nocuda(); }
 void tq_cuda_free(void *dev) {}
 int tq_cuda_upload(void *dev, const void *host, size_t bytes) { return nocuda(); }

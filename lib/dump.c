@@ -718,14 +718,15 @@ void tq_layer_free(tq_layer *l)
     l->keys = l->values = l->queries = NULL;
 }
 
-/* Read heads x [0, tokens) x dim of /layer_NNN/<name> as float into out. */
-static int dataset_read(hid_t file, int layer, const char *name, int dtype, int heads, int tokens, int dim,
+/* Read heads [h0, h0 + heads) x [0, tokens) x dim of /layer_NNN/<name> as float into out (a hyperslab: only those
+ * bytes leave the file). */
+static int dataset_read(hid_t file, int layer, const char *name, int dtype, int h0, int heads, int tokens, int dim,
                         float *out)
 {
     char dpath[64];
     snprintf(dpath, sizeof dpath, "/layer_%03d/%s", layer, name);
     size_t n = (size_t)heads * (size_t)tokens * (size_t)dim;
-    hsize_t start[3] = {0, 0, 0}, count[3] = {(hsize_t)heads, (hsize_t)tokens, (hsize_t)dim};
+    hsize_t start[3] = {(hsize_t)h0, 0, 0}, count[3] = {(hsize_t)heads, (hsize_t)tokens, (hsize_t)dim};
     void *tmp = NULL;
     if (dtype != TQ_DTYPE_F32 && !(tmp = tq_malloc(n * (dtype == TQ_DTYPE_F16 ? 2 : 8)))) return TQ_ERR_NOMEM;
     int rc = TQ_ERR;
@@ -762,6 +763,12 @@ done:
 
 int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, tq_layer *out)
 {
+    return tq_dump_read_heads(d, layer, 0, layer >= 0 && layer < d->meta.n_layers ? d->shapes[layer].n_kv_heads : 0,
+                              tokens, allow_nonfinite, out);
+}
+
+int tq_dump_read_heads(tq_dump *d, int layer, int h0, int nh, int tokens, int allow_nonfinite, tq_layer *out)
+{
     tq_h5_quiet();
     memset(out, 0, sizeof *out);
     if (layer < 0 || layer >= d->meta.n_layers)
@@ -771,10 +778,15 @@ int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, t
     if (tokens < 0 || tokens > sh->n_tokens)
         return tq_error_set(TQ_ERR, "cannot read '%s': asked for %d tokens, layer %d has %d", d->path, tokens,
                             layer, sh->n_tokens);
-    int T = tokens > 0 ? tokens : sh->n_tokens;
+    if (h0 < 0 || nh < 1 || h0 + nh > sh->n_kv_heads)
+        return tq_error_set(TQ_ERR_USAGE, "cannot read '%s': kv heads %d..%d of layer %d do not exist (it has %d)",
+                            d->path, h0, h0 + nh - 1, layer, sh->n_kv_heads);
+    int T = tokens > 0 ? tokens : sh->n_tokens, G = sh->n_q_heads / sh->n_kv_heads;
     out->s = *sh;
     out->s.n_tokens = T;
-    int heads[3] = {sh->n_kv_heads, sh->has_values ? sh->n_kv_heads : 0, sh->n_q_heads};
+    out->s.n_kv_heads = nh;
+    out->s.n_q_heads = sh->n_q_heads ? nh * G : 0;
+    int heads[3] = {nh, sh->has_values ? nh : 0, out->s.n_q_heads}, first[3] = {h0, h0, h0 * G};
     float **bufs[3] = {&out->keys, &out->values, &out->queries};
     long long bad = 0, nan = 0;
     int first_t = -1, first_h = 0, first_tok = 0, first_c = 0, first_nan = 0;
@@ -786,7 +798,8 @@ int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, t
             tq_layer_free(out);
             return TQ_ERR_NOMEM;
         }
-        int r = dataset_read(d->file, layer, tensor_names[i], d->dtypes[3 * layer + i], heads[i], T, sh->head_dim, x);
+        int r = dataset_read(d->file, layer, tensor_names[i], d->dtypes[3 * layer + i], first[i], heads[i], T,
+                             sh->head_dim, x);
         if (r < 0) {
             tq_layer_free(out);
             return tq_error_prefix(r, "cannot read '%s': ", d->path);
@@ -799,7 +812,7 @@ int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, t
                 first_nan = isnan(x[j]);
                 first_c = (int)(j % (size_t)sh->head_dim);
                 first_tok = (int)(j / (size_t)sh->head_dim % (size_t)T);
-                first_h = (int)(j / ((size_t)sh->head_dim * (size_t)T));
+                first_h = first[i] + (int)(j / ((size_t)sh->head_dim * (size_t)T));
             }
             nan += isnan(x[j]) != 0;
         }

@@ -66,6 +66,10 @@ int tq_dump_layer_attn(const tq_dump *d, int layer, tq_attn_spec *out);
  * tq_dump_layer_shape if they want to). Non-finite values are an error that says how many and
  * where (dataset, head, token, channel of the first one) unless allow_nonfinite. */
 int tq_dump_read_layer(tq_dump *d, int layer, int tokens, int allow_nonfinite, tq_layer *out);
+/* Like tq_dump_read_layer for kv heads [h0, h0 + nh) only, with their query heads (an HDF5 hyperslab: a rank of an
+ * MPI sweep reads the slices it evaluates, not the layer). out->s counts the heads read: n_kv_heads = nh; messages
+ * name heads as the file numbers them. */
+int tq_dump_read_heads(tq_dump *d, int layer, int h0, int nh, int tokens, int allow_nonfinite, tq_layer *out);
 void tq_layer_free(tq_layer *l);
 void tq_dump_close(tq_dump *d);
 

@@ -305,6 +305,24 @@ static int read_layer(const tq_eval_opts *o, int in, tq_dump *dump, const tq_syn
     return tq_dump_read_layer(dump, layer, o->tokens, 0, L);
 }
 
+/* The layer's shapes without its tensors (results precomputed): the checks read_layer makes, no data read */
+static int layer_shape(const tq_eval_opts *o, int in, tq_dump *dump, const tq_synth_params *sp, int layer, tq_layer *L)
+{
+    memset(L, 0, sizeof *L);
+    if (!dump) {
+        L->s = (tq_layer_shape){.n_kv_heads = sp->n_kv_heads, .n_q_heads = sp->n_q_heads, .n_tokens = sp->n_tokens,
+                                .head_dim = sp->head_dim, .has_values = 1, .has_queries = 1, .dtype = sp->dtype};
+        return TQ_OK;
+    }
+    const tq_layer_shape *s = tq_dump_layer_shape(dump, layer);
+    if (o->tokens > s->n_tokens)
+        return tq_error_set(TQ_ERR_USAGE, "option '--tokens': %d is more than the %d tokens of '%s' layer %d",
+                            o->tokens, s->n_tokens, o->inputs[in].label, layer);
+    L->s = *s;
+    if (o->tokens > 0) L->s.n_tokens = o->tokens;
+    return TQ_OK;
+}
+
 /* One (layer, configuration): heads in parallel, then rows and sums serially in head order. */
 static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_layer *L, const tq_attn_spec *spec,
                           const int *hs, int nh, int ci, head_result *res, eval_acc *tot, tq_eval_rows *out)
@@ -319,6 +337,13 @@ static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_lay
         size_t off = (size_t)h * T * d;
         head_result *r = &res[i];
         tq_error_clear();
+        if (o->precomputed) {
+            tq_eval_result e;
+            r->rc = o->precomputed(o->precomputed_ctx, in, layer, h, ci, &e);
+            r->mk = e.mk, r->mv = e.mv, r->kbits = e.kbits, r->vbits = e.vbits, r->kbc = e.kbc, r->vbc = e.vbc;
+            if (r->rc < 0) snprintf(r->err, sizeof r->err, "%s", tq_error_msg());
+            continue;
+        }
         r->rc = tq_eval_slice(o->device, c, o->sched, (tq_slice_id){layer, h, 0},
                               L->queries ? L->queries + (size_t)h * G * T * d : NULL, G, L->keys + off,
                               L->values ? L->values + off : NULL, T, d, o->seed, o->attention, spec, &r->mk,
@@ -326,7 +351,7 @@ static int eval_layer_cfg(const tq_eval_opts *o, int in, int layer, const tq_lay
         if (r->rc < 0) snprintf(r->err, sizeof r->err, "%s", tq_error_msg());
     }
     eval_acc la[2] = {0};
-    int vals = L->values && c->v.method >= 0, rc = TQ_OK;
+    int vals = L->s.has_values && c->v.method >= 0, rc = TQ_OK;
     for (int i = 0; i < nh && rc == TQ_OK; i++) { /* serial, in head order: aggregates do not depend on threads */
         head_result *r = &res[i];
         if (r->rc < 0)
@@ -375,7 +400,8 @@ static int eval_input(const tq_eval_opts *o, int in, tq_eval_rows *out)
         tq_layer L;
         tq_attn_spec spec = {0}; /* synthetic inputs: causal global attention, scale 1/sqrt(d) */
         if (dump && (rc = tq_dump_layer_attn(dump, layer, &spec)) < 0) break;
-        if ((rc = read_layer(o, in, dump, &sp, layer, &L)) < 0) break;
+        rc = o->precomputed ? layer_shape(o, in, dump, &sp, layer, &L) : read_layer(o, in, dump, &sp, layer, &L);
+        if (rc < 0) break;
         int nkv = L.s.n_kv_heads, nh = 0;
         unsigned char *hmask = select_mask(dump ? o->heads : NULL, o->n_heads, nkv, "--heads", inp->label, &rc);
         int *hs = tq_malloc((size_t)nkv * sizeof(int));
@@ -420,6 +446,143 @@ void tq_eval_rows_free(tq_eval_rows *r)
     memset(r, 0, sizeof *r);
 }
 
+/* ---------- work units ---------- */
+
+/* the arithmetic of one slice under c: the round trips (a dense rotation is d^2 per vector, the rest ~16 d) and the
+ * metrics (all query-key pairs with attention, one pass without) */
+static double unit_cost(const tq_eval_opts *o, const tq_eval_config *c, const tq_layer_shape *s)
+{
+    double T = s->n_tokens, d = s->head_dim, G = s->has_queries ? s->n_q_heads / s->n_kv_heads : 1;
+    const tq_format *f = tq_format_of(c->k.method);
+    double q = T * d * (f && f->uses_rotation && c->k.rotation == TQ_ROT_DENSE ? d : 16);
+    q *= s->has_values && c->v.method >= 0 ? 2 : 1;
+    return q + (o->attention && s->has_queries ? G * T * T * d : T * d);
+}
+
+int tq_eval_units(const tq_eval_opts *o, tq_eval_unit **units, long *n)
+{
+    *units = NULL;
+    *n = 0;
+    long cap = 0;
+    int rc = TQ_OK;
+    for (int in = 0; in < o->n_inputs && rc == TQ_OK; in++) {
+        const tq_eval_input *inp = &o->inputs[in];
+        tq_dump *dump = NULL;
+        tq_synth_params sp = o->sp;
+        int n_layers;
+        if (inp->path) {
+            if ((rc = tq_dump_open(&dump, inp->path)) < 0) break;
+            n_layers = tq_dump_get_meta(dump)->n_layers;
+        } else {
+            sp.dist = inp->synth;
+            if (o->tokens) sp.n_tokens = o->tokens;
+            if ((rc = tq_synth_check(&sp)) < 0) break;
+            n_layers = sp.n_layers;
+        }
+        unsigned char *lm = select_mask(dump ? o->layers : NULL, o->n_layers, n_layers, "--layers", inp->label, &rc);
+        for (int l = 0; lm && l < n_layers && rc == TQ_OK; l++) {
+            if (!lm[l]) continue;
+            tq_layer L;
+            if ((rc = layer_shape(o, in, dump, &sp, l, &L)) < 0) break;
+            unsigned char *hm = select_mask(dump ? o->heads : NULL, o->n_heads, L.s.n_kv_heads, "--heads",
+                                            inp->label, &rc);
+            for (int h = 0; hm && h < L.s.n_kv_heads; h++)
+                for (int ci = 0; hm[h] && ci < o->n_cfg; ci++) {
+                    if (*n == cap) {
+                        cap = cap ? 2 * cap : 1024;
+                        tq_eval_unit *t = realloc(*units, (size_t)cap * sizeof *t);
+                        if (!t) {
+                            free(hm);
+                            free(lm);
+                            if (dump) tq_dump_close(dump);
+                            return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+                        }
+                        *units = t;
+                    }
+                    (*units)[(*n)++] = (tq_eval_unit){in, l, h, ci, unit_cost(o, &o->cfg[ci], &L.s)};
+                }
+            free(hm);
+        }
+        free(lm);
+        if (dump) tq_dump_close(dump);
+    }
+    if (rc < 0) {
+        free(*units);
+        *units = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+struct tq_eval_reader {
+    int input, layer, head, whole; /* what L holds (whole: every kv head of the layer) */
+    const char *path;              /* the open dump's */
+    tq_dump *dump;
+    tq_layer L;
+    tq_attn_spec spec;
+};
+
+void tq_eval_reader_free(tq_eval_reader *rd)
+{
+    if (!rd) return;
+    tq_layer_free(&rd->L);
+    if (rd->dump) tq_dump_close(rd->dump);
+    free(rd);
+}
+
+/* Make *rd hold (in, layer, head): one kv head of a dump through a hyperslab, or a whole synthetic layer (sp not
+ * NULL), kept until another slice is asked for. */
+static int reader_load(tq_eval_reader **rdp, int in, const char *path, const tq_synth_params *sp, int tokens,
+                       int layer, int head)
+{
+    if (!*rdp && !(*rdp = tq_calloc(1, sizeof **rdp))) return TQ_ERR_NOMEM;
+    tq_eval_reader *rd = *rdp;
+    if (rd->L.keys && rd->input == in && rd->layer == layer && (rd->whole || rd->head == head)) return TQ_OK;
+    tq_layer_free(&rd->L);
+    int rc;
+    rd->input = in, rd->layer = layer, rd->head = head, rd->whole = !path;
+    if (!path) {
+        memset(&rd->spec, 0, sizeof rd->spec); /* synthetic: causal global attention, scale 1/sqrt(d) */
+        return tq_synth_layer(sp, layer, &rd->L);
+    }
+    if (rd->dump && rd->path != path) {
+        tq_dump_close(rd->dump);
+        rd->dump = NULL;
+    }
+    if (!rd->dump && (rc = tq_dump_open(&rd->dump, path)) < 0) return rc;
+    rd->path = path;
+    if ((rc = tq_dump_layer_attn(rd->dump, layer, &rd->spec)) < 0) return rc;
+    return tq_dump_read_heads(rd->dump, layer, head, 1, tokens, 0, &rd->L);
+}
+
+int tq_eval_unit_run(const tq_eval_opts *o, tq_eval_reader **rdp, const tq_eval_unit *u, tq_eval_result *r)
+{
+    memset(r, 0, sizeof *r);
+    const tq_eval_input *inp = &o->inputs[u->input];
+    tq_synth_params sp = o->sp;
+    sp.dist = inp->synth;
+    if (o->tokens) sp.n_tokens = o->tokens;
+    int rc = reader_load(rdp, u->input, inp->path, &sp, o->tokens, u->layer, u->head);
+    if (rc < 0) return rc;
+    const tq_eval_reader *rd = *rdp;
+    const tq_layer *L = &rd->L;
+    int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
+    int hh = rd->whole ? u->head : 0;
+    size_t off = (size_t)hh * T * d;
+    int blas = blas_hold();
+    /* inside a one-thread team, as tq_evaluate's heads are: the quantizers' own parallel loops stay serial (a rank
+     * is one core; left alone they spin a team per slice and took 5x the time per unit next to a busy rank) */
+#if TQ_HAVE_OPENMP
+#pragma omp parallel num_threads(1)
+#endif
+    rc = tq_eval_slice(o->device, &o->cfg[u->cfg], o->sched, (tq_slice_id){u->layer, u->head, 0},
+                       L->queries ? L->queries + (size_t)hh * G * T * d : NULL, G, L->keys + off,
+                       L->values ? L->values + off : NULL, T, d, o->seed, o->attention, &rd->spec, &r->mk, &r->mv,
+                       &r->kbits, &r->vbits, &r->kbc, &r->vbc);
+    blas_release(blas);
+    return rc;
+}
+
 /* ---------- sensitivity ---------- */
 
 const tq_sens_metric tq_sens_metrics[] = {
@@ -447,13 +610,14 @@ typedef struct {
 } sens_task;
 
 /* One kv head at one bit width: keys quantized with exact values, then values quantized with exact keys. */
-static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int h, const tq_layer *L,
+/* hh: the head's index in L (h itself for a whole layer, 0 for one read alone) */
+static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int h, int hh, const tq_layer *L,
                       const tq_attn_spec *spec, sens_task *r)
 {
     int T = L->s.n_tokens, d = L->s.head_dim, G = L->s.has_queries ? L->s.n_q_heads / L->s.n_kv_heads : 0;
-    size_t off = (size_t)h * T * d;
+    size_t off = (size_t)hh * T * d;
     const float *k = L->keys + off, *v = L->values ? L->values + off : NULL;
-    const float *q = L->queries ? L->queries + (size_t)h * G * T * d : NULL;
+    const float *q = L->queries ? L->queries + (size_t)hh * G * T * d : NULL;
     float *xh = tq_malloc((size_t)T * d * sizeof(float));
     tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->metric->attention,
                           .attn = *spec};
@@ -562,14 +726,30 @@ int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *R)
         tq_layer L;
         tq_attn_spec spec;
         if ((rc = tq_dump_layer_attn(dump, l, &spec)) < 0) break;
-        if ((rc = tq_dump_read_layer(dump, l, o->tokens, 0, &L)) < 0) break;
+        if (o->precomputed) { /* the shapes only: sens_collect weighs by them */
+            memset(&L, 0, sizeof L);
+            L.s = *tq_dump_layer_shape(dump, l);
+            if (o->tokens > 0) L.s.n_tokens = o->tokens;
+        } else if ((rc = tq_dump_read_layer(dump, l, o->tokens, 0, &L)) < 0) break;
         for (int i = 0; i < R->n; i++)
             if (R->units[i].layer == l) R->units[i].window = spec.window;
         int ntask = nkv * nb;
 #if TQ_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(o->threads > 0 ? o->threads : 1)
 #endif
-        for (int j = 0; j < ntask; j++) sens_eval(o, &o->params[j % nb], l, j / nb, &L, &spec, &res[j]);
+        for (int j = 0; j < ntask; j++) {
+            if (!o->precomputed) {
+                sens_eval(o, &o->params[j % nb], l, j / nb, j / nb, &L, &spec, &res[j]);
+                continue;
+            }
+            tq_sens_slice e;
+            tq_error_clear();
+            res[j].rc = o->precomputed(o->precomputed_ctx, l, j / nb, j % nb, &e);
+            memcpy(res[j].m, e.m, sizeof e.m);
+            memcpy(res[j].mk, e.mk, sizeof e.mk);
+            memcpy(res[j].btot, e.btot, sizeof e.btot);
+            if (res[j].rc < 0) snprintf(res[j].err, sizeof res[j].err, "%s", tq_error_msg());
+        }
         rc = sens_collect(o, R, l, nl, nkv, &L, res);
         tq_layer_free(&L);
         if (o->progress && rc == TQ_OK) o->progress(o->progress_ctx, o->dump, l + 1, nl);
@@ -579,6 +759,26 @@ int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *R)
     tq_dump_close(dump);
     if (rc < 0) tq_sens_free(R);
     return rc;
+}
+
+int tq_sens_unit_run(const tq_sens_opts *o, tq_eval_reader **rdp, int layer, int head, int b, tq_sens_slice *r)
+{
+    memset(r, 0, sizeof *r);
+    int rc = reader_load(rdp, 0, o->dump, NULL, o->tokens, layer, head);
+    if (rc < 0) return rc;
+    sens_task t;
+    memset(&t, 0, sizeof t);
+    int blas = blas_hold();
+#if TQ_HAVE_OPENMP
+#pragma omp parallel num_threads(1) /* as in tq_eval_unit_run */
+#endif
+    sens_eval(o, &o->params[b], layer, head, 0, &(*rdp)->L, &(*rdp)->spec, &t);
+    blas_release(blas);
+    if (t.rc < 0) return tq_error_set(t.rc, "%s", t.err);
+    memcpy(r->m, t.m, sizeof t.m);
+    memcpy(r->mk, t.mk, sizeof t.mk);
+    memcpy(r->btot, t.btot, sizeof t.btot);
+    return TQ_OK;
 }
 
 void tq_sens_free(tq_sens_result *r)

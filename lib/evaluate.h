@@ -76,6 +76,13 @@ typedef struct {
     long n, cap;
 } tq_eval_rows;
 
+/* One slice under one configuration, as tq_eval_slice measures it: what tq_evaluate aggregates, and what MPI ranks
+ * send to rank 0 (README "Scaling out"). mv is zero when the configuration has no values. */
+typedef struct {
+    tq_metrics mk, mv;
+    double kbits, vbits, kbc, vbc;
+} tq_eval_result;
+
 /* Progress: called with done = 0 when an input starts, after each (layer, configuration) and with done = total at its
  * end. */
 typedef void (*tq_progress_fn)(void *ctx, const char *label, long done, long total);
@@ -97,6 +104,10 @@ typedef struct {
     int n_cfg;
     tq_progress_fn progress;    /* may be NULL */
     void *progress_ctx;
+    /* Results computed elsewhere (the ranks of an MPI run), or NULL: when set, tq_evaluate reads no tensor and takes
+     * each slice's result from here, then aggregates it exactly as its own (same values, same order, same rows). */
+    int (*precomputed)(void *ctx, int input, int layer, int head, int cfg, tq_eval_result *r);
+    void *precomputed_ctx;
 } tq_eval_opts;
 
 /* Shape of one input (opens a dump): layers, kv heads, head dim. */
@@ -106,6 +117,22 @@ int tq_eval_input_shape(const tq_eval_opts *o, int input, int *n_layers, int *n_
  * then values. out is left with the rows so far on failure; free it with tq_eval_rows_free. */
 int tq_evaluate(const tq_eval_opts *o, tq_eval_rows *out);
 void tq_eval_rows_free(tq_eval_rows *r);
+
+/* ---- work units: tq_evaluate split into independent pieces (MPI ranks, README "Scaling out") ---- */
+
+/* One (input, layer, kv head, configuration) of tq_evaluate, with an estimated cost (arbitrary units, proportional
+ * to the arithmetic: the quantizer's T*d*(d or 16) plus the attention metrics' G*T^2*d) for largest-first order. */
+typedef struct { int input, layer, head, cfg; double cost; } tq_eval_unit;
+/* Every unit of o in tq_evaluate's own order (input, layer, head, configuration), selections applied and checked as
+ * tq_evaluate checks them (same messages). *units is malloc'd. */
+int tq_eval_units(const tq_eval_opts *o, tq_eval_unit **units, long *n);
+/* The slices one process holds between units: an open dump and the (input, layer, head) read last (one kv head
+ * through an HDF5 hyperslab; a synthetic layer whole). NULL to start; free with tq_eval_reader_free. */
+typedef struct tq_eval_reader tq_eval_reader;
+void tq_eval_reader_free(tq_eval_reader *rd);
+/* One unit's result, bit for bit what tq_evaluate computes for that slice (same call, same seeds, BLAS on one
+ * thread). */
+int tq_eval_unit_run(const tq_eval_opts *o, tq_eval_reader **rd, const tq_eval_unit *u, tq_eval_result *r);
 
 /* One slice's round trip and metrics, as tq_evaluate measures it: keys and (when v and cfg values) values quantized
  * on dev, tq_metrics_head on the results with the layer's attention spec (NULL: causal global, 1/sqrt(d); tq_evaluate
@@ -123,6 +150,13 @@ extern const tq_sens_metric tq_sens_metrics[];
 extern const int tq_sens_n_metrics;
 const tq_sens_metric *tq_sens_metric_find(const char *name);
 
+/* One (layer, kv head, width) of the scan: the metric, full metrics and stored bits of keys [0] and values [1]. */
+typedef struct {
+    double m[2];
+    tq_metrics mk[2];
+    double btot[2];
+} tq_sens_slice;
+
 typedef struct {
     const char *dump;
     const tq_qparams *params;   /* one per candidate width, same method */
@@ -135,6 +169,9 @@ typedef struct {
     tq_device device;
     tq_progress_fn progress;
     void *progress_ctx;
+    /* Results computed elsewhere (MPI ranks), or NULL: as tq_eval_opts.precomputed, per (layer, kv head, width). */
+    int (*precomputed)(void *ctx, int layer, int head, int b, tq_sens_slice *r);
+    void *precomputed_ctx;
 } tq_sens_opts;
 
 typedef struct {
@@ -149,6 +186,9 @@ typedef struct {
     int n;
     double *store;
 } tq_sens_result;
+
+/* One (layer, kv head, width index b) as tq_sensitivity computes it (reader as in tq_eval_unit_run). */
+int tq_sens_unit_run(const tq_sens_opts *o, tq_eval_reader **rd, int layer, int head, int b, tq_sens_slice *r);
 
 /* Every unit's curve: keys (values) quantized with the other tensor exact, metric per head under the layer's attention
  * spec (window, scale, soft-cap from the dump), layer units aggregated over heads in head order. */

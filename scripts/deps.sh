@@ -4,7 +4,9 @@
 set -euo pipefail
 
 apt_pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libopenblas-dev liblapacke-dev libpcg-cpp-dev valgrind time
-          clang-14 libclang-rt-14-dev unzip)  # time: /usr/bin/time -v for eval/bench_sweep.py; clang: make fuzz; unzip: get_models.sh
+          clang-14 libclang-rt-14-dev unzip openmpi-bin libopenmpi-dev)
+# time: /usr/bin/time -v for eval/bench_sweep.py; clang: make fuzz; unzip: get_models.sh; openmpi: mpirun tq (optional
+# to the build, README "Scaling out"; tests/cli/test_mpi.sh runs it)
 py_mods=(numpy h5py matplotlib gguf pandas)  # import names (pandas: the tq Python package's DataFrames)
 py_pkgs=(numpy h5py matplotlib gguf pandas)  # matching PyPI names
 

@@ -21,6 +21,18 @@ extern "C" int tq_cuda_device(char *name, size_t name_len, int *sm_count, double
     return TQ_OK;
 }
 
+extern "C" int tq_cuda_select(int local_rank, int *picked)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) return tq_error_set(TQ_ERR, "no usable CUDA device: %s", cudaGetErrorString(e));
+    if (n < 1) return tq_error_set(TQ_ERR, "no CUDA device found");
+    int g = (local_rank > 0 ? local_rank : 0) % n;
+    TQ_CU(cudaSetDevice(g), "cudaSetDevice");
+    if (picked) *picked = g;
+    return TQ_OK;
+}
+
 extern "C" int tq_cuda_alloc(void **dev, size_t bytes)
 {
     *dev = NULL;

@@ -18,6 +18,9 @@ extern "C" {
 /* TQ_OK when a CUDA device is usable (name/sm_count/mem filled, any may be NULL); TQ_ERR_NOCUDA in a CPU-only build;
  * TQ_ERR when the build has CUDA but no device answers (message says why). */
 int tq_cuda_device(char *name, size_t name_len, int *sm_count, double *mem_gib);
+/* MPI ranks (cmd/mpi.c): make GPU (local_rank mod the device count) this process's current device, before any other
+ * CUDA call; *picked (may be NULL) = its index. TQ_ERR_NOCUDA in a CPU-only build, TQ_ERR without a device. */
+int tq_cuda_select(int local_rank, int *picked);
 int tq_cuda_alloc(void **dev, size_t bytes);   /* zero-filled */
 void tq_cuda_free(void *dev);                  /* NULL-safe */
 int tq_cuda_upload(void *dev, const void *host, size_t bytes);

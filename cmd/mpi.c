@@ -1,0 +1,482 @@
+/* mpi.c: the commands' work units over MPI ranks (mpi_work.h, README "Scaling out"). Rank 0 owns the queue (units in
+ * decreasing estimated cost) and the results; its main thread only talks MPI (MPI_THREAD_FUNNELED) while a second
+ * thread computes units like any other rank. Each other rank keeps two units in hand so it never waits for rank 0.
+ * Results travel as the bytes the library produced, so rank 0 aggregates and writes exactly what one process would.
+ * Compiled only with MPI=1 (the Makefile); cmd/mpi_stub.c stands in otherwise. */
+#include "mpi_work.h"
+
+#include <mpi.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "cuda/tq_cuda.h"
+#include "dump.h"
+
+enum { TAG_WORK = 1, TAG_RESULT, TAG_FAIL };
+#define DEPTH 2           /* units a rank holds: one computing, one waiting, so a reply's latency is hidden */
+#define NAME_LEN 200
+#define POLL_NS 1000000L  /* 1 ms between polls when idle: MPI's blocking waits spin, and a probe costs tens of us
+                           * (at 0.1 ms rank 0's dispatcher took 80% of a core from the units); a unit is longer */
+
+static int g_state;       /* 0: not asked yet, 1: one process, 2: MPI ranks */
+static int g_rank, g_size;
+
+static long env_long(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : -1;
+}
+
+static void finish(void)
+{
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (init && !fin) MPI_Finalize();
+}
+
+int mpi_active(void)
+{
+    if (g_state) return g_state == 2;
+    g_state = 1;
+    /* started by a launcher (mpirun, srun) with more than one task: only then pay for MPI_Init */
+    if (env_long("OMPI_COMM_WORLD_SIZE") <= 1 && env_long("PMI_SIZE") <= 1 && env_long("SLURM_STEP_NUM_TASKS") <= 1)
+        return 0;
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) die("cannot initialise MPI");
+    atexit(finish);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    if (provided < MPI_THREAD_FUNNELED) die("the MPI library does not allow threads (MPI_THREAD_FUNNELED)");
+    if (g_size > 1) g_state = 2;
+    return g_state == 2;
+}
+
+static void nap(void)
+{
+    struct timespec ts = {0, POLL_NS};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- faults: one message naming the rank and the unit, then the whole job ends ---- */
+
+/* TQ_MPI_FAULT=RANK:kill|fail makes RANK die by SIGKILL, or fail its unit, at its first unit (the CLI tests' way to
+ * kill a rank at a known point; README "Scaling out"). */
+static int fault_check(void)
+{
+    static int used;
+    const char *f = getenv("TQ_MPI_FAULT");
+    if (!f || used) return TQ_OK;
+    char *end;
+    long r = strtol(f, &end, 10);
+    if (end == f || *end != ':' || r != g_rank) return TQ_OK;
+    used = 1;
+    if (!strcmp(end + 1, "kill")) raise(SIGKILL);
+    return tq_error_set(TQ_ERR, "injected fault (TQ_MPI_FAULT=%s)", f);
+}
+
+static _Noreturn void job_fail(const mpi_work *w, int rank, long unit, const char *msg)
+{
+    char name[NAME_LEN];
+    w->name(w->ctx, unit, name, sizeof name);
+    signal(SIGTERM, SIG_DFL); /* the launcher's SIGTERM after the abort is not a second message */
+    fprintf(stderr, "tq: rank %d failed on unit %ld of %ld (%s): %s\n", rank, unit, w->n, name, msg);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    _exit(1);
+}
+
+/* Rank 0 names the units in flight when the launcher stops the job (a rank was killed: the launcher's own message
+ * names it; SIGTERM is how Open MPI and Slurm end the survivors). Written with write(2) only. */
+static char (*g_flight)[DEPTH][NAME_LEN];
+static long (*g_flight_unit)[DEPTH];
+static int g_flight_ranks;
+
+static void put(const char *s) { (void)!write(2, s, strlen(s)); }
+
+static void on_term(int sig)
+{
+    put("tq: the job was stopped before every unit was done (a rank ended early); units in flight:");
+    for (int r = 0; r < g_flight_ranks; r++)
+        for (int k = 0; k < DEPTH; k++) {
+            if (!g_flight[r][k][0]) continue;
+            char num[16];
+            int n = 0, x = r;
+            do num[n++] = (char)('0' + x % 10); while ((x /= 10) && n < 15);
+            put(" rank ");
+            while (n) (void)!write(2, &num[--n], 1);
+            put(": ");
+            put(g_flight[r][k]);
+            put(";");
+        }
+    put("\n");
+    _exit(1);
+}
+
+static void flight_set(const mpi_work *w, int rank, long unit)
+{
+    for (int k = 0; k < DEPTH; k++)
+        if (!g_flight[rank][k][0]) {
+            w->name(w->ctx, unit, g_flight[rank][k], NAME_LEN);
+            g_flight_unit[rank][k] = unit;
+            return;
+        }
+}
+
+static void flight_clear(const mpi_work *w, int rank, long unit)
+{
+    for (int k = 0; k < DEPTH; k++)
+        if (g_flight[rank][k][0] && g_flight_unit[rank][k] == unit) {
+            g_flight[rank][k][0] = 0;
+            return;
+        }
+}
+
+/* ---- rank 0: the queue, its own computing thread, the dispatch loop ---- */
+
+typedef struct {
+    const mpi_work *w;
+    char *results;
+    long *order, next, done, self_done;
+    pthread_mutex_t mu;
+    int failed;
+    long fail_unit;
+    char fail_msg[600];
+} pool;
+
+static long take(pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    long u = p->next < p->w->n && !p->failed ? p->order[p->next++] : -1;
+    pthread_mutex_unlock(&p->mu);
+    return u;
+}
+
+static void *self_work(void *arg)
+{
+    pool *p = arg;
+    long u;
+    while ((u = take(p)) >= 0) {
+        pthread_mutex_lock(&p->mu);
+        flight_set(p->w, 0, u);
+        pthread_mutex_unlock(&p->mu);
+        tq_error_clear();
+        int rc = fault_check();
+        if (rc == TQ_OK) rc = p->w->run(p->w->ctx, u, p->results + (size_t)u * p->w->bytes);
+        pthread_mutex_lock(&p->mu);
+        flight_clear(p->w, 0, u);
+        if (rc < 0) {
+            p->failed = 1;
+            p->fail_unit = u;
+            snprintf(p->fail_msg, sizeof p->fail_msg, "%s", tq_error_msg());
+        } else
+            p->done++, p->self_done++;
+        pthread_mutex_unlock(&p->mu);
+        if (rc < 0) break;
+    }
+    return NULL;
+}
+
+static void send_unit(pool *p, int rank, long u)
+{
+    MPI_Send(&u, 1, MPI_LONG, rank, TAG_WORK, MPI_COMM_WORLD);
+    if (u >= 0) {
+        pthread_mutex_lock(&p->mu);
+        flight_set(p->w, rank, u);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static const double *g_cost; /* qsort's comparator has no context argument */
+
+static int by_cost(const void *a, const void *b)
+{
+    const double *cost = g_cost;
+    long x = *(const long *)a, y = *(const long *)b;
+    if (cost && cost[x] != cost[y]) return cost[x] > cost[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+static void dispatch(const mpi_work *w, void *results)
+{
+    double t0 = MPI_Wtime();
+    pool p = {.w = w, .results = results};
+    pthread_mutex_init(&p.mu, NULL);
+    p.order = malloc((size_t)(w->n ? w->n : 1) * sizeof *p.order);
+    g_flight = calloc((size_t)g_size, sizeof *g_flight);
+    g_flight_unit = calloc((size_t)g_size, sizeof *g_flight_unit);
+    size_t msg = sizeof(long) + (w->bytes > 600 ? w->bytes : 600);
+    char *buf = malloc(msg);
+    if (!p.order || !g_flight || !g_flight_unit || !buf) die("out of memory");
+    for (long i = 0; i < w->n; i++) p.order[i] = i;
+    g_cost = w->cost;
+    qsort(p.order, (size_t)w->n, sizeof *p.order, by_cost); /* largest first, ties in the natural order */
+    g_flight_ranks = g_size;
+    struct sigaction sa = {.sa_handler = on_term}, old;
+    sigaction(SIGTERM, &sa, &old);
+    pthread_t th;
+    if (pthread_create(&th, NULL, self_work, &p)) die("cannot start a thread");
+    for (int k = 0; k < DEPTH; k++)
+        for (int r = 1; r < g_size; r++) {
+            long u = take(&p);
+            if (u >= 0) send_unit(&p, r, u);
+        }
+    for (;;) {
+        pthread_mutex_lock(&p.mu);
+        long done = p.done;
+        int failed = p.failed;
+        pthread_mutex_unlock(&p.mu);
+        if (failed) job_fail(w, 0, p.fail_unit, p.fail_msg);
+        if (done == w->n) break;
+        int flag;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) {
+            nap();
+            continue;
+        }
+        int count;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        long u;
+        memcpy(&u, buf, sizeof u);
+        if (st.MPI_TAG == TAG_FAIL) {
+            buf[count < (int)msg ? count : (int)msg - 1] = 0;
+            job_fail(w, st.MPI_SOURCE, u, buf + sizeof u);
+        }
+        memcpy(p.results + (size_t)u * w->bytes, buf + sizeof u, w->bytes);
+        pthread_mutex_lock(&p.mu);
+        flight_clear(w, st.MPI_SOURCE, u);
+        p.done++;
+        pthread_mutex_unlock(&p.mu);
+        long next = take(&p);
+        if (next >= 0) send_unit(&p, st.MPI_SOURCE, next);
+    }
+    pthread_join(th, NULL);
+    for (int r = 1; r < g_size; r++) send_unit(&p, r, -1);
+    if (getenv("TQ_MPI_STATS")) /* for eval/mpi_scaling.py: what the scaling model needs measured */
+        fprintf(stderr, "tq: mpi: %ld units over %d ranks, rank 0 computed %ld; %ld result messages of %zu bytes, "
+                "%ld work messages of %zu bytes; dispatch %.6f s\n", w->n, g_size, p.self_done, w->n - p.self_done,
+                sizeof(long) + w->bytes, w->n - p.self_done + g_size - 1, sizeof(long), MPI_Wtime() - t0);
+    sigaction(SIGTERM, &old, NULL);
+    pthread_mutex_destroy(&p.mu);
+    free(g_flight);
+    free(g_flight_unit);
+    g_flight = NULL;
+    g_flight_unit = NULL;
+    g_flight_ranks = 0;
+    free(p.order);
+    free(buf);
+}
+
+/* ---- the other ranks: compute what rank 0 sends until it says stop, then leave ---- */
+
+static _Noreturn void serve(const mpi_work *w)
+{
+    size_t msg = sizeof(long) + (w->bytes > 600 ? w->bytes : 600);
+    char *buf = malloc(msg);
+    if (!buf) die("out of memory");
+    long queue[DEPTH + 1], done = 0;
+    int nq = 0, stop = 0;
+    double t_wait = 0, t_run = 0, t0 = MPI_Wtime();
+    for (;;) {
+        double tw = MPI_Wtime();
+        for (;;) { /* take every unit already sent; wait (politely) only when there is nothing to do */
+            int flag;
+            MPI_Iprobe(0, TAG_WORK, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+            if (flag) {
+                long u;
+                MPI_Recv(&u, 1, MPI_LONG, 0, TAG_WORK, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                if (u < 0) stop = 1;
+                else if (nq <= DEPTH) queue[nq++] = u;
+            } else if (!nq && !stop) nap();
+            else break;
+        }
+        t_wait += MPI_Wtime() - tw;
+        if (!nq) break;
+        long u = queue[0];
+        memmove(queue, queue + 1, (size_t)--nq * sizeof *queue);
+        memcpy(buf, &u, sizeof u);
+        tq_error_clear();
+        int rc = fault_check();
+        double tr = MPI_Wtime();
+        if (rc == TQ_OK) rc = w->run(w->ctx, u, buf + sizeof u);
+        t_run += MPI_Wtime() - tr;
+        done++;
+        if (rc < 0) { /* rank 0 prints it and aborts the job */
+            int n = snprintf(buf + sizeof u, msg - sizeof u, "%s", tq_error_msg());
+            MPI_Send(buf, (int)(sizeof u + (size_t)n + 1), MPI_BYTE, 0, TAG_FAIL, MPI_COMM_WORLD);
+            for (;;) pause();
+        }
+        MPI_Send(buf, (int)(sizeof u + w->bytes), MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+    }
+    if (getenv("TQ_MPI_STATS"))
+        fprintf(stderr, "tq: mpi: rank %d computed %ld units in %.6f s, waited %.6f s, serve %.6f s\n", g_rank, done,
+                t_run, t_wait, MPI_Wtime() - t0);
+    free(buf);
+    MPI_Finalize();
+    exit(0);
+}
+
+static void pick_gpu(tq_device dev)
+{
+    if (dev != TQ_DEVICE_CUDA) return;
+    long lr = env_long("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (lr < 0) lr = env_long("SLURM_LOCALID");
+    if (lr < 0) lr = env_long("MPI_LOCALRANKID");
+    int g;
+    if (tq_cuda_select((int)(lr > 0 ? lr : 0), &g) < 0) {
+        fprintf(stderr, "tq: rank %d: cannot select a GPU: %s\n", g_rank, tq_error_msg());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
+void mpi_run(const mpi_work *w, void *results)
+{
+    pick_gpu(w->device);
+    if (g_rank == 0) dispatch(w, results);
+    else serve(w);
+}
+
+/* ---- sweep and entropy: (input, layer, kv head, configuration) units into tq_evaluate ---- */
+
+typedef struct {
+    const tq_eval_opts *o;
+    tq_eval_unit *u;
+    long n;
+    tq_eval_reader *rd;
+    tq_eval_result *res;
+} eval_job;
+
+static int eval_run(void *ctx, long i, void *out)
+{
+    eval_job *j = ctx;
+    return tq_eval_unit_run(j->o, &j->rd, &j->u[i], out);
+}
+
+static void eval_name(void *ctx, long i, char *buf, size_t n)
+{
+    const eval_job *j = ctx;
+    const tq_eval_unit *u = &j->u[i];
+    snprintf(buf, n, "'%s' layer %d kv head %d, %.100s", j->o->inputs[u->input].label, u->layer, u->head,
+             j->o->cfg[u->cfg].kdesc);
+}
+
+static int key_cmp(const tq_eval_unit *u, int in, int layer, int head, int cfg)
+{
+    int a[4] = {u->input, u->layer, u->head, u->cfg}, b[4] = {in, layer, head, cfg};
+    for (int k = 0; k < 4; k++)
+        if (a[k] != b[k]) return a[k] < b[k] ? -1 : 1;
+    return 0;
+}
+
+/* the units are in tq_evaluate's order: a binary search finds each slice's result */
+static int eval_lookup(void *ctx, int in, int layer, int head, int cfg, tq_eval_result *r)
+{
+    const eval_job *j = ctx;
+    long lo = 0, hi = j->n - 1;
+    while (lo <= hi) {
+        long mid = (lo + hi) / 2;
+        int c = key_cmp(&j->u[mid], in, layer, head, cfg);
+        if (!c) {
+            *r = j->res[mid];
+            return TQ_OK;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return tq_error_set(TQ_ERR, "internal: no unit for input %d layer %d head %d configuration %d", in, layer, head,
+                        cfg);
+}
+
+int mpi_evaluate(tq_eval_opts *o, tq_eval_rows *rows)
+{
+    if (!mpi_active()) return tq_evaluate(o, rows);
+    eval_job j = {.o = o};
+    int rc = tq_eval_units(o, &j.u, &j.n);
+    if (rc < 0) return rc;
+    double *cost = malloc((size_t)(j.n ? j.n : 1) * sizeof *cost);
+    j.res = g_rank == 0 ? tq_calloc((size_t)(j.n ? j.n : 1), sizeof *j.res) : NULL;
+    if (!cost || (g_rank == 0 && !j.res)) die("out of memory");
+    for (long i = 0; i < j.n; i++) cost[i] = j.u[i].cost;
+    mpi_work w = {.n = j.n, .bytes = sizeof(tq_eval_result), .cost = cost, .run = eval_run, .name = eval_name,
+                  .ctx = &j, .device = o->device};
+    mpi_run(&w, j.res);
+    tq_eval_reader_free(j.rd);
+    o->precomputed = eval_lookup;
+    o->precomputed_ctx = &j;
+    rc = tq_evaluate(o, rows); /* rank 0: the single process's aggregation and rows, from the gathered results */
+    o->precomputed = NULL;
+    free(cost);
+    free(j.u);
+    free(j.res);
+    return rc;
+}
+
+/* ---- sensitivity: (layer, kv head, width) units into tq_sensitivity ---- */
+
+typedef struct {
+    const tq_sens_opts *o;
+    int nkv;
+    tq_eval_reader *rd;
+    tq_sens_slice *res;
+} sens_job;
+
+static int sens_run(void *ctx, long i, void *out)
+{
+    sens_job *j = ctx;
+    int nb = j->o->n_bits;
+    return tq_sens_unit_run(j->o, &j->rd, (int)(i / nb / j->nkv), (int)(i / nb % j->nkv), (int)(i % nb), out);
+}
+
+static void sens_name(void *ctx, long i, char *buf, size_t n)
+{
+    const sens_job *j = ctx;
+    int nb = j->o->n_bits;
+    snprintf(buf, n, "'%s' layer %ld kv head %ld at %d bits", j->o->dump, i / nb / j->nkv, i / nb % j->nkv,
+             j->o->params[i % nb].bits);
+}
+
+static int sens_lookup(void *ctx, int layer, int head, int b, tq_sens_slice *r)
+{
+    const sens_job *j = ctx;
+    *r = j->res[((long)layer * j->nkv + head) * j->o->n_bits + b];
+    return TQ_OK;
+}
+
+int mpi_sensitivity(tq_sens_opts *o, tq_sens_result *res)
+{
+    if (!mpi_active()) return tq_sensitivity(o, res);
+    tq_dump *d;
+    int rc = tq_dump_open(&d, o->dump);
+    if (rc < 0) return rc;
+    const tq_dump_meta *m = tq_dump_get_meta(d);
+    sens_job j = {.o = o, .nkv = m->shape.n_kv_heads};
+    long n = (long)m->n_layers * j.nkv * o->n_bits;
+    double *cost = malloc((size_t)(n ? n : 1) * sizeof *cost);
+    j.res = g_rank == 0 ? tq_calloc((size_t)(n ? n : 1), sizeof *j.res) : NULL;
+    if (!cost || (g_rank == 0 && !j.res)) die("out of memory");
+    for (long i = 0; i < n; i++) { /* the metrics' G*T^2*d dominate; layers may differ in tokens */
+        const tq_layer_shape *s = tq_dump_layer_shape(d, (int)(i / o->n_bits / j.nkv));
+        double T = o->tokens > 0 ? o->tokens : s->n_tokens;
+        cost[i] = T * T * s->head_dim * (s->n_q_heads > 0 ? s->n_q_heads / s->n_kv_heads : 1);
+    }
+    tq_dump_close(d);
+    mpi_work w = {.n = n, .bytes = sizeof(tq_sens_slice), .cost = cost, .run = sens_run, .name = sens_name,
+                  .ctx = &j, .device = o->device};
+    mpi_run(&w, j.res);
+    tq_eval_reader_free(j.rd);
+    o->precomputed = sens_lookup;
+    o->precomputed_ctx = &j;
+    rc = tq_sensitivity(o, res);
+    o->precomputed = NULL;
+    free(cost);
+    free(j.res);
+    return rc;
+}
