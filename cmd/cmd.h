@@ -17,6 +17,8 @@ typedef struct {
 /* End the process with `code`: stdio flushed, pending temporary outputs removed, then _exit (exit() would join
  * OpenBLAS's worker threads, which hang under an address-space limit). main and the die functions end through it. */
 void tq_exit(int code) __attribute__((noreturn));
+/* Run once by tq_exit before it ends the process (set by cmd/mpi.c: MPI_Finalize; tq_exit skips atexit handlers). */
+extern void (*tq_exit_hook)(void);
 /* Print "tq: <msg>\n" to stderr and exit(1) (runtime) or exit(2) (usage). */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -51,6 +51,7 @@ int mpi_active(void)
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) die("cannot initialise MPI");
     atexit(finish);
+    tq_exit_hook = finish; /* tq_exit ends with _exit: atexit handlers do not run there */
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     if (provided < MPI_THREAD_FUNNELED) die("the MPI library does not allow threads (MPI_THREAD_FUNNELED)");
