@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # closed_loop.sh: the runs behind results/closed_loop/ (README "Closed loop"): tq perplexity on SmolLM2-135M over
 # 512 tokens and Gemma-3-270M over 1024 tokens (its 512-token sliding windows act), then the plots.
-# Usage: bash scripts/closed_loop.sh [smollm2|gemma3|plot]... (default: all three)
+# Usage: bash scripts/closed_loop.sh [smollm2|gemma3|gemma3-3bit|plot]... (default: smollm2 gemma3 plot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TQ=${TQ:-./tq}
@@ -36,6 +36,10 @@ for what in ${@:-smollm2 gemma3 plot}; do
     case $what in
     smollm2) run_model smollm2 "$(bash scripts/get_models.sh smollm2)" 512 fp16,quantized ;;
     gemma3) run_gemma "$(bash scripts/get_models.sh gemma3)" ;;
+    # the 3-bit slice of gemma3's first run alone (what fits in half an hour of a shared 2-core machine)
+    gemma3-3bit) $TQ perplexity "$(bash scripts/get_models.sh gemma3)" --text $TEXT --tokens 1024 --threads 1 \
+        --format csv --methods kivi,turbo-mse,turbo-prod --bits 3 --per-position $OUT/gemma3-3bit-positions.csv \
+        -o $OUT/gemma3-3bit.csv ;;
     plot) python3 scripts/plot_closed_loop.py $OUT ;;
     esac
 done
