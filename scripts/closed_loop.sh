@@ -27,7 +27,7 @@ run_gemma() {
     $TQ perplexity "$gguf" $common --methods int8,kivi,turbo-mse,turbo-prod --bits 2-4 \
         --per-position $OUT/gemma3-positions.csv -o $OUT/gemma3-methods.csv
     # rotation seeds 1-4 at 3 bits (seed 0 is in gemma3-methods.csv): the spread
-    $TQ perplexity "$gguf" $common --methods turbo-mse,turbo-prod --bits 3 --seed 1-4 -o $OUT/gemma3-seeds.csv
+    $TQ perplexity "$gguf" $common --methods turbo-mse --bits 3 --seed 1-4 -o $OUT/gemma3-seeds.csv
     # fp16 vs quantized prefill, with and without a 32-token recent window, at 3 bits
     $TQ perplexity "$gguf" $common --methods kivi,turbo-mse --bits 3 --prefill fp16,quantized --recent 0,32 \
         -o $OUT/gemma3-knobs.csv
