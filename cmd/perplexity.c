@@ -17,8 +17,8 @@
 
 typedef struct {
     cl_axes_args cl;
-    const char *text, *fmt, *outp, *per_pos;
-    int tokens, threads, prompt, chunk, np;
+    const char *text, *fmt, *outp, *per_pos, *per_layer;
+    int tokens, threads, prompt, chunk, np, invariant;
     const char **pos;
 } ppl_args;
 
@@ -41,8 +41,12 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
         OPT_INT_("--tokens", &a->tokens, "N", NULL, 2, 1 << 24, "first N tokens of the text (default all)"),
         OPT_INT_("--chunk", &a->chunk, "N", "32", 1, 4096, "tokens per forward call after the prompt"),
         OPT_INT_("--threads", &a->threads, "N", "0", 0, 1024, "BLAS threads (0: as set)"),
+        OPT_FLAG_("--batch-invariant", &a->invariant, "fixed-order matmuls: --chunk 1 (decoding) gives the same "
+                  "numbers as any chunk (slower)"),
         OPT_STR_("--device", &a->cl.device, "cpu|cuda", NULL, "where rows are round-tripped (default cpu)"),
         OPT_STR_("--per-position", &a->per_pos, "FILE", NULL, "CSV: run, position, kl, dlogp per position"),
+        OPT_STR_("--per-layer", &a->per_layer, "FILE", NULL, "CSV: run, layer, in-loop attn_kl, out_rel, top8, "
+                 "entropies per layer"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "report format (default Markdown; -o picks by name)"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "write the report to FILE (default stdout)"),
         OPT_END_,
@@ -58,6 +62,7 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
     const char *in[3] = {a->pos[0], a->text, a->cl.sched_path};
     if (a->outp) check_output(a->outp, in, 3);
     if (a->per_pos) check_output(a->per_pos, in, 3);
+    if (a->per_layer) check_output(a->per_layer, in, 3);
 }
 
 /* model first (an unsupported architecture is the message to give), then the text's tokens */
@@ -66,6 +71,7 @@ static void ppl_load(ppl_job *j, const ppl_args *a)
     int rc;
     tq_model_set_threads(a->threads);
     if ((rc = tq_model_load(a->pos[0], &j->m)) < 0) die_lib(rc, "perplexity");
+    tq_model_set_batch_invariant(j->m, a->invariant);
     size_t len;
     char *text = cl_read_file("perplexity", a->text, &len);
     tq_gguf *g;
@@ -145,6 +151,10 @@ static int ppl_unit(void *ctx, long k, void *out)
     const ppl_mpi *c = ctx;
     cl_run *u = &c->j->set.runs[k];
     tq_ppl_result r;
+    if (c->a->per_layer) { /* the per-layer curves do not travel yet */
+        tq_error_set(TQ_ERR_USAGE, "--per-layer runs in one process (not under mpirun)");
+        return TQ_ERR_USAGE;
+    }
     int rc = tq_ppl_run(c->j->m, &u->o, c->j->tok, c->j->T, c->a->prompt, tq_kvq_grid(&u->o, c->a->chunk), c->ref,
                         c->a->per_pos != NULL, NULL, &r);
     if (rc < 0) return rc;
@@ -186,6 +196,27 @@ static void ppl_distribute(ppl_job *j, const ppl_args *a, const float *ref)
     free(res);
 }
 
+/* --per-layer: one row per (run, layer), the in-loop attention metrics (lib/kvquant.h tq_kvq_track_layers) */
+static void ppl_per_layer(const ppl_job *j, const char *path)
+{
+    FILE *f = out_open(path);
+    fprintf(f, "run,method,params,values,recent,prefill,seed,layer,attn_kl,out_rel,top8,entropy,entropy_q,rows\n");
+    for (int k = 0; k < j->set.n_runs; k++) {
+        const cl_run *u = &j->set.runs[k];
+        const tq_ppl_result *r = &j->r[k];
+        const char *kd = u->o.cfg.kdesc, *comma = strchr(kd, ',');
+        for (int l = 0; l < r->n_layers; l++) {
+            const tq_attn_stats *a = &r->layer[l];
+            fprintf(f, "%d,%.*s,\"%s\",\"%s\",%d,%s,%llu,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%ld\n", k,
+                    comma ? (int)(comma - kd) : (int)strlen(kd), kd, comma ? comma + 1 : "",
+                    u->o.cfg.v.method < 0 ? "none" : u->o.cfg.vdesc, u->o.recent,
+                    u->o.prefill_fp16 ? "fp16" : "quantized", (unsigned long long)u->seed, l, a->attn_kl, a->out_rel,
+                    a->top8, a->entropy, a->entropy_q, a->rows);
+        }
+    }
+    out_commit(f, path);
+}
+
 int cmd_perplexity(int argc, char **argv)
 {
     ppl_args a = {0};
@@ -202,13 +233,15 @@ int cmd_perplexity(int argc, char **argv)
     for (int k = 0; !mpi_active() && k < j.set.n_runs; k++) {
         cl_run *u = &j.set.runs[k];
         int chunk = tq_kvq_grid(&u->o, a.chunk);
-        if ((rc = tq_ppl_run(j.m, &u->o, j.tok, j.T, a.prompt, chunk, ref, a.per_pos != NULL, NULL, &j.r[k])) < 0)
+        int flags = (a.per_pos ? TQ_PPL_PER_POSITION : 0) | (a.per_layer ? TQ_PPL_PER_LAYER : 0);
+        if ((rc = tq_ppl_run(j.m, &u->o, j.tok, j.T, a.prompt, chunk, ref, flags, NULL, &j.r[k])) < 0)
             die_lib(rc, "perplexity");
         progress_step(&pg, 1);
     }
     progress_end(&pg);
     free(ref);
     if (a.per_pos) ppl_per_position(&j, a.per_pos);
+    if (a.per_layer) ppl_per_layer(&j, a.per_layer);
     FILE *f = a.outp && strcmp(a.outp, "-") ? out_open(a.outp) : stdout;
     ppl_report(f, fmt, &j, &a);
     if (f != stdout) out_commit(f, a.outp);

@@ -6,13 +6,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "polar.h"
 #include "tq.h"
+#include "turbo.h"
 #include "vocab.h"
+
+/* The quantizer of one slice, built on its first rows and kept for the state's life (a slice's parameters never
+ * change within one tq_kvq): rotations are seeded per (layer, head, tensor) (lib/rotation.h), so every slice has its
+ * own, as tq sweep's. NULL parts: the method has none worth keeping (int8, KIVI) or the device is not the CPU, and
+ * rows go through tq_roundtrip one at a time. */
+typedef struct {
+    int ready;
+    tq_turbo_rows *turbo;
+    tq_polar_rows *polar;
+} slice_q;
+
+/* tq_kvq_track_layers: the exact rows of the pass beside the cache, and each layer's attention metrics as sums. */
+typedef struct {
+    int cap;
+    float *k, *v;           /* [L][H][cap][d]: every row as the model wrote it, before quantization */
+    float *qb;              /* [G][cap][d]: one kv head's query heads, the layout tq_attn_eval reads */
+    tq_attn_stats *sum;     /* [L]: attn_kl, entropy, entropy_q, top8 summed over rows, out_rel over out_rows */
+} layer_track;
 
 struct tq_kvq {
     tq_kvq_opts o;
     int L, H, d;
+    const tq_model_config *mc;
     tq_kv_cache *cache;
+    slice_q *sq;            /* [L][H][2] */
+    layer_track *tr;        /* NULL unless tq_kvq_track_layers */
     int *done;              /* [L][H][2]: positions below it are final (quantized or kept exact) */
     unsigned char *has_mean;
     float *mean;            /* [L][H][2][d]: the frozen --center mean */
@@ -78,6 +101,7 @@ int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out)
     tq_kvq *q = tq_calloc(1, sizeof *q);
     if (!q) return TQ_ERR_NOMEM;
     q->o = *o;
+    q->mc = mc;
     q->L = mc->n_layers;
     q->H = mc->n_kv_head;
     q->d = mc->head_dim;
@@ -85,7 +109,8 @@ int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out)
     q->done = tq_calloc(ns, sizeof *q->done);
     q->has_mean = tq_calloc(ns, 1);
     q->mean = tq_calloc(ns * q->d, sizeof *q->mean);
-    if (!q->done || !q->has_mean || !q->mean) {
+    q->sq = tq_calloc(ns, sizeof *q->sq);
+    if (!q->done || !q->has_mean || !q->mean || !q->sq) {
         tq_kvq_free(q);
         return TQ_ERR_NOMEM;
     }
@@ -96,6 +121,19 @@ int tq_kvq_create(const tq_kvq_opts *o, const tq_model *m, tq_kvq **out)
 void tq_kvq_free(tq_kvq *q)
 {
     if (!q) return;
+    if (q->sq)
+        for (size_t s = 0; s < (size_t)q->L * q->H * 2; s++) {
+            tq_turbo_rows_free(q->sq[s].turbo);
+            tq_polar_rows_free(q->sq[s].polar);
+        }
+    free(q->sq);
+    if (q->tr) {
+        free(q->tr->k);
+        free(q->tr->v);
+        free(q->tr->qb);
+        free(q->tr->sum);
+        free(q->tr);
+    }
     free(q->done);
     free(q->has_mean);
     free(q->mean);
@@ -112,6 +150,40 @@ static int grow(tq_kvq *q, size_t n)
     if (!y) return tq_error_set(TQ_ERR_NOMEM, "out of memory for %zu cache values", n);
     q->y = y;
     q->cap = n;
+    return TQ_OK;
+}
+
+/* Round-trip the m rows of q->x (already centered) into q->y. Every row is quantized on its own, so the cache comes
+ * out the same whether rows arrive in a chunk or one at a time: KIVI keys are the exception (the group of tokens is
+ * the unit, one call per block). A row alone through the core, not a batch: the batched fast paths may round
+ * differently from a single row (dense rotations are an sgemm whose sums depend on the row count; turbo-mse 1e-6).
+ * Turbo and polar rows on the CPU go through the slice's kept parts (tq_turbo_rows / tq_polar_rows: the bytes of a
+ * one-row tq_roundtrip without rebuilding a d x d rotation per row). */
+static int slice_roundtrip(tq_kvq *q, const tq_qparams *p, tq_slice_id id, int s, int m, double *bits)
+{
+    const int d = q->d;
+    int st;
+    slice_q *sq = &q->sq[s];
+    if (!sq->ready && q->o.device == TQ_DEVICE_CPU) {
+        if (p->method == TQ_M_TURBO_MSE || p->method == TQ_M_TURBO_PROD || p->method == TQ_M_QJL)
+            st = tq_turbo_rows_make(&sq->turbo, p, d, id);
+        else if (p->method == TQ_M_POLAR)
+            st = tq_polar_rows_make(&sq->polar, p, d, id);
+        else
+            st = TQ_OK;
+        if (st < 0) return st;
+    }
+    sq->ready = 1;
+    if (sq->turbo) return tq_turbo_rows_roundtrip(sq->turbo, q->x, m, q->y, bits);
+    if (sq->polar) return tq_polar_rows_roundtrip(sq->polar, q->x, m, q->y, bits);
+    int unit = p->method == TQ_M_KIVI && id.tensor == TQ_TENSOR_KEYS ? m : 1;
+    double bsum = 0, b;
+    for (int r = 0; r < m; r += unit) {
+        if ((st = tq_roundtrip(q->o.device, p, id, q->x + (size_t)r * d, unit, d, q->y + (size_t)r * d, &b)) < 0)
+            return st;
+        bsum += b * unit;
+    }
+    *bits = bsum / m;
     return TQ_OK;
 }
 
@@ -146,18 +218,8 @@ static int on_slice(tq_kvq *q, int layer, int head, int tensor, int pos0, int n,
     int centered = p.center;
     p.center = 0; /* the frozen mean is removed here, not re-estimated on these rows */
     double bits;
-    tq_slice_id id = {layer, head, tensor};
-    /* KIVI keys: one call per block (the group is the unit); every other method one row per call, because the
-     * core's batched fast paths may round differently from a single row (turbo-mse: 1e-6), and a row must come
-     * out the same whether it was written in a chunk or alone */
-    int unit = p.method == TQ_M_KIVI && tensor == TQ_TENSOR_KEYS ? m : 1;
-    double bsum = 0;
-    for (int r = 0; r < m; r += unit) {
-        if ((st = tq_roundtrip(q->o.device, &p, id, q->x + (size_t)r * d, unit, d, q->y + (size_t)r * d, &bits)) < 0)
-            return tq_error_prefix(st, "closed loop, layer %d head %d %s: ", layer, head, tq_tensor_name(tensor));
-        bsum += bits * unit;
-    }
-    bits = bsum / m;
+    if ((st = slice_roundtrip(q, &p, (tq_slice_id){layer, head, tensor}, s, m, &bits)) < 0)
+        return tq_error_prefix(st, "closed loop, layer %d head %d %s: ", layer, head, tq_tensor_name(tensor));
     for (int t = 0; t < m; t++)
         for (int j = 0; j < d; j++) x[(size_t)t * d + j] = q->y[(size_t)t * d + j] + (centered ? mu[j] : 0.0f);
     q->qbits += bits * m * d;
@@ -169,6 +231,15 @@ static int on_slice(tq_kvq *q, int layer, int head, int tensor, int pos0, int n,
 static int kvq_hook(void *ctx, int layer, int kv_head, int pos0, int n, float *k, float *v, int head_dim)
 {
     tq_kvq *q = ctx;
+    layer_track *tr = q->tr;
+    if (tr) { /* the exact rows, before anything below rewrites them */
+        if (pos0 + n > tr->cap)
+            return tq_error_set(TQ_ERR_USAGE, "per-layer tracking holds %d positions, rows up to %d written",
+                                tr->cap, pos0 + n);
+        size_t off = ((size_t)(layer * q->H + kv_head) * tr->cap + pos0) * q->d, bytes = (size_t)n * q->d * 4;
+        memcpy(tr->k + off, tq_kv_cache_keys(q->cache, layer, kv_head) + (size_t)pos0 * q->d, bytes);
+        memcpy(tr->v + off, tq_kv_cache_values(q->cache, layer, kv_head) + (size_t)pos0 * q->d, bytes);
+    }
     int st = on_slice(q, layer, kv_head, TQ_TENSOR_KEYS, pos0, n, tq_kv_cache_keys(q->cache, layer, kv_head));
     if (st >= 0)
         st = on_slice(q, layer, kv_head, TQ_TENSOR_VALUES, pos0, n, tq_kv_cache_values(q->cache, layer, kv_head));
@@ -184,6 +255,82 @@ int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n)
     return kvq_hook(q, layer, kv_head, pos0, n, NULL, NULL, q->d);
 }
 
+/* Query hook (tracking): the layer's queries of this call against the rows attention is about to read (the cache,
+ * quantized where the semantics made them final) and against the exact rows of the same pass, through the offline
+ * metrics' own evaluator (lib/attention.h) under the layer's window, scale and soft-cap. */
+static int kvq_query_hook(void *ctx, int layer, int pos0, int n, const float *qr, int n_head, int d)
+{
+    tq_kvq *q = ctx;
+    layer_track *tr = q->tr;
+    const int G = n_head / q->H, T = pos0 + n;
+    const tq_layer_attn *la = &q->mc->layer[layer];
+    tq_attn_spec spec = {.window = la->sliding_window, .scale = la->attn_scale, .softcap = la->attn_softcap};
+    for (int h = 0; h < q->H; h++) {
+        for (int g = 0; g < G; g++) /* layout [G][T][d]: only the rows of this call are read (t_lo = pos0) */
+            for (int t = 0; t < n; t++)
+                memcpy(tr->qb + ((size_t)g * T + pos0 + t) * d, qr + ((size_t)t * n_head + h * G + g) * d,
+                       (size_t)d * sizeof *qr);
+        size_t off = (size_t)(layer * q->H + h) * tr->cap * d;
+        tq_attn_stats a;
+        int st = tq_attn_eval(tr->qb, G, tr->k + off, tq_kv_cache_keys(q->cache, layer, h), tr->v + off,
+                              tq_kv_cache_values(q->cache, layer, h), T, d, &spec, pos0, T, &a);
+        if (st < 0) return tq_error_prefix(st, "per-layer metrics, layer %d head %d: ", layer, h);
+        tq_attn_stats *sm = &tr->sum[layer];
+        sm->attn_kl += a.attn_kl * a.rows;
+        sm->entropy += a.entropy * a.rows;
+        sm->entropy_q += a.entropy_q * a.rows;
+        sm->top8 += a.top8 * a.rows;
+        sm->rows += a.rows;
+        if (a.out_rows > 0) {
+            sm->out_rel += a.out_rel * a.out_rows;
+            sm->out_rows += a.out_rows;
+        }
+    }
+    return TQ_OK;
+}
+
+int tq_kvq_track_layers(tq_kvq *q, int capacity)
+{
+    if (q->tr) return TQ_OK;
+    layer_track *tr = tq_calloc(1, sizeof *tr);
+    if (!tr) return TQ_ERR_NOMEM;
+    size_t rows = (size_t)q->L * q->H * capacity * q->d, G = (size_t)(q->mc->n_head / q->H);
+    tr->cap = capacity;
+    tr->k = tq_malloc(rows * sizeof *tr->k);
+    tr->v = tq_malloc(rows * sizeof *tr->v);
+    tr->qb = tq_malloc(G * capacity * q->d * sizeof *tr->qb);
+    tr->sum = tq_calloc((size_t)q->L, sizeof *tr->sum);
+    if (!tr->k || !tr->v || !tr->qb || !tr->sum) {
+        free(tr->k);
+        free(tr->v);
+        free(tr->qb);
+        free(tr->sum);
+        free(tr);
+        return tq_error_set(TQ_ERR_NOMEM, "per-layer tracking of %d positions: out of memory", capacity);
+    }
+    q->tr = tr;
+    if (q->cache) tq_kv_cache_set_query_hook(q->cache, kvq_query_hook, q);
+    return TQ_OK;
+}
+
+int tq_kvq_layer_stats(const tq_kvq *q, int layer, tq_attn_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!q->tr || layer < 0 || layer >= q->L)
+        return tq_error_set(TQ_ERR_USAGE, "layer stats: layer %d of %d, tracking %s", layer, q->L,
+                            q->tr ? "on" : "off (tq_kvq_track_layers)");
+    const tq_attn_stats *sm = &q->tr->sum[layer];
+    double r = sm->rows > 0 ? (double)sm->rows : NAN;
+    out->attn_kl = sm->attn_kl / r;
+    out->entropy = sm->entropy / r;
+    out->entropy_q = sm->entropy_q / r;
+    out->top8 = sm->top8 / r;
+    out->out_rel = sm->out_rows > 0 ? sm->out_rel / (double)sm->out_rows : NAN;
+    out->rows = sm->rows;
+    out->out_rows = sm->out_rows;
+    return TQ_OK;
+}
+
 void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c)
 {
     q->cache = c;
@@ -192,6 +339,10 @@ void tq_kvq_attach(tq_kvq *q, tq_kv_cache *c)
     memset(q->has_mean, 0, ns);
     q->qbits = q->qvals = 0;
     tq_kv_cache_set_write_hook(c, kvq_hook, q);
+    if (q->tr) {
+        memset(q->tr->sum, 0, (size_t)q->L * sizeof *q->tr->sum);
+        tq_kv_cache_set_query_hook(c, kvq_query_hook, q);
+    }
 }
 
 double tq_kvq_bits_total(const tq_kvq *q, int T)
@@ -326,14 +477,24 @@ int tq_ppl_reference(tq_model *m, const int32_t *tok, int T, int prompt, int chu
 }
 
 int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
-               int per_position, float *logits_out, tq_ppl_result *r)
+               int flags, float *logits_out, tq_ppl_result *r)
 {
     memset(r, 0, sizeof *r);
     if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
     tq_kvq *q = NULL;
     int st;
     if (o && (st = tq_kvq_create(o, m, &q)) < 0) return st;
-    if (per_position) {
+    if (q && (flags & TQ_PPL_PER_LAYER)) {
+        r->n_layers = q->L;
+        r->layer = tq_calloc((size_t)q->L, sizeof *r->layer);
+        st = r->layer ? tq_kvq_track_layers(q, T) : TQ_ERR_NOMEM;
+        if (st < 0) {
+            tq_kvq_free(q);
+            tq_ppl_result_free(r);
+            return st;
+        }
+    }
+    if (flags & TQ_PPL_PER_POSITION) {
         r->pos_kl = tq_calloc((size_t)T, sizeof *r->pos_kl);
         r->pos_dlogp = tq_calloc((size_t)T, sizeof *r->pos_dlogp);
         if (!r->pos_kl || !r->pos_dlogp) {
@@ -354,6 +515,7 @@ int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int
         r->kl = s.kl / np;
         r->top1 = s.top1 / np;
         r->bits_total = q ? tq_kvq_bits_total(q, T) : 16.0;
+        for (int l = 0; l < r->n_layers && r->layer; l++) tq_kvq_layer_stats(q, l, &r->layer[l]);
     } else
         tq_ppl_result_free(r);
     tq_kvq_free(q);
@@ -364,5 +526,7 @@ void tq_ppl_result_free(tq_ppl_result *r)
 {
     free(r->pos_kl);
     free(r->pos_dlogp);
+    free(r->layer);
     r->pos_kl = r->pos_dlogp = NULL;
+    r->layer = NULL;
 }

@@ -5,7 +5,8 @@
  * Streaming semantics (README "Closed loop"): a row is quantized once, in place, and never again; rows of a slice
  * (layer, kv head, tensor) share its seed-derived rotation, so offline and closed-loop rows join on the config.
  *  - per-row methods (fp16 pass-through, int8, turbo-mse, turbo-prod, qjl, polar, KIVI values): a row is quantized
- *    when it is written — alone or in a chunk, the same bits.
+ *    when it is written — alone or in a chunk, the same bits. Each slice keeps its quantizer (rotation, codebook,
+ *    QJL matrix) for the state's life; the rows of a call go through it together, each on its own.
  *  - blocks: KIVI keys (per-channel groups of G tokens) and --recent N are quantized a block at a time: block k
  *    (positions S + [kB, kB + B)) is quantized when the first token after it is written, so the newest 1..B rows stay
  *    in fp16 as KIVI's residual does. B = G for KIVI keys, N with --recent (KIVI keys then need N % G == 0).
@@ -21,6 +22,7 @@
 
 #include <stdint.h>
 
+#include "attention.h"
 #include "device.h"
 #include "evaluate.h"
 #include "model.h"
@@ -51,6 +53,15 @@ int tq_kvq_write(tq_kvq *q, int layer, int kv_head, int pos0, int n);
 /* Stored bits per K/V value of the cache as it stands after a pass of T tokens: quantized rows at their
  * bits_total (side information included), exact rows at 16 (fp16). */
 double tq_kvq_bits_total(const tq_kvq *q, int T);
+/* Per-layer attention metrics in the loop: from now on (and after every tq_kvq_attach) keep the exact K/V rows of
+ * the pass beside the cache (up to `capacity` positions; 2 x L x H x capacity x d floats) and, at every forward
+ * call, score each layer's queries against the rows attention reads (the cache, quantized where final) and against
+ * those exact rows of the same pass — the K/V the model actually produced under quantization, not the reference
+ * pass's — with lib/attention.h's evaluator under the layer's window, scale and soft-cap. */
+int tq_kvq_track_layers(tq_kvq *q, int capacity);
+/* Layer l's means over every (query head, position) scored since tq_kvq_attach: attn_kl = KL(p_exact || p_cache),
+ * out_rel, top8, entropy (exact), entropy_q (cache); README "Metrics" defines them. TQ_ERR_USAGE without tracking. */
+int tq_kvq_layer_stats(const tq_kvq *q, int layer, tq_attn_stats *out);
 /* The largest chunk c <= max_chunk such that chunked processing equals decoding: every block size of o divides by it
  * (1 when none fits). */
 int tq_kvq_grid(const tq_kvq_opts *o, int max_chunk);
@@ -64,13 +75,19 @@ int tq_ppl_reference(tq_model *m, const int32_t *tok, int T, int prompt, int chu
 typedef struct {
     double ppl, ppl_ref, kl, top1, bits_total, nll, nll_ref;
     double *pos_kl, *pos_dlogp;  /* [T-1] when asked for (free with tq_ppl_result_free) */
+    tq_attn_stats *layer;        /* [n_layers] with TQ_PPL_PER_LAYER (tq_kvq_layer_stats of the pass), else NULL */
+    int n_layers;
 } tq_ppl_result;
 
+/* tq_ppl_run's flags (1 keeps meaning "per position", as the argument once did). */
+enum { TQ_PPL_PER_POSITION = 1, TQ_PPL_PER_LAYER = 2 };
+
 /* One configuration: the model run over tok[0..T) with its cache quantized by o (NULL: the reference cache),
- * compared with ref (from tq_ppl_reference). per_position: fill pos_kl / pos_dlogp. logits_out (may be NULL):
- * (T-1) x n_vocab raw logits, for bit-identity tests. */
+ * compared with ref (from tq_ppl_reference). flags: TQ_PPL_PER_POSITION fills pos_kl / pos_dlogp;
+ * TQ_PPL_PER_LAYER fills layer (o not NULL). logits_out (may be NULL): (T-1) x n_vocab raw logits, for
+ * bit-identity tests. */
 int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
-               int per_position, float *logits_out, tq_ppl_result *r);
+               int flags, float *logits_out, tq_ppl_result *r);
 void tq_ppl_result_free(tq_ppl_result *r);
 
 #endif

@@ -31,6 +31,7 @@ struct tq_model {
     float *tok_embd, *output_norm, *output; /* output == tok_embd when tied */
     layer_w *L;
     int gelu;                               /* 1: GeGLU (tanh GELU), 0: SwiGLU */
+    int batch_invariant;                    /* tq_model_set_batch_invariant */
     tq_model_timing timing;
 };
 
@@ -481,11 +482,110 @@ static void rms_norm(float *y, const float *x, const float *w, int n, int dim, f
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Batch-invariant kernels (tq_model_set_batch_invariant): every output is a dot product or a weighted sum whose
+ * order of operations depends only on its own row — never on how many rows the call carries — so a forward call
+ * over 32 tokens gives each token the floats a 1-token call gives it. */
+
+#define INV_LANES 16
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define INV_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define INV_CLONES
+#endif
+
+/* Four dot products of x with w0..w3 (n floats each). Each keeps INV_LANES float accumulators (lane l sums the terms
+ * i = l mod INV_LANES in order of i), folded pairwise in a fixed tree, then the tail in order. The lanes are
+ * independent, so vectorizing (any width) reorders nothing, and -std=c11 keeps the multiply and add unfused: the
+ * result is a function of (x, w, n) alone, the same on every clone. */
+INV_CLONES static void dot4_fixed(const float *restrict x, const float *restrict w0, const float *restrict w1,
+                                  const float *restrict w2, const float *restrict w3, int n, float out[4])
+{
+    float a0[INV_LANES] = {0}, a1[INV_LANES] = {0}, a2[INV_LANES] = {0}, a3[INV_LANES] = {0};
+    int i = 0;
+    for (; i + INV_LANES <= n; i += INV_LANES)
+        for (int l = 0; l < INV_LANES; l++) {
+            float xv = x[i + l];
+            a0[l] += xv * w0[i + l];
+            a1[l] += xv * w1[i + l];
+            a2[l] += xv * w2[i + l];
+            a3[l] += xv * w3[i + l];
+        }
+    float *acc[4] = {a0, a1, a2, a3};
+    const float *ws[4] = {w0, w1, w2, w3};
+    for (int k = 0; k < 4; k++) {
+        float *a = acc[k];
+        for (int h = INV_LANES / 2; h > 0; h /= 2)
+            for (int l = 0; l < h; l++) a[l] += a[l + h];
+        float s = a[0];
+        for (int j = i; j < n; j++) s += x[j] * ws[k][j];
+        out[k] = s;
+    }
+}
+
+/* Y[n][out] = X[n][in] W^T, each y[t][o] by dot4_fixed: four weight rows at a time against every token (the rows
+ * stay in cache across the tokens); a short last group repeats its last row and drops the copies. */
+static void matmul_invariant(float *y, const float *x, const float *w, int n, int in, int out)
+{
+    for (int o = 0; o < out; o += 4) {
+        const float *wr[4];
+        for (int k = 0; k < 4; k++) wr[k] = w + (size_t)(o + k < out ? o + k : out - 1) * in;
+        for (int t = 0; t < n; t++) {
+            float r[4];
+            dot4_fixed(x + (size_t)t * in, wr[0], wr[1], wr[2], wr[3], in, r);
+            for (int k = 0; k < 4 && o + k < out; k++) y[(size_t)t * out + o + k] = r[k];
+        }
+    }
+}
+
+/* out[D] = sum_j p[j] V[j] over j in [lo, hi], in order of j (vectorized over the D channels). */
+INV_CLONES static void wsum_fixed(const float *restrict p, const float *restrict V, int D, int lo, int hi,
+                                  float *restrict out)
+{
+    for (int c = 0; c < D; c++) out[c] = 0;
+    for (int j = lo; j <= hi; j++) {
+        const float pj = p[j], *vr = V + (size_t)j * D;
+        for (int c = 0; c < D; c++) out[c] += pj * vr[c];
+    }
+}
+
+/* One query row against the keys it sees, [lo, hi] (absolute positions): scores by dot4_fixed, the default path's
+ * soft-cap and softmax (already per row), then the weighted values by wsum_fixed. sc: hi + 1 floats of scratch. */
+static void attend_invariant(const float *q, const float *K, const float *V, int D, int lo, int hi,
+                             const tq_layer_attn *a, float *sc, float *out)
+{
+    for (int j = lo; j <= hi; j += 4) {
+        const float *kr[4];
+        for (int k = 0; k < 4; k++) kr[k] = K + (size_t)(j + k <= hi ? j + k : hi) * D;
+        float r[4];
+        dot4_fixed(q, kr[0], kr[1], kr[2], kr[3], D, r);
+        for (int k = 0; k < 4 && j + k <= hi; k++) sc[j + k] = a->attn_scale * r[k];
+    }
+    if (a->attn_softcap > 0)
+        for (int j = lo; j <= hi; j++) sc[j] = a->attn_softcap * tanhf(sc[j] / a->attn_softcap);
+    float mx = sc[lo];
+    for (int j = lo + 1; j <= hi; j++) mx = sc[j] > mx ? sc[j] : mx;
+    double sum = 0;
+    for (int j = lo; j <= hi; j++) {
+        sc[j] = expf(sc[j] - mx);
+        sum += sc[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = lo; j <= hi; j++) sc[j] *= inv;
+    wsum_fixed(sc, V, D, lo, hi, out);
+}
+
+void tq_model_set_batch_invariant(tq_model *m, int on) { m->batch_invariant = on != 0; }
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * The default kernels */
+
 /* Y[n][out] (+)= X[n][in] W^T with W [out][in] row-major (GGUF's layout). */
 static void matmul(tq_model *m, float *y, const float *x, const float *w, int n, int in, int out)
 {
     double t0 = now_s();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (m->batch_invariant) matmul_invariant(y, x, w, n, in, out);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     m->timing.matmul_s += now_s() - t0;
 }
 
@@ -543,7 +643,7 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
     float *gt = tq_malloc((size_t)n * F * sizeof(float));
     float *up = tq_malloc((size_t)n * F * sizeof(float));
     int qb = n < QBLOCK ? n : QBLOCK;
-    float *sc = tq_malloc((size_t)qb * S_max * sizeof(float));
+    float *sc = tq_malloc((size_t)qb * S_max * sizeof(float)); /* the invariant path uses its first S_max */
     float *rc_cos = tq_malloc((size_t)n * (D / 2) * sizeof(float));
     float *rc_sin = tq_malloc((size_t)n * (D / 2) * sizeof(float));
     const double *table_of = NULL; /* the inv_freq the table holds */
@@ -604,7 +704,15 @@ int tq_model_forward(tq_model *m, tq_kv_cache *kc, const int32_t *tokens, int n,
 
         /* Attention, a block of query rows at a time against just the keys the block can see. */
         const int W = a->sliding_window;
-        for (int h = 0; h < H; h++) {
+        for (int h = 0; h < H && m->batch_invariant; h++) { /* or one row at a time: tq_model_set_batch_invariant */
+            const float *K = tq_kv_cache_keys(kc, l, h / G), *V = tq_kv_cache_values(kc, l, h / G);
+            for (int t = 0; t < n; t++) {
+                int p = past + t;
+                attend_invariant(q + (size_t)t * QD + (size_t)h * D, K, V, D, W && p - W + 1 > 0 ? p - W + 1 : 0, p,
+                                 a, sc, att + (size_t)t * QD + (size_t)h * D);
+            }
+        }
+        for (int h = 0; h < H && !m->batch_invariant; h++) {
             const float *K = tq_kv_cache_keys(kc, l, h / G), *V = tq_kv_cache_values(kc, l, h / G);
             for (int t0 = 0; t0 < n; t0 += QBLOCK) {
                 int nb = n - t0 < QBLOCK ? n - t0 : QBLOCK;

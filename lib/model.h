@@ -73,6 +73,14 @@ float *tq_kv_cache_values(tq_kv_cache *c, int layer, int kv_head);
  * vocabulary or a cache too small (nothing appended then); a hook's status. */
 int tq_model_forward(tq_model *m, tq_kv_cache *c, const int32_t *tokens, int n, float *logits);
 
+/* Batch-invariant forward passes (off by default). The default path's sgemm rounds a row differently for a 32-row
+ * call than for a 1-row call (~1e-7 relative per matmul), so teacher forcing and token-by-token decoding differ in
+ * the last bits, and a quantized cache can amplify that (a code near a decision boundary flips). On, every weight
+ * matmul row, attention score and weighted value sum is computed by one fixed-order kernel that depends only on its
+ * own row: a token gets bit-identical logits whether its call carries 1 or N tokens (tests/test_closed_loop.c).
+ * Slower than OpenBLAS (plain C: ~3-6x a teacher-forced pass); meant for checks, `tq perplexity --batch-invariant`. */
+void tq_model_set_batch_invariant(tq_model *m, int on);
+
 /* Where forward passes spent their time since load or the last reset (wall seconds): the weight matmuls (Q, K,
  * V, O, FFN and the output head), attention (scores, softmax, weighted values, hooks included), everything else
  * (norms, RoPE, activations, embedding lookup, residual adds). */

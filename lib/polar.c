@@ -263,17 +263,20 @@ static void polar_decode_vec(const tq_qparams *p, const polar_tables *t, const u
 
 /* ---------- the row ---------- */
 
-static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c, int fast)
+/* rot_in: the slice's rotation when the caller keeps it (prepared rows), else NULL: made and freed here. */
+static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c, int fast,
+                             const tq_rotation *rot_in)
 {
     c->p = *p;
     c->id = id;
     c->n = n;
     c->d = d;
     polar_tables t;
-    tq_rotation *rot = NULL;
+    tq_rotation *own = NULL;
     int st = polar_tables_get(p, &t);
-    if (!st) st = tq_rotation_make(&rot, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0);
+    if (!st && !rot_in) st = tq_rotation_make(&own, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0);
     if (st) return st;
+    const tq_rotation *rot = rot_in ? rot_in : own;
     const int nr = d >> p->polar_levels;
     const size_t rb = (polar_row_bits(p, d) + 7) / 8;
     uint8_t *codes = tq_codes_add(c, "codes", TQ_SEC_U8, (size_t)n * rb);
@@ -282,7 +285,7 @@ static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x
     float *rad = y ? tq_malloc(sizeof(float) * (size_t)nr * (fast ? n : 1)) : NULL;
     if (!rad) {
         free(y);
-        tq_rotation_free(rot);
+        tq_rotation_free(own);
         return TQ_ERR_NOMEM;
     }
     if (fast) tq_rotation_forward(rot, x, y, n); /* batched sgemm / FWHT over the slice */
@@ -297,21 +300,21 @@ static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x
     }
     free(y);
     free(rad);
-    tq_rotation_free(rot);
+    tq_rotation_free(own);
     return TQ_OK;
 }
 
 static int polar_encode_ref(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
 {
-    return polar_encode_impl(p, id, x, n, d, c, 0);
+    return polar_encode_impl(p, id, x, n, d, c, 0, NULL);
 }
 
 static int polar_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
 {
-    return polar_encode_impl(p, id, x, n, d, c, 1);
+    return polar_encode_impl(p, id, x, n, d, c, 1, NULL);
 }
 
-static int polar_decode_impl(const tq_codes *c, float *xhat, int fast)
+static int polar_decode_impl(const tq_codes *c, float *xhat, int fast, const tq_rotation *rot_in)
 {
     const tq_qparams *p = &c->p;
     const int n = c->n, d = c->d;
@@ -324,15 +327,16 @@ static int polar_decode_impl(const tq_codes *c, float *xhat, int fast)
         return tq_error_set(TQ_ERR, "polar codes: sections 'codes' [%zu] / 'radii' [%zu] missing or malformed",
                             (size_t)n * rb, (size_t)n * nr);
     polar_tables t;
-    tq_rotation *rot = NULL;
+    tq_rotation *own = NULL;
     int st = polar_tables_get(p, &t);
-    if (!st) st = tq_rotation_make(&rot, p->rotation, d, p->seed, c->id, TQ_PURPOSE_POLAR, 0);
+    if (!st && !rot_in) st = tq_rotation_make(&own, p->rotation, d, p->seed, c->id, TQ_PURPOSE_POLAR, 0);
     if (st) return st;
+    const tq_rotation *rot = rot_in ? rot_in : own;
     float *y = tq_malloc(sizeof(float) * (size_t)(fast ? n : 1) * d), *rad = tq_malloc(sizeof(float) * (size_t)nr);
     if (!y || !rad) {
         free(y);
         free(rad);
-        tq_rotation_free(rot);
+        tq_rotation_free(own);
         return TQ_ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
@@ -346,12 +350,63 @@ static int polar_decode_impl(const tq_codes *c, float *xhat, int fast)
     if (fast) tq_rotation_inverse(rot, y, xhat, n);
     free(y);
     free(rad);
-    tq_rotation_free(rot);
+    tq_rotation_free(own);
     return TQ_OK;
 }
 
-static int polar_decode_ref(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 0); }
-static int polar_decode_fast(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 1); }
+static int polar_decode_ref(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 0, NULL); }
+static int polar_decode_fast(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 1, NULL); }
+
+/* ---------- prepared rows (polar.h) ---------- */
+
+struct tq_polar_rows {
+    tq_qparams p;
+    tq_slice_id id;
+    int d;
+    tq_rotation *rot;
+};
+
+int tq_polar_rows_make(tq_polar_rows **out, const tq_qparams *p, int d, tq_slice_id id)
+{
+    *out = NULL;
+    int st = polar_check(p, d);
+    if (st < 0) return st;
+    tq_polar_rows *r = tq_calloc(1, sizeof *r);
+    if (!r) return TQ_ERR_NOMEM;
+    r->p = *p;
+    r->id = id;
+    r->d = d;
+    if ((st = tq_rotation_make(&r->rot, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0)) < 0) {
+        free(r);
+        return st;
+    }
+    *out = r;
+    return TQ_OK;
+}
+
+void tq_polar_rows_free(tq_polar_rows *r)
+{
+    if (!r) return;
+    tq_rotation_free(r->rot);
+    free(r);
+}
+
+int tq_polar_rows_roundtrip(tq_polar_rows *r, const float *x, int n, float *xhat, double *bits_total)
+{
+    /* each row as a one-row slice through the fast path (the same calls tq_quantize + tq_dequantize make) */
+    for (long i = 0; i < n; i++) {
+        tq_codes c;
+        memset(&c, 0, sizeof c);
+        int st = polar_encode_impl(&r->p, r->id, x + i * r->d, 1, r->d, &c, 1, r->rot);
+        if (!st) {
+            *bits_total = tq_codes_bits_total(&c);
+            st = polar_decode_impl(&c, xhat + i * r->d, 1, r->rot);
+        }
+        tq_codes_free(&c);
+        if (st) return st;
+    }
+    return TQ_OK;
+}
 
 const tq_format tq_format_polar = {
     .name = "polar", .method = TQ_M_POLAR, .min_bits = 1, .max_bits = 7, .uses_rotation = 1,

@@ -601,12 +601,13 @@ TQ_CLONES static void quantize_row(const tq_codebook *cb, float *restrict y, flo
         for (int j = 0; j < m; j++) idx[j] = (uint8_t)tq_codebook_encode(cb, y[j]);
 }
 
-/* Scratch of one thread: sub, y, xm (BLK x d), proj (BLK x qmax), norms, 1/norms, counts (BLK x d ints), bytes. */
+/* Scratch of one thread for blocks of up to B vectors: sub, y, xm (B x d), proj (B x qmax), norms, 1/norms, counts
+ * (B x d ints), bytes. */
 typedef struct { float *sub, *y, *xm, *proj, *seen, *inv; int32_t *acc; uint8_t *ib; } scratch;
 
-static float *scratch_alloc(scratch *w, int d, int qmax)
+static float *scratch_alloc(scratch *w, int d, int qmax, size_t B)
 {
-    size_t B = BLK, mx = (size_t)(d > qmax ? d : qmax);
+    size_t mx = (size_t)(d > qmax ? d : qmax);
     float *buf = tq_malloc(sizeof(float) * (B * (4 * (size_t)d + (size_t)qmax + 2)) + B * mx);
     if (!buf) return NULL;
     w->sub = buf;
@@ -775,7 +776,7 @@ static long run_blocks(job *jb, int *st)
 #endif
     {
         scratch w;
-        float *buf = scratch_alloc(&w, jb->d, jb->qmax);
+        float *buf = scratch_alloc(&w, jb->d, jb->qmax, BLK);
         if (!buf) {
 #if TQ_HAVE_OPENMP
 #pragma omp atomic write
@@ -821,7 +822,7 @@ static int turbo_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x
     long bad = run_blocks(&jb, &st);
     if (!st && bad >= 0) { /* redo that vector's checks here to record the message on this thread */
         scratch w;
-        float *buf = scratch_alloc(&w, d, jb.qmax);
+        float *buf = scratch_alloc(&w, d, jb.qmax, BLK);
         if (!buf) st = TQ_ERR_NOMEM;
         else {
             encode_block(&cx, &s, xc, n, bad, 1, &w);
@@ -847,6 +848,68 @@ static int turbo_decode_fast(const tq_codes *c, float *xhat)
     }
     ctx_free(&cx);
     return st;
+}
+
+/* ============================================= prepared rows ================================================ */
+
+/* The closed loop's round trip (turbo.h): the parts built once, then each row through the fast path's block
+ * functions at cnt = 1 — the same calls turbo_encode_fast / turbo_decode_fast make for a one-row slice, so the bytes
+ * are those of tq_quantize + tq_dequantize of that row alone (tested in tests/test_turbo.c). One row's codes and
+ * scratch are reused row after row. */
+struct tq_turbo_rows {
+    ctx cx;
+    tq_qparams p;          /* cx.p points here */
+    tq_codes c;            /* the sections of one row */
+    secs s;
+    scratch w;
+    float *wbuf;
+    double bits;
+};
+
+void tq_turbo_rows_free(tq_turbo_rows *r)
+{
+    if (!r) return;
+    ctx_free(&r->cx);
+    tq_codes_free(&r->c);
+    free(r->wbuf);
+    free(r);
+}
+
+int tq_turbo_rows_make(tq_turbo_rows **out, const tq_qparams *p, int d, tq_slice_id id)
+{
+    *out = NULL;
+    if (p->center || p->outliers || p->codebook == TQ_CB_EMPIRICAL)
+        return tq_error_set(TQ_ERR_USAGE, "%s rows: --center, --outliers and the empirical codebook are statistics of "
+                            "a whole slice; quantize the slice with tq_quantize", method_name(p->method));
+    tq_turbo_rows *r = tq_calloc(1, sizeof *r);
+    if (!r) return TQ_ERR_NOMEM;
+    r->p = *p;
+    int st = encode_begin(&r->p, id, 1, d, &r->c, &r->cx, &r->s);
+    if (!st) st = ctx_channels(&r->cx, NULL);
+    if (!st) {
+        const layout *L = &r->cx.q.L;
+        if (!(r->wbuf = scratch_alloc(&r->w, d, L->qm[0] > L->qm[1] ? L->qm[0] : L->qm[1], 1))) st = TQ_ERR_NOMEM;
+        r->bits = tq_codes_bits_total(&r->c);
+    }
+    if (st) {
+        tq_turbo_rows_free(r);
+        return st;
+    }
+    *out = r;
+    return TQ_OK;
+}
+
+int tq_turbo_rows_roundtrip(tq_turbo_rows *r, const float *x, int n, float *xhat, double *bits_total)
+{
+    const int d = r->cx.q.L.d;
+    for (long i = 0; i < n; i++) {
+        for (int k = 0; k < r->c.nsec; k++) memset(r->c.sec[k].data, 0, tq_section_bytes(&r->c.sec[k]));
+        /* a norm that cannot be stored: encode_block recorded the message on this thread */
+        if (encode_block(&r->cx, &r->s, x + i * d, 1, 0, 1, &r->w) >= 0) return TQ_ERR;
+        decode_block(&r->cx, &r->s, &r->p, 1, 0, 1, &r->w, xhat + i * d);
+    }
+    *bits_total = r->bits;
+    return TQ_OK;
 }
 
 /* ================================================ format rows ================================================ */

@@ -88,6 +88,18 @@ size_t tq_turbo_payload(const tq_turbo_layout *L, long n);
  * What --outliers N stores as the "outlier_idx" section. */
 void tq_turbo_outlier_channels(const float *x, int n, int d, int N, int *idx);
 
+/* ---- prepared rows: a slice's quantizer kept for many small calls (the closed loop, lib/kvquant.h) -------------
+ * tq_quantize + tq_dequantize rebuild the slice's rotation (a d x d QR when dense), codebook and QJL matrix at
+ * every call: fine for a slice of thousands of vectors, minutes when a KV cache quantizes a few rows per forward
+ * call. A tq_turbo_rows builds them once for (p, d, id); tq_turbo_rows_roundtrip then round-trips each of x's n rows
+ * exactly as tq_quantize + tq_dequantize of that row alone would (the fast path's kernels at one row: the same
+ * bytes, and a row's result never depends on its neighbours). --center, --outliers and the empirical codebook are
+ * statistics of a whole slice: TQ_ERR_USAGE. *bits_total: stored bits per value of one row. */
+typedef struct tq_turbo_rows tq_turbo_rows;
+int tq_turbo_rows_make(tq_turbo_rows **out, const tq_qparams *p, int d, tq_slice_id id);
+int tq_turbo_rows_roundtrip(tq_turbo_rows *r, const float *x, int n, float *xhat, double *bits_total);
+void tq_turbo_rows_free(tq_turbo_rows *r); /* NULL-safe */
+
 /* ---- CPU kernel variant ---------------------------------------------------------------------------------------
  * Process-wide, set by the caller (`tq bench --variant simd=...`, tests); the library reads no environment.
  *   "auto"    the default: the AVX-512 Hadamard encoder/decoder where the CPU has it (F, BW, DQ, VL, VBMI; BMI2)

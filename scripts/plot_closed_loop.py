@@ -39,7 +39,7 @@ def plot_methods(out, model):
     plt.close(fig)
 
 
-def plot_positions(out, model):
+def plot_positions(out, model, keep=("turbo-mse", "kivi bits=2", "int8")):
     path = os.path.join(out, f"{model}-positions.csv")
     if not os.path.exists(path):
         return
@@ -53,7 +53,7 @@ def plot_positions(out, model):
         runs.setdefault(key, []).append((int(x["position"]), float(x["kl"])))
     k = np.ones(32) / 32
     for key, pts in sorted(runs.items()):
-        if not any(s in key for s in ("turbo-mse", "kivi bits=2", "int8")):
+        if not any(s in key for s in keep):
             continue
         kl = np.array([v for _, v in sorted(pts)])
         ax.plot(np.arange(len(kl) - 31), np.convolve(kl, k, mode="valid"), label=key)
@@ -166,6 +166,9 @@ def main():
             plot_positions(out, model)
         plot_generate(out, model)
         plot_needle(out, model)
+    # Gemma 3's 3-bit slice (scripts/closed_loop.sh gemma3-3bit): every method of it along the text
+    if os.path.exists(os.path.join(out, "gemma3-3bit-positions.csv")):
+        plot_positions(out, "gemma3-3bit", keep=("turbo-mse", "turbo-prod", "kivi"))
 
 
 if __name__ == "__main__":

@@ -38,4 +38,22 @@ import csv, sys
 r = {x['params'].split(',')[0]: float(x['dppl_pct']) for x in csv.DictReader(open(sys.argv[1])) if x['method'] == 'turbo-mse'}
 sys.exit(not r['bits=4'] < r['bits=2'])" "$T/p.csv"
 fi
+# --per-layer: one row per (run, layer) with the in-loop attention metrics; the fp16 cache reads the exact rows
+# (every metric exactly 0), a 3-bit cache does not (tests/test_closed_loop.c checks layer 0 against offline)
+if expect_ok "per-layer run" -- "$TQ" perplexity "$S" --text "$text" --tokens 40 --methods fp16,turbo-mse --bits 3 \
+    --per-layer "$T/layers.csv" --format csv -o "$T/pl.csv"; then
+    check "per-layer rows: 2 runs x 30 layers, fp16 zero, turbo-mse positive" python3 -c "
+import csv, sys
+r = list(csv.DictReader(open(sys.argv[1])))
+assert len(r) == 60 and sorted({int(x['layer']) for x in r}) == list(range(30)), len(r)
+assert all(float(x['attn_kl']) == 0 and float(x['out_rel']) == 0 for x in r if x['method'] == 'fp16')
+assert all(float(x['attn_kl']) > 0 and float(x['out_rel']) > 0 for x in r if x['method'] == 'turbo-mse')" "$T/layers.csv"
+fi
+# --batch-invariant: decoding (--chunk 1) gives the teacher-forced numbers exactly
+if expect_ok "batch-invariant, chunks of 8" -- "$TQ" perplexity "$S" --text "$text" --tokens 40 --methods int8 \
+        --batch-invariant --chunk 8 --format csv -o "$T/c8.csv" &&
+   expect_ok "batch-invariant, token by token" -- "$TQ" perplexity "$S" --text "$text" --tokens 40 --methods int8 \
+        --batch-invariant --chunk 1 --format csv -o "$T/c1.csv"; then
+    check "decoded equals teacher-forced" cmp "$T/c8.csv" "$T/c1.csv"
+fi
 finish
