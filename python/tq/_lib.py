@@ -125,7 +125,8 @@ class EvalOpts(C.Structure):
                 ("layers", c_int_p), ("n_layers", c_int), ("heads", c_int_p), ("n_heads", c_int),
                 ("tokens", c_int), ("threads", c_int), ("seed", c_u64), ("attention", c_int),
                 ("per_head_rows", c_int), ("sched", c_void_p), ("device", c_int), ("cfg", C.POINTER(EvalConfig)),
-                ("n_cfg", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p)]
+                ("n_cfg", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
+                ("precomputed", c_void_p), ("precomputed_ctx", c_void_p)]  # MPI ranks' results: NULL here
 
 
 class SensMetric(C.Structure):
@@ -137,7 +138,7 @@ class SensOpts(C.Structure):
     _fields_ = [("dump", c_char_p), ("params", C.POINTER(QParams)), ("n_bits", c_int),
                 ("metric", C.POINTER(SensMetric)), ("tensors", c_int * 2), ("per_head", c_int), ("tokens", c_int),
                 ("threads", c_int), ("seed", c_u64), ("device", c_int), ("progress", PROGRESS_FN),
-                ("progress_ctx", c_void_p)]
+                ("progress_ctx", c_void_p), ("precomputed", c_void_p), ("precomputed_ctx", c_void_p)]
 
 
 class SensUnit(C.Structure):
@@ -164,7 +165,8 @@ class KvqOpts(C.Structure):  # lib/kvquant.h tq_kvq_opts
 class PplResult(C.Structure):  # lib/kvquant.h tq_ppl_result
     _fields_ = [("ppl", c_double), ("ppl_ref", c_double), ("kl", c_double), ("top1", c_double),
                 ("bits_total", c_double), ("nll", c_double), ("nll_ref", c_double),
-                ("pos_kl", C.POINTER(c_double)), ("pos_dlogp", C.POINTER(c_double))]
+                ("pos_kl", C.POINTER(c_double)), ("pos_dlogp", C.POINTER(c_double)),
+                ("layer", c_void_p), ("n_layers", c_int)]  # per-layer stats: not asked for from Python yet
 
 
 def _find():
