@@ -142,26 +142,26 @@ static void check_golden(const tq_eval_opts *o, const tq_eval_rows *r)
     if (!fgets(line, sizeof line, f)) line[0] = 0;
     while (fgets(line, sizeof line, f)) {
         int n = csv_split(line, fld, 64);
-        if (n < 10 + TQ_MET_COUNT || strcmp(fld[1], "all")) continue;
+        if (n < 11 + TQ_MET_COUNT || strcmp(fld[1], "dump")) continue; /* scope: the dump-level aggregate */
         want++;
         for (long i = 0; i < r->n; i++) {
             const tq_eval_row *w = &r->rows[i];
             const tq_eval_config *c = &o->cfg[w->cfg];
             const char *desc = w->tensor ? c->vdesc : c->kdesc;
-            if (w->layer >= 0 || strcmp(o->inputs[w->input].label, fld[0]) || strcmp(tq_tensor_name(w->tensor), fld[4])
-                || strcmp(strchr(desc, ',') + 1, fld[6]))
+            if (w->layer >= 0 || strcmp(o->inputs[w->input].label, fld[0]) || strcmp(tq_tensor_name(w->tensor), fld[5])
+                || strcmp(strchr(desc, ',') + 1, fld[7]))
                 continue;
             char got[64];
             int ok = 1;
             snprintf(got, sizeof got, "%.9g", w->bits_total);
-            ok &= !strcmp(got, fld[8]);
-            ok &= !strcmp(fld[2], "0"); /* window: synthetic inputs are global */
+            ok &= !strcmp(got, fld[9]);
+            ok &= !strcmp(fld[3], "0"); /* window: synthetic inputs are global */
             for (int k = 0; k < TQ_MET_COUNT; k++) {
                 if (isfinite(w->m.v[k])) snprintf(got, sizeof got, "%.9g", w->m.v[k]);
                 else got[0] = 0;
-                ok &= !strcmp(got, fld[10 + k]);
+                ok &= !strcmp(got, fld[11 + k]);
             }
-            CHECK(ok, "golden row %s %s %s %s", fld[0], fld[4], fld[5], fld[6]);
+            CHECK(ok, "golden row %s %s %s %s", fld[0], fld[5], fld[6], fld[7]);
             matched++;
         }
     }
