@@ -37,7 +37,7 @@ typedef struct { const tq_eval_unit *u; long n; const tq_eval_result *res; long 
 static int lookup(void *ctx, int in, int layer, int head, int cfg, tq_eval_result *r)
 {
     lookup_ctx *c = ctx;
-    c->calls++;
+    __atomic_add_fetch(&c->calls, 1, __ATOMIC_RELAXED); /* tq_evaluate calls it from its head threads (threads = 2) */
     for (long i = 0; i < c->n; i++)
         if (c->u[i].input == in && c->u[i].layer == layer && c->u[i].head == head && c->u[i].cfg == cfg) {
             *r = c->res[i];
