@@ -5,6 +5,7 @@ semantics of `tq perplexity`'s closed loop (lib/kvquant.h), so the same model gi
     import tq.hf
     cache = tq.hf.QuantizedCache(method="turbo-mse", bits=3)           # values: the same, or values=("kivi", 2)
     out = tq.hf.forward(model, input_ids, cache)                       # model(input_ids, <cache kwarg>=cache, ...)
+    ids = tq.hf.generate(model, input_ids, cache, max_new_tokens=32)   # model.generate, the same way
 
 Semantics (README "Closed loop", lib/kvquant.h), per (layer, kv head, tensor) slice of each batch row:
   - per-row methods (int8, turbo-mse, turbo-prod, qjl, polar, KIVI values): a row is quantized once, in place, in the
@@ -109,6 +110,11 @@ def cache_kwarg(model):
 def forward(model, input_ids, cache, **kw):
     """model(input_ids, use_cache=True, **kw) with the cache passed under the name this transformers version takes."""
     return model(input_ids, use_cache=True, **{cache_kwarg(model): cache}, **kw)
+
+
+def generate(model, input_ids, cache, **kw):
+    """model.generate(input_ids, **kw) with the cache passed under the name this transformers version takes."""
+    return model.generate(input_ids, **{cache_kwarg(model): cache}, **kw)
 
 
 class QuantizedCache(DynamicCache):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """test_python_hf.py: tq.hf.QuantizedCache, the transformers cache with tq perplexity's streaming semantics, on a tiny
 Llama whose weights come from NumPy's PCG64 (the same bytes on every machine; no download) run in float64 on the CPU:
-  - keep_layers = every layer: logits equal the plain DynamicCache's bit for bit (the cache adds nothing);
+  - keep_layers = every layer: logits equal the plain DynamicCache's bit for bit (the cache adds nothing), and
+    tq.hf.generate's greedy tokens the plain generate's; a quantized generate counts every written row in bits_total;
   - layer 0's cached keys and values equal tq.roundtrip of the plain pass's rows one row at a time (turbo-mse, polar,
     int8: per-row methods) — the same library call; layer 0's inputs are untouched by any quantization;
   - the semantics driven directly through update() with fixed rows: chunked writes equal one-row writes bit for bit
@@ -125,6 +126,15 @@ with torch.no_grad():
                     check(np.array_equal(got[h], want), f"{m} {b}: cached {name} head {h} != tq.roundtrip per row")
         if m == "turbo-mse" and b == 3:  # 3 code bits + one fp16 norm per vector of d = 32: 3 + 16/32
             check(abs(qc.bits_total - 3.5) < 1e-12, f"bits_total {qc.bits_total}, want 3.5")
+    # generate(): every layer exact gives the plain cache's greedy tokens; 8 prompt + 5 decoded rows written
+    g0 = model.generate(ids[:, :8], max_new_tokens=6, do_sample=False, pad_token_id=0)
+    gc = tq.hf.QuantizedCache("turbo-mse", 2, keep_layers=(0, 1))
+    check(torch.equal(tq.hf.generate(model, ids[:, :8], gc, max_new_tokens=6, do_sample=False, pad_token_id=0), g0),
+          "generate with keep_layers=all != plain generate")
+    gc = tq.hf.QuantizedCache("turbo-mse", 2)
+    tq.hf.generate(model, ids[:, :8], gc, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    check(gc._vals == 2 * 2 * 13 * D * 2 and abs(gc.bits_total - 2.5) < 1e-12,
+          f"generate: {gc._vals} values written, bits_total {gc.bits_total} (want 3328, 2 + 16/32)")
     # KL, not ΔNLL: on random weights ΔNLL's sign is noise, KL is what quantization error does on average
     check(kls["turbo-mse 3"] > kls["turbo-mse 4"] > kls["int8"] > 0, f"KL not decreasing with bits: {kls}")
 
