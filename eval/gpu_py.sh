@@ -3,7 +3,8 @@
 # but no compiler, no HDF5 or OpenBLAS and no network. `pack` (here, after make) links libtq.so with OpenBLAS, LAPACKE
 # and libgfortran static, copies the shared libraries it still needs (HDF5 and what HDF5 links, libgomp; ldd, glibc's
 # own left out) and writes the one file that travels, .devbin/py.tar.xz (~8 MB: the carried tree is limited to
-# 64 MiB with the repository). `run` (there) unpacks it, points the package at it (TQ_LIB, LD_LIBRARY_PATH) and runs
+# 64 MiB with the repository). `run` (there) unpacks it, points the package at it (TQ_LIB; libtq.so's RPATH finds
+# the rest in .devbin/py/lib, so nothing else in the process sees those libraries first) and runs
 # tests/py/test_python_hf.py (a tiny Llama on the CPU and, where CUDA is, on the GPU), writing $OUT/hf.log.
 # usage: bash eval/gpu_py.sh pack | run
 set -euo pipefail
@@ -36,7 +37,6 @@ run)
     rm -rf .devbin/py
     python3 -c "import tarfile; tarfile.open('.devbin/py.tar.xz').extractall('.devbin')"
     export TQ_LIB=$PWD/.devbin/py/libtq.so
-    export LD_LIBRARY_PATH=$PWD/.devbin/py/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     rc=0
     {
         nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
@@ -44,7 +44,8 @@ run)
 torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'numpy',
 numpy.__version__)"
         python3 -c "import sys; sys.path.insert(0, 'python'); import tq; print('tq', tq.__version__, tq._lib.path,
-'devices', tq.available_devices())"
+'devices', tq.available_devices()); print('hdf5 from', sorted({l.split()[-1] for l in open('/proc/self/maps')
+if 'libhdf5' in l}))"
         echo "== tests/py/test_python_hf.py"
         python3 tests/py/test_python_hf.py
     } > >(tee "$OUT/hf.log") 2>&1 || rc=$?

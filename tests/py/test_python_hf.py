@@ -10,10 +10,12 @@ Llama whose weights come from NumPy's PCG64 (the same bytes on every machine; no
     leaves the first write exact; center freezes the first write's mean; bits_total counts exact rows at 16;
   - next-token KL against the exact cache falls with bits: turbo-mse 3 > 4 > int8 > 0 (each bit quarters the error
     variance);
-  - ΔNLL and KL of each method on this model equals the committed golden tests/golden/hf/tiny_llama.json within 1e-9
-    relative: same weights, float64 forward (summation order differs across CPUs by ~1e-16 relative; a float32
-    rounding of a K/V value flips with probability ~1e-9 per value, so the quantized rows are identical), so the same
-    numbers here and on the GPU machine (eval/gpu_py.sh run). --golden rewrites the file;
+  - ΔNLL and KL of each method on this model equal the committed golden tests/golden/hf/tiny_llama.json within 1e-6
+    nats: the same weights and a float64 forward, except that transformers computes the RoPE cos/sin tables in
+    float32, where another CPU's vector path may round 1 ulp (1e-7 relative) apart: that moves logits and the NLL
+    (~5 nats) by ~1e-7 relative, a few 1e-7 nats, and a quantizer code (spacing ~0.1 of a row's scale) flips with
+    probability ~1e-6 per value, ~1% over the 6 x 10k quantized values. So the same numbers to ~6 digits here and on
+    the GPU machine (eval/gpu_py.sh run); the differences are printed. --golden rewrites the file;
   - where CUDA is available: the model on the GPU in float32, layer 0's cached keys equal tq.roundtrip of the plain
     GPU pass's rows (the cache works on device tensors, same bytes as on the host).
 Skips cleanly without torch or transformers (not installed on the CI machine)."""
@@ -59,6 +61,8 @@ def tiny_llama():
     rng = np.random.default_rng(20261207)
     sd = {}
     for k, v in model.state_dict().items():
+        if "rotary" in k:  # RoPE's inverse frequencies, where a version keeps them in the state dict
+            continue
         if "norm" in k:  # RMSNorm gains near 1
             a = 1.0 + 0.1 * rng.standard_normal(v.shape)
         elif "embed" in k:
@@ -211,10 +215,13 @@ if "--golden" in sys.argv:
     print("wrote " + GOLDEN, file=sys.stderr)
 else:
     g = json.load(open(GOLDEN))
-    check(abs(nll(ref, ids) - g["nll_ref"]) <= 1e-9 * abs(g["nll_ref"]), f"nll_ref {nll(ref, ids)} != {g['nll_ref']}")
+    worst = abs(nll(ref, ids) - g["nll_ref"])
+    check(worst <= 1e-6, f"nll_ref {nll(ref, ids)!r} != {g['nll_ref']!r}")
     for what, got in (("dnll", dnll), ("kl", kls)):
         for k, want in g[what].items():
-            check(abs(got[k] - want) <= 1e-9 * abs(want) + 1e-15, f"{what} {k}: {got[k]!r}, golden {want!r}")
+            check(abs(got[k] - want) <= 1e-6, f"{what} {k}: {got[k]!r}, golden {want!r}")
+            worst = max(worst, abs(got[k] - want))
+    print(f"golden: largest difference {worst:.3g} nats (NLL, ΔNLL, KL)", file=sys.stderr)
     print("ΔNLL " + ", ".join(f"{k} {v:.6g}" for k, v in dnll.items()), file=sys.stderr)
 
 # ---- on the GPU: the cache on device tensors ------------------------------------------------------------------------
