@@ -27,6 +27,7 @@ pack)
         while read -r f; do cp -L "$f" "$tmp/py/lib/"; done
     strip "$tmp"/py/lib/* 2>/dev/null || true
     mkdir -p .devbin
+    rm -rf .devbin/py  # an unpacked copy from a local `run` would travel too (~70 MB): only the archive goes
     tar -C "$tmp" -cf - py | xz -T2 -6 > .devbin/py.tar.xz.tmp && mv .devbin/py.tar.xz.tmp .devbin/py.tar.xz
     echo "gpu_py: .devbin/py.tar.xz $(stat -c %s .devbin/py.tar.xz) bytes: libtq.so + $(ls "$tmp/py/lib" | tr '\n' ' ')"
     ;;
