@@ -54,7 +54,7 @@ fi
 # Phase `loop` (also in `all`): the model loop on the GPU. test_cuda_model (GPU forward vs the CPU forward on
 # synthetic GGUFs it writes, fp32 / fp16 / packed caches), then, for each real model whose GGUF is given
 # ($TQ_GGUF_SMOLLM2, $TQ_GGUF_GEMMA3), tq perplexity on the CPU and on the GPU over the same tokens and configurations
-# (turbo-mse 3 and 4 bits, turbo-prod 3 bits with turbo-mse 3-bit values; hadamard), the tables side by side in
+# (turbo-mse 3 and 4 bits Hadamard, turbo-prod 3 bits with turbo-mse 3-bit values, dense), the tables side by side in
 # loop_<model>.csv and the relative difference of dppl_pct per configuration (acceptance: within 1%).
 if [ "$phase" = loop ] || [ "$phase" = all ]; then
     {
@@ -67,9 +67,11 @@ if [ "$phase" = loop ] || [ "$phase" = all ]; then
             v=TQ_GGUF_$(echo $mdl | tr a-z A-Z); path=${!v:-}
             [ -n "$path" ] && [ -f "$path" ] || { echo "== $mdl: SKIP (set $v to its GGUF)"; continue; }
             for dev in cpu cuda; do
-                args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --rotation hadamard
-                      --device $dev --format csv)
-                "$TQB" perplexity "$path" "${args[@]}" --methods turbo-mse --bits 3,4 -o "$OUT/loop_${mdl}_${dev}_mse.csv" &&
+                # (--values M:B quantizes values with the default dense rotation, so turbo-prod runs dense throughout)
+                args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --device $dev
+                      --format csv)
+                "$TQB" perplexity "$path" "${args[@]}" --methods turbo-mse --bits 3,4 --rotation hadamard \
+                    -o "$OUT/loop_${mdl}_${dev}_mse.csv" &&
                 "$TQB" perplexity "$path" "${args[@]}" --methods turbo-prod --bits 3 --values turbo-mse:3 \
                     -o "$OUT/loop_${mdl}_${dev}_prod.csv" || rc=1
             done
@@ -82,15 +84,17 @@ for dev in ("cpu", "cuda"):
         for r in csv.DictReader(open(f"{out}/loop_{mdl}_{dev}_{part}.csv")):
             rows.setdefault((r["method"], r["params"], r["values"]), {})[dev] = r
 bad = 0
-with open(f"{out}/loop_{mdl}.csv", "w") as f:
-    f.write("method,params,values,ppl_ref_cpu,ppl_ref_gpu,dppl_pct_cpu,dppl_pct_gpu,rel_diff,kl_cpu,kl_gpu,tok_s,tok_s_fp16,speedup\n")
+with open(f"{out}/loop_{mdl}.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["method", "params", "values", "ppl_ref_cpu", "ppl_ref_gpu", "dppl_pct_cpu", "dppl_pct_gpu", "rel_diff",
+                "kl_cpu", "kl_gpu", "tok_s", "tok_s_fp16", "speedup"])
     for key, d in rows.items():
         c, g = d["cpu"], d["cuda"]
         dc, dg = float(c["dppl_pct"]), float(g["dppl_pct"])
         rel = abs(dg - dc) / abs(dc) if dc else float("inf")
         bad += rel > 0.01
-        line = [*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.4f}", c["kl"], g["kl"], g["tok_s"], g["tok_s_fp16"], g["speedup"]]
-        f.write(",".join(str(x) for x in line) + "\n")
+        w.writerow([*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.4f}", c["kl"], g["kl"], g["tok_s"],
+                    g["tok_s_fp16"], g["speedup"]])
         print(f"{mdl} {key[0]} {key[1]} values {key[2]}: dppl_pct cpu {dc:.4f} gpu {dg:.4f} (rel diff {rel:.4f}); "
               f"kl cpu {c['kl']} gpu {g['kl']}; {float(g['tok_s']):.0f} tok/s vs fp16-cache {float(g['tok_s_fp16']):.0f} "
               f"(x{float(g['speedup']):.2f})")

@@ -575,7 +575,10 @@ int tq_kvq_cuda_supports(const tq_kvq_opts *o, const tq_model *m)
         if (p->codebook == TQ_CB_EMPIRICAL) return cuda_refuse("--codebook empirical");
         if (p->rotation != TQ_ROT_HADAMARD && p->rotation != TQ_ROT_DENSE) return cuda_refuse("--rotation none");
     }
-    if (k->rotation != v->rotation) return cuda_refuse("different rotations for keys and values");
+    if (k->rotation != v->rotation)
+        return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) needs one rotation for keys and values, "
+                            "got %s and %s (--values METHOD:BITS takes the default, dense: use --rotation dense)",
+                            tq_vocab_name(TQ_VOCAB_ROTATION, k->rotation), tq_vocab_name(TQ_VOCAB_ROTATION, v->rotation));
     for (int l = 0; l < mc->n_layers; l++) {
         if (o->keep && o->keep[l]) continue;
         if (mc->layer[l].attn_softcap > 0) return cuda_refuse("soft-capped attention (keep those layers exact)");
