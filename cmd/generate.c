@@ -8,6 +8,7 @@
 
 #include "closedloop.h"
 #include "cmd.h"
+#include "cuda/tq_cuda.h"
 #include "generate.h"
 #include "gguf.h"
 #include "report.h"
@@ -31,6 +32,7 @@ typedef struct {
     int n_stops;
     cl_set set;
     const char *model;  /* base name */
+    tq_cuda_model *gpu; /* --device cuda: the model loop on the GPU (lib/generate.h tq_gen_opts.cuda) */
 } gen_job;
 
 static void gen_parse(gen_args *a, int argc, char **argv)
@@ -60,7 +62,8 @@ static void gen_parse(gen_args *a, int argc, char **argv)
         OPT_INT_("--answer-tokens", &a->answer_tokens, "N", "10", 6, 256, "greedy tokens of the answer"),
         OPT_GROUP_("run and output:"),
         OPT_INT_("--threads", &a->threads, "N", "0", 0, 1024, "BLAS threads (0: as set)"),
-        OPT_STR_("--device", &a->cl.device, "cpu|cuda", NULL, "where rows are round-tripped (default cpu)"),
+        OPT_STR_("--device", &a->cl.device, "cpu|cuda", NULL, "cuda: the whole model loop on the GPU, the cache as\n"
+                 "packed codes read by the fused kernels, the reference with an fp16 cache (default cpu)"),
         OPT_STR_("--per-position", &a->per_pos, "FILE", NULL, "CSV: KL (teacher-forced, free-running) and both\n"
                  "tokens at every step of every run"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "report format (default Markdown; -o picks by name)"),
@@ -170,7 +173,7 @@ static void run_generate(gen_job *j, const gen_args *a, int fmt)
     int np, rc;
     gen_prompt *ps = load_prompts(j, a, &np);
     tq_gen_opts g = {.n_tokens = a->tokens, .sample = a->sample, .temperature = a->temperature, .top_p = a->top_p,
-                     .seed = a->gseed, .stop = j->stops, .n_stop = j->n_stops};
+                     .seed = a->gseed, .stop = j->stops, .n_stop = j->n_stops, .cuda = j->gpu};
     int nr = j->set.n_runs;
     tq_gen_result *res = calloc((size_t)np * nr + 1, sizeof *res);
     if (!res) die("out of memory");
@@ -257,7 +260,7 @@ static void run_needle(gen_job *j, const gen_args *a, int fmt)
     if (j->ctx_train && ctx > j->ctx_train)
         die_usage("generate: --context %d is beyond the model's context length %d", ctx, j->ctx_train);
     int *depth, nd = parse_list("--depths", a->depths, 0, 100, NULL, &depth), nr = j->set.n_runs, rc;
-    tq_gen_opts g = {.n_tokens = a->answer_tokens, .stop = j->stops, .n_stop = j->n_stops};
+    tq_gen_opts g = {.n_tokens = a->answer_tokens, .stop = j->stops, .n_stop = j->n_stops, .cuda = j->gpu};
     /* correct[(run + 1) * nd + d]: run -1 is the reference cache */
     int *correct = calloc((size_t)(nr + 1) * nd, sizeof *correct), *ntok = calloc((size_t)nd, sizeof *ntok);
     if (!correct || !ntok) die("out of memory");
@@ -326,8 +329,15 @@ int cmd_generate(int argc, char **argv)
     gen_load(&j, &a);
     tq_chat_stops(j.tok, a.needle || a.chat ? j.chat_style : TQ_CHAT_NONE, j.stops, &j.n_stops);
     cl_build(&j.set, &a.cl, j.m, "generate", a.pos[0], 1);
+    if (cli_device("generate", a.cl.device) == TQ_DEVICE_CUDA) { /* weights uploaded once for every pass */
+        int rc;
+        for (int k = 0; k < j.set.n_runs; k++)
+            if ((rc = tq_kvq_cuda_supports(&j.set.runs[k].o, j.m)) < 0) die_lib(rc, "generate");
+        if ((rc = tq_cuda_model_create(j.m, 0, &j.gpu)) < 0) die_lib(rc, "generate --device cuda");
+    }
     if (a.needle) run_needle(&j, &a, fmt);
     else run_generate(&j, &a, fmt);
+    tq_cuda_model_free(j.gpu);
     cl_set_free(&j.set);
     tq_tokenizer_free(j.tok);
     tq_model_free(j.m);

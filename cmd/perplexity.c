@@ -7,6 +7,7 @@
 
 #include "closedloop.h"
 #include "cmd.h"
+#include "cuda/tq_cuda.h"
 #include "gguf.h"
 #include "kvquant.h"
 #include "mpi_work.h"
@@ -17,7 +18,7 @@
 
 typedef struct {
     cl_axes_args cl;
-    const char *text, *fmt, *outp, *per_pos, *per_layer;
+    const char *text, *fmt, *outp, *per_pos, *per_layer, *cuda_attn;
     int tokens, threads, prompt, chunk, np, invariant;
     const char **pos;
 } ppl_args;
@@ -28,6 +29,8 @@ typedef struct {
     int T;
     cl_set set;             /* the runs: configurations x seeds x prefill x recent (cmd/closedloop.h) */
     tq_ppl_result *r;       /* one per run */
+    int gpu;                /* --device cuda: the model loop on the GPU (lib/kvquant.h tq_ppl_run_cuda) */
+    double *tok_s, tok_s_ref; /* GPU: decode steps per second of each run and of the fp16-cache reference */
 } ppl_job;
 
 static void ppl_parse(ppl_args *a, int argc, char **argv)
@@ -43,7 +46,10 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
         OPT_INT_("--threads", &a->threads, "N", "0", 0, 1024, "BLAS threads (0: as set)"),
         OPT_FLAG_("--batch-invariant", &a->invariant, "fixed-order matmuls: --chunk 1 (decoding) gives the same "
                   "numbers as any chunk (slower)"),
-        OPT_STR_("--device", &a->cl.device, "cpu|cuda", NULL, "where rows are round-tripped (default cpu)"),
+        OPT_STR_("--device", &a->cl.device, "cpu|cuda", NULL, "cuda: the whole model loop on the GPU, the cache as\n"
+                 "packed codes read by the fused kernels, against an fp16 cache (default cpu)"),
+        OPT_STR_("--cuda-attn", &a->cuda_attn, "NAME", NULL, "--device cuda: the attention kernels' variant (auto,\n"
+                 "fast: the fused small-batch and d = 64/256 tensor-core paths; tq bench --variant attn=...)"),
         OPT_STR_("--per-position", &a->per_pos, "FILE", NULL, "CSV: run, position, kl, dlogp per position"),
         OPT_STR_("--per-layer", &a->per_layer, "FILE", NULL, "CSV: run, layer, in-loop attn_kl, out_rel, top8, "
                  "entropies per layer"),
@@ -104,22 +110,25 @@ static void ppl_build(ppl_job *j, ppl_args *a)
 /* the report: the model and its token count, the configuration columns, the numbers */
 static void ppl_report(FILE *f, int fmt, const ppl_job *j, const ppl_args *a)
 {
+    /* --device cuda adds the decode speed of the run's GPU loop and of the fp16-cache GPU loop, and their ratio */
     static const char *const cols[] = {"model", "tokens", "method", "params", "values", "recent", "prefill",
                                        "keep_layers", "prompt", "seed", "bits_total", "ppl", "ppl_ref", "dppl_pct",
-                                       "kl", "top1"};
+                                       "kl", "top1", "tok_s", "tok_s_fp16", "speedup"};
     const char *base = strrchr(a->pos[0], '/');
     char T[16];
     snprintf(T, sizeof T, "%d", j->T);
     cl_table t;
-    cl_table_begin(f, &t, fmt, "tq_perplexity", cols, 16, 2 + CL_N_CONFIG,
-                   "---|---:|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    cl_table_begin(f, &t, fmt, "tq_perplexity", cols, j->gpu ? 19 : 16, 2 + CL_N_CONFIG,
+                   j->gpu ? "---|---:|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                          : "---|---:|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (int k = 0; k < j->set.n_runs; k++) {
         char c[CL_N_CONFIG][200];
         cl_config_cells(&j->set, &j->set.runs[k], c);
         const char *tx[2 + CL_N_CONFIG] = {base ? base + 1 : a->pos[0], T};
         for (int i = 0; i < CL_N_CONFIG; i++) tx[2 + i] = c[i];
         const tq_ppl_result *r = &j->r[k];
-        double num[6] = {r->bits_total, r->ppl, r->ppl_ref, 100.0 * (r->ppl / r->ppl_ref - 1.0), r->kl, r->top1};
+        double num[9] = {r->bits_total, r->ppl, r->ppl_ref, 100.0 * (r->ppl / r->ppl_ref - 1.0), r->kl, r->top1,
+                         j->gpu ? j->tok_s[k] : 0, j->tok_s_ref, j->gpu ? j->tok_s[k] / j->tok_s_ref : 0};
         cl_table_row(f, &t, tx, num);
     }
     cl_table_end(f, &t);
@@ -217,29 +226,74 @@ static void ppl_per_layer(const ppl_job *j, const char *path)
     out_commit(f, path);
 }
 
-int cmd_perplexity(int argc, char **argv)
+/* the CPU loop: the reference pass, then every run (shared over MPI ranks when under mpirun) */
+static void ppl_cpu(ppl_job *j, const ppl_args *a)
 {
-    ppl_args a = {0};
-    ppl_parse(&a, argc, argv);
-    int fmt = report_format(a.fmt, a.outp), rc;
-    ppl_job j = {0};
-    ppl_load(&j, &a);
-    ppl_build(&j, &a);
+    int rc;
     float *ref;
-    if ((rc = tq_ppl_reference(j.m, j.tok, j.T, a.prompt, a.chunk, &ref)) < 0) die_lib(rc, "perplexity");
+    if ((rc = tq_ppl_reference(j->m, j->tok, j->T, a->prompt, a->chunk, &ref)) < 0) die_lib(rc, "perplexity");
     tq_progress pg;
-    progress_start(&pg, "perplexity", j.set.n_runs);
-    if (mpi_active()) ppl_distribute(&j, &a, ref);
-    for (int k = 0; !mpi_active() && k < j.set.n_runs; k++) {
-        cl_run *u = &j.set.runs[k];
-        int chunk = tq_kvq_grid(&u->o, a.chunk);
-        int flags = (a.per_pos ? TQ_PPL_PER_POSITION : 0) | (a.per_layer ? TQ_PPL_PER_LAYER : 0);
-        if ((rc = tq_ppl_run(j.m, &u->o, j.tok, j.T, a.prompt, chunk, ref, flags, NULL, &j.r[k])) < 0)
+    progress_start(&pg, "perplexity", j->set.n_runs);
+    if (mpi_active()) ppl_distribute(j, a, ref);
+    for (int k = 0; !mpi_active() && k < j->set.n_runs; k++) {
+        cl_run *u = &j->set.runs[k];
+        int chunk = tq_kvq_grid(&u->o, a->chunk);
+        int flags = (a->per_pos ? TQ_PPL_PER_POSITION : 0) | (a->per_layer ? TQ_PPL_PER_LAYER : 0);
+        if ((rc = tq_ppl_run(j->m, &u->o, j->tok, j->T, a->prompt, chunk, ref, flags, NULL, &j->r[k])) < 0)
             die_lib(rc, "perplexity");
         progress_step(&pg, 1);
     }
     progress_end(&pg);
     free(ref);
+}
+
+/* --device cuda: the model itself on the GPU (lib/cuda/tq_cuda.h's model loop), weights uploaded once as fp16;
+ * the reference is the same loop with an fp16 cache, every run the loop with its packed cache. Each pass is T
+ * decode steps of one token (teacher forcing), so --prompt and --chunk change nothing here. */
+static void ppl_gpu(ppl_job *j, const ppl_args *a)
+{
+    if (mpi_active()) die_usage("perplexity: the GPU model loop runs in one process (not under mpirun)");
+    if (a->per_layer) die_usage("perplexity: --per-layer reads the cache on the host; use --device cpu for it");
+    if (a->invariant)
+        die_usage("perplexity: --batch-invariant is a CPU option (the GPU loop decodes one token a step)");
+    int rc;
+    for (int k = 0; k < j->set.n_runs; k++)
+        if ((rc = tq_kvq_cuda_supports(&j->set.runs[k].o, j->m)) < 0) die_lib(rc, "perplexity");
+    if (a->cuda_attn && (rc = tq_cuda_variant_set("attn", a->cuda_attn)) < 0) die_lib(rc, "perplexity --cuda-attn");
+    tq_cuda_model *g;
+    if ((rc = tq_cuda_model_create(j->m, 0, &g)) < 0) die_lib(rc, "perplexity --device cuda");
+    j->tok_s = calloc((size_t)j->set.n_runs + 1, sizeof *j->tok_s);
+    if (!j->tok_s) die("out of memory");
+    float *ref;
+    double secs;
+    if ((rc = tq_ppl_reference_cuda(j->m, g, j->tok, j->T, &ref, &secs)) < 0) die_lib(rc, "perplexity");
+    j->tok_s_ref = j->T / secs;
+    tq_progress pg;
+    progress_start(&pg, "perplexity", j->set.n_runs);
+    int flags = a->per_pos ? TQ_PPL_PER_POSITION : 0;
+    for (int k = 0; k < j->set.n_runs; k++) {
+        if ((rc = tq_ppl_run_cuda(j->m, g, &j->set.runs[k].o, j->tok, j->T, ref, flags, NULL, &j->r[k], &secs)) < 0)
+            die_lib(rc, "perplexity");
+        j->tok_s[k] = j->T / secs;
+        progress_step(&pg, 1);
+    }
+    progress_end(&pg);
+    free(ref);
+    tq_cuda_model_free(g);
+    tq_cuda_release();
+}
+
+int cmd_perplexity(int argc, char **argv)
+{
+    ppl_args a = {0};
+    ppl_parse(&a, argc, argv);
+    int fmt = report_format(a.fmt, a.outp);
+    ppl_job j = {0};
+    ppl_load(&j, &a);
+    ppl_build(&j, &a);
+    j.gpu = cli_device("perplexity", a.cl.device) == TQ_DEVICE_CUDA;
+    if (j.gpu) ppl_gpu(&j, &a);
+    else ppl_cpu(&j, &a);
     if (a.per_pos) ppl_per_position(&j, a.per_pos);
     if (a.per_layer) ppl_per_layer(&j, a.per_layer);
     FILE *f = a.outp && strcmp(a.outp, "-") ? out_open(a.outp) : stdout;
@@ -247,6 +301,7 @@ int cmd_perplexity(int argc, char **argv)
     if (f != stdout) out_commit(f, a.outp);
     for (int k = 0; k < j.set.n_runs; k++) tq_ppl_result_free(&j.r[k]);
     free(j.r);
+    free(j.tok_s);
     cl_set_free(&j.set);
     free(j.tok);
     free(a.pos);

@@ -3,7 +3,9 @@
 # (GPU vs CPU references), compute-sanitizer memcheck / racecheck / synccheck on small shapes, a benchmark smoke run.
 # Phase `bench`: tq bench --device cuda, PyTorch SDPA on the same shapes (and on the bundled models' shapes), ncu on the
 # attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. Phase `round2`: the round-2 acceptance shapes,
-# eager and CUDA-graph timings beside SDPA's (results/bench/cuda_<gpu>_round2.md). `all` runs the three. GPU_RUN_SHAPES=0 skips the
+# eager and CUDA-graph timings beside SDPA's (results/bench/cuda_<gpu>_round2.md). Phase `loop`: the model loop on the
+# GPU (test_cuda_model, tq perplexity --device cuda against --device cpu on the real models when given). `all` runs
+# all four. GPU_RUN_SHAPES=0 skips the
 # other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer tools, GPU_RUN_TOKENS the main bench's lengths
 # (shorter runs while iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
 # a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
@@ -15,8 +17,9 @@ mkdir -p "$OUT" results/bench
 if [ -f .devbin/bin.tar.xz ] && [ ! -x .devbin/tq ]; then
     python3 -c "import tarfile; tarfile.open('.devbin/bin.tar.xz').extractall('.devbin')" || exit 1
 fi
-if [ -x .devbin/tq ] && [ -x .devbin/test_cuda ]; then TQB=.devbin/tq; TEST=.devbin/test_cuda
-else make -j8 CUDA=1 build/cuda/tq build/cuda/tests/test_cuda || exit 1; TQB=build/cuda/tq; TEST=build/cuda/tests/test_cuda; fi
+if [ -x .devbin/tq ] && [ -x .devbin/test_cuda ]; then TQB=.devbin/tq; TEST=.devbin/test_cuda; TESTM=.devbin/test_cuda_model
+else make -j8 CUDA=1 build/cuda/tq build/cuda/tests/test_cuda build/cuda/tests/test_cuda_model || exit 1
+     TQB=build/cuda/tq; TEST=build/cuda/tests/test_cuda; TESTM=build/cuda/tests/test_cuda_model; fi
 export PATH=$PATH:/usr/local/cuda/bin
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
@@ -49,6 +52,62 @@ if [ "$phase" = check ] || [ "$phase" = all ]; then
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
     grep -qE "^[0-9]+ passed, [1-9]" "$OUT/check.log" && rc=1
     echo "check phase: rc $rc" | tee -a "$OUT/check.log"
+fi
+# Phase `loop` (also in `all`): the model loop on the GPU. test_cuda_model (GPU forward vs the CPU forward on
+# synthetic GGUFs it writes, fp32 / fp16 / packed caches), then, for each real model whose GGUF is given
+# ($TQ_GGUF_SMOLLM2, $TQ_GGUF_GEMMA3), tq perplexity on the CPU and on the GPU over the same tokens and configurations
+# (turbo-mse 3 and 4 bits Hadamard, turbo-prod 3 bits with turbo-mse 3-bit values, dense), the tables side by side in
+# loop_<model>.csv and the relative difference of dppl_pct per configuration (acceptance: within 1%).
+if [ "$phase" = loop ] || [ "$phase" = all ]; then
+    {
+        echo "== test_cuda_model"; "$TESTM" || rc=1
+        if [ -n "$SAN" ]; then
+            TQ_CUDA_QUICK=1 timeout 300 "$SAN" --tool memcheck --error-exitcode 9 "$TESTM" >"$OUT/loop_memcheck.log" 2>&1 \
+                && echo "test_cuda_model memcheck: clean" || { echo "test_cuda_model memcheck: rc $? (loop_memcheck.log)"; rc=1; }
+        fi
+        for mdl in smollm2 gemma3; do
+            v=TQ_GGUF_$(echo $mdl | tr a-z A-Z); path=${!v:-}
+            [ -n "$path" ] && [ -f "$path" ] || { echo "== $mdl: SKIP (set $v to its GGUF)"; continue; }
+            for dev in cpu cuda; do
+                # (--values M:B quantizes values with the default dense rotation, so turbo-prod runs dense throughout)
+                args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --device $dev
+                      --format csv)
+                "$TQB" perplexity "$path" "${args[@]}" --methods turbo-mse --bits 3,4 --rotation hadamard \
+                    -o "$OUT/loop_${mdl}_${dev}_mse.csv" &&
+                "$TQB" perplexity "$path" "${args[@]}" --methods turbo-prod --bits 3 --values turbo-mse:3 \
+                    -o "$OUT/loop_${mdl}_${dev}_prod.csv" || rc=1
+            done
+            python3 - "$OUT" "$mdl" <<'PY' || rc=1
+import csv, sys
+out, mdl = sys.argv[1], sys.argv[2]
+rows = {}
+for dev in ("cpu", "cuda"):
+    for part in ("mse", "prod"):
+        for r in csv.DictReader(open(f"{out}/loop_{mdl}_{dev}_{part}.csv")):
+            rows.setdefault((r["method"], r["params"], r["values"]), {})[dev] = r
+bad = 0
+with open(f"{out}/loop_{mdl}.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["method", "params", "values", "ppl_ref_cpu", "ppl_ref_gpu", "dppl_pct_cpu", "dppl_pct_gpu", "rel_diff",
+                "kl_cpu", "kl_gpu", "tok_s", "tok_s_fp16", "speedup"])
+    for key, d in rows.items():
+        c, g = d["cpu"], d["cuda"]
+        dc, dg = float(c["dppl_pct"]), float(g["dppl_pct"])
+        rel = abs(dg - dc) / abs(dc) if dc else float("inf")
+        bad += rel > 0.01
+        w.writerow([*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.4f}", c["kl"], g["kl"], g["tok_s"],
+                    g["tok_s_fp16"], g["speedup"]])
+        print(f"{mdl} {key[0]} {key[1]} values {key[2]}: dppl_pct cpu {dc:.4f} gpu {dg:.4f} (rel diff {rel:.4f}); "
+              f"kl cpu {c['kl']} gpu {g['kl']}; {float(g['tok_s']):.0f} tok/s vs fp16-cache {float(g['tok_s_fp16']):.0f} "
+              f"(x{float(g['speedup']):.2f})")
+print(f"{mdl}: {bad} configuration(s) with dppl_pct more than 1% apart")
+PY
+        done
+        exit $rc
+    } 2>&1 | tee "$OUT/loop.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    grep -qE "^[0-9]+ passed, [1-9]" "$OUT/loop.log" && rc=1
+    echo "loop phase: rc $rc" | tee -a "$OUT/loop.log"
 fi
 if [ "$phase" = bench ] || [ "$phase" = all ]; then
     csv=results/bench/cuda_$tag.csv

@@ -52,6 +52,17 @@ int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const
 {
     return nocuda();
 }
+int tq_cuda_model_create(tq_model *m, int fp32_weights, tq_cuda_model **out) { *out = NULL; return nocuda(); }
+void tq_cuda_model_free(tq_cuda_model *g) {}
+int tq_cuda_cache_create(tq_cuda_model *g, const tq_cuda_cache_spec *spec, tq_cuda_cache **out)
+{
+    *out = NULL;
+    return nocuda();
+}
+void tq_cuda_cache_free(tq_cuda_cache *c) {}
+void tq_cuda_cache_reset(tq_cuda_cache *c) {}
+int tq_cuda_cache_len(const tq_cuda_cache *c) { return 0; }
+int tq_cuda_model_step(tq_cuda_model *g, tq_cuda_cache *c, int32_t token, float *logits) { return nocuda(); }
 #else
 /* ISO C forbids an empty translation unit. */
 typedef int tq_cuda_stub_unused;

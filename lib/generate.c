@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/tq_cuda.h"
 #include "rng.h"
 #include "tq.h"
 
@@ -89,6 +90,25 @@ static int is_stop(const tq_gen_opts *g, int32_t t)
     return 0;
 }
 
+/* Where a pass runs: the CPU forward over c, or (g->cuda) the GPU loop over gc, one token a step. */
+typedef struct {
+    tq_model *m;
+    tq_kv_cache *c;
+    tq_cuda_model *g;
+    tq_cuda_cache *gc;
+} fwd;
+
+/* tokens[0..n) forward; logits: NULL or, for n == 1, the next-token row */
+static int fwd_run(fwd *f, const int32_t *tok, int n, float *logits)
+{
+    if (!f->g) return tq_model_forward(f->m, f->c, tok, n, logits);
+    for (int i = 0; i < n; i++) {
+        int st = tq_cuda_model_step(f->g, f->gc, tok[i], i == n - 1 ? logits : NULL);
+        if (st < 0) return st;
+    }
+    return TQ_OK;
+}
+
 static int gen_pass(tq_model *m, const tq_kvq_opts *o, const int32_t *prompt, int n_prompt, const tq_gen_opts *g,
                     const pass_io *io, tq_gen_output *out, double *bits_total)
 {
@@ -100,6 +120,8 @@ static int gen_pass(tq_model *m, const tq_kvq_opts *o, const int32_t *prompt, in
     int V = tq_model_get_config(m)->n_vocab, N = io->forced ? io->n_forced : g->n_tokens, st = TQ_OK;
     tq_kvq *q = NULL;
     tq_kv_cache *c = NULL;
+    fwd f = {m, NULL, g->cuda, NULL};
+    double gbits = 16.0;
     float *logits = tq_malloc((size_t)V * sizeof *logits), *lp = tq_malloc((size_t)V * sizeof *lp);
     prob_id *pi = g->sample && !io->forced ? tq_malloc((size_t)V * sizeof *pi) : NULL;
     out->tokens = tq_malloc((size_t)N * sizeof *out->tokens);
@@ -108,19 +130,22 @@ static int gen_pass(tq_model *m, const tq_kvq_opts *o, const int32_t *prompt, in
         st = TQ_ERR_NOMEM;
         goto done;
     }
-    if (o) {
+    if (o && !g->cuda) {
         tq_kvq_opts oo = *o;
         oo.prompt = n_prompt;
         if ((st = tq_kvq_create(&oo, m, &q)) < 0) goto done;
     }
-    if ((st = tq_kv_cache_create(m, n_prompt + N, &c)) < 0) goto done;
+    if (g->cuda) st = tq_kvq_cuda_cache(m, g->cuda, o, n_prompt + N, &f.gc, &gbits);
+    else st = tq_kv_cache_create(m, n_prompt + N, &c);
+    if (st < 0) goto done;
+    f.c = c;
     if (q) tq_kvq_attach(q, c);
-    if (n_prompt > 1 && (st = tq_model_forward(m, c, prompt, n_prompt - 1, NULL)) < 0) goto done;
+    if (n_prompt > 1 && (st = fwd_run(&f, prompt, n_prompt - 1, NULL)) < 0) goto done;
     tq_rng rng;
     tq_rng_derive(&rng, g->seed, -1, -1, TQ_PURPOSE_GENERATE);
     int32_t cur = prompt[n_prompt - 1];
     for (int t = 0; t < N; t++) {
-        if ((st = tq_model_forward(m, c, &cur, 1, logits)) < 0) goto done;
+        if ((st = fwd_run(&f, &cur, 1, logits)) < 0) goto done;
         int am = log_softmax(logits, V, lp);
         if (io->kl && t < io->n_ref) io->kl[t] = kl_rows(io->ref_logp + (size_t)t * V, lp, V);
         if (out->logp) memcpy(out->logp + (size_t)t * V, lp, (size_t)V * sizeof *lp);
@@ -130,10 +155,11 @@ static int gen_pass(tq_model *m, const tq_kvq_opts *o, const int32_t *prompt, in
         if (!io->forced && is_stop(g, next)) break;
         cur = next;
     }
-    if (bits_total) *bits_total = q ? tq_kvq_bits_total(q, tq_kv_cache_len(c)) : 16.0;
+    if (bits_total) *bits_total = g->cuda ? gbits : q ? tq_kvq_bits_total(q, tq_kv_cache_len(c)) : 16.0;
 done:
     if (st < 0) tq_gen_output_free(out);
     tq_kv_cache_free(c);
+    tq_cuda_cache_free(f.gc);
     tq_kvq_free(q);
     free(logits);
     free(lp);

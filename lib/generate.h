@@ -20,6 +20,8 @@ typedef struct {
     uint64_t seed;            /* sampling: one PCG stream (TQ_PURPOSE_GENERATE), one draw per step */
     const int32_t *stop;      /* generation ends after emitting one of these (it is kept), or NULL */
     int n_stop;
+    tq_cuda_model *cuda;      /* NULL: the CPU forward pass; else the model loop on this GPU model (lib/kvquant.h
+                                 tq_kvq_cuda_cache: an fp16 cache for the reference, packed codes for o) */
 } tq_gen_opts;
 
 /* A continuation: the generated tokens (a stop token included) and, when asked, each step's next-token

@@ -5,6 +5,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "cuda/tq_cuda.h"
 
 #include "polar.h"
 #include "tq.h"
@@ -45,9 +48,8 @@ struct tq_kvq {
 };
 
 /* The parameters of (layer, head, tensor), or NULL when the tensor stays exact. */
-static int slice_params(const tq_kvq *q, int layer, int head, int tensor, tq_qparams *p)
+static int opts_slice_params(const tq_kvq_opts *o, int layer, int head, int tensor, tq_qparams *p)
 {
-    const tq_kvq_opts *o = &q->o;
     if (o->keep && o->keep[layer]) return 0;
     *p = tensor == TQ_TENSOR_KEYS ? o->cfg.k : o->cfg.v;
     if (p->method < 0 || p->method == TQ_M_FP16) return 0; /* fp16: the reference cache itself (kvquant.h) */
@@ -57,6 +59,11 @@ static int slice_params(const tq_kvq *q, int layer, int head, int tensor, tq_qpa
     }
     p->residual = 0; /* the stream keeps its own exact tail (blocks) */
     return 1;
+}
+
+static int slice_params(const tq_kvq *q, int layer, int head, int tensor, tq_qparams *p)
+{
+    return opts_slice_params(&q->o, layer, head, tensor, p);
 }
 
 /* Block size of a tensor's quantizer: 0 = each row when written. */
@@ -529,4 +536,186 @@ void tq_ppl_result_free(tq_ppl_result *r)
     free(r->layer);
     r->pos_kl = r->pos_dlogp = NULL;
     r->layer = NULL;
+}
+
+/* ---------- the closed loop on the GPU ---------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cuda_refuse(const char *what)
+{
+    return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) does not run %s; use --device cpu", what);
+}
+
+int tq_kvq_cuda_supports(const tq_kvq_opts *o, const tq_model *m)
+{
+    const tq_model_config *mc = tq_model_get_config(m);
+    const int d = mc->head_dim;
+    if (d != 64 && d != 128 && d != 256) return cuda_refuse("head dims other than 64, 128 and 256");
+    if (o->recent > 0) return cuda_refuse("--recent (fp16 rows beside the codes)");
+    if (o->prefill_fp16) return cuda_refuse("--prefill fp16 (fp16 rows beside the codes)");
+    const tq_qparams *k = &o->cfg.k, *v = &o->cfg.v;
+    if (k->method != TQ_M_TURBO_MSE && k->method != TQ_M_TURBO_PROD)
+        return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) runs keys turbo-mse or turbo-prod, not "
+                            "'%s'; use --device cpu", tq_format_of(k->method) ? tq_format_of(k->method)->name : "?");
+    if (v->method != TQ_M_TURBO_MSE)
+        return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) runs values turbo-mse only (the fused "
+                            "kernels' value codes), got '%s'; add --values turbo-mse:B", v->method < 0 ? "none"
+                            : tq_format_of(v->method) ? tq_format_of(v->method)->name : "?");
+    for (int t = 0; t < 2; t++) {
+        const tq_qparams *p = t ? v : k;
+        if (p->outliers > 0) return cuda_refuse("--outliers");
+        if (p->center) return cuda_refuse("--center on");
+        if (p->norm_fp32) return cuda_refuse("--norms fp32");
+        if (p->codebook == TQ_CB_EMPIRICAL) return cuda_refuse("--codebook empirical");
+        if (p->rotation != TQ_ROT_HADAMARD && p->rotation != TQ_ROT_DENSE) return cuda_refuse("--rotation none");
+    }
+    if (k->rotation != v->rotation)
+        return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) needs one rotation for keys and values, "
+                            "got %s and %s (--values METHOD:BITS takes the default, dense: use --rotation dense)",
+                            tq_vocab_name(TQ_VOCAB_ROTATION, k->rotation), tq_vocab_name(TQ_VOCAB_ROTATION, v->rotation));
+    for (int l = 0; l < mc->n_layers; l++) {
+        if (o->keep && o->keep[l]) continue;
+        if (mc->layer[l].attn_softcap > 0) return cuda_refuse("soft-capped attention (keep those layers exact)");
+        for (int h = 0; h < mc->n_kv_head; h++)
+            for (int t = 0; t < 2; t++) {
+                tq_qparams p;
+                if (!opts_slice_params(o, l, h, t, &p)) continue;
+                int lo = t == 0 && p.method == TQ_M_TURBO_PROD ? 2 : 1, hi = lo + 3;
+                if (p.bits < lo || p.bits > hi)
+                    return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) runs %s %s at %d..%d bits, "
+                                        "layer %d head %d asks %d; use --device cpu", t ? "values" : "keys",
+                                        tq_format_of(p.method)->name, lo, hi, l, h, p.bits);
+            }
+    }
+    return TQ_OK;
+}
+
+int tq_kvq_cuda_cache(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, int capacity, tq_cuda_cache **out,
+                      double *bits_total)
+{
+    const tq_model_config *mc = tq_model_get_config(m);
+    const int L = mc->n_layers, H = mc->n_kv_head, d = mc->head_dim;
+    *out = NULL;
+    if (!o) {
+        *bits_total = 16.0;
+        return tq_cuda_cache_create(g, &(tq_cuda_cache_spec){TQ_CUDA_CACHE_F16, capacity, NULL, NULL, NULL, 0}, out);
+    }
+    int st = tq_kvq_cuda_supports(o, m);
+    if (st < 0) return st;
+    size_t ns = (size_t)L * H;
+    tq_turbo_parts *parts = tq_calloc(ns * 2, sizeof *parts);
+    tq_cuda_qspec *qs = tq_calloc(ns * 2, sizeof *qs);
+    unsigned char *keep = tq_calloc((size_t)L, 1);
+    if (!parts || !qs || !keep) st = TQ_ERR_NOMEM;
+    double bits = 0;
+    for (int l = 0; l < L && st >= 0; l++)
+        for (int h = 0; h < H && st >= 0; h++)
+            for (int t = 0; t < 2 && st >= 0; t++) {
+                tq_qparams p;
+                size_t i = (size_t)t * ns + (size_t)l * H + h;
+                if (!opts_slice_params(o, l, h, t, &p)) {
+                    keep[l] = 1; /* only --keep-layers leaves a slice exact here (tq_kvq_cuda_supports) */
+                    bits += 16.0;
+                    continue;
+                }
+                if ((st = tq_turbo_parts_make(&parts[i], &p, d, (tq_slice_id){l, h, t})) < 0) break;
+                tq_cuda_qspec_of(&qs[i], &parts[i]);
+                bits += 8.0 * (double)tq_turbo_payload(&parts[i].L, 1) / d;
+            }
+    if (st >= 0) {
+        tq_cuda_cache_spec sp = {TQ_CUDA_CACHE_QUANT, capacity, qs, qs + ns, keep, 0};
+        st = tq_cuda_cache_create(g, &sp, out);
+    }
+    for (size_t i = 0; parts && i < ns * 2; i++) tq_turbo_parts_free(&parts[i]);
+    free(parts);
+    free(qs);
+    free(keep);
+    *bits_total = bits / (2.0 * ns);
+    return st;
+}
+
+/* T steps of one token, each scored as it comes (the last token's logits are not needed). */
+static int ppl_pass_cuda(tq_cuda_model *g, tq_cuda_cache *c, scorer *s, double *seconds)
+{
+    int st = TQ_OK;
+    float *logits = tq_malloc((size_t)s->V * sizeof *logits);
+    s->lp = tq_malloc((size_t)s->V * sizeof *s->lp);
+    double secs = 0;
+    if (!logits || !s->lp) st = TQ_ERR_NOMEM;
+    for (int t = 0; t < s->T && st >= 0; t++) {
+        double t0 = now_s();
+        st = tq_cuda_model_step(g, c, s->tok[t], t < s->T - 1 ? logits : NULL);
+        if (st >= 0 && t == s->T - 1) st = tq_cuda_sync();
+        secs += now_s() - t0;
+        if (st >= 0 && t < s->T - 1) score_rows(s, t, 1, logits);
+    }
+    free(logits);
+    free(s->lp);
+    s->lp = NULL;
+    if (seconds) *seconds = secs;
+    return st;
+}
+
+int tq_ppl_reference_cuda(const tq_model *m, tq_cuda_model *g, const int32_t *tok, int T, float **logp,
+                          double *seconds)
+{
+    *logp = NULL;
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
+    int V = tq_model_get_config(m)->n_vocab;
+    double bits;
+    tq_cuda_cache *c = NULL;
+    int st = tq_kvq_cuda_cache(m, g, NULL, T, &c, &bits);
+    float *out = st >= 0 ? tq_malloc((size_t)(T - 1) * V * sizeof *out) : NULL;
+    if (st >= 0 && !out) st = TQ_ERR_NOMEM;
+    if (st >= 0) {
+        scorer s = {.tok = tok, .T = T, .V = V, .ref_out = out};
+        st = ppl_pass_cuda(g, c, &s, seconds);
+    }
+    tq_cuda_cache_free(c);
+    if (st < 0) {
+        free(out);
+        return st;
+    }
+    *logp = out;
+    return TQ_OK;
+}
+
+int tq_ppl_run_cuda(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, const int32_t *tok, int T,
+                    const float *ref, int flags, float *logits_out, tq_ppl_result *r, double *seconds)
+{
+    memset(r, 0, sizeof *r);
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
+    if (flags & TQ_PPL_PER_LAYER)
+        return tq_error_set(TQ_ERR_USAGE, "--per-layer reads the cache on the host; use --device cpu for it");
+    tq_cuda_cache *c = NULL;
+    double bits;
+    int st = tq_kvq_cuda_cache(m, g, o, T, &c, &bits);
+    if (st >= 0 && (flags & TQ_PPL_PER_POSITION)) {
+        r->pos_kl = tq_calloc((size_t)T, sizeof *r->pos_kl);
+        r->pos_dlogp = tq_calloc((size_t)T, sizeof *r->pos_dlogp);
+        if (!r->pos_kl || !r->pos_dlogp) st = TQ_ERR_NOMEM;
+    }
+    scorer s = {.tok = tok, .T = T, .V = tq_model_get_config(m)->n_vocab, .ref = ref, .logits_out = logits_out,
+                .r = r};
+    if (st >= 0) st = ppl_pass_cuda(g, c, &s, seconds);
+    tq_cuda_cache_free(c);
+    if (st < 0) {
+        tq_ppl_result_free(r);
+        return st;
+    }
+    double np = T - 1;
+    r->nll = s.nll / np;
+    r->nll_ref = s.nll_ref / np;
+    r->ppl = exp(r->nll);
+    r->ppl_ref = exp(r->nll_ref);
+    r->kl = s.kl / np;
+    r->top1 = s.top1 / np;
+    r->bits_total = bits;
+    return TQ_OK;
 }

@@ -90,4 +90,30 @@ int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int
                int flags, float *logits_out, tq_ppl_result *r);
 void tq_ppl_result_free(tq_ppl_result *r);
 
+/* ---- the closed loop on the GPU (lib/cuda/tq_cuda.h's model loop) -------------------------------------------
+ * The model's own forward pass on the device, one token per step (teacher forcing over T tokens = T decode steps,
+ * which the cache semantics above make equal to chunked processing), the reference with an fp16 cache, a
+ * configuration with every K/V row encoded by the CUDA encoders into packed codes that the fused decode kernels
+ * read. Runs keys turbo-mse (1-4 bits) or turbo-prod (2-4 bits), values turbo-mse (1-4 bits), hadamard or dense
+ * rotation (the same for both), beta or gaussian codebooks, fp16 norms, schedules and --keep-layers; everything
+ * else (other methods, values none or of another method, --recent, --prefill fp16, --center, --outliers, fp32
+ * norms, soft-capped layers) is refused with a message saying what to change. */
+typedef struct tq_cuda_model tq_cuda_model;
+typedef struct tq_cuda_cache tq_cuda_cache;
+
+/* TQ_OK when the GPU loop runs o on m (needs no GPU); else TQ_ERR_USAGE naming the option. */
+int tq_kvq_cuda_supports(const tq_kvq_opts *o, const tq_model *m);
+/* A GPU cache of `capacity` positions for o (NULL: the fp16 reference cache): every (layer, kv head)'s quantizers
+ * from the CPU's own parts (same seeds, rotations, codebooks, QJL matrices as tq_kvq's slices); *bits_total: the
+ * stored bits per K/V value it makes (tq_kvq_bits_total's number). Free with tq_cuda_cache_free. */
+int tq_kvq_cuda_cache(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, int capacity, tq_cuda_cache **out,
+                      double *bits_total);
+/* The reference on the GPU (fp16 cache): logp as tq_ppl_reference's; *seconds (may be NULL): wall time of the T
+ * steps (logits copied back included, scoring excluded). */
+int tq_ppl_reference_cuda(const tq_model *m, tq_cuda_model *g, const int32_t *tok, int T, float **logp,
+                          double *seconds);
+/* One configuration on the GPU (o->device is not read): r as tq_ppl_run's (TQ_PPL_PER_LAYER refused). */
+int tq_ppl_run_cuda(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, const int32_t *tok, int T,
+                    const float *ref, int flags, float *logits_out, tq_ppl_result *r, double *seconds);
+
 #endif

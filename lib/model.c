@@ -33,6 +33,7 @@ struct tq_model {
     int gelu;                               /* 1: GeGLU (tanh GELU), 0: SwiGLU */
     int batch_invariant;                    /* tq_model_set_batch_invariant */
     tq_model_timing timing;
+    tq_layer_weights *exported;               /* tq_model_get_weights */
 };
 
 struct tq_kv_cache {
@@ -168,6 +169,7 @@ static void model_free_weights(tq_model *m)
     free(m->tok_embd);
     free(m->output_norm);
     free(m->cfg.layer);
+    free(m->exported);
 }
 
 void tq_model_free(tq_model *m)
@@ -178,6 +180,19 @@ void tq_model_free(tq_model *m)
 }
 
 const tq_model_config *tq_model_get_config(const tq_model *m) { return &m->cfg; }
+
+int tq_model_get_weights(tq_model *m, tq_model_weights *w)
+{
+    if (!m->exported && !(m->exported = tq_calloc((size_t)m->cfg.n_layers, sizeof *m->exported))) return TQ_ERR_NOMEM;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const layer_w *s = &m->L[l];
+        m->exported[l] = (tq_layer_weights){s->attn_norm, s->wq, s->wk, s->wv, s->wo, s->bq, s->bk, s->bv, s->q_norm,
+                                          s->k_norm, s->post_attn_norm, s->ffn_norm, s->w_gate, s->w_up, s->w_down,
+                                          s->post_ffw_norm, s->inv_freq};
+    }
+    *w = (tq_model_weights){m->tok_embd, m->output_norm, m->output, m->gelu, m->cfg.n_layers, m->exported};
+    return TQ_OK;
+}
 int tq_model_set_sliding_window(tq_model *m, int layer, int window)
 {
     if (layer < 0 || layer >= m->cfg.n_layers || window < 0)

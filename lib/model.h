@@ -98,6 +98,26 @@ int tq_model_set_sliding_window(tq_model *m, int layer, int window);
 /* The weights are dequantized and the matmuls run on OpenBLAS; this sets its thread count (0: leave as is). */
 void tq_model_set_threads(int n);
 
+/* The float32 weights as loaded (read-only, owned by the model), for another implementation of the same forward
+ * pass (lib/cuda/model.cu uploads them to the GPU). Matrices are [out][in] row-major, Q/K rows already in the
+ * rotate-half channel order; absent tensors are NULL (biases, QK-norm, sandwich norms). inv_freq: head_dim / 2 RoPE
+ * frequencies of the layer (pos * inv_freq[i] is the angle of channel pair (i, i + d/2)). */
+typedef struct {
+    const float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *q_norm, *k_norm, *post_attn_norm;
+    const float *ffn_norm, *w_gate, *w_up, *w_down, *post_ffw_norm;
+    const double *inv_freq;
+} tq_layer_weights;
+typedef struct {
+    const float *tok_embd;    /* [n_vocab][n_embd] */
+    const float *output_norm; /* [n_embd] */
+    const float *output;      /* [n_vocab][n_embd]; == tok_embd when tied */
+    int gelu;                 /* 1: GeGLU (tanh GELU), 0: SwiGLU */
+    int n_layers;
+    const tq_layer_weights *layer; /* valid until the next call on this model */
+} tq_model_weights;
+/* Fill w (layer points into storage inside m, rewritten by each call). */
+int tq_model_get_weights(tq_model *m, tq_model_weights *w);
+
 /* Architecture name for TQ_ARCH_* ("llama", ...). */
 const char *tq_arch_name(int arch);
 

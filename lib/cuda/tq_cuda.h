@@ -157,6 +157,50 @@ int tq_cuda_attn_decode_window(tq_cuda_attn *a, int B, int n_q_heads, long L, lo
 int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const float *q, const uint16_t *k,
                       const uint16_t *v, float *out);
 
+/* ---- the model loop on the GPU (lib/cuda/model.cu) ---------------------------------------------------------
+ * The forward pass of lib/model.c (llama, qwen2, gemma2, gemma3) one token per step on the device: the float32
+ * weights tq_model_load dequantized, uploaded once as fp16 (or fp32), a warp-per-row matrix-vector kernel for every
+ * dense layer (fp32 accumulation, fp32 activations: only the weights carry fp16 rounding), one small kernel per
+ * element-wise step (RMSNorm, QK-norm, RoPE with the layer's frequencies, GQA/MQA, sliding windows, soft-caps,
+ * SwiGLU/GeGLU, sandwich norms). A cache holds `capacity` positions and is one of:
+ *   TQ_CUDA_CACHE_F16    K/V rows stored as fp16; attention by the flash-decoding fp16 kernel (tq_cuda_attn_fp16)
+ *                        where the layer has no soft-cap, else by the plain reference kernel
+ *   TQ_CUDA_CACHE_F32    K/V rows stored as fp32; the plain reference kernel (one block per query head, fp32
+ *                        scores, softmax and weighted sum): with fp32 weights, the CPU forward up to float rounding
+ *   TQ_CUDA_CACHE_QUANT  each new K/V row encoded on the device (tq_cuda_encode) into packed codes, attention by the
+ *                        fused decode kernels straight on the codes (tq_cuda_attn_decode_window), one quantizer per
+ *                        (layer, kv head, tensor); layers flagged in `keep` hold fp16 rows instead. */
+#include "model.h"
+
+enum { TQ_CUDA_CACHE_F16 = 0, TQ_CUDA_CACHE_F32 = 1, TQ_CUDA_CACHE_QUANT = 2 };
+
+typedef struct tq_cuda_model tq_cuda_model;
+typedef struct tq_cuda_cache tq_cuda_cache;
+
+typedef struct {
+    int kind;                   /* TQ_CUDA_CACHE_* */
+    int capacity;               /* positions */
+    /* TQ_CUDA_CACHE_QUANT: [n_layers][n_kv_heads] key and value quantizers (host arrays, read during create):
+     * keys turbo-mse (bits 1..4) or turbo-prod (MSE bits 1..3, m = d), values turbo-mse (1..4 bits), fp16 norms,
+     * one rotation kind (hadamard or dense) for both, head dim 64, 128 or 256 */
+    const tq_cuda_qspec *kq, *vq;
+    const unsigned char *keep;  /* NULL, or [n_layers]: 1 = that layer's rows stay fp16 */
+    int ref_attn;               /* fp16 rows: 1 = the plain reference kernel instead of flash-decoding (tests) */
+} tq_cuda_cache_spec;
+
+/* Upload m's weights: fp16 (fp32_weights 0: half the bytes to read per token) or fp32 (for tests that want the CPU's
+ * numbers up to float rounding). The result keeps its own copies: m may be freed before it. TQ_ERR_NOCUDA in a
+ * CPU-only build; TQ_ERR_USAGE for a head dim other than 64, 128 or 256. */
+int tq_cuda_model_create(tq_model *m, int fp32_weights, tq_cuda_model **out);
+void tq_cuda_model_free(tq_cuda_model *g);
+int tq_cuda_cache_create(tq_cuda_model *g, const tq_cuda_cache_spec *spec, tq_cuda_cache **out);
+void tq_cuda_cache_free(tq_cuda_cache *c);
+void tq_cuda_cache_reset(tq_cuda_cache *c); /* forget every position */
+int tq_cuda_cache_len(const tq_cuda_cache *c);
+/* One decoding step: `token` at position len of the cache, its K/V appended; logits (NULL, or n_vocab floats on the
+ * host) = the next-token logits. TQ_ERR_USAGE for a token outside the vocabulary or a full cache. */
+int tq_cuda_model_step(tq_cuda_model *g, tq_cuda_cache *c, int32_t token, float *logits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,13 @@ if [ -z "$S" ] || [ ! -f "$S" ]; then
     skip "SmolLM2 not fetched (bash scripts/get_models.sh smollm2)"
     finish; exit
 fi
+if "$TQ" --version | grep -q "cuda no"; then # the GPU model loop: a CPU-only build says so (tests/test_cuda_model.c)
+    expect_fail "gpu loop without CUDA" 1 "built without CUDA" -- \
+        "$TQ" perplexity "$S" --text "$text" --tokens 48 --methods turbo-mse --bits 3 --device cuda -o "$T/p.csv"
+    check "gpu loop: nothing written" [ ! -e "$T/p.csv" ]
+    expect_fail "generate gpu loop without CUDA" 1 "built without CUDA" -- \
+        "$TQ" generate "$S" --prompt "Hello" --tokens 4 --methods turbo-mse --bits 3 --device cuda -o "$T/g.csv"
+fi
 printf 'Hi' > "$T/short.txt"
 expect_fail "text shorter than 2 tokens" 1 "needs at least 2" -- "$TQ" perplexity "$S" --text "$T/short.txt" -o "$T/p.csv"
 printf '{"tq_schedule": 1, "units": "layer", "keys": [3, 3], "values": [3, 3]}' > "$T/two.json"
