@@ -617,17 +617,38 @@ __device__ __forceinline__ float quad_norm(const uint4 *xr, int t)
     return (float)sqrt(s);
 }
 
-/* Count of thresholds strictly below z (lib/codebook.h's search: the thresholds ascend) and its centroid. */
-template <int NT>
+/* Count of thresholds strictly below z (lib/codebook.h's rule; the 2^B - 1 thresholds ascend), by binary search
+ * with the thresholds in registers: level L compares z with the middle threshold of the interval its bits so far
+ * select, picked by a select tree over compile-time indices (no local memory), B compares in all. With `cv` the
+ * centroid of the code, by the same kind of tree. Equal to the linear count for any z (NaN: 0, as the CPU). */
+template <int B, bool CENT>
 __device__ __forceinline__ uint32_t code_cent(const float *th, const float *ce, float z, float &cv)
 {
+    bool pb[B];
     uint32_t c = 0;
-    cv = ce[0];
 #pragma unroll
-    for (int i = 0; i < NT; i++) {
-        const bool b = z > th[i];
-        c += b ? 1u : 0u;
-        cv = b ? ce[i + 1] : cv;
+    for (int L = 0; L < B; L++) {
+        constexpr int NC = 1 << (B - 1);
+        const int step = 1 << (B - 1 - L);
+        float cand[NC];
+#pragma unroll
+        for (int q = 0; q < (1 << L); q++) cand[q] = th[q * 2 * step + step - 1];
+#pragma unroll
+        for (int r = 0; r < L; r++) /* fold the candidates by the bits found, the last found first */
+#pragma unroll
+            for (int q = 0; q < (1 << (L - 1 - r)); q++) cand[q] = pb[L - 1 - r] ? cand[2 * q + 1] : cand[2 * q];
+        pb[L] = z > cand[0];
+        c |= pb[L] ? (uint32_t)step : 0u;
+    }
+    if (CENT) {
+        float cc[1 << B];
+#pragma unroll
+        for (int q = 0; q < (1 << B); q++) cc[q] = ce[q];
+#pragma unroll
+        for (int r = 0; r < B; r++)
+#pragma unroll
+            for (int q = 0; q < (1 << (B - 1 - r)); q++) cc[q] = pb[B - 1 - r] ? cc[2 * q + 1] : cc[2 * q];
+        cv = cc[0];
     }
     return c;
 }
@@ -724,7 +745,7 @@ __global__ void __launch_bounds__(32 * MMA_WARPS, D == 256 ? 1 : 2) k_encode_mma
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         y[e] = (ch[2 * r + e] + cl[2 * r + e]) * 0.0625f;
-                        cd[e] = code_cent<NT>(th, ce, __fmul_rn(y[e], inv[r]), cv[e]);
+                        cd[e] = code_cent<B, PROD>(th, ce, __fmul_rn(y[e], inv[r]), cv[e]);
                     }
                     uint32_t grp = (cd[0] | cd[1] << B) << (2 * t * B);
                     grp |= __shfl_xor_sync(TQ_FULL_MASK, grp, 1);
@@ -796,7 +817,7 @@ __global__ void __launch_bounds__(32 * MMA_WARPS, D == 256 ? 1 : 2) k_encode_mma
 #pragma unroll
                     for (int e = 0; e < 8; e++) {
                         yv[e] = __fmul_rn(y[8 * q + e], p.fs);
-                        wd |= code_cent<NT>(th, ce, __fmul_rn(yv[e], inv[r]), cv[e]) << (e * B);
+                        wd |= code_cent<B, PROD>(th, ce, __fmul_rn(yv[e], inv[r]), cv[e]) << (e * B);
                     }
                     if (vr[r] < n) { /* the chunk's 8 codes: B bytes at byte (4q + t) B of the row */
                         uint8_t *dst = codes + (size_t)vr[r] * RB + (4 * q + t) * B;
