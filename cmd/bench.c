@@ -18,7 +18,7 @@
 #include "vocab.h"
 
 typedef struct {
-    int device_cuda, d, hq, hkv, bits, rotation, iters, nb, nl;
+    int device_cuda, d, hq, hkv, bits, rotation, iters, nb, nl, graph;
     int *batch, *tokens;
     long enc_n;
     int do_copy, do_encode, do_attn;
@@ -65,6 +65,9 @@ static void bench_parse(bench_opts *o, int argc, char **argv)
         OPT_STR_("--only", &only, "LIST", "copy,encode,attn", "what to time (cuda)"),
         OPT_STR_("--variant", &o->variant, "KEY=NAME,...", NULL, "kernel variants, timed in place of the defaults:\n"
                  "simd=auto|avx512|off (CPU encoders), attn=NAME and encode=NAME\n(CUDA kernels: README \"tq bench\")"),
+        OPT_FLAG_("--graph", &o->graph, "time attention as CUDA graphs: each row's calls captured --iters times and\n"
+                  "replayed, the device time without the host's launch cost (a decode engine's\n"
+                  "setting); rows that cannot be captured (dequant+fp16) stay eager, marked '(eager)'"),
         OPT_U64_("--seed", &o->seed, "S", "1", "seed of the inputs, rotations and projections"),
         OPT_STR_("-o", &o->out, "FILE.csv", NULL, "also write the rows as CSV"),
         OPT_END_,
@@ -128,10 +131,20 @@ static void row(const char *kind, const char *config, int B, long L, double ms, 
 
 #define CK(call) do { int st_ = (call); if (st_) die_lib(st_, "bench"); } while (0)
 
-/* Mean milliseconds of `iters` runs after 3 warm-ups, timed with CUDA events around the whole batch. */
+/* Mean milliseconds of `iters` runs after 3 warm-ups, timed with CUDA events around the whole batch; with --graph
+ * (bench_graph) the calls replayed from a CUDA graph when they can be captured (*eager, if given, says whether they
+ * could not). */
 typedef int (*bench_fn)(void *arg);
-static double time_gpu(bench_fn fn, void *arg, int iters)
+static int bench_graph;
+static double time_gpu_g(bench_fn fn, void *arg, int iters, int *eager)
 {
+    if (eager) *eager = 0;
+    if (bench_graph && eager) {
+        float gms;
+        if (!tq_cuda_time_graph(fn, arg, iters, &gms)) return gms;
+        tq_error_clear();
+        if (eager) *eager = 1;
+    }
     for (int i = 0; i < 3; i++) CK(fn(arg));
     CK(tq_cuda_sync());
     CK(tq_cuda_timer_start());
@@ -140,6 +153,7 @@ static double time_gpu(bench_fn fn, void *arg, int iters)
     CK(tq_cuda_timer_stop(&ms));
     return ms / iters;
 }
+static double time_gpu(bench_fn fn, void *arg, int iters) { return time_gpu_g(fn, arg, iters, NULL); } /* eager */
 
 /* ---- CUDA pieces ---------------------------------------------------------------------------------------------- */
 typedef struct { void *dst, *src; size_t bytes; } copy_arg;
@@ -386,18 +400,20 @@ static void cuda_attn_point(cuda_run *cr, attn_arg *t, const host_quant *hk, con
     CK(tq_cuda_upload(t->q, hq, sizeof(float) * nq));
     double bytes_fp16 = 4.0 * n * d;
     double bytes_q = (double)tq_turbo_payload(&hk->q.L, n) + (double)tq_turbo_payload(&hv->q.L, n);
-    double ms16 = time_gpu(run_fp16, t, o->iters), pct = 100.0 / cr->copy_gbs;
-    if (!prod) row("attn", "fp16", t->B, t->L, ms16, bytes_fp16 / (ms16 * 1e6), pct * bytes_fp16 / (ms16 * 1e6), 1.0,
+    int e16, ef;
+    double ms16 = time_gpu_g(run_fp16, t, o->iters, &e16), pct = 100.0 / cr->copy_gbs;
+    if (!prod) row("attn", e16 ? "fp16 (eager)" : "fp16", t->B, t->L, ms16, bytes_fp16 / (ms16 * 1e6), pct * bytes_fp16 / (ms16 * 1e6), 1.0,
                    0, 0);
     double check = attn_check(t); /* run_dequant overwrites the fp16 cache, so it comes after the fp16 timing */
-    double msdq = time_gpu(run_dequant, t, o->iters);
-    double msf = time_gpu(run_fused, t, o->iters);
+    int dq_eager;
+    double msdq = time_gpu_g(run_dequant, t, o->iters, &dq_eager);
+    double msf = time_gpu_g(run_fused, t, o->iters, &ef);
     char cfg[64];
-    snprintf(cfg, sizeof cfg, "dequant+fp16 %s", prod ? "prod" : "mse");
+    snprintf(cfg, sizeof cfg, "dequant+fp16 %s%s", prod ? "prod" : "mse", dq_eager ? " (eager)" : "");
     row("attn", cfg, t->B, t->L, msdq, (bytes_q + 2 * bytes_fp16) / (msdq * 1e6),
         pct * (bytes_q + 2 * bytes_fp16) / (msdq * 1e6), ms16 / msdq, 1.0, 0);
-    snprintf(cfg, sizeof cfg, "fused-%s %db %s", prod ? "turbo-prod" : "turbo-mse", o->bits,
-             o->rotation == TQ_ROT_DENSE ? "dense" : "had");
+    snprintf(cfg, sizeof cfg, "fused-%s %db %s%s", prod ? "turbo-prod" : "turbo-mse", o->bits,
+             o->rotation == TQ_ROT_DENSE ? "dense" : "had", ef ? " (eager)" : "");
     row("attn", cfg, t->B, t->L, msf, bytes_q / (msf * 1e6), pct * bytes_q / (msf * 1e6), ms16 / msf, msdq / msf,
         check);
     free(hq);
@@ -468,10 +484,13 @@ static void bench_cuda(const bench_opts *o)
     int sms;
     double gib;
     CK(tq_cuda_device(name, sizeof name, &sms, &gib));
-    printf("# tq bench --device cuda: %s, %d SMs, %.1f GiB%s%s\n\n", name, sms, gib, o->variant ? "; --variant " : "",
-           o->variant ? o->variant : "");
-    if (csv) fprintf(csv, "# device: %s%s%s\nkind,config,batch,tokens,ms,gbs,pct_copy,speedup_vs_fp16,"
-                     "speedup_vs_dequant,check\n", name, o->variant ? "; variant " : "", o->variant ? o->variant : "");
+    bench_graph = o->graph;
+    const char *timing = o->graph ? "; timing: CUDA graphs" : "";
+    printf("# tq bench --device cuda: %s, %d SMs, %.1f GiB%s%s%s\n\n", name, sms, gib, o->variant ? "; --variant " : "",
+           o->variant ? o->variant : "", timing);
+    if (csv) fprintf(csv, "# device: %s%s%s%s\nkind,config,batch,tokens,ms,gbs,pct_copy,speedup_vs_fp16,"
+                     "speedup_vs_dequant,check\n", name, o->variant ? "; variant " : "", o->variant ? o->variant : "",
+                     timing);
     printf("| kind     | config                 |   B |       L |        ms |     GB/s |  %%copy | vs fp16  | vs deq   | "
            "check   |\n");
     printf("|----------|------------------------|-----|---------|-----------|----------|--------|----------|----------|"

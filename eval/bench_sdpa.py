@@ -4,6 +4,8 @@ head) — the fp16 decode baseline for tq bench --device cuda (same shapes, same
 With --window W (a sliding-window layer: attend only the last W of the L cached tokens) both forms are timed, the
 window sliced out of the cache and the whole cache under a boolean mask, and the faster is the row (config
 sdpa-gqa-w<W>); gbs counts the window's K and V bytes.
+With --graph the timed calls are captured --iters times into a CUDA graph and replayed (device time without
+Python's and the dispatcher's launch cost), as tq bench --graph does for its kernels.
 Writes CSV rows: kind,config,batch,tokens,ms,gbs (bytes of K and V read per second)."""
 import argparse
 import sys
@@ -21,6 +23,7 @@ def main():
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--window", type=int, default=0, help="attend only the last W tokens (0: all)")
+    ap.add_argument("--graph", action="store_true", help="time CUDA-graph replays of the calls")
     ap.add_argument("-o", dest="out", required=True)
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -48,11 +51,30 @@ def main():
                         fn()
                     torch.cuda.synchronize()
                     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    s.record()
-                    for _ in range(a.iters):
-                        fn()
-                    e.record()
-                    e.synchronize()
+                    if a.graph:
+                        side = torch.cuda.Stream()
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side):  # warm-up on the capture stream, as torch's docs ask
+                            for _ in range(3):
+                                fn()
+                        torch.cuda.current_stream().wait_stream(side)
+                        graph = torch.cuda.CUDAGraph()
+                        with torch.cuda.graph(graph):
+                            for _ in range(a.iters):
+                                fn()
+                        graph.replay()
+                        torch.cuda.synchronize()
+                        s.record()
+                        graph.replay()
+                        e.record()
+                        e.synchronize()
+                        del graph
+                    else:
+                        s.record()
+                        for _ in range(a.iters):
+                            fn()
+                        e.record()
+                        e.synchronize()
                     ms = s.elapsed_time(e) / a.iters
                 except Exception as ex:  # a backend refusing the shape is a result, not a crash
                     print(f"{name} B={B} L={L}: {ex}", file=sys.stderr)

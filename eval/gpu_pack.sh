@@ -4,13 +4,14 @@
 # bare GPU machine that has only glibc and the NVIDIA driver. eval/gpu_run.sh uses .devbin/ when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-make -j2 CUDA=1 build/cuda/tq build/cuda/tests/test_cuda >/dev/null
+# MPI=0: the GPU machine has no OpenMPI (the one-process stub is linked; cmd/mpi.o, if an MPI build left it, is not)
+make -j2 CUDA=1 MPI=0 build/cuda/tq build/cuda/tests/test_cuda >/dev/null
 mkdir -p .devbin
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
 STATIC=(-Wl,-Bstatic -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5 -lsz -laec -lz
         -L/usr/lib/x86_64-linux-gnu/openblas-pthread -llapacke -lopenblas -lgfortran -lquadmath -lgomp -lstdc++
         -L"$CUDA_HOME/lib64" -lcudart_static -Wl,-Bdynamic -ldl -lrt -lpthread -lm -static-libgcc)
-cc build/cuda/cmd/*.o build/cuda/libtq.a -fopenmp "${STATIC[@]}" -o .devbin/tq
+cc $(ls build/cuda/cmd/*.o | grep -v '/mpi\.o$') build/cuda/libtq.a -fopenmp "${STATIC[@]}" -o .devbin/tq
 cc -std=c11 -D_DEFAULT_SOURCE -O2 -Ilib -Itests -DTQ_HAVE_CUDA=1 -DTQ_HAVE_OPENMP=1 tests/test_cuda.c \
    build/cuda/libtq.a -fopenmp "${STATIC[@]}" -o .devbin/test_cuda
 strip .devbin/tq .devbin/test_cuda # the carried tree is limited to 64 MiB

@@ -2,7 +2,8 @@
 # gpu_run.sh: everything tq does on a GPU, in one script for a lent GPU machine. Phase `check`: the CUDA unit test
 # (GPU vs CPU references), compute-sanitizer memcheck / racecheck / synccheck on small shapes, a benchmark smoke run.
 # Phase `bench`: tq bench --device cuda, PyTorch SDPA on the same shapes (and on the bundled models' shapes), ncu on the
-# attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. `all` runs both. GPU_RUN_SHAPES=0 skips the
+# attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. Phase `round2`: the round-2 acceptance shapes,
+# eager and CUDA-graph timings beside SDPA's (results/bench/cuda_<gpu>_round2.md). `all` runs the three. GPU_RUN_SHAPES=0 skips the
 # other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer tools, GPU_RUN_TOKENS the main bench's lengths
 # (shorter runs while iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
 # a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
@@ -103,5 +104,37 @@ if [ "$phase" = bench ] || [ "$phase" = all ]; then
     fi
     python3 eval/bench_report.py "$csv" results/bench/sdpa_$tag.csv "$OUT/ncu.txt" results/bench/cuda_$tag.md eval/cuda_notes.md
     cp results/bench/cuda_$tag.* results/bench/sdpa_$tag.csv "$shapes" "$models" "$OUT/" 2>/dev/null
+fi
+# Phase `round2`: the acceptance shapes of the round-2 kernels (fused small-batch decode, d = 64 / 256 tensor-core
+# paths, the encoders), each timed twice — eagerly (host launches in the loop, as before) and as CUDA-graph replays
+# (device time: what a decode engine that captures its step sees) — beside PyTorch SDPA timed the same two ways, in
+# the same call. Report: results/bench/cuda_<gpu>_round2.{md,csv} (eval/bench_round2.py).
+if [ "$phase" = round2 ] || [ "$phase" = all ]; then
+    r2=$(mktemp -d)
+    for T in eager graph; do
+        G=; [ $T = graph ] && G=--graph
+        "$TQB" bench --device cuda --variant attn=fast $G --only copy,attn --batch 1 --tokens 32768,131072 \
+            -o "$r2/tq-main-b1-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+        "$TQB" bench --device cuda --variant attn=fast $G --only attn --batch 16 --tokens 65536 \
+            -o "$r2/tq-main-b16-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+        PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 1 --tokens 32768,131072 -o "$r2/sdpa-main-b1-$T.csv" \
+            2>&1 | tee -a "$OUT/round2.log"
+        PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 16 --tokens 65536 -o "$r2/sdpa-main-b16-$T.csv" \
+            2>&1 | tee -a "$OUT/round2.log"
+        # the bundled models' shapes at B = 1 and 16, L = 32k: SmolLM2 (d 64, 9 q / 3 kv), Gemma 3 (d 256, 4 q / 1 kv)
+        # with its 512-token window (tq reads exactly the window's rows: an L = 512 cache) and without
+        for x in "smollm2 64 9 3 32768 0" "gemma3-w512 256 4 1 32768 512" "gemma3 256 4 1 32768 0"; do
+            set -- $x
+            lt=$5; [ "$6" -gt 0 ] && lt=$6
+            "$TQB" bench --device cuda --variant attn=fast $G --only attn --batch 1,16 --tokens $lt --dim $2 \
+                --q-heads $3 --kv-heads $4 -o "$r2/tq-$1-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+            PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 1,16 --tokens $5 --dim $2 --q-heads $3 \
+                --kv-heads $4 --window $6 -o "$r2/sdpa-$1-$T.csv" 2>&1 | tee -a "$OUT/round2.log"
+        done
+    done
+    "$TQB" bench --device cuda --only encode -o "$r2/tq-encode-eager.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+    python3 eval/bench_round2.py "$r2" "results/bench/cuda_${tag}_round2" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+    cp results/bench/cuda_${tag}_round2.* "$OUT/" 2>/dev/null
+    rm -rf "$r2"
 fi
 exit $rc

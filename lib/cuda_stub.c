@@ -21,6 +21,7 @@ int tq_cuda_copy(void *dst_dev, const void *src_dev, size_t bytes) { return nocu
 int tq_cuda_sync(void) { return nocuda(); }
 int tq_cuda_timer_start(void) { return nocuda(); }
 int tq_cuda_timer_stop(float *ms) { *ms = 0; return nocuda(); }
+int tq_cuda_time_graph(int (*fn)(void *), void *arg, int iters, float *ms) { *ms = 0; return nocuda(); }
 void tq_cuda_release(void) {}
 int tq_cuda_variant_set(const char *what, const char *name) { return nocuda(); }
 int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n) { return nocuda(); }

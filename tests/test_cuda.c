@@ -973,6 +973,11 @@ int main(void)
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 1, 3, 3, 301, 3, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1001, 3, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 256, 1, 2, 2, 555, 3, 3);
+        /* several tiles per warp at d = 256 and 64: the fused plan gives each warp one 64-token tile until the splits
+         * outgrow a wave (here B = 2, L = 40000 at d = 256: 63 splits of 640 tokens, 2-3 tiles a warp), so the online
+         * softmax's rescale of a warp's running sums — once missing half of d = 256's m-tiles — ran only unfused */
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 40000, 3, 3);
+        check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 64, 2, 9, 3, 40000, 3, 3);
     }
     variant("attn", "auto");
     check_variant_errors();

@@ -925,7 +925,7 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
             /* once the running maxima settle most tiles change none: skip the rescale then (warp-uniform test) */
             if (__any_sync(TQ_FULL_MASK, alpha != 1.0f)) {
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
+                for (int j = 0; j < NMT; j++) { /* every m-tile of P.V: 8 at d = 256 (4 left half the output stale) */
                     acc[c][j][0] *= alpha; acc[c][j][1] *= alpha; acc[c][j][2] *= alpha; acc[c][j][3] *= alpha;
                 }
             }
@@ -1606,7 +1606,7 @@ static cudaError_t launch_pdl(attn_kernel k, dim3 grid, int smem, AttnArgs args)
     cfg.gridDim = grid;
     cfg.blockDim = dim3(NWARP * 32);
     cfg.dynamicSmemBytes = (size_t)smem;
-    cfg.stream = 0;
+    cfg.stream = tq_cu_stream;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
@@ -1637,22 +1637,38 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     if (use_mma) {
         GT = mp.gt;
         nsub = G / GT;
+        /* the shared-memory attribute and the occupancy, once per kernel: the occupancy query costs microseconds
+         * of host time per call, as much as a B = 1 decode takes on the device */
         static attn_kernel attr_set[32];
-        static int n_attr;
-        bool have = false;
-        for (int i = 0; i < n_attr; i++) have |= attr_set[i] == mp.k;
-        if (!have) {
+        static int attr_bps[32], n_attr;
+        int have = -1;
+        for (int i = 0; i < n_attr; i++)
+            if (attr_set[i] == mp.k) have = i;
+        if (have >= 0) bps = attr_bps[have];
+        else {
             TQ_CU(cudaFuncSetAttribute(mp.k, cudaFuncAttributeMaxDynamicSharedMemorySize, mp.smem),
                   "cudaFuncSetAttribute");
-            if (n_attr < 32) attr_set[n_attr++] = mp.k;
+            TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
+                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+            if (n_attr < 32) {
+                attr_set[n_attr] = mp.k;
+                attr_bps[n_attr++] = bps;
+            }
         }
-        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
-              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     } else if (kv && d == 128 && GT == 4 && !prod && attn_mode() != AV_V1 && attn_mode() != AV_T64_PLAN16) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
-        if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
+        static attn_kernel occ_k[16];
+        static int occ_bps[16], n_occ;
+        int have = -1;
+        for (int i = 0; i < n_occ; i++)
+            if (occ_k[i] == k) have = i;
+        if (have >= 0) bps = occ_bps[have];
+        else if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
             (void)cudaGetLastError();
             bps = 0;
+        } else if (k && n_occ < 16) {
+            occ_k[n_occ] = k;
+            occ_bps[n_occ++] = bps;
         }
     }
     /* variant "fast", small batches (fewer than 8 blocks per head group fill one wave, e.g. B = 1 to 12 at 8 kv heads
@@ -1709,16 +1725,18 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
     attn_kernel kern = NULL;
 #define TQ_D(DD) \
-    k_prep<DD><<<(unsigned)nq, DD>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, sq_scale, qrot, \
+    k_prep<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, \
+                                                     sq_scale, qrot, \
                                      prod ? sq : NULL); \
     if (use_mma) kern = mp.k; \
     else if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
     if (fused) TQ_CU(launch_pdl(kern, grid, mp.smem, args), "attention split kernel"); \
-    else if (use_mma) kern<<<grid, NWARP * 32, mp.smem>>>(args); \
-    else kern<<<grid, NWARP * 32>>>(args); \
-    if (!fused) k_combine<DD><<<(unsigned)nq, DD>>>(args.pm, args.pl, args.pacc, NS, Hq, G, rotation, vrot, out);
+    else if (use_mma) kern<<<grid, NWARP * 32, mp.smem, tq_cu_stream>>>(args); \
+    else kern<<<grid, NWARP * 32, 0, tq_cu_stream>>>(args); \
+    if (!fused) k_combine<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(args.pm, args.pl, args.pacc, NS, Hq, G, \
+                                                                      rotation, vrot, out);
     switch (d) {
     case 64: TQ_D(64) break;
     case 128: TQ_D(128) break;

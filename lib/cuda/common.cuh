@@ -23,6 +23,10 @@ extern "C" {
 
 #define TQ_FULL_MASK 0xffffffffu
 
+/* The stream the attention kernels launch on: the legacy default stream (0) unless tq_cuda_time_graph has set its own
+ * while it captures a graph (runtime.cu). */
+extern cudaStream_t tq_cu_stream;
+
 /* the variant switches of attention.cu and encode.cu, behind tq_cuda_variant_set (runtime.cu) */
 extern "C" int tq_cuda_attn_variant(const char *name);
 extern "C" int tq_cuda_encode_variant(const char *name);

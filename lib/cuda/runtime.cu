@@ -75,6 +75,8 @@ extern "C" int tq_cuda_sync(void)
     return TQ_OK;
 }
 
+cudaStream_t tq_cu_stream = 0;
+
 static cudaEvent_t ev_start, ev_stop;
 static int ev_ready;
 
@@ -85,16 +87,60 @@ extern "C" int tq_cuda_timer_start(void)
         TQ_CU(cudaEventCreate(&ev_stop), "cudaEventCreate");
         ev_ready = 1;
     }
-    TQ_CU(cudaEventRecord(ev_start, 0), "cudaEventRecord");
+    TQ_CU(cudaEventRecord(ev_start, tq_cu_stream), "cudaEventRecord");
     return TQ_OK;
 }
 
 extern "C" int tq_cuda_timer_stop(float *ms)
 {
     if (!ev_ready) return tq_error_set(TQ_ERR, "cuda: timer stopped before it was started");
-    TQ_CU(cudaEventRecord(ev_stop, 0), "cudaEventRecord");
+    TQ_CU(cudaEventRecord(ev_stop, tq_cu_stream), "cudaEventRecord");
     TQ_CU(cudaEventSynchronize(ev_stop), "kernel execution");
     TQ_CU(cudaEventElapsedTime(ms, ev_start, ev_stop), "cudaEventElapsedTime");
+    return TQ_OK;
+}
+
+/* Device time of fn without the host's launch cost: fn runs 3 times on a stream of its own (allocations happen
+ * there), is then captured `iters` times into one CUDA graph, launched once to warm up and once timed. fn must launch
+ * only on tq_cu_stream (the attention path does; a kernel on the legacy stream breaks the capture: TQ_ERR, and the
+ * caller times it eagerly instead). */
+extern "C" int tq_cuda_time_graph(int (*fn)(void *), void *arg, int iters, float *ms)
+{
+    static cudaStream_t s;
+    if (!s) TQ_CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+    int st = tq_cuda_timer_start(); /* creates the events */
+    if (st) return st;
+    TQ_CU(cudaDeviceSynchronize(), "kernel execution");
+    cudaStream_t saved = tq_cu_stream;
+    tq_cu_stream = s;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    for (int i = 0; i < 3 && !st; i++) st = fn(arg);
+    cudaError_t e = st ? cudaSuccess : cudaStreamSynchronize(s);
+    if (!st && e == cudaSuccess) e = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    if (!st && e == cudaSuccess) {
+        for (int i = 0; i < iters && !st; i++) st = fn(arg);
+        cudaError_t e2 = cudaStreamEndCapture(s, &g);
+        if (!st) e = e2;
+    }
+    if (!st && e == cudaSuccess) e = cudaGraphInstantiate(&ge, g, 0);
+    if (!st && e == cudaSuccess) e = cudaGraphLaunch(ge, s);
+    if (!st && e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (!st && e == cudaSuccess) e = cudaEventRecord(ev_start, s);
+    if (!st && e == cudaSuccess) e = cudaGraphLaunch(ge, s);
+    if (!st && e == cudaSuccess) e = cudaEventRecord(ev_stop, s);
+    if (!st && e == cudaSuccess) e = cudaEventSynchronize(ev_stop);
+    float t = 0;
+    if (!st && e == cudaSuccess) e = cudaEventElapsedTime(&t, ev_start, ev_stop);
+    tq_cu_stream = saved;
+    if (ge) cudaGraphExecDestroy(ge);
+    if (g) cudaGraphDestroy(g);
+    if (st) return st;
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return tq_error_set(TQ_ERR, "cuda: graph timing failed: %s", cudaGetErrorString(e));
+    }
+    *ms = t / (float)iters;
     return TQ_OK;
 }
 

@@ -30,6 +30,10 @@ int tq_cuda_sync(void);
 /* GPU-side timing with CUDA events on the default stream: start, then stop returns milliseconds in between. */
 int tq_cuda_timer_start(void);
 int tq_cuda_timer_stop(float *ms);
+/* Milliseconds per call of fn(arg) on the device alone: fn's kernels captured `iters` times into a CUDA graph and
+ * replayed (no host launch cost; fn may launch only the attention kernels, which follow the library's stream).
+ * TQ_ERR when the capture fails (the caller times eagerly instead). */
+int tq_cuda_time_graph(int (*fn)(void *), void *arg, int iters, float *ms);
 /* Free what the library keeps between calls (the fp16 baseline's workspace, the timer events). */
 void tq_cuda_release(void);
 /* Kernel variants, process-wide, for side-by-side timing and tests: what "attn": "auto" (the default: the library
