@@ -321,6 +321,9 @@ static void cuda_encode_rows(cuda_run *cr)
         {TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, "turbo-prod hadamard"},
         {TQ_M_TURBO_MSE, TQ_ROT_DENSE, "turbo-mse dense"},
     };
+    /* turbo-prod and dense turbo-mse run the tensor-core encoder (k_encode_mma) by default; the same configuration
+     * through the CUDA-core kernel (variant encode=simt) follows as its baseline, unless --variant chose an encoder */
+    int baseline = !o->variant || !strstr(o->variant, "encode=");
     for (int c = 0; c < 3; c++) {
         host_quant h;
         host_quant_make(&h, cf[c].method, o->bits, d, cf[c].rotation, o->seed, TQ_TENSOR_KEYS);
@@ -334,6 +337,13 @@ static void cuda_encode_rows(cuda_run *cr)
         char cfg[64];
         snprintf(cfg, sizeof cfg, "%s %db", cf[c].name, o->bits);
         row("encode", cfg, 0, n, ms, bytes / (ms * 1e6), 100.0 * bytes / (ms * 1e6) / cr->copy_gbs, 0, 0, 0);
+        if (baseline && c > 0) {
+            CK(tq_cuda_variant_set("encode", "simt"));
+            double ms0 = time_gpu(run_encode, &e, o->iters);
+            CK(tq_cuda_variant_set("encode", "auto"));
+            snprintf(cfg, sizeof cfg, "%s %db simt", cf[c].name, o->bits);
+            row("encode", cfg, 0, n, ms0, bytes / (ms0 * 1e6), 100.0 * bytes / (ms0 * 1e6) / cr->copy_gbs, 0, 0, 0);
+        }
         codes_free(&e.c);
         tq_cuda_quant_free(e.q);
         host_quant_free(&h);

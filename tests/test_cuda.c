@@ -395,6 +395,187 @@ static void check_had_inputs(int d, int bits, long n)
     tq_rotation_free(rot);
 }
 
+/* The tensor-core encoders (k_encode_mma, fp16 input: dense turbo-mse, turbo-prod with either rotation) against the
+ * emulation of lib/turbo.c on the same fp16-exact vectors; the variant encode=simt (the CUDA-core kernels on fp16
+ * input) must match the emulation byte for byte. Tolerances from the kernels' arithmetic (lib/cuda/encode.cu), with
+ * u = 2^-24 and the tensor cores' fp32 accumulation taken as one truncation (<= 2u relative of the running sum, whose
+ * magnitude is at most the sum of |terms|) per product added; fp16 x fp16 products are exact in fp32:
+ * - norms: the CPU's order and roundings: identical. Hadamard codes: tq_fwht's operations: identical.
+ * - dense codes: y = Pi x from two passes (hi, lo) of d products each: accumulation <= 2d * 2u, the split of 16 Pi
+ *   <= 4u, the hi + lo sum, 1/||x|| and the product by it a few u, all relative to sum_j |Pi_ij x_j| <= ||x||; the
+ *   double reference rounds twice more: a code may differ only where y/||x|| is within (4d + 16) u of a threshold.
+ * - turbo-prod signs: GPU S r = M z (M = S Pi^T, z = Pi x - nq c in the rotated domain) against the CPU's double sum
+ *   of S_ij r_j over its float residual r = x - nq Pi^T c. Elementwise, the CPU's r is within
+ *   dc = u ((d + 2) nq ||c|| + max|r|) of the exact residual (Pi^T c as a d-term chain, the product, the difference)
+ *   and the GPU's z within dg = u ((4d + 16) ||x|| + 2 max|r|) of the exact z (as the codes, plus fmaf's rounding).
+ *   The sign sum then errs by ||S_i||_1 dc + ||M_i||_1 dg (||M_i||_1 <= sqrt(d) ||M_i||, ||M_i|| <= 1.01 ||S_i||),
+ *   plus three passes of d products (6d u) and the splits of z and M (12 u) relative to sum_k |M_ik z_k| <=
+ *   ||M_i|| ||z||, plus Pi's deviation from orthogonality as stored in float ((2 sqrt(d) + 2) u ||S_i|| ||x||).
+ *   A sign may differ only where |(S r)_i| is below that eps_i; their count must stay within 3x its expectation + 3
+ *   (density of (S r)_i at 0: sqrt(d / 2 pi) / (||S_i|| ||r||), r's direction roughly uniform).
+ * - gamma: ||z|| against the CPU's ||r||: within sqrt(d) (dc + dg) + (2d + 4) u ||r|| + (2 sqrt(d) + 2) u ||x||; the
+ *   fp16 values may differ by one step only where the CPU's float lies within that of their midpoint.
+ * On the dense path a vector whose codes differ has another residual: its signs and gamma are not compared. */
+static void check_mma_codec(int method, int rot_kind, int d, int bits, long n)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%s %s d=%d bits=%d fp16 in, tensor cores", method == TQ_M_TURBO_MSE ? "turbo-mse"
+             : "turbo-prod", rot_kind == TQ_ROT_DENSE ? "dense" : "hadamard", d, bits);
+    tq_slice_id id = {1, 2, TQ_TENSOR_KEYS};
+    tq_rotation *rot = NULL;
+    float *S = NULL, c[256], t[256];
+    int m = d, prod = method == TQ_M_TURBO_PROD;
+    if (tq_rotation_make(&rot, rot_kind, d, 42, id, TQ_PURPOSE_ROTATION, 0)) {
+        CHECK(0, "%s: rotation: %s", what, tq_error_msg());
+        return;
+    }
+    if (prod && tq_gaussian_matrix(&S, m, d, 42, id, TQ_PURPOSE_QJL, 0)) {
+        CHECK(0, "%s: S: %s", what, tq_error_msg());
+        tq_rotation_free(rot);
+        return;
+    }
+    codebook(d, bits, c, t);
+    tq_cuda_qspec sp = {method, d, bits, rot_kind, m, 0, rot->m, rot->signs, c, t, S};
+    size_t rb = tq_pack_row_bytes(d, bits), sb = tq_pack_row_bytes(m, 1);
+    float *x = malloc(sizeof(float) * n * d);
+    uint16_t *xh = malloc(2 * n * d);
+    uint8_t *codes = calloc(n, rb), *signs = calloc(n, sb), *ecodes = calloc(n, rb), *esigns = calloc(n, sb);
+    uint8_t *scodes = calloc(n, rb), *ssigns = calloc(n, sb);
+    uint16_t *norms = calloc(n, 2), *rnorms = calloc(n, 2), *enorms = calloc(n, 2), *ernorms = calloc(n, 2);
+    uint16_t *snorms = calloc(n, 2), *srnorms = calloc(n, 2);
+    tq_cuda_quant *q = NULL;
+    void *dh = NULL;
+    tq_cuda_codes dc = {0};
+    gen_vectors(x, n, d, 13 + d + bits);
+    for (long i = 0; i < n * d; i++) x[i] = tq_half_to_float(xh[i] = tq_float_to_half(x[i]));
+    int st = tq_cuda_quant_create(&q, &sp);
+    if (!st) st = tq_cuda_alloc(&dh, 2 * n * d);
+    if (!st) st = tq_cuda_alloc((void **)&dc.codes, n * rb);
+    if (!st) st = tq_cuda_alloc((void **)&dc.signs, n * sb);
+    if (!st) st = tq_cuda_alloc(&dc.norms, n * 2);
+    if (!st) st = tq_cuda_alloc(&dc.rnorms, n * 2);
+    if (!st) st = tq_cuda_upload(dh, xh, 2 * n * d);
+    for (int v = 0; v < 2 && !st; v++) { /* simt, then auto (the tensor cores) */
+        variant("encode", v ? "auto" : "simt");
+        st = tq_cuda_copy(dc.codes, dh, n * rb); /* poison: stale bytes of the other variant must not pass */
+        if (!st) st = tq_cuda_copy(dc.signs, dh, n * sb);
+        if (!st) st = tq_cuda_encode(q, dh, 1, n, &dc);
+        if (!st) st = tq_cuda_sync();
+        if (!st) st = tq_cuda_download(v ? codes : scodes, dc.codes, n * rb);
+        if (!st) st = tq_cuda_download(v ? norms : snorms, dc.norms, n * 2);
+        if (!st && prod) st = tq_cuda_download(v ? signs : ssigns, dc.signs, n * sb);
+        if (!st && prod) st = tq_cuda_download(v ? rnorms : srnorms, dc.rnorms, n * 2);
+    }
+    variant("encode", "auto");
+    CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
+    if (st) goto done;
+
+    const double u = ldexp(1.0, -24), fpk = sqrt(d / (2 * M_PI)), tol = (4.0 * d + 16) * u;
+    double s1[256], s2[256]; /* ||S_i||_1, ||S_i||_2 */
+    for (int i = 0; prod && i < m; i++) {
+        s1[i] = s2[i] = 0;
+        for (int j = 0; j < d; j++) {
+            s1[i] += fabs(S[(size_t)i * d + j]);
+            s2[i] += (double)S[(size_t)i * d + j] * S[(size_t)i * d + j];
+        }
+        s2[i] = sqrt(s2[i]);
+    }
+    long simt_bad = 0, bad_norms = 0, bad_rows = 0, code_diff = 0, code_far = 0, sign_diff = 0, sign_far = 0,
+         rn_diff = 0, rn_far = 0;
+    double code_bound = 0, sign_expect = 0;
+    for (long i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        emu_encode(method, rot, bits, c, t, S, m, xi, d, ecodes + i * rb, enorms + i, esigns + i * sb, ernorms + i);
+        simt_bad += memcmp(scodes + i * rb, ecodes + i * rb, rb) || snorms[i] != enorms[i] ||
+                    (prod && (memcmp(ssigns + i * sb, esigns + i * sb, sb) || srnorms[i] != ernorms[i]));
+        bad_norms += norms[i] != enorms[i];
+        int same_row = !memcmp(codes + i * rb, ecodes + i * rb, rb);
+        bad_rows += !same_row;
+        float nrm = emu_norm(xi, d), inv = nrm > 0 ? 1.0f / nrm : 0.0f;
+        if (rot_kind == TQ_ROT_DENSE) { /* codes against lib/rotation.c's double reference */
+            float yr[256];
+            tq_rotation_forward_ref(rot, xi, yr);
+            for (int j = 0; j < d; j++) {
+                yr[j] *= inv;
+                int want = encode_lin(t, 1 << bits, yr[j]), got = (int)tq_pack_get(codes + i * rb, j, bits);
+                if (want == got) continue;
+                code_diff++;
+                double near = 1e30;
+                for (int k = 0; k < (1 << bits) - 1; k++) near = fmin(near, fabs((double)yr[j] - t[k]));
+                if (near > tol || abs(want - got) != 1) code_far++;
+            }
+        }
+        if (!prod) continue;
+        if (!same_row) continue; /* another residual: nothing to compare (dense only: Hadamard rows are checked) */
+        /* the emulation's residual, as emu_encode forms it */
+        float y[256], xm[256], r[256];
+        uint8_t cd[256];
+        double nq = tq_half_to_float(enorms[i]), cn = 0, rmax = 0, rn = 0;
+        for (int j = 0; j < d; j++) {
+            cd[j] = (uint8_t)tq_pack_get(ecodes + i * rb, j, bits);
+            y[j] = c[cd[j]];
+            cn += (double)y[j] * y[j];
+        }
+        cn = sqrt(cn);
+        emu_inverse(rot, y, xm);
+        for (int j = 0; j < d; j++) {
+            r[j] = xi[j] - xm[j] * (float)nq;
+            rmax = fmax(rmax, fabs(r[j]));
+            rn += (double)r[j] * r[j];
+        }
+        rn = sqrt(rn);
+        double dcpu = u * ((d + 2) * nq * cn + rmax), dgpu = u * ((4.0 * d + 16) * nrm + 2 * rmax);
+        double orth = (2 * sqrt(d) + 2) * u;
+        for (int k = 0; k < m; k++) {
+            double s = 0;
+            for (int j = 0; j < d; j++) s += (double)S[(size_t)k * d + j] * r[j];
+            double eps = s1[k] * dcpu + 1.01 * sqrt(d) * s2[k] * dgpu +
+                         1.01 * (6.0 * d + 16) * u * s2[k] * (rn + sqrt(d) * (dcpu + dgpu)) + orth * s2[k] * nrm;
+            if (rn > 0) sign_expect += 2 * eps * fpk / (s2[k] * rn);
+            if (tq_pack_get(signs + i * sb, k, 1) == tq_pack_get(esigns + i * sb, k, 1)) continue;
+            sign_diff++;
+            if (fabs(s) > eps) sign_far++;
+        }
+        if (rnorms[i] != ernorms[i]) {
+            rn_diff++;
+            double ge = emu_norm(r, d), tolg = sqrt(d) * (dcpu + dgpu) + (2.0 * d + 4) * u * rn + orth * nrm;
+            double mid = 0.5 * ((double)tq_half_to_float(rnorms[i]) + tq_half_to_float(ernorms[i]));
+            if (abs((int)rnorms[i] - (int)ernorms[i]) != 1 || fabs(ge - mid) > tolg) rn_far++;
+        }
+    }
+    code_bound = (double)n * d * ((1 << bits) - 1) * 2 * tol * fpk;
+    CHECK(simt_bad == 0, "%s: variant simt: %ld of %ld vectors differ from the emulation", what, simt_bad, n);
+    CHECK(bad_norms == 0, "%s: %ld of %ld norms differ from the emulation", what, bad_norms, n);
+    if (rot_kind == TQ_ROT_HADAMARD)
+        CHECK(bad_rows == 0, "%s: %ld of %ld code rows differ from the emulation", what, bad_rows, n);
+    else {
+        CHECK(code_far == 0, "%s: %ld codes differ from the double reference farther than %.3g from a threshold", what,
+              code_far, tol);
+        CHECK(code_diff <= code_bound, "%s: %ld codes differ from the double reference, bound %.1f", what, code_diff,
+              code_bound);
+    }
+    if (prod) {
+        CHECK(sign_far == 0, "%s: %ld signs differ from the emulation where |(S r)_i| exceeds the bound", what,
+              sign_far);
+        CHECK(sign_diff <= 3 * sign_expect + 3, "%s: %ld signs differ from the emulation, bound %.1f", what,
+              sign_diff, 3 * sign_expect + 3);
+        CHECK(rn_far == 0, "%s: %ld residual norms differ from the emulation beyond float rounding", what, rn_far);
+    }
+    fprintf(stderr, "  %s: %ld/%ld code rows differ (%ld codes, bound %.1f); of the other rows %ld signs (bound %.1f) "
+            "and %ld rnorms\n", what, bad_rows, n, code_diff, code_bound, sign_diff, 3 * sign_expect + 3, rn_diff);
+done:
+    tq_cuda_free(dh);
+    tq_cuda_free(dc.codes);
+    tq_cuda_free(dc.signs);
+    tq_cuda_free(dc.norms);
+    tq_cuda_free(dc.rnorms);
+    tq_cuda_quant_free(q);
+    free(x); free(xh); free(codes); free(signs); free(ecodes); free(esigns); free(scodes); free(ssigns);
+    free(norms); free(rnorms); free(enorms); free(ernorms); free(snorms); free(srnorms);
+    free(S);
+    tq_rotation_free(rot);
+}
+
 /* Fused attention on codes the GPU encoded, against double-precision attention over the same codes decoded in
  * double. Float scores are chains of d products of magnitude <= |q| |k|, the softmax sums L terms and exp2f is
  * within 2 ulp: the relative output error is of order (d + L) 2^-24 ~ 1e-4 for L ~ 1000, so 1e-3 holds with margin. */
@@ -655,6 +836,10 @@ int main(void)
         check_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 50);
         check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 50);
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, 64, 1, 50);
+        /* k_encode_mma: dense turbo-mse, Hadamard and dense turbo-prod (n = 50: a partial 16-vector tile) */
+        check_mma_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 128, 3, 50);
+        check_mma_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 2, 50);
+        check_mma_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 64, 2, 50);
         check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 2, 3);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 2, 3, 3, 100, 3, 2);
         check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 300, 3, 3); /* the tensor-core kernel */
@@ -690,6 +875,13 @@ int main(void)
         for (int bits = 1; bits <= 3; bits++) check_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, d, bits, 1000);
         check_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, d, 2, 500);
         check_codec(TQ_M_QJL, TQ_ROT_HADAMARD, d, 1, 1000);
+    }
+    /* the tensor-core encoders (fp16 input) at every instantiated width; n = 1001: the last 16-vector tile has 9 */
+    for (int di = 0; di < 3; di++) {
+        int d = 64 << di;
+        for (int bits = 1; bits <= 4; bits++) check_mma_codec(TQ_M_TURBO_MSE, TQ_ROT_DENSE, d, bits, 1001);
+        for (int bits = 1; bits <= 3; bits++) check_mma_codec(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, d, bits, 1001);
+        for (int bits = 1; bits <= 3; bits += 2) check_mma_codec(TQ_M_TURBO_PROD, TQ_ROT_DENSE, d, bits, 501);
     }
     check_quantize_wrapper(TQ_M_TURBO_MSE, 3, 128, 700);
     check_quantize_wrapper(TQ_M_TURBO_PROD, 4, 256, 300);

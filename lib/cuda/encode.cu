@@ -12,6 +12,8 @@ struct tq_cuda_quant {
     float *signs;              /* hadamard */
     float *cent, *thr;         /* 2^bits, 2^bits - 1 */
     float *S, *ST;             /* m x d and d x m */
+    uint4 *rotf, *mf;          /* tensor-core encoders: B fragments of 16 Pi (dense) and 16 S Pi^T (turbo-prod) */
+    int mma;                   /* mma_kind: which tensor-core encoder serves fp16 input, -1 none */
     int dim_max;               /* max(d, m): scratch per vector */
 };
 
@@ -543,6 +545,446 @@ __global__ void k_decode(QP p, tq_cuda_codes in, long n, void *xhat, int out_hal
     }
 }
 
+/* ==== Tensor-core encoders (fp16 input): dense turbo-mse, turbo-prod with Hadamard or dense rotation ==============
+ * A warp encodes 16 vectors at a time as the 16 rows of m16n8k16 mma tiles (fp16 operands, fp32 accumulation).
+ * Lane (g, t) (g = lane / 4, t = lane % 4) loads rows g and g + 8 as 16-byte chunks: coordinates [32p + 8t, +8) of
+ * each row for p < D/32 ("chunk order"). Because the k terms of a product may be taken in any order, chunk p's eight
+ * halves are used as they arrive: its words 0, 1 are the A fragment's k slots (2t, 2t+1), (2t+8, 2t+9) of k-step 2p,
+ * words 2, 3 those of k-step 2p+1, and the B fragments (built once on the host) list the matrix in the same k order.
+ * The rotation matrix has no exact fp16 form: 16 Pi (a power of two, so that its small entries stay normal halves) is
+ * split into hi + lo halves, two mma passes into separate accumulators, |16 Pi - hi - lo| <= 2^-22 |16 Pi|.
+ * - norm: lib/turbo.c's vnorm order (partial sum l over x[8k + l], k ascending, then the 8 sums in double in order):
+ *   lane t keeps l = 2t, 2t+1 and receives word t of its quad neighbours' chunks by 3 xor shuffles; the squares of
+ *   halves are exact in float, so one fmaf rounds as the CPU's multiply-then-add. Identical to the CPU.
+ * - dense turbo-mse: y = Pi x on the tensor cores, code = count of thresholds below (y * inv) (the CPU's search on
+ *   the same floats); a quad's 8 codes of one n-tile are B whole bytes of the row, lanes t < B store one each.
+ *   Codes may differ from the CPU's only where y/||x|| lies within (4d + 16) 2^-24 of a threshold (README).
+ * - Hadamard turbo-prod: the butterflies run on the chunk layout in registers, exactly tq_fwht's operations (h = 1,
+ *   2, 4 and h >= 32 inside a lane, h = 8, 16 by xor shuffles across the quad): codes and norms identical to the CPU.
+ * - turbo-prod: the CPU's residual is r = x - ||x||_16 Pi^T c[idx] (||x||_16 the stored fp16 norm), so
+ *   S r = (S Pi^T)(Pi x - ||x||_16 c[idx]) = M z with z formed in the rotated domain where the codes are; M = 16 S Pi^T
+ *   is precomputed (double, then hi + lo halves), z is scaled by a power of two 2^k (||x||_16 2^k in [2^12, 2^13),
+ *   so every |z 2^k| < 2^15 is a normal half) and split hi + lo; S r ~ M_hi z_hi + M_lo z_hi + M_hi z_lo (three mma
+ *   passes); gamma = ||z|| (= ||r||, Pi orthogonal). The z fragments are staged in shared memory by the lane that
+ *   will read them (no lane reads another's). Signs may differ from the CPU's where |(S r)_i| is below the bound
+ *   derived in tests/test_cuda.c; gamma by float rounding before its fp16 rounding. */
+struct MP {
+    const uint4 *rotf; /* dense: 16 Pi as B fragments, hi + lo, chunk k order ([n-tile][k-step][lane]) */
+    const uint4 *mf;   /* turbo-prod: 16 S Pi^T as B fragments; k order: chunk (Hadamard), accumulator (dense) */
+    const float *thr, *cent, *signs;
+    float fs;
+    int norm_fp32;
+};
+
+__device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4 &w, int i)
+{
+    return i == 0 ? w.x : i == 1 ? w.y : i == 2 ? w.z : w.w;
+}
+
+/* ||row|| from the quad's chunks (xr[p] = coordinates [32p + 8t, +8)) in lib/turbo.c's order; same in the 4 lanes. */
+template <int D>
+__device__ __forceinline__ float quad_norm(const uint4 *xr, int t)
+{
+    float a0 = 0.0f, a1 = 0.0f; /* partial sums l = 2t, 2t + 1 */
+#pragma unroll
+    for (int p = 0; p < D / 32; p++) {
+        /* r_q = word t of lane t ^ q's chunk: x[8k + 2t], x[8k + 2t + 1] for k = 4p + (t ^ q) */
+        const uint32_t own = word_of(xr[p], t), r1 = __shfl_xor_sync(TQ_FULL_MASK, word_of(xr[p], t ^ 1), 1),
+                       r2 = __shfl_xor_sync(TQ_FULL_MASK, word_of(xr[p], t ^ 2), 2),
+                       r3 = __shfl_xor_sync(TQ_FULL_MASK, word_of(xr[p], t ^ 3), 3);
+#pragma unroll
+        for (int tt = 0; tt < 4; tt++) { /* k = 4p + tt ascending */
+            const int q = tt ^ t;
+            const uint32_t w = q == 0 ? own : q == 1 ? r1 : q == 2 ? r2 : r3;
+            const float2 f = __half22float2(*(const __half2 *)&w);
+            a0 = fmaf(f.x, f.x, a0);
+            a1 = fmaf(f.y, f.y, a1);
+        }
+    }
+    double s = 0;
+#pragma unroll
+    for (int tt = 0; tt < 4; tt++) {
+        s += (double)__shfl_sync(TQ_FULL_MASK, a0, tt, 4);
+        s += (double)__shfl_sync(TQ_FULL_MASK, a1, tt, 4);
+    }
+    return (float)sqrt(s);
+}
+
+/* Count of thresholds strictly below z (lib/codebook.h's rule; the 2^B - 1 thresholds ascend), by binary search
+ * with the thresholds in registers: level L compares z with the middle threshold of the interval its bits so far
+ * select, picked by a select tree over compile-time indices (no local memory), B compares in all. With `cv` the
+ * centroid of the code, by the same kind of tree. Equal to the linear count for any z (NaN: 0, as the CPU). */
+template <int B, bool CENT>
+__device__ __forceinline__ uint32_t code_cent(const float *th, const float *ce, float z, float &cv)
+{
+    bool pb[B];
+    uint32_t c = 0;
+#pragma unroll
+    for (int L = 0; L < B; L++) {
+        constexpr int NC = 1 << (B - 1);
+        const int step = 1 << (B - 1 - L);
+        float cand[NC];
+#pragma unroll
+        for (int q = 0; q < (1 << L); q++) cand[q] = th[q * 2 * step + step - 1];
+#pragma unroll
+        for (int r = 0; r < L; r++) /* fold the candidates by the bits found, the last found first */
+#pragma unroll
+            for (int q = 0; q < (1 << (L - 1 - r)); q++) cand[q] = pb[L - 1 - r] ? cand[2 * q + 1] : cand[2 * q];
+        pb[L] = z > cand[0];
+        c |= pb[L] ? (uint32_t)step : 0u;
+    }
+    if (CENT) {
+        float cc[1 << B];
+#pragma unroll
+        for (int q = 0; q < (1 << B); q++) cc[q] = ce[q];
+#pragma unroll
+        for (int r = 0; r < B; r++)
+#pragma unroll
+            for (int q = 0; q < (1 << (B - 1 - r)); q++) cc[q] = pb[B - 1 - r] ? cc[2 * q + 1] : cc[2 * q];
+        cv = cc[0];
+    }
+    return c;
+}
+
+/* 2^k with seen 2^k in [2^12, 2^13): |z| <= |y| + seen |c| < 2 seen keeps z 2^k below 2^14 (fp16 max 65504). */
+__device__ __forceinline__ float z_scale(float seen)
+{
+    if (!(seen > 0.0f) || !(seen < 3.0e38f)) return 1.0f;
+    int e;
+    frexpf(seen, &e);
+    int k = 13 - e;
+    k = k < -120 ? -120 : k > 120 ? 120 : k;
+    return ldexpf(1.0f, k);
+}
+
+/* z (two consecutive k slots of one row) scaled, split hi + lo and written into the lane's A fragment slot. */
+__device__ __forceinline__ void stage_z(uint4 *zh, uint4 *zl, int ks, int lane, int reg, float z0, float z1, float sc)
+{
+    const float s0 = z0 * sc, s1 = z1 * sc; /* exact: a power of two */
+    const __half2 h = __floats2half2_rn(s0, s1);
+    const float2 hf = __half22float2(h);
+    const __half2 l = __floats2half2_rn(s0 - hf.x, s1 - hf.y); /* the differences are exact */
+    ((uint32_t *)&zh[ks * 32 + lane])[reg] = *(const uint32_t *)&h;
+    ((uint32_t *)&zl[ks * 32 + lane])[reg] = *(const uint32_t *)&l;
+}
+
+constexpr int MMA_WARPS = 8;
+
+template <int D, int B, bool PROD, bool HAD>
+__global__ void __launch_bounds__(32 * MMA_WARPS, D == 256 ? 1 : 2) k_encode_mma(MP p, const __half *__restrict__ x, long n,
+                                                               uint8_t *__restrict__ codes, void *__restrict__ norms,
+                                                               uint8_t *__restrict__ sgn, void *__restrict__ rnorms)
+{
+    constexpr int NT = (1 << B) - 1, KS = D / 16, NP = D / 32, RB = D * B / 8, SB = D / 8, E = D / 4;
+    extern __shared__ uint4 zsm[]; /* turbo-prod: per warp KS x 32 uint4 of z hi, then of z lo */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    float th[NT], ce[NT + 1];
+#pragma unroll
+    for (int i = 0; i < NT; i++) th[i] = p.thr[i];
+#pragma unroll
+    for (int i = 0; i <= NT; i++) ce[i] = PROD ? p.cent[i] : 0.0f;
+    /* Hadamard: the sign bits of the half pairs of chunk q of lane t ([t][q][word]: bit 15 / 31 where signs[32q + 8t
+     * + 2 word (+ 1)] < 0): x * (+-1) as the CPU computes it is x with its sign bit flipped */
+    __shared__ __align__(16) uint32_t hmask[HAD ? 4 * NP * 4 : 1];
+    if constexpr (HAD) {
+        for (int i = threadIdx.x; i < 4 * NP * 4; i += blockDim.x) {
+            const int tt = i / (NP * 4), q = i / 4 % NP, w = i % 4, j = 32 * q + 8 * tt + 2 * w;
+            hmask[i] = (p.signs[j] < 0.0f ? 0x8000u : 0u) | (p.signs[j + 1] < 0.0f ? 0x80000000u : 0u);
+        }
+        __syncthreads();
+    }
+    uint4 *zh = zsm + (size_t)warp * 2 * KS * 32, *zl = zh + KS * 32;
+    const long step = (long)gridDim.x * MMA_WARPS * 16;
+    for (long base = ((long)blockIdx.x * MMA_WARPS + warp) * 16; base < n; base += step) {
+        const long vr[2] = {base + g, base + g + 8};
+        float nrm[2], seen[2], inv[2], sc[2], gam[2] = {0.0f, 0.0f};
+        if constexpr (!HAD) {
+            uint4 xr[2][NP];
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int q = 0; q < NP; q++)
+                    xr[r][q] = vr[r] < n ? __ldg((const uint4 *)(x + (size_t)vr[r] * D + 32 * q + 8 * t))
+                                         : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                nrm[r] = quad_norm<D>(xr[r], t);
+                seen[r] = p.norm_fp32 ? nrm[r] : tq_cu_half(tq_cu_to_half(nrm[r]));
+                inv[r] = nrm[r] > 0.0f ? 1.0f / nrm[r] : 0.0f;
+                sc[r] = z_scale(seen[r]);
+            }
+            uint32_t a[KS][4];
+#pragma unroll
+            for (int q = 0; q < NP; q++) {
+                a[2 * q][0] = xr[0][q].x; a[2 * q][1] = xr[1][q].x; a[2 * q][2] = xr[0][q].y; a[2 * q][3] = xr[1][q].y;
+                a[2 * q + 1][0] = xr[0][q].z; a[2 * q + 1][1] = xr[1][q].z;
+                a[2 * q + 1][2] = xr[0][q].w; a[2 * q + 1][3] = xr[1][q].w;
+            }
+#pragma unroll 2
+            for (int nt = 0; nt < D / 8; nt++) {
+                float ch[4] = {0.0f, 0.0f, 0.0f, 0.0f}, cl[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const uint4 *f = p.rotf + (size_t)nt * KS * 32 + lane;
+#pragma unroll
+                for (int ks = 0; ks < KS; ks++) {
+                    const uint4 b = __ldg(f + ks * 32);
+                    mma_f16(ch, a[ks], b.x, b.y);
+                    mma_f16(cl, a[ks], b.z, b.w);
+                }
+                /* accumulator c[2r + e]: row g + 8r, coordinate 8 nt + 2t + e */
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float y[2], cv[2];
+                    uint32_t cd[2];
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        y[e] = (ch[2 * r + e] + cl[2 * r + e]) * 0.0625f;
+                        cd[e] = code_cent<B, PROD>(th, ce, __fmul_rn(y[e], inv[r]), cv[e]);
+                    }
+                    uint32_t grp = (cd[0] | cd[1] << B) << (2 * t * B);
+                    grp |= __shfl_xor_sync(TQ_FULL_MASK, grp, 1);
+                    grp |= __shfl_xor_sync(TQ_FULL_MASK, grp, 2);
+                    if (t < B && vr[r] < n) codes[(size_t)vr[r] * RB + nt * B + t] = (uint8_t)(grp >> (8 * t));
+                    if constexpr (PROD) {
+                        const float z0 = fmaf(-seen[r], cv[0], y[0]), z1 = fmaf(-seen[r], cv[1], y[1]);
+                        gam[r] = fmaf(z0, z0, fmaf(z1, z1, gam[r]));
+                        stage_z(zh, zl, nt >> 1, lane, ((nt & 1) << 1) | r, z0, z1, sc[r]);
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                uint4 xr[NP];
+#pragma unroll
+                for (int q = 0; q < NP; q++)
+                    xr[q] = vr[r] < n ? __ldg((const uint4 *)(x + (size_t)vr[r] * D + 32 * q + 8 * t))
+                                      : make_uint4(0, 0, 0, 0);
+                nrm[r] = quad_norm<D>(xr, t);
+                seen[r] = p.norm_fp32 ? nrm[r] : tq_cu_half(tq_cu_to_half(nrm[r]));
+                inv[r] = nrm[r] > 0.0f ? 1.0f / nrm[r] : 0.0f;
+                sc[r] = z_scale(seen[r]);
+                float y[E]; /* y[8q + e]: coordinate 32q + 8t + e */
+#pragma unroll
+                for (int q = 0; q < NP; q++) {
+                    const uint4 mk = *(const uint4 *)&hmask[(t * NP + q) * 4];
+                    const uint32_t w[4] = {xr[q].x ^ mk.x, xr[q].y ^ mk.y, xr[q].z ^ mk.z, xr[q].w ^ mk.w};
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float2 f = __half22float2(*(const __half2 *)&w[i]);
+                        y[8 * q + 2 * i] = f.x;
+                        y[8 * q + 2 * i + 1] = f.y;
+                    }
+                }
+                /* tq_fwht's stages in order: h = 1, 2, 4 in the lane, 8 and 16 across the quad, 32 .. D/2 in the lane */
+#pragma unroll
+                for (int h = 1; h < 8; h <<= 1)
+#pragma unroll
+                    for (int j = 0; j < E; j++)
+                        if (!(j & h)) {
+                            const float a = y[j], b = y[j + h];
+                            y[j] = __fadd_rn(a, b);
+                            y[j + h] = __fsub_rn(a, b);
+                        }
+#pragma unroll
+                for (int hl = 1; hl <= 2; hl <<= 1) {
+                    /* o + y (lower lane) or o - y (upper): one fmaf, the same rounding as tq_fwht's a + b / a - b */
+                    const float sg = (t & hl) ? -1.0f : 1.0f;
+#pragma unroll
+                    for (int j = 0; j < E; j++) y[j] = fmaf(y[j], sg, __shfl_xor_sync(TQ_FULL_MASK, y[j], hl));
+                }
+#pragma unroll
+                for (int hq = 1; hq < NP; hq <<= 1)
+#pragma unroll
+                    for (int q = 0; q < NP; q++)
+                        if (!(q & hq))
+#pragma unroll
+                            for (int e = 0; e < 8; e++) {
+                                const float a = y[8 * q + e], b = y[8 * (q + hq) + e];
+                                y[8 * q + e] = __fadd_rn(a, b);
+                                y[8 * (q + hq) + e] = __fsub_rn(a, b);
+                            }
+#pragma unroll
+                for (int q = 0; q < NP; q++) {
+                    uint32_t wd = 0;
+                    float yv[8], cv[8];
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        yv[e] = __fmul_rn(y[8 * q + e], p.fs);
+                        wd |= code_cent<B, PROD>(th, ce, __fmul_rn(yv[e], inv[r]), cv[e]) << (e * B);
+                    }
+                    if (vr[r] < n) { /* the chunk's 8 codes: B bytes at byte (4q + t) B of the row */
+                        uint8_t *dst = codes + (size_t)vr[r] * RB + (4 * q + t) * B;
+                        if constexpr (B == 4) *(uint32_t *)dst = wd;
+                        else if constexpr (B == 2) *(uint16_t *)dst = (uint16_t)wd;
+                        else
+#pragma unroll
+                            for (int i = 0; i < B; i++) dst[i] = (uint8_t)(wd >> (8 * i));
+                    }
+                    if constexpr (PROD)
+#pragma unroll
+                        for (int e = 0; e < 8; e += 2) {
+                            const float z0 = fmaf(-seen[r], cv[e], yv[e]), z1 = fmaf(-seen[r], cv[e + 1], yv[e + 1]);
+                            gam[r] = fmaf(z0, z0, fmaf(z1, z1, gam[r]));
+                            stage_z(zh, zl, 2 * q + (e >> 2), lane, (((e >> 1) & 1) << 1) | r, z0, z1, sc[r]);
+                        }
+                }
+            }
+        }
+        const long vt = t ? vr[1] : vr[0]; /* lanes t = 0, 1 store rows g, g + 8 */
+        if (t < 2 && vt < n) store_norm(norms, vt, t ? nrm[1] : nrm[0], p.norm_fp32);
+        if constexpr (PROD) {
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                gam[r] += __shfl_xor_sync(TQ_FULL_MASK, gam[r], 1);
+                gam[r] += __shfl_xor_sync(TQ_FULL_MASK, gam[r], 2);
+            }
+            if (t < 2 && vt < n) store_norm(rnorms, vt, sqrtf(t ? gam[1] : gam[0]), p.norm_fp32);
+            __syncwarp();
+            for (int nt = 0; nt < SB; nt += 2) { /* n-tiles nt, nt + 1: outputs o = 8 nt' + 2t + e of rows g, g + 8 */
+                float s0[2][4] = {}, s1[2][4] = {};
+                const uint4 *f = p.mf + (size_t)nt * KS * 32 + lane;
+#pragma unroll
+                for (int ks = 0; ks < KS; ks++) {
+                    const uint4 ah = zh[ks * 32 + lane], al = zl[ks * 32 + lane];
+                    const uint32_t ahr[4] = {ah.x, ah.y, ah.z, ah.w}, alr[4] = {al.x, al.y, al.z, al.w};
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const uint4 b = __ldg(f + (i * KS + ks) * 32);
+                        mma_f16(s0[i], ahr, b.x, b.y);
+                        mma_f16(s1[i], ahr, b.z, b.w);
+                        mma_f16(s1[i], alr, b.x, b.y);
+                    }
+                }
+                uint32_t by[2];
+#pragma unroll
+                for (int r = 0; r < 2; r++) { /* byte nt of the row in bits 0-7, byte nt + 1 in bits 8-15 */
+                    by[r] = 0;
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+                        by[r] |= ((s0[i][2 * r] + s1[i][2 * r] >= 0.0f ? 1u : 0u) |
+                                  (s0[i][2 * r + 1] + s1[i][2 * r + 1] >= 0.0f ? 2u : 0u)) << (2 * t + 8 * i);
+                    by[r] |= __shfl_xor_sync(TQ_FULL_MASK, by[r], 1);
+                    by[r] |= __shfl_xor_sync(TQ_FULL_MASK, by[r], 2);
+                }
+                const long vs = t < 2 ? vr[0] : vr[1]; /* lane t: byte nt + (t & 1) of row g + 8 (t >> 1) */
+                if (vs < n) sgn[(size_t)vs * SB + nt + (t & 1)] = (uint8_t)((t < 2 ? by[0] : by[1]) >> (8 * (t & 1)));
+            }
+            __syncwarp(); /* the stage is rewritten for the next 16 vectors */
+        }
+    }
+}
+
+typedef void (*k_mma)(MP, const __half *, long, uint8_t *, void *, uint8_t *, void *);
+
+/* kind 0: dense turbo-mse (1-4 bits), 1: Hadamard turbo-prod, 2: dense turbo-prod (MSE bits 1-3) */
+template <int D>
+static k_mma pick_mma_d(int kind, int bits)
+{
+    if (kind == 0)
+        switch (bits) {
+        case 1: return k_encode_mma<D, 1, false, false>;
+        case 2: return k_encode_mma<D, 2, false, false>;
+        case 3: return k_encode_mma<D, 3, false, false>;
+        case 4: return k_encode_mma<D, 4, false, false>;
+        default: return NULL;
+        }
+    switch (bits) {
+    case 1: return kind == 1 ? k_encode_mma<D, 1, true, true> : k_encode_mma<D, 1, true, false>;
+    case 2: return kind == 1 ? k_encode_mma<D, 2, true, true> : k_encode_mma<D, 2, true, false>;
+    case 3: return kind == 1 ? k_encode_mma<D, 3, true, true> : k_encode_mma<D, 3, true, false>;
+    default: return NULL;
+    }
+}
+
+/* Which tensor-core encoder serves a quantizer: -1 none, else the kind of pick_mma_d. */
+static int mma_kind(const tq_cuda_qspec *s)
+{
+    if (s->d != 64 && s->d != 128 && s->d != 256) return -1;
+    if (s->method == TQ_M_TURBO_MSE && s->rotation == TQ_ROT_DENSE && s->bits >= 1 && s->bits <= 4) return 0;
+    if (s->method == TQ_M_TURBO_PROD && s->m == s->d && s->bits >= 1 && s->bits <= 3)
+        return s->rotation == TQ_ROT_HADAMARD ? 1 : s->rotation == TQ_ROT_DENSE ? 2 : -1;
+    return -1;
+}
+
+static k_mma pick_mma(int kind, int d, int bits)
+{
+    return d == 64 ? pick_mma_d<64>(kind, bits) : d == 128 ? pick_mma_d<128>(kind, bits)
+           : d == 256 ? pick_mma_d<256>(kind, bits) : NULL;
+}
+
+/* B fragments of 16 W (N x K row-major, double) for m16n8k16, [n-tile][k-step][lane] uint4 = {hi b0, hi b1, lo b0,
+ * lo b1}, lane (g, t) holding column n = 8 n-tile + g. k order: chunk (cmap 0: slots 2t, 2t+1 | 2t+8, 2t+9 of k-step
+ * ks are k0 .. k0+3, k0 = 32 (ks / 2) + 8t + 4 (ks % 2)) or accumulator (cmap 1: 16 ks + 2t, +1 | 16 ks + 8 + 2t,
+ * +1, the k order of an n-tile pair's accumulators). */
+static int upload_frags(uint4 **dev, const double *W, int N, int K, int cmap)
+{
+    size_t cnt = (size_t)(N / 8) * (K / 16) * 32;
+    uint4 *h = (uint4 *)malloc(cnt * sizeof(uint4));
+    if (!h) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+    for (int nt = 0; nt < N / 8; nt++)
+        for (int ks = 0; ks < K / 16; ks++)
+            for (int lane = 0; lane < 32; lane++) {
+                int g = lane >> 2, t = lane & 3, nn = 8 * nt + g, k0, kk[4];
+                if (cmap) {
+                    k0 = 16 * ks + 2 * t;
+                    kk[0] = k0; kk[1] = k0 + 1; kk[2] = k0 + 8; kk[3] = k0 + 9;
+                } else {
+                    k0 = 32 * (ks / 2) + 8 * t + 4 * (ks % 2);
+                    for (int e = 0; e < 4; e++) kk[e] = k0 + e;
+                }
+                uint32_t hi[4], lo[4];
+                for (int e = 0; e < 4; e++) {
+                    double w = 16.0 * W[(size_t)nn * K + kk[e]];
+                    __half hh = __float2half_rn((float)w);
+                    __half hl = __float2half_rn((float)(w - (double)__half2float(hh)));
+                    hi[e] = ((__half_raw)hh).x;
+                    lo[e] = ((__half_raw)hl).x;
+                }
+                h[((size_t)nt * (K / 16) + ks) * 32 + lane] =
+                    make_uint4(hi[0] | hi[1] << 16, hi[2] | hi[3] << 16, lo[0] | lo[1] << 16, lo[2] | lo[3] << 16);
+            }
+    int st = tq_cuda_alloc((void **)dev, cnt * sizeof(uint4));
+    if (!st) st = tq_cuda_upload(*dev, h, cnt * sizeof(uint4));
+    free(h);
+    return st;
+}
+
+/* The tensor-core encoders' matrices: dense Pi, and for turbo-prod M = S Pi^T (Pi = fs H diag(signs) for Hadamard,
+ * H_ij = (-1)^popcount(i & j) as tq_fwht's butterflies). */
+static int mma_setup(tq_cuda_quant *q, const tq_cuda_qspec *s, int kind)
+{
+    int d = s->d;
+    double *pi = (double *)malloc(sizeof(double) * (size_t)d * d), *m = NULL;
+    if (!pi) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
+    double fs = tq_cu_fwht_scale(d);
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++)
+            pi[(size_t)i * d + j] = kind == 1 ? fs * (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * s->signs[j]
+                                              : (double)s->rot[(size_t)i * d + j];
+    int st = kind == 1 ? TQ_OK : upload_frags(&q->rotf, pi, d, d, 0);
+    if (!st && kind > 0) {
+        m = (double *)malloc(sizeof(double) * (size_t)d * d);
+        if (!m) st = tq_error_set(TQ_ERR_NOMEM, "out of memory");
+        for (int o = 0; !st && o < d; o++)
+            for (int i = 0; i < d; i++) {
+                double a = 0;
+                for (int j = 0; j < d; j++) a += (double)s->S[(size_t)o * d + j] * pi[(size_t)i * d + j];
+                m[(size_t)o * d + i] = a;
+            }
+        if (!st) st = upload_frags(&q->mf, m, d, d, kind == 2);
+    }
+    free(pi);
+    free(m);
+    return st;
+}
+
 static int upload_floats(float **dev, const float *host, size_t n, const char *what)
 {
     if (!host) return tq_error_set(TQ_ERR_USAGE, "cuda quantizer: missing %s", what);
@@ -561,6 +1003,8 @@ extern "C" void tq_cuda_quant_free(tq_cuda_quant *q)
     tq_cuda_free(q->thr);
     tq_cuda_free(q->S);
     tq_cuda_free(q->ST);
+    tq_cuda_free(q->rotf);
+    tq_cuda_free(q->mf);
     free(q);
 }
 
@@ -612,6 +1056,8 @@ extern "C" int tq_cuda_quant_create(tq_cuda_quant **out, const tq_cuda_qspec *s)
             free(t);
         }
     }
+    q->mma = mma_kind(s);
+    if (!st && q->mma >= 0) st = mma_setup(q, s, q->mma);
     if (st) {
         tq_cuda_quant_free(q);
         return st;
@@ -681,9 +1127,11 @@ static k_had8 pick_had8(int d, int bits, int x_half, bool lpv8, int *vpw)
 
 /* Encoder variants for side-by-side timing (tq_cuda_variant_set("encode", name)): "v1" keeps the one-vector-per-warp
  * k_encode_had, "lpv8" the 8-lanes-per-vector k_encode_had8 at every d, "auto" (the default) k_encode_had8 at 4 lanes
- * up to d = 128 (test_cuda checks all three). Process-wide. */
-enum { EV_AUTO, EV_LPV8, EV_V1, EV_N };
-static const char *const encode_variant_names[EV_N] = {"auto", "lpv8", "v1"};
+ * up to d = 128 and the tensor-core k_encode_mma for fp16 input, "simt" the CUDA-core kernels for fp16 input too (the
+ * generic k_encode where k_encode_mma would run: the CPU's arithmetic bit for bit). test_cuda checks all four.
+ * Process-wide. */
+enum { EV_AUTO, EV_LPV8, EV_V1, EV_SIMT, EV_N };
+static const char *const encode_variant_names[EV_N] = {"auto", "lpv8", "v1", "simt"};
 static int encode_variant;
 
 extern "C" int tq_cuda_encode_variant(const char *name)
@@ -693,7 +1141,8 @@ extern "C" int tq_cuda_encode_variant(const char *name)
             encode_variant = i;
             return TQ_OK;
         }
-    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown encode variant '%s' (auto, lpv8, v1)", name ? name : "(null)");
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown encode variant '%s' (auto, lpv8, v1, simt)",
+                        name ? name : "(null)");
 }
 static bool encode_forced(const char *what)
 {
@@ -711,7 +1160,20 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
     int vpw = 0;
     k_had8 k8 = p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && !encode_forced("v1")
                 ? pick_had8(p.d, p.bits, x_half, encode_forced("lpv8"), &vpw) : NULL;
-    if (k8) {
+    k_mma km = x_half && q->mma >= 0 && !encode_forced("simt") ? pick_mma(q->mma, p.d, p.bits) : NULL;
+    if (km) {
+        MP mp = {q->rotf, q->mf, q->thr, q->cent, q->signs, p.fwht_scale, p.norm_fp32};
+        size_t shm = q->mma > 0 ? (size_t)MMA_WARPS * 2 * (p.d / 16) * 32 * sizeof(uint4) : 0;
+        int dev = 0, sm = 0, bps = 0;
+        TQ_CU(cudaFuncSetAttribute(km, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm), "cudaFuncSetAttribute");
+        TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
+        TQ_CU(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+        TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, km, 32 * MMA_WARPS, shm), "cudaOccupancy");
+        long grid_max = (long)sm * (bps > 0 ? bps : 1);
+        long need = (n + 16 * MMA_WARPS - 1) / (16 * MMA_WARPS); /* 16 vectors a warp and step */
+        km<<<(unsigned)(need < grid_max ? need : grid_max), 32 * MMA_WARPS, shm>>>(
+            mp, (const __half *)x, n, out->codes, out->norms, out->signs, out->rnorms);
+    } else if (k8) {
         /* resident blocks on the device: the grid strides over the rest */
         int dev = 0, sm = 0, bps = 0;
         TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");

@@ -39,7 +39,8 @@ void tq_cuda_release(void);
 /* Kernel variants, process-wide, for side-by-side timing and tests: what "attn": "auto" (the default: the library
  * chooses), "v1" (k_attn_codes everywhere), "t64-plan16", "t64" (the fp32 CUDA-core kernels where the tensor-core ones
  * would run), "mma-t" (the k_attn_mma template in place of k_attn_mma33), "unfused" / "fused" (the tensor-core kernels
- * on the three-kernel path / the fused small-batch path at every batch); what "encode": "auto", "lpv8", "v1". TQ_OK;
+ * on the three-kernel path / the fused small-batch path at every batch); what "encode": "auto", "lpv8", "v1", "simt"
+ * (fp16 input through the CUDA-core kernels where the tensor-core encoders would run: the arithmetic below). TQ_OK;
  * TQ_ERR_USAGE naming an unknown kind or name; TQ_ERR_NOCUDA in a CPU-only build. */
 int tq_cuda_variant_set(const char *what, const char *name);
 /* float -> IEEE half on the device (n elements), for fp16 inputs of the benchmark. */
@@ -58,7 +59,13 @@ int tq_cuda_to_half(uint16_t *dst_dev, const float *src_dev, long n);
  * turbo-prod: MSE part at `bits` (= b - 1), xm = Pi^T c[code] (inverse rotation, same arithmetic), r_j = x_j -
  *   nq * xm_j (fmaf, nq = the stored norm as decoded), rnorm = ||r|| as above, sign bit i = (S r)_i >= 0 with
  *   (S r)_i an fmaf chain over j. qjl: sign bits of S x, norms = ||x||. Decode: x^ = nq Pi^T c + (sqrt(pi/2)/m)
- *   rnorm S^T z (turbo-prod), x^ = (sqrt(pi/2)/m) norm S^T z (qjl). */
+ *   rnorm S^T z (turbo-prod), x^ = (sqrt(pi/2)/m) norm S^T z (qjl).
+ * Tensor cores: from fp16 input (x_half 1) at d = 64, 128, 256, dense turbo-mse (1-4 bits) and turbo-prod (MSE bits
+ *   1-3, either rotation) run k_encode_mma (lib/cuda/encode.cu): norms as above; Hadamard codes as above; dense y = Pi x
+ *   with 16 Pi split into two fp16 halves (fp32 accumulation), so a code may differ where y_j / norm lies within
+ *   (4d + 16) 2^-24 of a threshold; turbo-prod signs from (S Pi^T)(Pi x - nq c[code]) (hi + lo halves of both, three
+ *   passes), which may differ where |(S r)_i| is below a bound of the same order (tests/test_cuda.c derives both), and
+ *   rnorm = ||Pi x - nq c[code]|| (float rounding). Variant "simt" keeps the arithmetic above for fp16 input. */
 typedef struct {
     int method;               /* TQ_M_TURBO_MSE, TQ_M_TURBO_PROD or TQ_M_QJL (lib/quant.h) */
     int d;                    /* 64..1024, a multiple of 32 (hadamard: a power of two) */
