@@ -45,6 +45,22 @@ void tq_exit(int code)
 #endif
 }
 
+/* Under mpirun/srun every rank parses the same arguments and opens the same inputs, so a usage error (or a missing
+ * input) is met by every rank: rank 0 says it, the others wait 2 s first. The launcher ends them as soon as rank 0
+ * has exited, so the message appears once; a rank still alive after that has an error of its own (a file missing
+ * on its node), which it then prints. Failures inside the work go through cmd/mpi.c's one message instead. */
+static void rank_wait(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v && strtol(v, NULL, 10) > 0) {
+            sleep(2);
+            return;
+        }
+    }
+}
+
 static void vmsg(const char *fmt, va_list ap)
 {
     fputs("tq: ", stderr);
@@ -54,6 +70,7 @@ static void vmsg(const char *fmt, va_list ap)
 
 void die(const char *fmt, ...)
 {
+    rank_wait();
     va_list ap;
     va_start(ap, fmt);
     vmsg(fmt, ap);
@@ -63,6 +80,7 @@ void die(const char *fmt, ...)
 
 void die_usage(const char *fmt, ...)
 {
+    rank_wait();
     va_list ap;
     va_start(ap, fmt);
     vmsg(fmt, ap);
@@ -72,6 +90,7 @@ void die_usage(const char *fmt, ...)
 
 void die_lib(int status, const char *what)
 {
+    rank_wait();
     if (what) fprintf(stderr, "tq: %s: %s\n", what, tq_error_msg());
     else fprintf(stderr, "tq: %s\n", tq_error_msg());
     tq_exit(status == TQ_ERR_USAGE ? 2 : 1);

@@ -12,7 +12,7 @@
 
 typedef struct {
     cli_axes ax;
-    const char *fmt, *outp, *synth, *device, *aggregate;
+    const char *fmt, *outp, *synth, *device, *aggregate, *resume;
     int layers, heads, qheads, tokens, dim, threads, nd, wide;
     uint64_t seed;
     const char **dumps;
@@ -40,6 +40,7 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
                  "cores; results do not depend on it)"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "format of -o"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "also write the full sweep table (.csv, .json or .md)"),
+        OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
         OPT_STR_("--aggregate", &a->aggregate, "none|layer|dump", "dump", "rows of -o's table down to slices, layers "
                  "or dumps"),
         OPT_FLAG_("--wide", &a->wide, "-o's table with keys and values on one row"),
@@ -54,6 +55,7 @@ static void entropy_parse(entropy_args *a, int argc, char **argv)
     a->dumps = calloc((size_t)argc, sizeof *a->dumps);
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
+    if (a->resume) mpi_resume_set(a->resume, argc, argv);
     if (!a->threads) a->threads = cli_threads_default();
     if (a->ax.rotation && strchr(a->ax.rotation, ','))
         die_usage("option '--rotation': one value here (tq sweep takes lists)");

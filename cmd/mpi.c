@@ -5,12 +5,17 @@
  * Compiled only with MPI=1 (the Makefile); cmd/mpi_stub.c stands in otherwise. */
 #include "mpi_work.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,12 +144,124 @@ static void flight_clear(const mpi_work *w, int rank, long unit)
         }
 }
 
+/* ---- --resume FILE: rank 0's record of finished units (mpi_work.h) ----
+ * Layout: a header {"tq-rsm1\0", units, result bytes, fingerprint} (4 x 8 bytes, native byte order: the same
+ * binary on the same kind of machine, as for any bitwise claim), then one record per finished unit: the unit index
+ * (int64) and its result bytes, appended with one write(2) each as results arrive. */
+
+static char g_resume[4096];
+static uint64_t g_resume_fp = 1469598103934665603ULL; /* FNV-1a 64 over the arguments, then the units' names */
+static const char RESUME_MAGIC[8] = "tq-rsm1";
+
+static void fnv(uint64_t *h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) *h = (*h ^ b[i]) * 1099511628211ULL;
+}
+
+void mpi_resume_set(const char *path, int argc, char **argv)
+{
+    if (!mpi_active())
+        die_usage("option '--resume' resumes an MPI job (mpirun/srun with 2 or more ranks); one process runs every "
+                  "unit itself");
+    if (strlen(path) >= sizeof g_resume) die_usage("option '--resume': path too long");
+    snprintf(g_resume, sizeof g_resume, "%s", path);
+    fnv(&g_resume_fp, TQ_VERSION, sizeof TQ_VERSION);
+    for (int i = 0; i < argc; i++) { /* every argument but --resume's and -o's: the output's name is not the job */
+        if (!strcmp(argv[i], "--resume") || !strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(argv[i], "--resume=", 9) || !strncmp(argv[i], "--output=", 9)) continue;
+        fnv(&g_resume_fp, argv[i], strlen(argv[i]) + 1);
+    }
+}
+
+static _Noreturn void resume_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void resume_die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("tq: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fflush(stderr);
+    signal(SIGTERM, SIG_DFL);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    _exit(code);
+}
+
+/* Opens (or creates) the file, checks it belongs to this job, copies its results and marks those units done;
+ * returns the descriptor positioned for appending, *resumed = units found. */
+static int resume_open(const mpi_work *w, char *results, unsigned char *done, long *resumed)
+{
+    uint64_t fp = g_resume_fp;
+    for (long i = 0; i < w->n; i++) {
+        char name[NAME_LEN];
+        w->name(w->ctx, i, name, sizeof name);
+        fnv(&fp, name, strlen(name) + 1);
+    }
+    uint64_t hdr[4] = {0, (uint64_t)w->n, (uint64_t)w->bytes, fp};
+    memcpy(&hdr[0], RESUME_MAGIC, 8);
+    int fd = open(g_resume, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) resume_die(1, "cannot open resume file '%s': %s", g_resume, strerror(errno));
+    if (!S_ISREG(st.st_mode)) resume_die(2, "resume file '%s' is not a regular file", g_resume);
+    *resumed = 0;
+    if (st.st_size == 0) {
+        if (write(fd, hdr, sizeof hdr) != (ssize_t)sizeof hdr)
+            resume_die(1, "cannot write resume file '%s': %s", g_resume, strerror(errno));
+        return fd;
+    }
+    uint64_t got[4];
+    if (st.st_size < (off_t)sizeof got || read(fd, got, sizeof got) != (ssize_t)sizeof got || memcmp(got, hdr, 8))
+        resume_die(2, "'%s' is not a tq resume file; give a new name (it is created) or the file of this job",
+                   g_resume);
+    if (got[1] != hdr[1] || got[2] != hdr[2] || got[3] != hdr[3])
+        resume_die(2, "resume file '%s' belongs to another job (%llu units; this one has %ld, or other arguments or "
+                   "inputs); remove it or give another name", g_resume, (unsigned long long)got[1], w->n);
+    size_t rec = sizeof(int64_t) + w->bytes;
+    long k = (long)((st.st_size - (off_t)sizeof hdr) / (off_t)rec);
+    char *buf = malloc(rec);
+    if (!buf) resume_die(1, "out of memory");
+    for (long r = 0; r < k; r++) {
+        int64_t u;
+        if (read(fd, buf, rec) != (ssize_t)rec) resume_die(1, "cannot read resume file '%s'", g_resume);
+        memcpy(&u, buf, sizeof u);
+        if (u < 0 || u >= w->n) resume_die(1, "resume file '%s' is corrupt: record %ld names unit %lld", g_resume, r,
+                                           (long long)u);
+        memcpy(results + (size_t)u * w->bytes, buf + sizeof u, w->bytes);
+        if (!done[u]) done[u] = 1, (*resumed)++;
+    }
+    free(buf);
+    off_t end = (off_t)sizeof hdr + (off_t)k * (off_t)rec;
+    if (end != st.st_size && ftruncate(fd, end) < 0) /* a record cut short when the job was killed */
+        resume_die(1, "cannot truncate resume file '%s': %s", g_resume, strerror(errno));
+    if (lseek(fd, end, SEEK_SET) < 0) resume_die(1, "cannot seek in resume file '%s'", g_resume);
+    return fd;
+}
+
+/* one record; under the pool's mutex (both of rank 0's threads finish units) */
+static int resume_put(int fd, const mpi_work *w, long u, const char *result, char *scratch)
+{
+    int64_t u64 = u;
+    size_t rec = sizeof u64 + w->bytes;
+    memcpy(scratch, &u64, sizeof u64);
+    memcpy(scratch + sizeof u64, result, w->bytes);
+    if (write(fd, scratch, rec) != (ssize_t)rec)
+        return tq_error_set(TQ_ERR, "cannot write resume file '%s': %s", g_resume, strerror(errno));
+    return TQ_OK;
+}
+
 /* ---- rank 0: the queue, its own computing thread, the dispatch loop ---- */
 
 typedef struct {
     const mpi_work *w;
     char *results;
-    long *order, next, done, self_done;
+    long *order, n_todo, next, done, self_done;
+    int resume_fd;           /* --resume: the record file, else -1 */
+    char *resume_buf;
     pthread_mutex_t mu;
     int failed;
     long fail_unit;
@@ -154,7 +271,7 @@ typedef struct {
 static long take(pool *p)
 {
     pthread_mutex_lock(&p->mu);
-    long u = p->next < p->w->n && !p->failed ? p->order[p->next++] : -1;
+    long u = p->next < p->n_todo && !p->failed ? p->order[p->next++] : -1;
     pthread_mutex_unlock(&p->mu);
     return u;
 }
@@ -172,6 +289,8 @@ static void *self_work(void *arg)
         if (rc == TQ_OK) rc = p->w->run(p->w->ctx, u, p->results + (size_t)u * p->w->bytes);
         pthread_mutex_lock(&p->mu);
         flight_clear(p->w, 0, u);
+        if (rc >= 0 && p->resume_fd >= 0)
+            rc = resume_put(p->resume_fd, p->w, u, p->results + (size_t)u * p->w->bytes, p->resume_buf);
         if (rc < 0) {
             p->failed = 1;
             p->fail_unit = u;
@@ -207,17 +326,28 @@ static int by_cost(const void *a, const void *b)
 static void dispatch(const mpi_work *w, void *results)
 {
     double t0 = MPI_Wtime();
-    pool p = {.w = w, .results = results};
+    pool p = {.w = w, .results = results, .resume_fd = -1};
     pthread_mutex_init(&p.mu, NULL);
     p.order = malloc((size_t)(w->n ? w->n : 1) * sizeof *p.order);
+    unsigned char *skip = calloc((size_t)(w->n ? w->n : 1), 1);
+    p.resume_buf = malloc(sizeof(int64_t) + w->bytes);
+    if (!skip || !p.resume_buf) die("out of memory");
+    long resumed = 0;
+    if (g_resume[0]) {
+        p.resume_fd = resume_open(w, results, skip, &resumed);
+        fprintf(stderr, "tq: resuming from '%s': %ld of %ld units done, %ld to run\n", g_resume, resumed, w->n,
+                w->n - resumed);
+    }
     g_flight = calloc((size_t)g_size, sizeof *g_flight);
     g_flight_unit = calloc((size_t)g_size, sizeof *g_flight_unit);
     size_t msg = sizeof(long) + (w->bytes > 600 ? w->bytes : 600);
     char *buf = malloc(msg);
     if (!p.order || !g_flight || !g_flight_unit || !buf) die("out of memory");
-    for (long i = 0; i < w->n; i++) p.order[i] = i;
+    for (long i = 0; i < w->n; i++)
+        if (!skip[i]) p.order[p.n_todo++] = i;
+    p.done = resumed;
     g_cost = w->cost;
-    qsort(p.order, (size_t)w->n, sizeof *p.order, by_cost); /* largest first, ties in the natural order */
+    qsort(p.order, (size_t)p.n_todo, sizeof *p.order, by_cost); /* largest first, ties in the natural order */
     g_flight_ranks = g_size;
     struct sigaction sa = {.sa_handler = on_term}, old;
     sigaction(SIGTERM, &sa, &old);
@@ -255,7 +385,10 @@ static void dispatch(const mpi_work *w, void *results)
         pthread_mutex_lock(&p.mu);
         flight_clear(w, st.MPI_SOURCE, u);
         p.done++;
+        int wr = p.resume_fd >= 0 ? resume_put(p.resume_fd, w, u, p.results + (size_t)u * w->bytes, p.resume_buf)
+                                  : TQ_OK;
         pthread_mutex_unlock(&p.mu);
+        if (wr < 0) job_fail(w, 0, u, tq_error_msg());
         long next = take(&p);
         if (next >= 0) send_unit(&p, st.MPI_SOURCE, next);
     }
@@ -263,8 +396,11 @@ static void dispatch(const mpi_work *w, void *results)
     for (int r = 1; r < g_size; r++) send_unit(&p, r, -1);
     if (getenv("TQ_MPI_STATS")) /* for eval/mpi_scaling.py: what the scaling model needs measured */
         fprintf(stderr, "tq: mpi: %ld units over %d ranks, rank 0 computed %ld; %ld result messages of %zu bytes, "
-                "%ld work messages of %zu bytes; dispatch %.6f s\n", w->n, g_size, p.self_done, w->n - p.self_done,
-                sizeof(long) + w->bytes, w->n - p.self_done + g_size - 1, sizeof(long), MPI_Wtime() - t0);
+                "%ld work messages of %zu bytes; dispatch %.6f s\n", w->n, g_size, p.self_done, w->n - resumed - p.self_done,
+                sizeof(long) + w->bytes, w->n - resumed - p.self_done + g_size - 1, sizeof(long), MPI_Wtime() - t0);
+    if (p.resume_fd >= 0 && close(p.resume_fd) < 0) die("cannot close resume file '%s': %s", g_resume, strerror(errno));
+    free(skip);
+    free(p.resume_buf);
     sigaction(SIGTERM, &old, NULL);
     pthread_mutex_destroy(&p.mu);
     free(g_flight);

@@ -19,6 +19,13 @@ int mpi_active(void)
     return 0;
 }
 
+void mpi_resume_set(const char *path, int argc, char **argv)
+{
+    mpi_active();
+    die_usage("option '--resume' resumes an MPI job, and this tq is built without MPI (make MPI=1; README "
+              "\"Scaling out\")");
+}
+
 int mpi_evaluate(tq_eval_opts *o, tq_eval_rows *rows)
 {
     mpi_active();

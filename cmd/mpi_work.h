@@ -34,4 +34,11 @@ typedef struct {
 } mpi_work;
 void mpi_run(const mpi_work *w, void *results);
 
+/* --resume FILE (README "Scaling out"): rank 0 appends every finished unit's result to FILE as it arrives; a job
+ * started again with the same arguments and the same FILE computes only the units FILE lacks (a record cut short by
+ * a kill is dropped) and writes the same output bytes. FILE starts with a fingerprint of the job (tq version, the
+ * arguments but --resume and -o, the units' names): a file of another job is refused. argv is the command's own. Takes
+ * effect under a launcher with 2+ ranks; one process (or a build without MPI) refuses the option. */
+void mpi_resume_set(const char *path, int argc, char **argv);
+
 #endif

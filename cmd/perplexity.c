@@ -18,7 +18,7 @@
 
 typedef struct {
     cl_axes_args cl;
-    const char *text, *fmt, *outp, *per_pos, *per_layer, *cuda_attn;
+    const char *text, *fmt, *outp, *per_pos, *per_layer, *cuda_attn, *resume;
     int tokens, threads, prompt, chunk, np, invariant;
     const char **pos;
 } ppl_args;
@@ -55,6 +55,7 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
                  "entropies per layer"),
         OPT_STR_("--format", &a->fmt, "md|csv|json", NULL, "report format (default Markdown; -o picks by name)"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "write the report to FILE (default stdout)"),
+        OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
         OPT_END_,
     };
     const tq_cmd_spec spec = {"perplexity", "perplexity MODEL.gguf --text FILE [options]",
@@ -63,6 +64,7 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
     a->pos = calloc((size_t)argc, sizeof *a->pos);
     if (!a->pos) die("out of memory");
     a->np = opt_parse(&spec, argc, argv, a->pos);
+    if (a->resume) mpi_resume_set(a->resume, argc, argv);
     if (a->np != 1) die_usage("perplexity: want one MODEL.gguf (see 'tq perplexity --help')");
     if (!a->text) die_usage("perplexity: --text FILE is required");
     const char *in[3] = {a->pos[0], a->text, a->cl.sched_path};

@@ -353,6 +353,13 @@ static void q_create(q_run *q)
     cm.schedule = q->st.sched ? q->st.sched->text : NULL;
     int rc;
     if ((rc = tq_codes_create(&q->st.w, q->a->out, &cm))) q_die(&q->st, rc, NULL);
+    int *stored = malloc(sizeof *stored * (size_t)q->nsel), k = 0; /* the dump's provenance goes with the codes */
+    if (!stored) q_die(&q->st, tq_error_set(TQ_ERR_NOMEM, "out of memory"), NULL);
+    for (int l = 0; l < dm->n_layers; l++)
+        if (q->sel[l]) stored[k++] = l;
+    rc = tq_codes_keep_provenance(q->st.w, q->st.d, stored, k);
+    free(stored);
+    if (rc) q_die(&q->st, rc, NULL);
     if (q->a->recon) {
         tq_dump_meta rm = *dm;
         rm.n_layers = q->nsel;
@@ -514,6 +521,7 @@ int cmd_dequantize(int argc, char **argv)
         free(l.values);
         tq_codes_layer_free(&cl);
     }
+    if (!rc) rc = tq_codes_restore_provenance(cf, w); /* token_ids, model_layers, rope_theta, ... as the dump had */
     tq_codes_close(cf);
     if (rc) {
         tq_dump_abort(w);

@@ -14,7 +14,7 @@
 #include "vocab.h"
 
 typedef struct {
-    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp;
+    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp, *resume;
     int tensor, per_head, tokens, threads, top, np;
     uint64_t seed;
     const char **pos;
@@ -39,6 +39,7 @@ static void sens_parse(sens_args *a, int argc, char **argv)
                  "CPU (default cpu)"),
         OPT_INT_("--top", &a->top, "N", "5", 1, 1000000, "units listed at each end of the summary"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "the JSON output (written to a temporary name, then renamed)"),
+        OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
         OPT_END_,
     };
     const tq_cmd_spec spec = {
@@ -50,6 +51,7 @@ static void sens_parse(sens_args *a, int argc, char **argv)
     a->pos = calloc((size_t)argc, sizeof *a->pos);
     if (!a->pos) die("out of memory");
     a->np = opt_parse(&spec, argc, argv, a->pos);
+    if (a->resume) mpi_resume_set(a->resume, argc, argv);
     if (!a->threads) a->threads = cli_threads_default();
     if (a->np > 1) die_usage("sensitivity: unexpected argument '%s' (one input dump)", a->pos[1]);
     a->in = a->np ? a->pos[0] : NULL;

@@ -14,6 +14,7 @@
 
 typedef struct {
     cli_axes ax;
+    const char *resume;
     const char *fmt, *outp, *aggregate, *synth, *qheads, *dim, *layers, *heads, *sched_path, *device;
     int tokens, threads, no_attention, nd, wide, force;
     uint64_t seed;
@@ -66,6 +67,7 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
                  "= per layer and per\ndump, dump = per dump only (default dump for Markdown, none for CSV/JSON)"),
         OPT_FLAG_("--wide", &a->wide, "keys and values metrics on one row (k_*, v_* columns)"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "write the report to FILE (default stdout)"),
+        OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
         OPT_END_,
     };
     const tq_cmd_spec spec = {
@@ -78,6 +80,7 @@ static void sweep_parse(sweep_args *a, int argc, char **argv)
     a->dumps = calloc((size_t)argc, sizeof *a->dumps);
     if (!a->dumps) die("out of memory");
     a->nd = opt_parse(&spec, argc, argv, a->dumps);
+    if (a->resume) mpi_resume_set(a->resume, argc, argv);
     if (!a->threads) a->threads = cli_threads_default();
     if (!a->nd && !a->synth) die_usage("no input: give dump files or --synthetic DIST (see 'tq sweep --help')");
     if (a->nd && a->synth)

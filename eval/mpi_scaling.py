@@ -89,7 +89,16 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "mpi_scaling"))
     ap.add_argument("--reps", type=int, default=3, help="alternated single / -n 2 repetitions of the big sweep")
     ap.add_argument("--quick", action="store_true", help="smaller sweeps (a smoke test, not the committed numbers)")
+    ap.add_argument("--render", action="store_true", help="only rewrite README.md and the plot from --out's "
+                    "measurements.json and scaling.csv")
     a = ap.parse_args()
+    if a.render:
+        with open(os.path.join(a.out, "measurements.json")) as f:
+            meas = json.load(f)
+        rows = meas["prediction"]
+        plot(a.out, rows, meas)
+        write_readme(a.out, meas, rows)
+        return
     tq = os.path.abspath(a.tq)
     os.makedirs(a.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="mpi_scaling.")
@@ -165,7 +174,7 @@ def main():
     for r in rows:
         print(f"70B: {r['ranks']:4d} ranks: {r['wall_h']:9.1f} h  speed-up {r['speedup']:6.1f}")
 
-    meas = {"loadavg_at_start": load, "cpus": os.cpu_count(), "unit_cpu_s": costs, "unit_fit": {"a": ca, "b": cb},
+    meas = {"loadavg_at_start": load, "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(), "unit_cpu_s": costs, "unit_fit": {"a": ca, "b": cb},
             "startup_cpu_s": base_cpu, "single_wall_s": w1, "single_cpu_s": cpu1, "n2_wall_s": w2,
             "tiny_single_s": s1, "tiny_n2_s": s2, "stats_n2": stats, "units": n, "unit_cpu_s_sweep": c_cpu,
             "n2_cpu_s": cpu2, "share_single": share1, "static_wall_s": ws, "static_cpu_s": cpus,
@@ -194,8 +203,8 @@ def plot(out, rows, m):
     ax[0].set_ylabel("wall time (hours)")
     ax[0].set_title("70B-shaped sweep: 80 layers x 8 kv heads\nx 32k tokens x 100 configurations", fontsize=9)
     ax[0].legend()
-    T = np.array(sorted(m["unit_cpu_s"]), float)
-    ax[1].loglog(T, [m["unit_cpu_s"][t] for t in sorted(m["unit_cpu_s"])], "o", label="measured")
+    T = np.array(sorted(m["unit_cpu_s"], key=float), float)
+    ax[1].loglog(T, [m["unit_cpu_s"][t] for t in sorted(m["unit_cpu_s"], key=float)], "o", label="measured")
     TT = np.geomspace(T[0], 32768, 50)
     ax[1].loglog(TT, m["unit_fit"]["a"] * TT + m["unit_fit"]["b"] * TT * TT, "-", label="a T + b T^2")
     ax[1].set_xlabel("tokens")
@@ -216,7 +225,9 @@ def write_readme(out, m, rows):
         "## Measured here",
         "",
         f"Machine: {m['cpus']} cores shared with other jobs (load average {m['loadavg_at_start'][0]:.1f} at the "
-        "start), so wall times are noisy; single-process and `-n 2` runs alternate and the medians are compared.",
+        f"start{', %.1f at the end' % m['loadavg_at_end'][0] if m.get('loadavg_at_end') else ''}), so wall times "
+        "are noisy; single-process and `-n 2` runs alternate and the medians are compared; CPU time (user + sys of "
+        "every process) does not depend on the load and shows what the ranks cost.",
         "",
         "Per-unit CPU cost, one (layer, kv head, configuration) at head dim 128 and 8 query heads per kv head, mean "
         "over turbo-mse, turbo-prod, kivi and polar at 3 bits (synthetic gaussian input, `--threads 1`):",
@@ -224,7 +235,7 @@ def write_readme(out, m, rows):
         "| tokens | CPU s per unit |",
         "|---:|---:|",
     ]
-    lines += [f"| {t} | {c:.4g} |" for t, c in sorted(m["unit_cpu_s"].items())]
+    lines += [f"| {t} | {c:.4g} |" for t, c in sorted(m["unit_cpu_s"].items(), key=lambda kv: float(kv[0]))]
     lines += [
         "",
         f"Fit c(T) = a T + b T^2: a = {m['unit_fit']['a']:.3e} s, b = {m['unit_fit']['b']:.3e} s "
@@ -237,16 +248,16 @@ def write_readme(out, m, rows):
         f"Speed-up check: `tq {' '.join(os.path.basename(x) if x.startswith('/') else x for x in m['sweep'])}` "
         f"({m['units']} units), `--threads 1` per rank:",
         "",
-        "| run | wall s (each repetition) | median |",
-        "|---|---|---:|",
+        "| run | wall s (each repetition) | median | CPU s, user + sys (median) |",
+        "|---|---|---:|---:|",
         f"| one process | {', '.join(f'{w:.2f}' for w in m['single_wall_s'])} | "
-        f"{float(np.median(m['single_wall_s'])):.2f} |",
+        f"{float(np.median(m['single_wall_s'])):.2f} | {float(np.median(m['single_cpu_s'])):.2f} |",
         f"| `mpirun -n 1` (one process, the ranks' launch path) | {', '.join(f'{w:.2f}' for w in m['n1_wall_s'])} | "
-        f"{float(np.median(m['n1_wall_s'])):.2f} |",
+        f"{float(np.median(m['n1_wall_s'])):.2f} | |",
         f"| `mpirun -n 2` | {', '.join(f'{w:.2f}' for w in m['n2_wall_s'])} | "
-        f"{float(np.median(m['n2_wall_s'])):.2f} |",
+        f"{float(np.median(m['n2_wall_s'])):.2f} | {float(np.median(m['n2_cpu_s'])):.2f} |",
         f"| static split, no tq MPI (calibration) | {', '.join(f'{w:.2f}' for w in m['static_wall_s'])} | "
-        f"{float(np.median(m['static_wall_s'])):.2f} |",
+        f"{float(np.median(m['static_wall_s'])):.2f} | {float(np.median(m['static_cpu_s'])):.2f} |",
         "",
         f"Speed-up at `-n 2`: **{m['speedup_n2']:.2f}x** against the plain process, **{m['speedup_vs_n1']:.2f}x** "
         f"against `mpirun -n 1`. The model's `-n 2` prediction: {m['pred_n2_s']:.2f} s, "

@@ -296,6 +296,54 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
     return TQ_OK;
 }
 
+/* model_layers [src n_layers] int64 -> the stored layers' entries; any other shape or type is copied as it is */
+static int keep_model_layers(hid_t src, hid_t dst, const int *layers, int n, int src_layers)
+{
+    if (H5Aexists(src, "model_layers") <= 0) return TQ_OK;
+    hid_t a = H5Aopen(src, "model_layers", H5P_DEFAULT), sp = a < 0 ? -1 : H5Aget_space(a), t = -1;
+    int subset = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_npoints(sp) == src_layers &&
+                 (t = H5Aget_type(a)) >= 0 && H5Tget_class(t) == H5T_INTEGER;
+    int64_t *all = subset ? tq_malloc(sizeof *all * (size_t)src_layers) : NULL, *pick = NULL;
+    int rc = TQ_OK;
+    if (subset && (!all || !(pick = tq_malloc(sizeof *pick * (size_t)n)) || H5Aread(a, H5T_NATIVE_INT64, all) < 0))
+        rc = tq_error_set(TQ_ERR, "cannot read attribute 'model_layers'");
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    if (!rc && subset) {
+        for (int i = 0; i < n; i++) pick[i] = all[layers[i]];
+        hid_t g = H5Gopen2(dst, "provenance", H5P_DEFAULT);
+        rc = g < 0 ? TQ_ERR : attr_put(g, "model_layers", H5T_STD_I64LE, H5T_NATIVE_INT64, n, pick);
+        if (g >= 0) H5Gclose(g);
+    } else if (!rc) { /* as it is: the rest is there already (existing names are left alone) */
+        rc = tq_h5_attrs_copy(src, "/", dst, "provenance", tq_dump_own_attrs);
+    }
+    free(all);
+    free(pick);
+    return rc;
+}
+
+int tq_codes_keep_provenance(tq_codes_writer *w, const tq_dump *d, const int *layers, int n)
+{
+    hid_t src = (hid_t)tq_dump_h5(d);
+    int src_layers = tq_dump_get_meta(d)->n_layers;
+    /* everything at the root but what a dump's reader owns, and model_layers (below) */
+    const char *skip[16];
+    int k = 0;
+    for (const char *const *o = tq_dump_own_attrs; *o && k < 14; o++) skip[k++] = *o;
+    skip[k++] = "model_layers";
+    skip[k] = NULL;
+    int rc = tq_h5_attrs_copy(src, "/", w->file, "provenance", skip);
+    if (!rc) rc = keep_model_layers(src, w->file, layers, n, src_layers);
+    for (int i = 0; i < n && !rc; i++) {
+        char sg[32], dg[48];
+        snprintf(sg, sizeof sg, "layer_%03d", layers[i]);
+        snprintf(dg, sizeof dg, "provenance/layer_%03d", layers[i]);
+        rc = tq_h5_attrs_copy(src, sg, w->file, dg, NULL);
+    }
+    return rc ? tq_error_prefix(rc, "cannot write '%s': provenance of '%s': ", w->path, tq_dump_path(d)) : TQ_OK;
+}
+
 /* Side information (norms, scales, codebooks) is checked finite before it is stored: a NaN/Inf codebook (e.g. fit on
  * subnormal tokens) was written with exit 0 and then refused by dequantize. */
 static int section_finite(const tq_section *s)
@@ -722,6 +770,20 @@ void tq_codes_layer_free(tq_codes_layer *l)
     free(l->values);
     free(l->queries);
     memset(l, 0, sizeof *l);
+}
+
+int tq_codes_restore_provenance(const tq_codes_file *f, tq_dump_writer *w)
+{
+    if (H5Lexists(f->file, "provenance", H5P_DEFAULT) <= 0) return TQ_OK;
+    hid_t dst = (hid_t)tq_dump_writer_h5(w);
+    int rc = tq_h5_attrs_copy(f->file, "provenance", dst, "/", tq_dump_own_attrs);
+    for (int i = 0; i < f->meta.n_layers && !rc; i++) {
+        char sg[48], dg[32];
+        snprintf(sg, sizeof sg, "provenance/layer_%03d", f->src[i]);
+        snprintf(dg, sizeof dg, "layer_%03d", i);
+        if (H5Lexists(f->file, sg, H5P_DEFAULT) > 0) rc = tq_h5_attrs_copy(f->file, sg, dst, dg, NULL);
+    }
+    return rc ? tq_error_prefix(rc, "cannot copy the provenance of '%s': ", f->path) : TQ_OK;
 }
 
 void tq_codes_close(tq_codes_file *f)

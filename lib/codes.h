@@ -37,6 +37,11 @@ int tq_codes_create(tq_codes_writer **out, const char *path, const tq_codes_meta
 /* Layers in increasing source order, each once. */
 int tq_codes_write_layer(tq_codes_writer *w, const tq_codes_layer *l);
 int tq_codes_commit(tq_codes_writer *w);
+/* Provenance: the source dump's attributes that tq does not interpret (root: token_ids, model_layers, rope_theta,
+ * architecture, ...; each stored layer's group: model_layer, sliding_window, attn_scale, ...) kept as they are in the
+ * group /provenance (layers under /provenance/layer_NNN, NNN the source index). model_layers (one entry per source
+ * layer) keeps the entries of the stored layers, so that it matches what dequantize writes. */
+int tq_codes_keep_provenance(tq_codes_writer *w, const tq_dump *d, const int *layers, int n);
 void tq_codes_abort(tq_codes_writer *w);
 
 typedef struct tq_codes_file tq_codes_file;
@@ -47,6 +52,9 @@ const tq_codes_meta *tq_codes_get_meta(const tq_codes_file *f);
  * section's type and size against the format's layout before the codes are returned. */
 int tq_codes_read_layer(tq_codes_file *f, int i, tq_codes_layer *out);
 void tq_codes_layer_free(tq_codes_layer *l);
+/* Writes what tq_codes_keep_provenance kept onto a dump being written from this file (stored layer i -> its layer i);
+ * attributes the writer already set win. A file without /provenance (older tq) gives TQ_OK and writes nothing. */
+int tq_codes_restore_provenance(const tq_codes_file *f, tq_dump_writer *w);
 void tq_codes_close(tq_codes_file *f);
 
 /* "dense" / "hadamard" / "none" and back (-1 if unknown); likewise codebooks (lib/vocab.c: the one table). */

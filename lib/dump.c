@@ -43,6 +43,85 @@ struct tq_dump_writer {
 
 static const char *const tensor_names[3] = {"keys", "values", "queries"};
 
+const char *const tq_dump_own_attrs[] = {"tq_format", "tq_format_version", "model", "source", "rope", "n_layers",
+                                         NULL};
+
+int64_t tq_dump_h5(const tq_dump *d) { return d->file; }
+int64_t tq_dump_writer_h5(const tq_dump_writer *w) { return w->file; }
+
+typedef struct {
+    hid_t dst;
+    const char *const *skip;
+    char failed[256];
+} attrs_copy_ctx;
+
+/* one attribute: read in its native memory type, written with the file type it had (a copy, so a committed type
+ * of the source file does not tie the new attribute to it); variable-length data read by HDF5 is reclaimed */
+static herr_t attr_copy_one(hid_t obj, const char *name, const H5A_info_t *info, void *data)
+{
+    attrs_copy_ctx *c = data;
+    for (const char *const *s = c->skip; s && *s; s++)
+        if (!strcmp(*s, name)) return 0;
+    if (H5Aexists(c->dst, name) > 0) return 0;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = -1, mt = -1, sp = -1, b = -1;
+    void *buf = NULL;
+    int ok = 0, vlen = 0;
+    if (a < 0 || (sp = H5Aget_space(a)) < 0 || (t = H5Aget_type(a)) < 0) goto done;
+    H5T_class_t cls = H5Tget_class(t);
+    if (cls == H5T_REFERENCE) { ok = 1; goto done; }
+    hid_t ft = t;
+    if ((t = H5Tcopy(ft)) < 0) { t = ft; goto done; }
+    H5Tclose(ft);
+    if ((mt = H5Tget_native_type(t, H5T_DIR_DEFAULT)) < 0) goto done;
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    size_t sz = H5Tget_size(mt);
+    if (n < 0 || sz == 0 || (uint64_t)n * sz > ((uint64_t)1 << 30)) goto done; /* 1 GiB: far above any real attribute */
+    if (!(buf = tq_calloc(n ? (size_t)n : 1, sz))) goto done;
+    vlen = H5Tdetect_class(mt, H5T_VLEN) > 0 || H5Tdetect_class(mt, H5T_STRING) > 0;
+    if (H5Aread(a, mt, buf) < 0) { vlen = 0; goto done; }
+    if ((b = H5Acreate2(c->dst, name, t, sp, H5P_DEFAULT, H5P_DEFAULT)) < 0 || H5Awrite(b, mt, buf) < 0) goto done;
+    ok = 1;
+done:
+    if (buf && vlen) H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, buf);
+    free(buf);
+    if (b >= 0) H5Aclose(b);
+    if (mt >= 0) H5Tclose(mt);
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    if (ok) return 0;
+    snprintf(c->failed, sizeof c->failed, "%s", name);
+    return -1;
+}
+
+int tq_h5_attrs_copy(int64_t src, const char *src_obj, int64_t dst, const char *dst_obj, const char *const *skip)
+{
+    hid_t so = H5Oopen(src, src_obj, H5P_DEFAULT), dobj = -1;
+    if (so < 0) return tq_error_set(TQ_ERR, "cannot open '%s' to copy its attributes", src_obj);
+    htri_t has = H5Lexists(dst, dst_obj, H5P_DEFAULT);
+    if (!strcmp(dst_obj, "/") || has > 0) dobj = H5Oopen(dst, dst_obj, H5P_DEFAULT);
+    else if (has == 0) {
+        hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE); /* no timestamps: the same inputs give the same bytes */
+        if (gcpl >= 0 && H5Pset_obj_track_times(gcpl, 0) >= 0)
+            dobj = H5Gcreate2(dst, dst_obj, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        if (gcpl >= 0) H5Pclose(gcpl);
+    }
+    if (dobj < 0) {
+        H5Oclose(so);
+        return tq_error_set(TQ_ERR, "cannot open or create '%s' to copy attributes into", dst_obj);
+    }
+    attrs_copy_ctx c = {dobj, skip, ""};
+    hsize_t idx = 0;
+    /* by name: the same input gives the same output bytes */
+    herr_t r = H5Aiterate2(so, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_copy_one, &c);
+    H5Oclose(dobj);
+    H5Oclose(so);
+    if (r < 0)
+        return c.failed[0] ? tq_error_set(TQ_ERR, "cannot copy attribute '%s' of '%s'", c.failed, src_obj)
+                           : tq_error_set(TQ_ERR, "cannot list the attributes of '%s'", src_obj);
+    return TQ_OK;
+}
+
 int tq_h5_commit(int64_t file, char *tmp, const char *path)
 {
     if (H5Fclose((hid_t)file) < 0)

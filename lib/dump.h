@@ -118,6 +118,17 @@ int tq_h5_open_error(void);
 #define TQ_H5_LOCKED_MSG "HDF5 cannot open it: the file is locked by another process (one writing it now?); wait " \
     "for it, or set HDF5_USE_FILE_LOCKING=FALSE if that process only reads"
 
+/* Provenance (datasets/FORMAT.md "Attributes of real-model dumps"): copy the attributes of the object `src_obj` of
+ * the HDF5 file src (an hid_t; "/" or a group path) onto `dst_obj` of dst, each with its own name, type and shape,
+ * creating dst_obj as a group when it is missing. Left out: names in `skip` (NULL-terminated, may be NULL), names
+ * dst_obj already has (what tq writes itself wins) and references (they point into their own file). TQ_OK, or
+ * TQ_ERR naming the attribute. tq_dump_h5 / tq_dump_writer_h5 give the files of a dump and of a dump being written. */
+int tq_h5_attrs_copy(int64_t src, const char *src_obj, int64_t dst, const char *dst_obj, const char *const *skip);
+int64_t tq_dump_h5(const tq_dump *d);
+int64_t tq_dump_writer_h5(const tq_dump_writer *w);
+/* The root attributes a tq-kv dump's own reader and writer own (not provenance): NULL-terminated. */
+extern const char *const tq_dump_own_attrs[];
+
 /* Silence HDF5's automatic error stack printing (once per process; every lib/ HDF5 entry point calls it). */
 void tq_h5_quiet(void);
 

@@ -235,15 +235,28 @@ TQ_CLONES static void fwht_fast(float *restrict x, int d)
 /* sgemm takes int sizes: rows go through in chunks. */
 #define GEMM_ROWS 65536L
 
+/* out = in * M^T (forward) or in * M (inverse), n rows of d, on ONE OpenBLAS thread. OpenBLAS splits a product
+ * differently with its thread count and the float sums round differently: `tq dequantize` wrote float16 values 1 ulp
+ * apart under OPENBLAS_NUM_THREADS=1 and 2. Held at one thread (restored after, as lib/evaluate.c does around an
+ * evaluation, which already runs this at one thread: its numbers do not change), the bytes are the same whatever
+ * the machine or the caller's thread settings; callers parallelise over slices or row blocks themselves. */
+static void dense_apply(const tq_rotation *r, const float *in, float *out, long n, enum CBLAS_TRANSPOSE trans)
+{
+    int d = r->d, hold = openblas_get_num_threads();
+    if (hold > 1) openblas_set_num_threads(1);
+    for (long i0 = 0; i0 < n; i0 += GEMM_ROWS) {
+        int rows = (int)(n - i0 < GEMM_ROWS ? n - i0 : GEMM_ROWS);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, trans, rows, d, d, 1.0f, in + i0 * d, d, r->m,
+                    d, 0.0f, out + i0 * d, d);
+    }
+    if (hold > 1) openblas_set_num_threads(hold);
+}
+
 void tq_rotation_forward(const tq_rotation *r, const float *x, float *y, long n)
 {
     int d = r->d;
     if (r->kind == TQ_ROT_DENSE) {
-        for (long i0 = 0; i0 < n; i0 += GEMM_ROWS) {
-            int rows = (int)(n - i0 < GEMM_ROWS ? n - i0 : GEMM_ROWS);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, d, d, 1.0f, x + i0 * d, d, r->m, d, 0.0f,
-                        y + i0 * d, d);
-        }
+        dense_apply(r, x, y, n, CblasTrans);
         return;
     }
     if (r->kind == TQ_ROT_NONE) { memcpy(y, x, sizeof(float) * (size_t)n * d); return; }
@@ -264,11 +277,7 @@ void tq_rotation_inverse(const tq_rotation *r, const float *y, float *x, long n)
 {
     int d = r->d;
     if (r->kind == TQ_ROT_DENSE) {
-        for (long i0 = 0; i0 < n; i0 += GEMM_ROWS) {
-            int rows = (int)(n - i0 < GEMM_ROWS ? n - i0 : GEMM_ROWS);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, d, 1.0f, y + i0 * d, d, r->m, d, 0.0f,
-                        x + i0 * d, d);
-        }
+        dense_apply(r, y, x, n, CblasNoTrans);
         return;
     }
     if (r->kind == TQ_ROT_NONE) { memcpy(x, y, sizeof(float) * (size_t)n * d); return; }

@@ -769,8 +769,11 @@ static long run_blocks(job *jb, int *st)
 #if TQ_HAVE_OPENMP
     par = nblk > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
 #endif
-    int blas_threads = par ? openblas_get_num_threads() : 1;
-    if (par) openblas_set_num_threads(1);
+    /* OpenBLAS on one thread even when the blocks run on the caller's thread alone: its threaded split of the QJL
+     * projections and rotations rounds differently with its thread count (decoded bytes moved with
+     * OPENBLAS_NUM_THREADS); one thread per product gives the same bytes however many threads there are */
+    int blas_threads = openblas_get_num_threads();
+    if (blas_threads > 1) openblas_set_num_threads(1);
 #if TQ_HAVE_OPENMP
 #pragma omp parallel if (par)
 #endif
@@ -804,7 +807,7 @@ static long run_blocks(job *jb, int *st)
         }
         free(buf);
     }
-    if (par) openblas_set_num_threads(blas_threads);
+    if (blas_threads > 1) openblas_set_num_threads(blas_threads);
     *st = nomem ? tq_error_set(TQ_ERR_NOMEM, "out of memory for encoder scratch") : TQ_OK;
     return bad;
 }

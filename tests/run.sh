@@ -1,50 +1,88 @@
 #!/usr/bin/env bash
 # run.sh: runs every unit test program, every CLI test script (tests/cli/*.sh) and every Python check
 # (tests/py/test_*.py), adds up their "N passed, N failed[, N skipped]" lines and ends with the total.
-# Environment from the Makefile: TQ (the tq binary), BUILD (build dir with tests/).
+# Environment from the Makefile: TQ (the tq binary), BUILD (build dir with tests/). The programs are independent
+# (each works in its own mktemp folder), so TQ_TEST_JOBS of them (default: the machine's cores) run at once, the
+# slowest started first; results print in the fixed order below, each with its wall and CPU (user + sys) seconds,
+# then the slowest by CPU. TQ_TEST_JOBS=1 runs them one by one.
 set -u
 cd "$(dirname "$0")/.."
 export TQ BUILD
 export TQ_TMP=$(mktemp -d /tmp/tq-test.XXXXXX)
 trap 'rm -rf "$TQ_TMP"' EXIT
+jobs_max=${TQ_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
+[ "$jobs_max" -ge 1 ] 2>/dev/null || jobs_max=1
 tp=0; tf=0; ts=0; broken=()
 
-run_one() { # name, command...
-    local name=$1; shift
-    local out rc line
-    out=$("$@" 2>"$TQ_TMP/stderr"); rc=$?
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -n 1)
+# every program, in report order: name, kind (unit | cli | py), path
+names=(); kinds=(); paths=()
+for t in "$BUILD"/tests/test_*; do [ -x "$t" ] && { names+=("$(basename "$t")"); kinds+=(unit); paths+=("$t"); }; done
+for t in tests/cli/*.sh; do
+    [ -f "$t" ] && [ "$(basename "$t")" != lib.sh ] && { names+=("$(basename "$t")"); kinds+=(cli); paths+=("$t"); }
+done
+for t in tests/py/test_*.py; do [ -f "$t" ] && { names+=("$(basename "$t")"); kinds+=(py); paths+=("$t"); }; done
+
+# start order: the slowest first (by CPU, both builds), so that the lanes finish together; then the rest in order
+slow="test_closed_loop test_generate.sh test_turbo_simd test_dump_model.sh test_perplexity.sh test_model test_mpi.sh
+test_turbo test_robustness.sh test_paper test_info.sh test_golden.sh test_determinism.sh"
+sorted=()
+for s in $slow; do for i in "${!names[@]}"; do [ "${names[$i]}" = "$s" ] && sorted+=("$i"); done; done
+for i in "${!names[@]}"; do [[ " ${sorted[*]} " == *" $i "* ]] || sorted+=("$i"); done
+
+R="$TQ_TMP/results"
+mkdir -p "$R"
+run_bg() { # index: runs names[i] with its output, stderr, exit status and times in $R/i.*
+    local i=$1
+    (
+        TIMEFORMAT='%R %U %S'
+        local run=("${paths[$i]}")
+        case ${kinds[$i]} in cli) run=(bash "${paths[$i]}") ;; py) run=(python3 "${paths[$i]}") ;; esac
+        { time "${run[@]}" >"$R/$i.out" 2>"$R/$i.err"; echo $? >"$R/$i.rc"; } 2>"$R/$i.time"
+    ) &
+}
+running=0
+for i in "${sorted[@]}"; do
+    if [ "$running" -ge "$jobs_max" ]; then wait -n; running=$((running - 1)); fi
+    run_bg "$i"; running=$((running + 1))
+done
+wait
+
+report() { # index
+    local i=$1 name=${names[$1]} rc line p f s t
+    rc=$(cat "$R/$i.rc" 2>/dev/null || echo 255)
+    read -r tw tu tsys <"$R/$i.time" 2>/dev/null || { tw=0; tu=0; tsys=0; }
+    t=$(awk -v w="$tw" -v u="$tu" -v s="$tsys" 'BEGIN { printf "[%6.1f s, cpu %6.1f s]", w, u + s }')
+    printf '%s %s %s\n' "$(awk -v u="$tu" -v s="$tsys" 'BEGIN { printf "%.1f", u + s }')" "$tw" "$name" >>"$R/cpu"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$R/$i.out" | tail -n 1)
     if [ -z "$line" ]; then
         broken+=("$name (rc $rc, no result line)"); tf=$((tf + 1))
-        printf '  %-28s CRASHED rc=%d\n' "$name" "$rc"; sed 's/^/    /' "$TQ_TMP/stderr" | tail -n 20
+        printf '  %-28s CRASHED rc=%d %s\n' "$name" "$rc" "$t"; sed 's/^/    /' "$R/$i.err" | tail -n 20
         return
     fi
-    local p f s
     p=$(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")
     f=$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")
     s=$(sed -nE 's/.*, ([0-9]+) skipped.*/\1/p' <<<"$line"); s=${s:-0}
     if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; broken+=("$name (rc $rc)"); fi
     tp=$((tp + p)); tf=$((tf + f)); ts=$((ts + s))
-    printf '  %-28s %s\n' "$name" "$line"
-    if [ "$f" != 0 ]; then sed 's/^/    /' "$TQ_TMP/stderr" | grep -E 'FAIL|error|Error|ERROR' | head -n 30; fi
-    grep -h '^SKIP' "$TQ_TMP/stderr" | sed 's/^/    /'
+    printf '  %-28s %-40s %s\n' "$name" "$line" "$t"
+    if [ "$f" != 0 ]; then sed 's/^/    /' "$R/$i.err" | grep -E 'FAIL|error|Error|ERROR' | head -n 30; fi
+    grep -h '^SKIP' "$R/$i.err" | sed 's/^/    /'
 }
-
-echo "unit tests ($BUILD/tests):"
-for t in "$BUILD"/tests/test_*; do
-    [ -x "$t" ] || continue
-    run_one "$(basename "$t")" "$t"
+last=""
+for i in "${!names[@]}"; do
+    if [ "${kinds[$i]}" != "$last" ]; then
+        case ${kinds[$i]} in
+            unit) echo "unit tests ($BUILD/tests):" ;;
+            cli) echo "CLI tests (tests/cli):" ;;
+            py) echo "Python checks (tests/py):" ;;
+        esac
+        last=${kinds[$i]}
+    fi
+    report "$i"
 done
-echo "CLI tests (tests/cli):"
-for t in tests/cli/*.sh; do
-    [ -f "$t" ] || continue
-    [ "$(basename "$t")" = lib.sh ] && continue
-    run_one "$(basename "$t")" bash "$t"
-done
-if ls tests/py/test_*.py >/dev/null 2>&1; then
-    echo "Python checks (tests/py):"
-    for t in tests/py/test_*.py; do run_one "$(basename "$t")" python3 "$t"; done
-fi
+echo "slowest by CPU (user + sys s, wall s; $jobs_max at a time):"
+sort -rn "$R/cpu" | head -n 8 | awk '{ printf "  %-28s cpu %7.1f  wall %7.1f\n", $3, $1, $2 }'
+awk '{ c += $1 } END { printf "  all programs: cpu %.1f s\n", c }' "$R/cpu"
 [ ${#broken[@]} -gt 0 ] && printf 'broken: %s\n' "${broken[@]}"
 echo "$tp passed, $tf failed, $ts skipped"
 [ "$tf" = 0 ]

@@ -111,4 +111,42 @@ check "bad slice: exit 1 (got $rc)" test "$rc" = 1
 check "bad slice: one message naming the rank, layer 1 head 2 and the NaN" \
     test "$(grep -cE "^tq: rank [01] failed on unit [0-9]+ of 6 \('.*nan.h5' layer 1 kv head 2, .*non-finite.*head 2, token 5, channel 7" "$T/nan/stderr")" = 1
 check "bad slice: no output file" test -z "$(ls "$T/nan" | grep -v '^std')"
+# --resume FILE: a complete run records every unit; a file cut after 10 records and half of the 11th (a job killed
+# mid-write) resumes with 10 done and the rest computed; a complete file computes nothing; every output is the
+# single process's bytes. A file of another job (other --bits) is refused (exit 2, no output); so is --resume in
+# one process. Record size: 8 bytes of unit index + the unit's result, read from the file's own size.
+mkdir -p "$T/res"
+RA=(sweep "$D" --layers 0-3 --methods turbo-mse,kivi --bits 2,3 --tokens 64 --format csv)
+(cd "$T/res" && "$TQ" "${RA[@]}" -o one.csv >/dev/null 2>&1) || bad "resume: the single process failed"
+if (cd "$T/res" && "${MPI[@]}" -n 2 "$TQ" "${RA[@]}" --resume r.bin -o full.csv >/dev/null 2>err1); then
+    check "resume: a fresh file starts with 0 of 48 done" grep -q "^tq: resuming from 'r.bin': 0 of 48 units done, 48 to run" "$T/res/err1"
+    check "resume: first run == one process" cmp -s "$T/res/one.csv" "$T/res/full.csv"
+    rec=$(( ($(stat -c %s "$T/res/r.bin") - 32) / 48 ))
+    check "resume: 48 records of equal size" test $(( 32 + 48 * rec )) = "$(stat -c %s "$T/res/r.bin")"
+    truncate -s $(( 32 + 10 * rec + rec / 2 )) "$T/res/r.bin"
+    if (cd "$T/res" && "${MPI[@]}" -n 2 "$TQ" "${RA[@]}" --resume r.bin -o part.csv >/dev/null 2>err2); then
+        check "resume: 10 records kept, the cut one dropped" grep -q "^tq: resuming from 'r.bin': 10 of 48 units done, 38 to run" "$T/res/err2"
+        check "resume: resumed run == one process" cmp -s "$T/res/one.csv" "$T/res/part.csv"
+        check "resume: the file is whole again" test $(( 32 + 48 * rec )) = "$(stat -c %s "$T/res/r.bin")"
+    else bad "resume: the resumed run failed: $(head -c 600 "$T/res/err2")"; fi
+    if (cd "$T/res" && "${MPI[@]}" -n 3 "$TQ" "${RA[@]}" --resume r.bin -o again.csv >/dev/null 2>err3); then
+        check "resume: a complete file leaves nothing to run (-n 3)" grep -q "48 of 48 units done, 0 to run" "$T/res/err3"
+        check "resume: complete file == one process" cmp -s "$T/res/one.csv" "$T/res/again.csv"
+    else bad "resume: the run on a complete file failed: $(head -c 600 "$T/res/err3")"; fi
+    (cd "$T/res" && "${MPI[@]}" -n 2 "$TQ" sweep "$D" --layers 0-3 --methods turbo-mse,kivi --bits 2 --tokens 64 \
+        --format csv --resume r.bin -o other.csv >/dev/null 2>err4)
+    rc=$?
+    check "resume: another job's file refused (exit $rc, want 2)" test "$rc" = 2
+    check "resume: another job's file named in one message" \
+        test "$(grep -c "^tq: resume file 'r.bin' belongs to another job" "$T/res/err4")" = 1
+    check "resume: no output after the refusal" test ! -e "$T/res/other.csv"
+else bad "resume: the first run failed: $(head -c 600 "$T/res/err1")"; fi
+expect_fail "resume: one process refuses it" 2 "option '--resume' resumes an MPI job" -- \
+    "$TQ" "${RA[@]}" --resume "$T/res/r1.bin" -o "$T/res/x.csv"
+
+# usage errors: every rank parses the same arguments; the message is printed once (rank 0), exit 2
+"${MPI[@]}" -n 3 "$TQ" sweep "$D" --bits 9 --methods nosuch >/dev/null 2>"$T/usage.err"
+rc=$?
+check "usage error under -n 3: exit 2 (got $rc)" test "$rc" = 2
+check "usage error under -n 3: one tq: line" test "$(grep -c '^tq: ' "$T/usage.err")" = 1
 finish

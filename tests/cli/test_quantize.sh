@@ -150,4 +150,47 @@ expect_fail "short codes" 1 "dataset 'codes' has 2239 elements of type 1, expect
 corrupt 'f.attrs["tq_format_version"] = 7'
 expect_fail "future version" 1 "tq_format_version is 7, this tq reads 1..2" -- "$TQ" dequantize "$T/cc.h5" -o "$T/x.h5"
 check "no output or temp file after dequantize failures" nofile
+
+# Provenance (issue 19): a dump's own attributes (datasets/FORMAT.md "Attributes of real-model dumps": token_ids,
+# model_layers, rope_theta, channel_order, per-layer model_layer and attention attributes, and anything else a user
+# put there) survive quantize -> dequantize with their names, values, dtypes and shapes; model_layers keeps the
+# entries of a --layers subset so that it still names each output layer's model layer. Compared exactly: the
+# attributes are copied, never converted. A codes file without /provenance (an older tq) still dequantizes.
+"$TQ" synth --dist gaussian --layers 3 --heads 2 --tokens 12 --dim 16 --window 4 --global-layers 2 -o "$T/pv.h5" >/dev/null &&
+python3 - "$T/pv.h5" <<'EOF' || bad "provenance: making the dump"
+import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], "r+") as f:
+    f.attrs["token_ids"] = np.arange(1, 13, dtype=np.int64)
+    f.attrs["model_layers"] = np.array([4, 9, 17], dtype=np.int64)
+    f.attrs["model_n_layers"] = np.array([30], dtype=np.int64)
+    f.attrs["rope_theta"] = np.float64(1e6)
+    f.attrs["channel_order"] = "rotate_half"
+    f.attrs["note_f32"] = np.float32([1.5, -2.25])
+    f.attrs["note_fixed"] = np.bytes_(b"fixed-len")
+    for i, g in enumerate(("layer_000", "layer_001", "layer_002")):
+        f[g].attrs["model_layer"] = np.int64([4, 9, 17][i])
+EOF
+expect_ok "provenance: quantize a subset" -- "$TQ" quantize "$T/pv.h5" --method turbo-mse --bits 2 --layers 1,2 -o "$T/pvc.h5"
+expect_ok "provenance: dequantize" -- "$TQ" dequantize "$T/pvc.h5" -o "$T/pvr.h5"
+check "provenance: root and layer attributes kept, model_layers subset" python3 - "$T/pv.h5" "$T/pvr.h5" <<'EOF'
+import h5py, numpy as np, sys
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+own = {"tq_format", "tq_format_version", "model", "source", "rope", "n_layers"}
+for k in set(a.attrs) - own:
+    va, vb = a.attrs[k], b.attrs.get(k)
+    assert vb is not None, f"root '{k}' dropped"
+    if k == "model_layers":
+        assert list(vb) == [9, 17] and vb.dtype == np.int64, vb
+        continue
+    assert np.asarray(va).dtype == np.asarray(vb).dtype and np.array_equal(np.asarray(va), np.asarray(vb)), (k, va, vb)
+for src, dst in (("layer_001", "layer_000"), ("layer_002", "layer_001")):
+    assert dict(a[src].attrs).keys() == dict(b[dst].attrs).keys(), (dict(a[src].attrs), dict(b[dst].attrs))
+    for k, v in a[src].attrs.items():
+        w = b[dst].attrs[k]
+        assert np.array_equal(v, w) and np.asarray(v).dtype == np.asarray(w).dtype, (src, k, v, w)
+EOF
+python3 -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); del f['provenance']" "$T/pvc.h5"
+expect_ok "provenance: a codes file without it (older tq) dequantizes" -- "$TQ" dequantize "$T/pvc.h5" -o "$T/pvr2.h5"
+check "provenance: none kept when the codes file has none" python3 -c "
+import h5py, sys; b = h5py.File(sys.argv[1], 'r'); assert 'token_ids' not in b.attrs and 'model_layer' not in b['layer_000'].attrs" "$T/pvr2.h5"
 finish

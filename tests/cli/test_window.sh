@@ -87,14 +87,15 @@ assert [u["window"] for u in w] == [24, 0, 24] and all(u["window"] == 0 for u in
 assert w[1]["metric"] == g[1]["metric"], "global layer moved"
 assert w[0]["metric"] != g[0]["metric"] and w[2]["metric"] != g[2]["metric"], "window ignored"
 EOF
-# tq quantize --emit-recon keeps each layer's spec (the codes file does not hold one: dequantize gives defaults)
+# tq quantize --emit-recon keeps each layer's spec, and so does dequantize (the codes file keeps the dump's layer
+# attributes in /provenance)
 expect_ok "quantize emit-recon" -- "$TQ" quantize "$T/w.h5" --method kivi --bits 2 -o "$T/c.h5" --emit-recon "$T/r.h5"
 expect_ok "dequantize" -- "$TQ" dequantize "$T/c.h5" -o "$T/dq.h5"
-check "recon keeps the windows" python3 - "$TQ" "$T" <<'EOF'
+check "recon and dequantize keep the windows" python3 - "$TQ" "$T" <<'EOF'
 import json, subprocess, sys
 tq, T = sys.argv[1], sys.argv[2]
 win = lambda p: [l["sliding_window"] for l in json.loads(subprocess.run([tq, "info", "--json", p],
                  capture_output=True, text=True).stdout)["layers"]]
-assert win(f"{T}/r.h5") == [24, 0, 24] and win(f"{T}/dq.h5") == [0, 0, 0], (win(f"{T}/r.h5"), win(f"{T}/dq.h5"))
+assert win(f"{T}/r.h5") == [24, 0, 24] and win(f"{T}/dq.h5") == [24, 0, 24], (win(f"{T}/r.h5"), win(f"{T}/dq.h5"))
 EOF
 finish
