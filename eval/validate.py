@@ -60,9 +60,9 @@ BUDGETS = [2.5, 3.0, 3.5]
 RANK_FRACTIONS = {2.5: "0.5,0.5,0", 3.0: "0.25,0.5,0.25", 3.5: "0,0.5,0.5"}
 # The configuration whose single-layer closed-loop runs give each layer's sensitivity
 REF_CFG = ["--methods", "turbo-mse", "--bits", "3"]
-# ... over the first LAYER_SENS_TOKENS tokens of text A (half the text: one closed-loop pass per layer is the
+# ... over the first LAYER_SENS_TOKENS tokens of text A (a quarter of the text: one closed-loop pass per layer is the
 # study's largest cost; the fit needs the layers' relative sensitivities, not their scale)
-LAYER_SENS_TOKENS = 256
+LAYER_SENS_TOKENS = 128
 GEN_TOKENS = 32
 GEN_PROMPT_CHARS = 600
 
@@ -106,8 +106,21 @@ def axes_args(axes):
     return axes
 
 
-def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, wd):
-    """All runs of one model. Returns nothing; outputs are in wd."""
+def layer_sensitivity_runs(R, name, m, texts, wd):
+    """closed-loop KL with only layer l quantized (every other layer kept exact), text A"""
+    L = MODELS[name]["layers"]
+    for l in range(L):
+        keep = ",".join(str(i) for i in range(L) if i != l)
+        o = os.path.join(wd, f"layersens_A_{l:02d}.csv")
+        R.run(["perplexity", m, "--text", texts["A"]] + REF_CFG +
+              ["--tokens", str(LAYER_SENS_TOKENS), "--threads", "1", "--format", "csv", "--keep-layers", keep,
+               "-o", o], o)
+
+
+def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, wd, loop_texts=None):
+    """All runs of one model (closed-loop runs only on loop_texts, default all: lets two processes share a model's
+    runs). Returns nothing; outputs are in wd."""
+    loop_texts = loop_texts or list(texts)
     m = model_path(name)
     os.makedirs(wd, exist_ok=True)
     dumps = {}
@@ -115,6 +128,9 @@ def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, w
         dumps[t] = os.path.join(wd, f"dump_{t}.h5")
         R.run(["dump", m, "--text", path, "--tokens", str(tokens), "--threads", "1", "-o", dumps[t]], dumps[t])
     common_ppl = ["--tokens", str(tokens), "--threads", "1", "--format", "csv"]
+    if loop_texts == ["layer-sens"]:
+        layer_sensitivity_runs(R, name, m, texts, wd)
+        return
     # offline sweeps, every text
     for t in texts:
         for g, axes in groups:
@@ -127,18 +143,13 @@ def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, w
         R.run(["perplexity", m, "--text", texts[t]] + axes + common_ppl + ["--per-layer", pl, "-o", o], o, [pl])
 
     # closed loop: text A, the layers one at a time (text A), text B, then the schedules
-    for g, axes in groups:
-        ppl("A", g, axes)
-    if layer_sens:
-        L = MODELS[name]["layers"]
-        for l in range(L):
-            keep = ",".join(str(i) for i in range(L) if i != l)
-            o = os.path.join(wd, f"layersens_A_{l:02d}.csv")
-            R.run(["perplexity", m, "--text", texts["A"]] + REF_CFG +
-                  ["--tokens", str(LAYER_SENS_TOKENS), "--threads", "1", "--format", "csv", "--keep-layers", keep,
-                   "-o", o], o)
+    if "A" in loop_texts:
+        for g, axes in groups:
+            ppl("A", g, axes)
+    if layer_sens and "A" in loop_texts:
+        layer_sensitivity_runs(R, name, m, texts, wd)
     for t in texts:
-        if t != "A":
+        if t != "A" and t in loop_texts:
             for g, axes in groups:
                 ppl(t, g, axes)
     if schedules:
@@ -157,10 +168,10 @@ def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, w
                     o = os.path.join(wd, f"sweep_{t}_sched-{pol}-{b}.csv")
                     R.run(["sweep", dumps[t]] + axes + ["--wide", "--aggregate", "layer", "--threads", "1",
                                                         "--format", "csv", "-o", o], o)
-                for t in texts:
+                for t in loop_texts:
                     ppl(t, f"sched-{pol}-{b}", axes)
     if generate:
-        for t in texts:
+        for t in loop_texts:
             prompt = open(os.path.join(ROOT, texts[t]), encoding="utf-8").read()[:GEN_PROMPT_CHARS]
             prompt = prompt[:prompt.rfind(" ")]
             for g, axes in groups + ([(f"sched-{p}-{b}", ["--methods", "turbo-mse", "--schedule",
@@ -379,6 +390,12 @@ def main():
     ap.add_argument("--models", default="smollm2,gemma3")
     ap.add_argument("--stage", default="all", choices=["all", "runs", "analyze"])
     ap.add_argument("--no-generate", action="store_true")
+    ap.add_argument("--no-layer-sens", action="store_true", help="skip the one-layer-at-a-time closed-loop runs")
+    ap.add_argument("--loop-texts", default=None, help="closed-loop runs on these texts only, e.g. B")
+    ap.add_argument("--groups", default=None,
+                    help="closed-loop runs of these configuration groups only (comma list; 'none': schedules only)")
+    ap.add_argument("--layer-sens-only", action="store_true",
+                    help="only the dumps and the one-layer-at-a-time closed-loop runs (a separate process)")
     ap.add_argument("--quick", action="store_true",
                     help="CI: SmolLM2, 128 tokens, one text, a few configurations, no schedules/generation")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the configurations")
@@ -394,9 +411,14 @@ def main():
         texts = {"A": TEXTS["A"], "B": os.path.relpath(text_b(a.work), ROOT)}
         groups, sched, lsens, gen = GROUPS, True, True, not a.no_generate
     if a.stage in ("all", "runs"):
+        if a.groups:
+            keep = a.groups.split(",")
+            groups = [g for g in groups if g[0] in keep]
         for name in models:
             tokens = 128 if a.quick else MODELS[name]["tokens"]
-            run_model(R, name, groups, tokens, texts, lsens, sched, gen, os.path.join(a.work, name))
+            run_model(R, name, groups, tokens, texts, lsens and not a.no_layer_sens, sched, gen,
+                      os.path.join(a.work, name),
+                      ["layer-sens"] if a.layer_sens_only else a.loop_texts.split(",") if a.loop_texts else None)
     if a.stage in ("all", "analyze"):
         from validate_report import report
         report(a, models, groups, texts, sched, lsens)

@@ -72,7 +72,7 @@ def derive(rows, sens_kl):
 
 
 def choose_calibrated(rows, cal_names):
-    """the calibrated proxy with the best Spearman ρ against closed-loop KL on text A (the fit text)"""
+    """the proxy among cal_names with the best Spearman ρ against closed-loop KL on text A (the fit text)"""
     A = [r for r in rows if r["text"] == "A"]
     best = None
     for n in cal_names:
@@ -175,6 +175,14 @@ def report(a, models, groups, texts, sched, lsens):
                         "offline_attn_kl": ref_rows(rows, "A")["_layers"][l]["attn_kl"],
                         "offline_out_rel": ref_rows(rows, "A")["_layers"][l]["out_rel"]} for l in range(L)],
                       ["layer", "dkl", "dppl_pct", "offline_attn_kl", "offline_out_rel"])
+        # the recommended proxy: the best ρ against KL on text A among all candidates (plain, weighted, calibrated);
+        # text B is never looked at to choose it
+        cands = [p for p in proxies if p != "calibrated"] + [n for n in rows[0] if n.startswith("cal_")]
+        rec = choose_calibrated(rows, cands)
+        if rec:
+            for r in rows:
+                r["recommended"] = r[rec[0]]
+            proxies.append("recommended")
         corr = []
         for t in texts:
             for c in V.correlations([r for r in rows if r["text"] == t], proxies, V.OUTCOMES, a.boot):
@@ -182,7 +190,8 @@ def report(a, models, groups, texts, sched, lsens):
                 corr.append(c)
         all_corr += corr
         all_rows += rows
-        summary[name] = {"rows": rows, "corr": corr, "best": best, "sens_kl": sens_kl, "proxies": proxies, "L": L}
+        summary[name] = {"rows": rows, "corr": corr, "best": best, "rec": rec, "sens_kl": sens_kl, "proxies": proxies,
+                         "L": L}
         if sched and not a.quick:
             claims += seed_claims(name, rows, sens_kl, L, wd)
     extra = sorted({k for r in all_rows for k in r if k not in id_cols and not k.startswith("_")
@@ -257,15 +266,21 @@ def write_readme(a, summary, claims, texts):
         w("|---|---|---|---|---|---|")
         for p in s["proxies"]:
             cells = [ci(corr_get(corr, t, p, o)) for t in ("A", "B") for o in ("dppl_pct", "kl")]
-            lab = p if p != "calibrated" else f"**calibrated** (`{s['best'][0]}`)"
+            lab = {"calibrated": f"calibrated (`{s['best'][0]}`)" if s["best"] else "",
+                   "recommended": f"**recommended** (`{s['rec'][0]}`)" if s["rec"] else ""}.get(p, p)
             w(f"| {lab} | " + " | ".join(cells) + f" | {ci(corr_get(corr, 'B', p, 'kl'), 'tau')} |")
         w("")
+        if s["rec"]:
+            c = corr_get(corr, "B", "recommended", "kl")
+            w(f"Recommended proxy, chosen on text A among all {len(s['proxies']) - 1 + sum(1 for n in rows[0] if n.startswith('cal_'))} "
+              f"candidates: `{s['rec'][0]}` (ρ = {s['rec'][1]:.3f} vs KL on A); on text B, held out: ρ = {ci(c)}.")
+            w("")
         if s["best"]:
             c = corr_get(corr, "B", "calibrated", "kl")
             w(f"Calibrated proxy chosen on text A: `{s['best'][0]}` (ρ = {s['best'][1]:.3f} vs KL on A); on text B, "
               f"held out: ρ = {ci(c)}.")
             w("")
-        rec = "calibrated" if s["best"] else "attn_kl"
+        rec = "recommended"
         w(f"Configurations that break the ranking of `{rec}` against KL on text B (rank of proxy − rank of KL among "
           f"{nB}; positive = the proxy overstates the damage):")
         w("")

@@ -15,16 +15,16 @@ if [ -n "${TQ_SANITIZE:-}" ] || ldd "$TQ" 2>/dev/null | grep -q libasan; then
     finish; exit
 fi
 if expect_ok "validate --quick" -- python3 "$R/eval/validate.py" --quick --models smollm2 --tq "$TQ" \
-        --work "$T/work" --out "$T/out"; then
-    if why=$(python3 "$R/eval/validate_check.py" "$R/tests/golden/validate" "$T/out"); then ok
+        --work "$T/work" --out "$T/vout"; then
+    if why=$(python3 "$R/eval/validate_check.py" "$R/tests/golden/validate" "$T/vout"); then ok
     else bad "validate: differs from tests/golden/validate: $(head -n 5 <<<"$why")"; fi
     check "attn_kl ranks the closed-loop KL perfectly" python3 -c "
 import csv, sys
 r = [x for x in csv.DictReader(open(sys.argv[1])) if x['proxy'] == 'attn_kl' and x['outcome'] == 'kl']
-sys.exit(not (len(r) == 1 and float(r[0]['rho']) == 1.0 and r[0]['n'] == '7'))" "$T/out/correlations.csv"
+sys.exit(not (len(r) == 1 and float(r[0]['rho']) == 1.0 and r[0]['n'] == '7'))" "$T/vout/correlations.csv"
     check "every configuration joined (7 rows, no empty outcome)" python3 -c "
 import csv, sys
 r = list(csv.DictReader(open(sys.argv[1])))
-sys.exit(not (len(r) == 7 and all(x['kl'] and x['attn_kl'] and x['out_rel'] for x in r)))" "$T/out/rows.csv"
+sys.exit(not (len(r) == 7 and all(x['kl'] and x['attn_kl'] and x['out_rel'] for x in r)))" "$T/vout/rows.csv"
 fi
 finish
