@@ -130,7 +130,7 @@ def seed_claims(name, rows, sens_kl, L, wd):
                         "closed_loop": f"KL {fmt(p3['kl'])} vs {fmt(u3['kl'])}, ΔPPL {p3['dppl_pct']:+.0f}% vs"
                                        f" {u3['dppl_pct']:+.0f}%"})
     u3 = ref_rows(rows, "A")
-    if u3 is not None and np.isfinite(sens_kl).any():
+    if u3 is not None and np.isfinite(sens_kl).all():
         off = np.array([u3["_layers"].get(l, {}).get("attn_kl", np.nan) for l in range(L)])
         third = lambda i: ["first", "middle", "last"][min(2, 3 * i // L)]
         top_off = np.argsort(-off)[:3]
@@ -217,7 +217,7 @@ def report(a, models, groups, texts, sched, lsens):
     os.replace(os.path.join(a.out, "commands.txt.tmp"), os.path.join(a.out, "commands.txt"))
     plot = os.path.join(V.ROOT, "scripts/plot_validation.py")
     subprocess.run([sys.executable, plot, a.out], check=False)
-    write_readme(a, summary, claims, texts)
+    write_readme(a, summary, claims, texts, groups)
 
 
 def summary_proxy_order(summary):
@@ -239,7 +239,7 @@ def ci(c, key="rho"):
     return f"{c[key]:.2f} [{c[key + '_lo']:.2f}, {c[key + '_hi']:.2f}]"
 
 
-def write_readme(a, summary, claims, texts):
+def write_readme(a, summary, claims, texts, groups):
     from validate_notes import NOTES  # the written conclusions (a separate file: they cite the numbers below)
     L = []
     w = L.append
@@ -258,7 +258,7 @@ def write_readme(a, summary, claims, texts):
         w("")
         ppl = {t: next((r["ppl_ref"] for r in rows if r["text"] == t), float("nan")) for t in texts}
         w(f"{nA} configurations on text A, {nB} on text B; reference perplexity {fmt(ppl.get('A'), 2)} (A), "
-          f"{fmt(ppl.get('B'), 2)} (B). Spearman ρ [bootstrap 95% interval, 2000 resamples of the configurations, "
+          f"{fmt(ppl.get('B'), 2)} (B). Spearman ρ [bootstrap 95% interval, {a.boot} resamples of the configurations, "
           "seed 0]; every proxy and outcome oriented so that larger = more damage. Kendall τ, 1 − top-1 and "
           "tokens-to-divergence columns are in [correlations.csv](correlations.csv).")
         w("")
@@ -309,6 +309,19 @@ def write_readme(a, summary, claims, texts):
         w("")
         w(NOTES["claims"])
         w("")
+    w("## What did not run")
+    w("")
+    w(NOTES.get("not_run", ""))
+    w("")
+    for name, s in summary.items():
+        wd = os.path.join(a.work, name)
+        names = [g for g, _ in groups] + [f"sched-{p}-{b}" for b in V.BUDGETS for p in ("optimal", "rank")]
+        miss = [f"{g} ({t})" for t in texts for g in names if not os.path.exists(os.path.join(wd, f"ppl_{t}_{g}.csv"))]
+        gmiss = [f"{g} ({t})" for t in texts for g in names if not os.path.exists(os.path.join(wd, f"gen_{t}_{g}.csv"))]
+        nl = int(np.isfinite(s["sens_kl"]).sum())
+        w(f"- {name}: closed-loop groups not run: {', '.join(miss) if miss else 'none'}; one-layer sensitivity runs: "
+          f"{nl} of {s['L']} layers; `tq generate` runs missing: {len(gmiss)} of {len(names) * len(texts)}.")
+    w("")
     w("## Conclusions")
     w("")
     w(NOTES["conclusions"])

@@ -12,9 +12,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 PROXIES = ["nmse", "ip_rmse", "attn_kl", "entropy_collapse", "top8", "out_rel", "attn_kl_sw", "out_rel_sw",
-           "calibrated"]
+           "calibrated", "recommended"]
 LABEL = {"top8": "1 − top8", "entropy_collapse": "|entropy collapse|"}
 COLORS = {"turbo-mse": "tab:blue", "turbo-prod": "tab:red", "kivi": "tab:green", "polar": "tab:purple",
           "int8": "black", "qjl": "tab:orange"}
@@ -54,6 +55,7 @@ def scatter(rows, model, outcome, path):
                        edgecolors="none")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
         ax.set_xlabel(LABEL.get(p, p) + " (offline)")
         ax.set_ylabel({"kl": "closed-loop KL (nats)", "dppl_pct": "ΔPPL (%)"}[outcome])
         ax.grid(alpha=0.3, which="both", lw=0.4)
@@ -65,7 +67,7 @@ def scatter(rows, model, outcome, path):
                 plt.Line2D([], [], ls="", marker="*", color="tab:blue", label="schedule")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(f"{model}: offline proxies vs closed-loop {'KL' if outcome == 'kl' else 'ΔPPL'} "
-                 f"({len(rows)} runs, 2 texts)")
+                 f"({len(rows)} runs, {len({r['text'] for r in rows})} text(s))")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     save(fig, path)
 
