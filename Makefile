@@ -176,6 +176,15 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@TQ=./$(TQ) bash scripts/demo.sh
 
+# The proxy study (README "Validation: do the proxies predict the loop?"): eval/validate.py drives tq over both
+# bundled models and two texts (dumps, sweeps, closed-loop perplexity and generation, one-layer-at-a-time closed-loop
+# sensitivity, schedules) into results/validation/; per-run outputs are cached in build/validate/ (a rerun skips
+# finished runs). QUICK=1: the CI-sized run (SmolLM2, 128 tokens, 7 configurations) into build/validate-quick/.
+.PHONY: validate
+validate: deps
+	@$(MAKE) --no-print-directory all
+	python3 eval/validate.py --tq ./$(TQ) $(if $(filter 1,$(QUICK)),--quick --models smollm2 --work build/validate-quick/work --out build/validate-quick,)
+
 # CUDA sources must compile wherever nvcc exists (CI included), even with no GPU to run them.
 cuda-check:
 	@if [ "$(HAVE_NVCC)" = 1 ] && [ -n "$(CU_SRC)" ]; then \

@@ -10,7 +10,7 @@ if ! TQ="$TQ" bash "$G/gen.sh" "$T/g" >"$T/gen.log" 2>&1; then bad "golden: gen.
 else
     for f in "$G"/*; do
         n=$(basename "$f")
-        case "$n" in gen.sh|h5sum.py|numeq.py|check_repro.sh|README.md|repro|models|tokens|generate) continue;; esac  # models/, tokens/, generate/: test_model, test_tokenizer, test_generate
+        case "$n" in gen.sh|h5sum.py|numeq.py|check_repro.sh|README.md|repro|models|tokens|generate|validate) continue;; esac  # models/, tokens/, generate/, validate/: test_model, test_tokenizer, test_generate, test_validate
         if [ ! -f "$T/g/$n" ]; then bad "golden: $n not produced"; continue; fi
         if cmp -s "$f" "$T/g/$n"; then ok
         elif [ "${n##*.}" != sha256 ] && why=$(python3 "$G/numeq.py" "$f" "$T/g/$n"); then
