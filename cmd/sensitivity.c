@@ -314,7 +314,7 @@ int cmd_sensitivity(int argc, char **argv)
                   f->min_bits);
     if (a.closed_loop) return sens_closed_loop(&a, f);
     if (!(so.metric = tq_sens_metric_find(a.metric)))
-        die_usage("sensitivity: unknown metric '%s' (attn_kl, out_rel, out_proj, nmse, ip_rmse,\n"
+        die_usage("sensitivity: unknown metric '%s' (attn_kl, out_rel, out_proj, nmse, ip_rmse, "
                    "entropy_collapse; cl_kl, cl_dppl with --closed-loop)", a.metric);
     so.tensors[0] = a.tensor != TQ_TENSOR_VALUES;
     so.tensors[1] = a.tensor != TQ_TENSOR_KEYS;

@@ -29,8 +29,8 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def sens(out, model, met):
-    s = json.load(open(f"{out}/{model}/sens-{met}.json"))
+def sens(out, model, met, pre="sens-"):
+    s = json.load(open(f"{out}/{model}/{pre}{met}.json"))
     rows = sorted((r for r in s["rows"] if r["tensor"] == "keys"), key=lambda r: (r["layer"], r["head"] or 0))
     return s["bits"], np.array([r["metric"] for r in rows], float)
 
@@ -45,14 +45,18 @@ def main():
     for model in a.models:
         # rank agreement of the closed-loop scan with each offline one
         bits, cl = sens(a.out, model, "cl_kl")
+        # a closed-loop scan over fewer tokens than the offline ones (TOKENS_CL) is compared with offline scans of
+        # the same prefix (sens{N}-METRIC.json: `tq sensitivity DUMP --tokens N`)
+        ncl = json.load(open(f"{a.out}/{model}/sens-cl_kl.json"))["tokens"]
+        pre = f"sens{ncl}-" if os.path.exists(f"{a.out}/{model}/sens{ncl}-attn_kl.json") else "sens-"
         for met in OFFLINE:
-            b2, off = sens(a.out, model, met)
+            b2, off = sens(a.out, model, met, pre)
             assert b2 == bits and off.shape == cl.shape, (model, met)
             for i, b in enumerate(bits):
-                agree.append({"model": model, "offline": met, "bits": b, "units": cl.shape[0],
+                agree.append({"model": model, "offline": met, "tokens": ncl, "bits": b, "units": cl.shape[0],
                               "spearman": round(spearman(off[:, i], cl[:, i]), 4)})
             # pooled: every (unit, width) pair, what an allocator trades between
-            agree.append({"model": model, "offline": met, "bits": "all", "units": cl.size,
+            agree.append({"model": model, "offline": met, "tokens": ncl, "bits": "all", "units": cl.size,
                           "spearman": round(spearman(off.ravel(), cl.ravel()), 4)})
         # the closed-loop runs of every schedule, with the sum of the units' own closed-loop KL at their widths
         # (what the loop would give if the layers' effects added up)
