@@ -195,6 +195,7 @@ static void sens_check_widths(const sens_args *a, tq_qparams *P, int *bits, int 
 static int sens_closed_loop(sens_args *a, const tq_format *f)
 {
     int rc, bits[8], nb;
+    if (mpi_active()) die_usage("sensitivity: --closed-loop runs in one process (not under mpirun) so far");
     tq_qparams *P = sens_params(a, f, bits, &nb);
     tq_model_set_threads(a->threads_given);
     tq_model *m;
