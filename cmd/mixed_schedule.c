@@ -257,6 +257,7 @@ static void write_bits(FILE *o, const sens *s, int t, const int *ub)
 typedef struct {
     const char *in, *bits_s, *fr_s, *outp;
     int rank, side, want[8], nw, nf;   /* side: 0 include, 1 exclude (the choice order) */
+    int policy, edge;                  /* policy: 0 optimal, 1 rank, 2 boundary; edge: --boundary K */
     double budget, frac[8];
 } ms_args;
 
@@ -292,8 +293,12 @@ static void ms_parse(ms_args *a, int argc, char **argv)
     const tq_option opts[] = {
         OPT_DOUBLE_("--budget", &a->budget, "B", NULL, 0.0, 64.0, "average bits per coordinate (required for optimal; "
                     "a ceiling check for rank)"),
-        OPT_CHOICE_("--policy", &a->rank, "optimal|rank", "optimal", "optimal: minimise sum over units of coords x "
-                    "metric, exactly;\nrank: the seed article's rule, most sensitive units get the most bits"),
+        OPT_CHOICE_("--policy", &a->policy, "optimal|rank|boundary", "optimal", "optimal: minimise sum over units "
+                    "of coords x metric, exactly;\nrank: the seed article's rule, most sensitive units get the most "
+                    "bits;\nboundary: the first and last --boundary layers at the top width, the others raised "
+                    "from\nthe lowest nearest-to-the-edges first while --budget allows"),
+        OPT_INT_("--boundary", &a->edge, "K", NULL, 1, 1 << 20, "boundary: layers at each end given the top width "
+                 "(default 1)"),
         OPT_STR_("--bits", &a->bits_s, "LIST", NULL, "candidate bits, a subset of the scanned ones (default: all "
                  "scanned for\noptimal, 2,3,4 for rank)"),
         OPT_STR_("--fractions", &a->fr_s, "LIST", NULL, "rank: share of coordinates per bit width, lowest bits "
@@ -311,6 +316,9 @@ static void ms_parse(ms_args *a, int argc, char **argv)
     const char **pos = calloc((size_t)argc, sizeof *pos);
     if (!pos) die("out of memory");
     int np = opt_parse(&spec, argc, argv, pos);
+    a->rank = a->policy == 1;
+    if (a->edge && a->policy != 2) die_usage("mixed-schedule: --boundary goes with --policy boundary");
+    if (!a->edge) a->edge = 1;
     if (np > 1) die_usage("mixed-schedule: unexpected argument '%s' (one sensitivity file)", pos[1]);
     a->in = np ? pos[0] : NULL;
     free(pos);
@@ -318,7 +326,8 @@ static void ms_parse(ms_args *a, int argc, char **argv)
         die_usage("mixed-schedule: no sensitivity file (usage: tq mixed-schedule SENS.json --budget B -o S.json)");
     if (a->outp) check_output(a->outp, &a->in, 1);
     if (!a->rank && isnan(a->budget))
-        die_usage("mixed-schedule: policy optimal needs --budget (average bits, e.g. 3.0)");
+        die_usage("mixed-schedule: policy %s needs --budget (average bits, e.g. 3.0)",
+                  a->policy == 2 ? "boundary" : "optimal");
     if (a->fr_s && !a->rank) die_usage("mixed-schedule: --fractions goes with --policy rank");
     if (a->bits_s) {
         int *w;
@@ -395,6 +404,14 @@ static void ms_solve(const ms_args *a, const sens *sp, const int *opt, ms_result
         if (!isnan(budget) && avg > budget * (1 + 1e-12))
             die_usage("mixed-schedule: the rank schedule averages %.4g bits, above --budget %g; give --fractions "
                       "with less weight on the high bit widths", avg, budget);
+    } else if (a->policy == 2) {
+        if (a->edge * 2 > s.n_layers)
+            die_usage("mixed-schedule: --boundary %d takes more than the %d layers", a->edge, s.n_layers);
+        tq_error_clear();
+        int rc = tq_alloc_boundary(&P, s.layer, s.n_layers, a->edge, budget, choice);
+        if (rc == TQ_ERR_USAGE) die_usage("mixed-schedule: %s; raise --budget or lower --boundary", tq_error_msg());
+        if (rc < 0) die_lib(rc, "mixed-schedule");
+        tq_alloc_eval(&P, choice, &total, &avg);
     } else {
         tq_error_clear();
         int rc = tq_alloc_optimal(&P, budget, choice, &total, &avg);
@@ -426,6 +443,8 @@ static void ms_solve(const ms_args *a, const sens *sp, const int *opt, ms_result
     free(cost);
 }
 
+static const char *const POLICY[] = {"optimal", "rank", "boundary"};
+
 static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_result *R)
 {
     const sens s = *sp;
@@ -446,7 +465,7 @@ static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_
     }
     fprintf(o, ", \"params\": ");
     json_str(o, s.params);
-    fprintf(o, ", \"policy\": \"%s\", \"metric\": ", rank ? "rank" : "optimal");
+    fprintf(o, ", \"policy\": \"%s\", \"metric\": ", POLICY[a->policy]);
     json_str(o, s.metric);
     fprintf(o, ", \"side_info\": \"%s\",\n \"budget\": ", incl ? "include" : "exclude");
     json_num(o, budget);
@@ -461,6 +480,7 @@ static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_
     }
     fprintf(o, "},\n \"source\": ");
     json_str(o, in);
+    if (a->policy == 2) fprintf(o, ", \"boundary\": %d", a->edge);
     if (rank) {
         fprintf(o, ", \"fractions\": [");
         for (int k = 0; k < K; k++) fprintf(o, "%s%.9g", k ? ", " : "", frac[k]);
@@ -479,7 +499,7 @@ static void ms_write(const ms_args *a, const sens *sp, const int *opt, const ms_
         out_commit(o, outp);
         int cnt[8] = {0};
         for (size_t u = 0; u < nu; u++) cnt[choice[u]]++;
-        printf("%s schedule for %s (%s, %d units): %.4g bits per coordinate (%s side info)", rank ? "rank" : "optimal",
+        printf("%s schedule for %s (%s, %d units): %.4g bits per coordinate (%s side info)", POLICY[a->policy],
                s.method, s.metric, s.nu, avg, incl ? "with" : "without");
         if (!isnan(budget)) printf(", budget %g", budget);
         printf("\n  units per bit width:");

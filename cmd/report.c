@@ -342,6 +342,11 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
     json_str(o, s->dump);
     fprintf(o, ", \"model\": ");
     json_str(o, s->model);
+    if (s->text) { /* closed loop: what the model ran over */
+        fprintf(o, ", \"closed_loop\": true, \"text\": ");
+        json_str(o, s->text);
+        fprintf(o, ", \"prompt\": %d, \"ppl_ref\": %.9g", s->prompt, s->ppl_ref);
+    }
     fprintf(o, ",\n \"method\": ");
     json_str(o, tq_method_name(s->params[0].method));
     fprintf(o, ", \"params\": ");
@@ -365,6 +370,10 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
         json_arr(o, u->bits_code, nb);
         fputs(", \"bits_total\": ", o);
         json_arr(o, u->bits_total, nb);
+        if (s->dppl) {
+            fputs(", \"dppl_pct\": ", o);
+            json_arr(o, s->dppl + (size_t)i * nb, nb);
+        }
         fputc('}', o);
     }
     fprintf(o, "\n]}\n");

@@ -42,6 +42,12 @@ typedef struct {
     const int *bits;
     int n_bits, n_layers, n_kv_heads, head_dim, tokens, per_head, tensors[2];
     uint64_t seed;
+    /* closed-loop scans (tq sensitivity MODEL --closed-loop): the text, the prompt and, per unit, 100 (ppl / ppl_ref
+     * - 1) at each width ([n_units x n_bits]); NULL / 0 for a dump scan */
+    const char *text;
+    int prompt;
+    const double *dppl;
+    double ppl_ref;
 } report_sens_info;
 void report_sens_json(const char *path, const report_sens_info *s, const tq_sens_result *r);
 /* Ranked Markdown summary on stdout: the `top` most and least sensitive units at the middle width. */

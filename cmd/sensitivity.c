@@ -2,11 +2,16 @@
  * values): one metric of lib/metrics.h at each candidate bit width with the unit's coordinate count, written as JSON
  * for `tq mixed-schedule`. Each tensor is measured alone: the other one stays exact, so a curve is that tensor's.
  * Options (as data) -> tq_sensitivity (lib/evaluate.h) -> cmd/report.h. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "closedloop.h"
 #include "cmd.h"
 #include "dump.h"
+#include "gguf.h"
+#include "kvquant.h"
+#include "tokenizer.h"
 #include "evalcli.h"
 #include "mpi_work.h"
 #include "options.h"
@@ -14,8 +19,8 @@
 #include "vocab.h"
 
 typedef struct {
-    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp, *resume;
-    int tensor, per_head, tokens, threads, top, np;
+    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp, *resume, *text, *model;
+    int tensor, per_head, tokens, threads, top, np, closed_loop, prompt, chunk, threads_given;
     uint64_t seed;
     const char **pos;
 } sens_args;
@@ -26,7 +31,8 @@ static void sens_parse(sens_args *a, int argc, char **argv)
         OPT_STR_("--method", &a->method, "M", NULL, "quantizer (turbo-prod, turbo-mse, polar, kivi, ...)"),
         OPT_STR_("--bits", &a->bits_s, "LIST", NULL, "candidate code bits, e.g. 2-4 or 1-8 (default 1-4 within the "
                  "method's\nrange)"),
-        OPT_STR_("--metric", &a->metric, "NAME", "attn_kl", "attn_kl, out_rel, nmse, ip_rmse, entropy_collapse"),
+        OPT_STR_("--metric", &a->metric, "NAME", NULL, "attn_kl (default), out_rel, out_proj (needs --model), nmse, "
+                 "ip_rmse,\nentropy_collapse; closed loop: cl_kl (default), cl_dppl"),
         OPT_CHOICE_("--tensor", &a->tensor, "keys|values|both", "keys", "(values and both: nmse or out_rel)"),
         OPT_FLAG_("--per-head", &a->per_head, "one unit per (layer, kv head) instead of per layer"),
         OPT_STR_("--rotation", &a->rot, "R", NULL, "dense (default) or hadamard, for rotation methods"),
@@ -40,6 +46,14 @@ static void sens_parse(sens_args *a, int argc, char **argv)
         OPT_INT_("--top", &a->top, "N", "5", 1, 1000000, "units listed at each end of the summary"),
         OPT_STR_("-o", &a->outp, "FILE", NULL, "the JSON output (written to a temporary name, then renamed)"),
         OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
+        OPT_STR_("--model", &a->model, "GGUF", NULL, "the dump's model: its output projections, for --metric out_proj"),
+        OPT_GROUP_("closed loop (tq sensitivity MODEL.gguf --closed-loop --text FILE):"),
+        OPT_FLAG_("--closed-loop", &a->closed_loop, "run the model with one unit's cache quantized at a time, the "
+                  "rest exact;\nthe metric is the next-token KL (cl_kl) or dppl (cl_dppl) against the exact cache"),
+        OPT_STR_("--text", &a->text, "FILE", NULL, "the text the model runs over (closed loop)"),
+        OPT_INT_("--prompt", &a->prompt, "N", NULL, 1, 1 << 30, "prompt (first chunk) tokens (default T/4, a "
+                 "multiple of 32)"),
+        OPT_INT_("--chunk", &a->chunk, "N", "32", 1, 4096, "tokens per forward call after the prompt"),
         OPT_END_,
     };
     const tq_cmd_spec spec = {
@@ -52,12 +66,37 @@ static void sens_parse(sens_args *a, int argc, char **argv)
     if (!a->pos) die("out of memory");
     a->np = opt_parse(&spec, argc, argv, a->pos);
     if (a->resume) mpi_resume_set(a->resume, argc, argv);
+    a->threads_given = a->threads;
     if (!a->threads) a->threads = cli_threads_default();
-    if (a->np > 1) die_usage("sensitivity: unexpected argument '%s' (one input dump)", a->pos[1]);
+    if (a->np > 1)
+        die_usage("sensitivity: unexpected argument '%s' (one input %s)", a->pos[1], a->closed_loop ? "model" : "dump");
     a->in = a->np ? a->pos[0] : NULL;
+    if (!a->in && a->closed_loop)
+        die_usage("sensitivity: no model (usage: tq sensitivity MODEL.gguf --closed-loop --text FILE --method M)");
     if (!a->in) die_usage("sensitivity: no input dump (usage: tq sensitivity DUMP --method M -o SENS.json)");
     if (!a->method) die_usage("sensitivity: no method; add --method (e.g. turbo-prod)");
-    if (a->outp) check_output(a->outp, &a->in, 1);
+    if (!a->metric) a->metric = a->closed_loop ? "cl_kl" : "attn_kl";
+    if (a->closed_loop) {
+        if (!a->text) die_usage("sensitivity: --closed-loop needs --text FILE (the text the model runs over)");
+        if (strcmp(a->metric, "cl_kl") && strcmp(a->metric, "cl_dppl"))
+            die_usage("sensitivity: --closed-loop measures cl_kl or cl_dppl, not '%s' (offline metrics scan a dump)",
+                      a->metric);
+        if (a->model) die_usage("sensitivity: --model goes with a dump scan (out_proj); the closed loop runs it");
+        if (a->device_s && strcmp(a->device_s, "cpu"))
+            die_usage("sensitivity: --closed-loop runs on the cpu only");
+    } else {
+        if (a->text || a->prompt) die_usage("sensitivity: --text and --prompt go with --closed-loop");
+        if (!strncmp(a->metric, "cl_", 3))
+            die_usage("sensitivity: metric '%s' is measured in the closed loop: tq sensitivity MODEL.gguf "
+                      "--closed-loop --text FILE", a->metric);
+        if (!strcmp(a->metric, "out_proj") && !a->model)
+            die_usage("sensitivity: metric 'out_proj' needs the dump's model for its output projections: add "
+                      "--model MODEL.gguf");
+        if (a->model && strcmp(a->metric, "out_proj"))
+            die_usage("sensitivity: --model is read for --metric out_proj only");
+    }
+    const char *in[3] = {a->in, a->text, a->model};
+    if (a->outp) check_output(a->outp, in, 3);
 }
 
 /* candidate widths: --bits (each in the method's range) or 1..4 within it; one parameter set per width */
@@ -111,7 +150,8 @@ static void sens_check_dump(const sens_args *a, const tq_sens_opts *so, report_s
         if (so->metric->needs_queries && !s->has_queries)
             die_usage("sensitivity: '%s' layer %d has no queries; metric '%s' needs them (use --metric nmse)", a->in, l,
                       a->metric);
-        if ((so->tensors[1] || so->metric->met == TQ_MET_OUT_REL) && !s->has_values)
+        if ((so->tensors[1] || so->metric->met == TQ_MET_OUT_REL || so->metric->met == TQ_SENS_OUT_PROJ) &&
+            !s->has_values)
             die_usage("sensitivity: '%s' layer %d has no values; --tensor %s with metric '%s' needs them", a->in, l,
                       tensor, a->metric);
         if (a->tokens > s->n_tokens)
@@ -152,6 +192,118 @@ static void sens_check_widths(const sens_args *a, tq_qparams *P, int *bits, int 
                   tq_method_name(P[0].method));
 }
 
+/* --closed-loop: the model over the text's tokens, one unit quantized at a time (lib/kvquant.h tq_cl_sensitivity),
+ * against the reference pass computed once */
+static int sens_closed_loop(sens_args *a, const tq_format *f)
+{
+    int rc, bits[8], nb;
+    if (mpi_active()) die_usage("sensitivity: --closed-loop runs in one process (not under mpirun) so far");
+    tq_qparams *P = sens_params(a, f, bits, &nb);
+    tq_model_set_threads(a->threads_given);
+    tq_model *m;
+    if ((rc = tq_model_load(a->in, &m)) < 0) die_lib(rc, "sensitivity");
+    const tq_model_config *mc = tq_model_get_config(m);
+    for (int i = 0; i < nb; i++) {
+        tq_error_clear();
+        if (f->check(&P[i], mc->head_dim) < 0) die_usage("sensitivity: %s", tq_error_msg());
+    }
+    size_t len;
+    char *text = cl_read_file("sensitivity", a->text, &len);
+    tq_gguf *g;
+    tq_tokenizer *tk;
+    int32_t *tok;
+    int T;
+    if ((rc = tq_gguf_open(a->in, &g)) < 0) die_lib(rc, "sensitivity");
+    if ((rc = tq_tokenizer_from_gguf(g, &tk)) < 0) die_lib(rc, "sensitivity");
+    if ((rc = tq_tokenize(tk, text, len, TQ_TOKENIZE_ADD_SPECIAL, &tok, &T)) < 0) die_lib(rc, "sensitivity");
+    tq_tokenizer_free(tk);
+    tq_gguf_close(g);
+    free(text);
+    if (T < 2) die("sensitivity: '%s' gives %d token(s); the closed loop needs at least 2", a->text, T);
+    if (a->tokens && T < a->tokens)
+        die("sensitivity: '%s' gives %d tokens, fewer than --tokens %d", a->text, T, a->tokens);
+    if (a->tokens) T = a->tokens;
+    if (!a->prompt) { /* as tq perplexity: a quarter of the text, on the 32-token grid when it can be */
+        int q = T / 4;
+        a->prompt = q >= 32 ? q / 32 * 32 : (q ? q : 1);
+    }
+    if (a->prompt >= T) die_usage("sensitivity: --prompt %d leaves no token after it (%d tokens)", a->prompt, T);
+    float *ref;
+    if ((rc = tq_ppl_reference(m, tok, T, a->prompt, a->chunk, &ref)) < 0) die_lib(rc, "sensitivity");
+    tq_progress pg;
+    tq_cl_sens_opts co = {.params = P, .n_bits = nb, .tensors = {a->tensor != TQ_TENSOR_VALUES,
+                          a->tensor != TQ_TENSOR_KEYS}, .per_head = a->per_head, .prompt = a->prompt,
+                          .chunk = a->chunk, .device = TQ_DEVICE_CPU, .ref = ref, .progress = report_progress,
+                          .progress_ctx = &pg};
+    tq_sens_result res;
+    double *dppl;
+    if ((rc = tq_cl_sensitivity(m, tok, T, &co, &res, &dppl)) < 0) die_lib(rc, "sensitivity");
+    double nll_ref = 0; /* the exact cache's perplexity, for the record (as tq_ppl_run sums it) */
+    for (int t = 0; t < T - 1; t++) nll_ref -= ref[(size_t)t * mc->n_vocab + tok[t + 1]];
+    free(ref);
+    int cl_dppl = !strcmp(a->metric, "cl_dppl");
+    for (int i = 0; cl_dppl && i < res.n; i++) memcpy(res.units[i].metric, dppl + (size_t)i * nb, nb * sizeof *dppl);
+    const char *base = strrchr(a->in, '/');
+    base = base ? base + 1 : a->in;
+    static char model[256];
+    size_t bl = strlen(base);
+    snprintf(model, sizeof model, "%.*s", (int)(bl > 5 && !strcmp(base + bl - 5, ".gguf") ? bl - 5 : bl), base);
+    report_sens_info info = {.dump = a->in, .model = model, .metric = a->metric,
+                             .tensor = a->tensor == 2 ? "both" : tq_vocab_name(TQ_VOCAB_TENSOR, a->tensor),
+                             .params = P, .bits = bits, .n_bits = nb, .n_layers = mc->n_layers,
+                             .n_kv_heads = mc->n_kv_head, .head_dim = mc->head_dim, .tokens = T,
+                             .per_head = a->per_head, .tensors = {co.tensors[0], co.tensors[1]}, .seed = a->seed,
+                             .text = a->text, .prompt = a->prompt, .dppl = dppl,
+                             .ppl_ref = exp(nll_ref / (T - 1))};
+    if (a->outp) report_sens_json(a->outp, &info, &res);
+    report_sens_summary(&info, &res, a->top, a->outp);
+    free(dppl);
+    tq_sens_free(&res);
+    free(tok);
+    free(P);
+    free(a->pos);
+    tq_model_free(m);
+    return 0;
+}
+
+/* out_proj: every layer's output projection from the model's GGUF (blk.L.attn_output.weight, [hidden][heads x d]),
+ * checked against the dump's shape: same layer count, query heads x head dim columns */
+static float **sens_load_wo(const sens_args *a, const report_sens_info *info, int *rows, int *cols)
+{
+    tq_dump *dump;
+    int rc = tq_dump_open(&dump, a->in);
+    if (rc < 0) die_lib(rc, NULL);
+    int nq = tq_dump_layer_shape(dump, 0)->n_q_heads, nl = info->n_layers, d = info->head_dim;
+    tq_dump_close(dump);
+    tq_gguf *g;
+    if ((rc = tq_gguf_open(a->model, &g)) < 0) die_lib(rc, "sensitivity");
+    int64_t nb = 0;
+    tq_gguf_str arch;
+    char key[96];
+    if (tq_gguf_get_str(g, "general.architecture", &arch) < 0) die("sensitivity: '%s' has no general.architecture",
+                                                                    a->model);
+    snprintf(key, sizeof key, "%.*s.block_count", (int)(arch.len < 64 ? arch.len : 64), arch.s);
+    if (tq_gguf_get_int(g, key, &nb) < 0 || nb != nl)
+        die_usage("sensitivity: '%s' has %lld layers, the dump '%s' %d: --model must be the dump's model", a->model,
+                  (long long)nb, a->in, nl);
+    float **wo = calloc((size_t)nl, sizeof *wo);
+    if (!wo) die("out of memory");
+    for (int l = 0; l < nl; l++) {
+        snprintf(key, sizeof key, "blk.%d.attn_output.weight", l);
+        const tq_gguf_tensor *t = tq_gguf_find_tensor(g, key);
+        if (!t) die("sensitivity: '%s' has no tensor '%s'", a->model, key);
+        if (t->n_dims != 2 || t->ne[0] != (int64_t)nq * d)
+            die_usage("sensitivity: '%s' tensor '%s' has %lld columns, the dump's %d query heads x %d = %d: --model "
+                      "must be the dump's model", a->model, key, (long long)t->ne[0], nq, d, nq * d);
+        *rows = (int)t->ne[1];
+        *cols = (int)t->ne[0];
+        if (!(wo[l] = malloc((size_t)t->n_elems * sizeof **wo))) die("out of memory");
+        if ((rc = tq_gguf_tensor_to_f32(t, wo[l])) < 0) die_lib(rc, "sensitivity");
+    }
+    tq_gguf_close(g);
+    return wo;
+}
+
 int cmd_sensitivity(int argc, char **argv)
 {
     sens_args a = {0};
@@ -163,8 +315,10 @@ int cmd_sensitivity(int argc, char **argv)
     if (f->min_bits == f->max_bits)
         die_usage("sensitivity: method '%s' has a fixed width (%d bits); choose one with a bits range", f->name,
                   f->min_bits);
+    if (a.closed_loop) return sens_closed_loop(&a, f);
     if (!(so.metric = tq_sens_metric_find(a.metric)))
-        die_usage("sensitivity: unknown metric '%s' (attn_kl, out_rel, nmse, ip_rmse, entropy_collapse)", a.metric);
+        die_usage("sensitivity: unknown metric '%s' (attn_kl, out_rel, out_proj, nmse, ip_rmse, "
+                   "entropy_collapse; cl_kl, cl_dppl with --closed-loop)", a.metric);
     so.tensors[0] = a.tensor != TQ_TENSOR_VALUES;
     so.tensors[1] = a.tensor != TQ_TENSOR_KEYS;
     if (so.tensors[1] && !so.metric->values_ok)
@@ -175,6 +329,8 @@ int cmd_sensitivity(int argc, char **argv)
     report_sens_info info;
     sens_check_dump(&a, &so, &info);
     sens_check_widths(&a, P, bits, &nb, info.head_dim, so.device);
+    float **wo = a.model ? sens_load_wo(&a, &info, &so.wo_rows, &so.wo_cols) : NULL;
+    so.wo = (const float *const *)wo;
     so.params = P;
     so.n_bits = nb;
     tq_progress pg;
@@ -189,6 +345,8 @@ int cmd_sensitivity(int argc, char **argv)
     if (a.outp) report_sens_json(a.outp, &info, &res);
     report_sens_summary(&info, &res, a.top, a.outp);
     tq_sens_free(&res);
+    for (int l = 0; wo && l < info.n_layers; l++) free(wo[l]);
+    free(wo);
     free(P);
     free(a.pos);
     return 0;

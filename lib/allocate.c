@@ -208,3 +208,51 @@ int tq_alloc_rank(int n_units, const double *w, const double *score, int n_cls, 
     free(order);
     return TQ_OK;
 }
+
+typedef struct { int dist, layer, unit; } edge_order;
+
+static int edge_cmp(const void *a, const void *b)
+{
+    const edge_order *x = a, *y = b;
+    if (x->dist != y->dist) return x->dist < y->dist ? -1 : 1;
+    if (x->layer != y->layer) return x->layer < y->layer ? -1 : 1;
+    return (x->unit > y->unit) - (x->unit < y->unit);
+}
+
+int tq_alloc_boundary(const tq_alloc_problem *p, const int *layer, int n_layers, int k_edge, double budget,
+                      int *choice)
+{
+    const int n = p->n_units, K = p->n_opts;
+    if (n <= 0 || K <= 0 || n_layers <= 0 || k_edge < 0)
+        return tq_error_set(TQ_ERR_USAGE, "boundary rule needs units, options, layers and k >= 0 (k = %d)", k_edge);
+    double W = 0, used = 0;
+    int n_mid = 0;
+    edge_order *ord = tq_malloc(sizeof *ord * (size_t)n);
+    if (!ord) return TQ_ERR_NOMEM;
+    for (int u = 0; u < n; u++) {
+        int l = layer[u], d = l < n_layers - 1 - l ? l : n_layers - 1 - l;
+        W += p->w[u];
+        choice[u] = d < k_edge ? K - 1 : 0;
+        used += p->w[u] * p->cost[(size_t)u * K + choice[u]];
+        if (d >= k_edge) ord[n_mid++] = (edge_order){d, l, u};
+    }
+    /* the same 1e-12 relative slack the callers allow a schedule over its budget */
+    double cap = budget * W * (1 + 1e-12);
+    if (used > cap) {
+        free(ord);
+        return tq_error_set(TQ_ERR_USAGE, "the boundary rule's %d edge layer(s) at the top width already average "
+                            "%.4g bits (budget %g)", 2 * k_edge, used / W, budget);
+    }
+    qsort(ord, (size_t)n_mid, sizeof *ord, edge_cmp);
+    for (int lev = 1; lev < K; lev++)
+        for (int i = 0; i < n_mid; i++) {
+            int u = ord[i].unit;
+            double step = p->w[u] * (p->cost[(size_t)u * K + lev] - p->cost[(size_t)u * K + lev - 1]);
+            if (used + step > cap) goto done;
+            used += step;
+            choice[u] = lev;
+        }
+done:
+    free(ord);
+    return TQ_OK;
+}

@@ -38,6 +38,16 @@ double tq_alloc_max_avg(const tq_alloc_problem *p);
  * article's 2.94). cls[n_units] receives class indices 0..n_cls-1. fracs must be >= 0 and sum to 1 (± 1e-9). */
 int tq_alloc_rank(int n_units, const double *w, const double *score, int n_cls, const double *frac, int *cls);
 
+/* Boundary rule (the peers' "first and last layers at higher precision"): units of the first k_edge and last
+ * k_edge of n_layers layers (layer[u]) take the dearest option, the others start at the cheapest and are raised one
+ * option at a time, level by level (all to option 1 first, then to 2, ...), nearest to a boundary first (distance
+ * min(l, n_layers - 1 - l), then layer, then unit index), stopping at the first raise that would take the
+ * weighted-average cost above `budget`. Options must be ordered by cost, ascending, for every unit. TQ_ERR_USAGE
+ * when the boundary units at the dearest option alone exceed the budget (the message gives the smallest feasible
+ * budget) or k_edge < 0. */
+int tq_alloc_boundary(const tq_alloc_problem *p, const int *layer, int n_layers, int k_edge, double budget,
+                      int *choice);
+
 /* Objective and weighted-average cost of a given choice (NaN distortion when an option is unavailable). */
 void tq_alloc_eval(const tq_alloc_problem *p, const int *choice, double *total, double *avg);
 

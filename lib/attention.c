@@ -377,3 +377,93 @@ int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat,
     finish(&acc, v != NULL, out);
     return TQ_OK;
 }
+
+/* ---------- out_proj: the output error through W_o ---------- */
+
+/* Row t of query head g: softmax weights of keys j0..t (exact keys k into p, quantized khat into pq), under spec. */
+static void softmax_row(const float *qt, const float *k, const float *khat, int d, int j0, int n, double scale,
+                        double cap, double *p, double *pq)
+{
+    double m1 = -INFINITY, m2 = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        double a = 0, b = 0;
+        for (int c = 0; c < d; c++) {
+            a += (double)qt[c] * k[(size_t)(j0 + j) * d + c];
+            b += (double)qt[c] * khat[(size_t)(j0 + j) * d + c];
+        }
+        p[j] = a * scale;
+        pq[j] = b * scale;
+        if (cap > 0) {
+            p[j] = cap * tanh(p[j] / cap);
+            pq[j] = cap * tanh(pq[j] / cap);
+        }
+        m1 = fmax(m1, p[j]);
+        m2 = fmax(m2, pq[j]);
+    }
+    double z1 = 0, z2 = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = exp(p[j] - m1);
+        pq[j] = exp(pq[j] - m2);
+        z1 += p[j];
+        z2 += pq[j];
+    }
+    for (int j = 0; j < n; j++) {
+        p[j] /= z1;
+        pq[j] /= z2;
+    }
+}
+
+int tq_attn_out_proj(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
+                     int T, int d, const tq_attn_spec *spec, const float *wo, int n_embd, int ld, double *num,
+                     double *den)
+{
+    *num = *den = NAN;
+    if (!q || !k || !khat || !v || !vhat || !wo || n_q < 1 || T < 1 || d < 1 || n_embd < 1 || ld < n_q * d)
+        return tq_error_set(TQ_ERR_USAGE, "out_proj: bad shapes (n_q %d, T %d, d %d, n_embd %d, ld %d)", n_q, T, d,
+                            n_embd, ld);
+    int rc = spec ? tq_attn_spec_check(spec) : TQ_OK;
+    if (rc < 0) return rc;
+    const int GD = n_q * d;
+    /* exact outputs and their errors, [T][G*d]: the rows the projection multiplies */
+    float *o = tq_malloc((size_t)T * GD * sizeof *o), *e = tq_malloc((size_t)T * GD * sizeof *e);
+    float *yo = tq_malloc((size_t)T * n_embd * sizeof *yo), *ye = tq_malloc((size_t)T * n_embd * sizeof *ye);
+    double *p = tq_malloc((size_t)T * sizeof *p), *pq = tq_malloc((size_t)T * sizeof *pq);
+    if (!o || !e || !yo || !ye || !p || !pq) {
+        rc = TQ_ERR_NOMEM;
+        goto out;
+    }
+    double scale = tq_attn_spec_scale(spec, d), cap = spec ? spec->softcap : 0;
+    int W = spec ? spec->window : 0;
+    for (int g = 0; g < n_q; g++)
+        for (int t = 0; t < T; t++) {
+            int j0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0, n = t - j0 + 1;
+            softmax_row(q + ((size_t)g * T + t) * d, k, khat, d, j0, n, scale, cap, p, pq);
+            for (int c = 0; c < d; c++) {
+                double a = 0, b = 0;
+                for (int j = 0; j < n; j++) {
+                    a += p[j] * v[(size_t)(j0 + j) * d + c];
+                    b += pq[j] * vhat[(size_t)(j0 + j) * d + c];
+                }
+                o[(size_t)t * GD + g * d + c] = (float)a;
+                e[(size_t)t * GD + g * d + c] = (float)(b - a);
+            }
+        }
+    /* y = o W^T over this group's columns: [T][GD] x [n_embd][GD]^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_embd, GD, 1.0f, o, GD, wo, ld, 0.0f, yo, n_embd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_embd, GD, 1.0f, e, GD, wo, ld, 0.0f, ye, n_embd);
+    double sn = 0, sd = 0;
+    for (size_t i = 0; i < (size_t)T * n_embd; i++) {
+        sn += (double)ye[i] * ye[i];
+        sd += (double)yo[i] * yo[i];
+    }
+    *num = sn;
+    *den = sd;
+out:
+    free(o);
+    free(e);
+    free(yo);
+    free(ye);
+    free(p);
+    free(pq);
+    return rc;
+}

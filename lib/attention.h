@@ -47,6 +47,16 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
 /* The same in plain loops, scores, soft-cap and softmax in double. O(T) memory per row; for tests. */
 int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
                      int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out);
+/* The attention-output error propagated through the layer's output projection (the `out_proj` sensitivity metric):
+ * for each position t in [0, T), e_t = sum_g W_g (p̂_{g,t} V̂ − p_{g,t} V) and y_t = sum_g W_g p_{g,t} V, where g runs
+ * over the n_q query heads of one kv head and W_g is query head g's block of d columns of the output projection
+ * (row-major [n_embd][ld]; wo points at the first column of this group's first head, so W_g's column c is
+ * wo[r * ld + g * d + c]). *num = sum_t ||e_t||^2 and *den = sum_t ||y_t||^2; out_proj = num / den. Softmax under
+ * spec in double (as tq_attn_eval_ref); the projection by sgemm. TQ_OK, TQ_ERR_USAGE on bad shapes, TQ_ERR_NOMEM. */
+int tq_attn_out_proj(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
+                     int T, int d, const tq_attn_spec *spec, const float *wo, int n_embd, int ld, double *num,
+                     double *den);
+
 /* Bytes tq_attn_eval allocates at most for a slice of T tokens of dim d under a window (0: global): independent of
  * t_lo, t_hi and n_q, and of T once T exceeds window + TQ_ATTN_TILE. */
 size_t tq_attn_workspace_bytes(int T, int d, int window);

@@ -591,6 +591,7 @@ const tq_sens_metric tq_sens_metrics[] = {
     {"nmse", TQ_MET_NMSE, 1, 0, 0},
     {"ip_rmse", TQ_MET_IP_RMSE, 0, 1, 0},
     {"entropy_collapse", TQ_MET_ENTROPY_COLLAPSE, 0, 1, 1},
+    {"out_proj", TQ_SENS_OUT_PROJ, 1, 1, 0},
 };
 const int tq_sens_n_metrics = (int)(sizeof tq_sens_metrics / sizeof *tq_sens_metrics);
 
@@ -605,6 +606,7 @@ typedef struct {
     double m[2];      /* the metric for keys [0] and values [1] of one (head, bits) */
     tq_metrics mk[2]; /* full metrics, aggregated per layer */
     double btot[2];
+    double opn[2], opd[2]; /* out_proj's numerator and denominator */
     int rc;
     char err[300];
 } sens_task;
@@ -621,8 +623,11 @@ static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int
     float *xh = tq_malloc((size_t)T * d * sizeof(float));
     tq_metrics_opts mo = {.seed = o->seed, .layer = layer, .head = h, .attention = o->metric->attention,
                           .attn = *spec};
-    int need_v = o->metric->met == TQ_MET_OUT_REL;
+    int need_v = o->metric->met == TQ_MET_OUT_REL, oproj = o->metric->met == TQ_SENS_OUT_PROJ;
     r->rc = xh ? TQ_OK : TQ_ERR_NOMEM;
+    if (oproj && r->rc == TQ_OK && (!o->wo || !o->wo[layer] || !q || !v || o->wo_cols < (h + 1) * G * d))
+        r->rc = tq_error_set(TQ_ERR_USAGE, "out_proj needs the layer's output projection (%d columns for kv head %d "
+                             "of %d query heads x %d), its queries and values", (h + 1) * G * d, h, G, d);
     tq_error_clear();
     for (int t = 0; t < 2 && r->rc == TQ_OK; t++) {
         r->m[t] = NAN;
@@ -630,6 +635,17 @@ static void sens_eval(const tq_sens_opts *o, const tq_qparams *p, int layer, int
         tq_metrics mk, mv;
         r->rc = tq_roundtrip(o->device, p, (tq_slice_id){layer, h, t}, t ? v : k, T, d, xh, &r->btot[t]);
         if (r->rc < 0) break;
+        if (oproj) { /* the output error through W_o: this kv head's query heads' block of columns */
+            const float *wo = o->wo[layer] + (size_t)h * G * d;
+            r->rc = t == TQ_TENSOR_KEYS
+                        ? tq_attn_out_proj(q, G, k, xh, v, v, T, d, spec, wo, o->wo_rows, o->wo_cols, &r->opn[t],
+                                           &r->opd[t])
+                        : tq_attn_out_proj(q, G, k, k, v, xh, T, d, spec, wo, o->wo_rows, o->wo_cols, &r->opn[t],
+                                           &r->opd[t]);
+            r->m[t] = r->opd[t] > 0 ? r->opn[t] / r->opd[t] : NAN;
+            memset(&r->mk[t], 0, sizeof r->mk[t]);
+            continue;
+        }
         if (t == TQ_TENSOR_KEYS)
             r->rc = tq_metrics_head(&mo, q, G, k, xh, need_v ? v : NULL, need_v ? v : NULL, T, d, &mk,
                                     need_v ? &mv : NULL);
@@ -654,7 +670,7 @@ static int sens_collect(const tq_sens_opts *o, tq_sens_result *R, int l, int nl,
         for (int b = 0; b < nb; b++) {
             tq_metrics_acc acc;
             tq_metrics_acc_init(&acc);
-            double bt = 0, w = 0;
+            double bt = 0, w = 0, opn = 0, opd = 0;
             for (int h = 0; h < nkv; h++) {
                 const sens_task *r = &res[h * nb + b];
                 if (r->rc < 0)
@@ -668,6 +684,8 @@ static int sens_collect(const tq_sens_opts *o, tq_sens_result *R, int l, int nl,
                     u->coords = coords;
                 } else {
                     tq_metrics_acc_add(&acc, &r->mk[t]);
+                    opn += r->opn[t];
+                    opd += r->opd[t];
                     bt += r->btot[t] * coords;
                     w += coords;
                 }
@@ -676,7 +694,8 @@ static int sens_collect(const tq_sens_opts *o, tq_sens_result *R, int l, int nl,
                 tq_metrics mean;
                 tq_metrics_acc_mean(&acc, &mean);
                 tq_sens_unit *u = &R->units[base + l];
-                u->metric[b] = mean.v[o->metric->met];
+                u->metric[b] = o->metric->met == TQ_SENS_OUT_PROJ ? (opd > 0 ? opn / opd : NAN)
+                                                                   : mean.v[o->metric->met];
                 u->bits_total[b] = bt / w;
                 u->coords = w;
             }
@@ -748,6 +767,8 @@ int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *R)
             memcpy(res[j].m, e.m, sizeof e.m);
             memcpy(res[j].mk, e.mk, sizeof e.mk);
             memcpy(res[j].btot, e.btot, sizeof e.btot);
+            memcpy(res[j].opn, e.opn, sizeof e.opn);
+            memcpy(res[j].opd, e.opd, sizeof e.opd);
             if (res[j].rc < 0) snprintf(res[j].err, sizeof res[j].err, "%s", tq_error_msg());
         }
         rc = sens_collect(o, R, l, nl, nkv, &L, res);
@@ -778,6 +799,8 @@ int tq_sens_unit_run(const tq_sens_opts *o, tq_eval_reader **rdp, int layer, int
     memcpy(r->m, t.m, sizeof t.m);
     memcpy(r->mk, t.mk, sizeof t.mk);
     memcpy(r->btot, t.btot, sizeof t.btot);
+    memcpy(r->opn, t.opn, sizeof t.opn);
+    memcpy(r->opd, t.opd, sizeof t.opd);
     return TQ_OK;
 }
 

@@ -144,8 +144,11 @@ int tq_eval_slice(tq_device dev, const tq_eval_config *c, const tq_schedule *sch
 
 /* ---- sensitivity: distortion curves for bit schedules ---- */
 
-/* The metrics a schedule can minimise (lower is better), what they need and which tensors they respond to. */
+/* The metrics a schedule can minimise (lower is better), what they need and which tensors they respond to. met is a
+ * TQ_MET_* of lib/metrics.h, or TQ_SENS_OUT_PROJ: the attention-output error through the layer's output projection
+ * (tq_attn_out_proj), which needs tq_sens_opts.wo. */
 typedef struct { const char *name; int met; int values_ok; int needs_queries; int attention; } tq_sens_metric;
+#define TQ_SENS_OUT_PROJ TQ_MET_COUNT
 extern const tq_sens_metric tq_sens_metrics[];
 extern const int tq_sens_n_metrics;
 const tq_sens_metric *tq_sens_metric_find(const char *name);
@@ -155,6 +158,7 @@ typedef struct {
     double m[2];
     tq_metrics mk[2];
     double btot[2];
+    double opn[2], opd[2];      /* out_proj: sum_t ||W_o e_t||^2 and sum_t ||W_o y_t||^2 (tq_attn_out_proj) */
 } tq_sens_slice;
 
 typedef struct {
@@ -172,6 +176,12 @@ typedef struct {
     /* Results computed elsewhere (MPI ranks), or NULL: as tq_eval_opts.precomputed, per (layer, kv head, width). */
     int (*precomputed)(void *ctx, int layer, int head, int b, tq_sens_slice *r);
     void *precomputed_ctx;
+    /* out_proj: each layer's output projection, row-major [wo_rows = hidden][wo_cols = query heads x head_dim]
+     * (query head j's block is columns j*d..j*d+d-1, kv head h's group the heads h*G..h*G+G-1); NULL otherwise.
+     * A layer unit's out_proj is sum_h num_h / sum_h den_h over its kv heads (their errors added as if
+     * independent). */
+    const float *const *wo;
+    int wo_rows, wo_cols;
 } tq_sens_opts;
 
 typedef struct {

@@ -48,9 +48,10 @@ struct tq_kvq {
 };
 
 /* The parameters of (layer, head, tensor), or NULL when the tensor stays exact. */
-static int opts_slice_params(const tq_kvq_opts *o, int layer, int head, int tensor, tq_qparams *p)
+static int opts_slice_params(const tq_kvq_opts *o, int H, int layer, int head, int tensor, tq_qparams *p)
 {
     if (o->keep && o->keep[layer]) return 0;
+    if (o->only && !o->only[layer * H + head]) return 0;
     *p = tensor == TQ_TENSOR_KEYS ? o->cfg.k : o->cfg.v;
     if (p->method < 0 || p->method == TQ_M_FP16) return 0; /* fp16: the reference cache itself (kvquant.h) */
     if (o->sched) {
@@ -63,7 +64,7 @@ static int opts_slice_params(const tq_kvq_opts *o, int layer, int head, int tens
 
 static int slice_params(const tq_kvq *q, int layer, int head, int tensor, tq_qparams *p)
 {
-    return opts_slice_params(&q->o, layer, head, tensor, p);
+    return opts_slice_params(&q->o, q->H, layer, head, tensor, p);
 }
 
 /* Block size of a tensor's quantizer: 0 = each row when written. */
@@ -483,20 +484,16 @@ int tq_ppl_reference(tq_model *m, const int32_t *tok, int T, int prompt, int chu
     return TQ_OK;
 }
 
-int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
-               int flags, float *logits_out, tq_ppl_result *r)
+/* One pass with q (NULL: the reference cache) attached, scored into r (tq_ppl_run's semantics). */
+static int ppl_run_q(tq_model *m, tq_kvq *q, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
+                     int flags, float *logits_out, tq_ppl_result *r)
 {
-    memset(r, 0, sizeof *r);
-    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
-    tq_kvq *q = NULL;
     int st;
-    if (o && (st = tq_kvq_create(o, m, &q)) < 0) return st;
     if (q && (flags & TQ_PPL_PER_LAYER)) {
         r->n_layers = q->L;
         r->layer = tq_calloc((size_t)q->L, sizeof *r->layer);
         st = r->layer ? tq_kvq_track_layers(q, T) : TQ_ERR_NOMEM;
         if (st < 0) {
-            tq_kvq_free(q);
             tq_ppl_result_free(r);
             return st;
         }
@@ -505,7 +502,6 @@ int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int
         r->pos_kl = tq_calloc((size_t)T, sizeof *r->pos_kl);
         r->pos_dlogp = tq_calloc((size_t)T, sizeof *r->pos_dlogp);
         if (!r->pos_kl || !r->pos_dlogp) {
-            tq_kvq_free(q);
             tq_ppl_result_free(r);
             return TQ_ERR_NOMEM;
         }
@@ -525,6 +521,18 @@ int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int
         for (int l = 0; l < r->n_layers && r->layer; l++) tq_kvq_layer_stats(q, l, &r->layer[l]);
     } else
         tq_ppl_result_free(r);
+    return st;
+}
+
+int tq_ppl_run(tq_model *m, const tq_kvq_opts *o, const int32_t *tok, int T, int prompt, int chunk, const float *ref,
+               int flags, float *logits_out, tq_ppl_result *r)
+{
+    memset(r, 0, sizeof *r);
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "perplexity needs at least 2 tokens, got %d", T);
+    tq_kvq *q = NULL;
+    int st;
+    if (o && (st = tq_kvq_create(o, m, &q)) < 0) return st;
+    st = ppl_run_q(m, q, tok, T, prompt, chunk, ref, flags, logits_out, r);
     tq_kvq_free(q);
     return st;
 }
@@ -585,7 +593,7 @@ int tq_kvq_cuda_supports(const tq_kvq_opts *o, const tq_model *m)
         for (int h = 0; h < mc->n_kv_head; h++)
             for (int t = 0; t < 2; t++) {
                 tq_qparams p;
-                if (!opts_slice_params(o, l, h, t, &p)) continue;
+                if (!opts_slice_params(o, mc->n_kv_head, l, h, t, &p)) continue;
                 int lo = t == 0 && p.method == TQ_M_TURBO_PROD ? 2 : 1, hi = lo + 3;
                 if (p.bits < lo || p.bits > hi)
                     return tq_error_set(TQ_ERR_USAGE, "the GPU model loop (--device cuda) runs %s %s at %d..%d bits, "
@@ -619,7 +627,7 @@ int tq_kvq_cuda_cache(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o,
             for (int t = 0; t < 2 && st >= 0; t++) {
                 tq_qparams p;
                 size_t i = (size_t)t * ns + (size_t)l * H + h;
-                if (!opts_slice_params(o, l, h, t, &p)) {
+                if (!opts_slice_params(o, H, l, h, t, &p)) {
                     keep[l] = 1; /* only --keep-layers leaves a slice exact here (tq_kvq_cuda_supports) */
                     bits += 16.0;
                     continue;
@@ -717,5 +725,73 @@ int tq_ppl_run_cuda(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, c
     r->kl = s.kl / np;
     r->top1 = s.top1 / np;
     r->bits_total = bits;
+    return TQ_OK;
+}
+
+/* ---------- closed-loop sensitivity ---------- */
+
+int tq_cl_sensitivity(tq_model *m, const int32_t *tok, int T, const tq_cl_sens_opts *o, tq_sens_result *R,
+                      double **dppl)
+{
+    memset(R, 0, sizeof *R);
+    if (dppl) *dppl = NULL;
+    if (T < 2) return tq_error_set(TQ_ERR_USAGE, "closed-loop sensitivity needs at least 2 tokens, got %d", T);
+    if (o->n_bits < 1 || !o->params || !o->ref || !(o->tensors[0] || o->tensors[1]))
+        return tq_error_set(TQ_ERR_USAGE, "closed-loop sensitivity: no bit width, tensor or reference");
+    const tq_model_config *mc = tq_model_get_config(m);
+    const int L = mc->n_layers, H = mc->n_kv_head, d = mc->head_dim, nb = o->n_bits, hu = o->per_head ? H : 1;
+    const int nt = !!o->tensors[0] + !!o->tensors[1];
+    const tq_format *f = tq_format_of(o->params[0].method);
+    R->n = nt * L * hu;
+    R->units = tq_calloc((size_t)R->n, sizeof *R->units);
+    R->store = tq_calloc((size_t)R->n * 3 * nb, sizeof *R->store);
+    double *dp = tq_calloc((size_t)R->n * nb, sizeof *dp);
+    unsigned char *only = tq_calloc((size_t)L * H, 1);
+    int st = R->units && R->store && dp && only ? TQ_OK : TQ_ERR_NOMEM;
+    long done = 0, total = (long)R->n * nb;
+    if (st == TQ_OK && o->progress) o->progress(o->progress_ctx, "closed loop", 0, total);
+    for (int i = 0, t = 0; t < 2 && st == TQ_OK; t++) {
+        if (!o->tensors[t]) continue;
+        for (int l = 0; l < L && st == TQ_OK; l++)
+            for (int h = 0; h < hu && st == TQ_OK; h++, i++) {
+                double *s = R->store + (size_t)i * 3 * nb;
+                tq_sens_unit *u = &R->units[i];
+                *u = (tq_sens_unit){t, l, o->per_head ? h : -1, mc->layer[l].sliding_window,
+                                    (double)T * d * (o->per_head ? 1 : H), s, s + nb, s + 2 * nb};
+                memset(only, 0, (size_t)L * H);
+                for (int k = 0; k < H; k++) only[l * H + k] = !o->per_head || k == h;
+                for (int b = 0; b < nb && st == TQ_OK; b++) {
+                    tq_kvq_opts ko = {.prompt = o->prompt, .device = o->device, .only = only};
+                    ko.cfg.k = o->params[b];
+                    ko.cfg.v = o->params[b];
+                    if (t == TQ_TENSOR_KEYS) ko.cfg.v.method = -1; /* the other tensor stays exact */
+                    else ko.cfg.k.method = TQ_M_FP16;
+                    u->bits_code[b] = f->bits_code(&o->params[b], d);
+                    tq_kvq *q = NULL;
+                    tq_ppl_result r;
+                    memset(&r, 0, sizeof r);
+                    if ((st = tq_kvq_create(&ko, m, &q)) < 0) break;
+                    st = ppl_run_q(m, q, tok, T, o->prompt, tq_kvq_grid(&ko, o->chunk), o->ref, 0, NULL, &r);
+                    if (st >= 0) {
+                        u->metric[b] = r.kl;
+                        u->bits_total[b] = q->qvals > 0 ? q->qbits / q->qvals : NAN;
+                        dp[(size_t)i * nb + b] = 100.0 * (r.ppl / r.ppl_ref - 1.0);
+                    } else
+                        tq_error_prefix(st, "closed-loop sensitivity, %s layer %d%s at %d bits: ", tq_tensor_name(t),
+                                        l, o->per_head ? " (one kv head)" : "", o->params[b].bits);
+                    tq_ppl_result_free(&r);
+                    tq_kvq_free(q);
+                    if (st >= 0 && o->progress) o->progress(o->progress_ctx, "closed loop", ++done, total);
+                }
+            }
+    }
+    free(only);
+    if (st < 0) {
+        free(dp);
+        tq_sens_free(R);
+        return st;
+    }
+    if (dppl) *dppl = dp;
+    else free(dp);
     return TQ_OK;
 }

@@ -36,6 +36,8 @@ typedef struct {
     int prefill_fp16;            /* 1: the first `prompt` positions stay exact */
     int prompt;                  /* the prompt (first chunk) length */
     tq_device device;
+    const unsigned char *only;   /* n_layers x n_kv_heads flags: quantize only these (layer, kv head) slices, the
+                                  * rest stay exact (the closed-loop sensitivity scan's units); NULL: all */
 } tq_kvq_opts;
 
 typedef struct tq_kvq tq_kvq;
@@ -115,5 +117,28 @@ int tq_ppl_reference_cuda(const tq_model *m, tq_cuda_model *g, const int32_t *to
 /* One configuration on the GPU (o->device is not read): r as tq_ppl_run's (TQ_PPL_PER_LAYER refused). */
 int tq_ppl_run_cuda(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, const int32_t *tok, int T,
                     const float *ref, int flags, float *logits_out, tq_ppl_result *r, double *seconds);
+
+/* ---- closed-loop sensitivity: one unit quantized at a time in the loop ---- */
+
+typedef struct {
+    const tq_qparams *params;   /* one per candidate width, same method */
+    int n_bits;
+    int tensors[2];             /* scan keys [0] / values [1]: each quantized alone, the other tensor exact */
+    int per_head;               /* units (layer, kv head) instead of layers */
+    int prompt, chunk;          /* as tq_ppl_run (the chunk on the grid of every width: tq_kvq_grid) */
+    tq_device device;
+    const float *ref;           /* tq_ppl_reference over the same tokens, prompt and chunk: shared by every unit */
+    tq_progress_fn progress;    /* may be NULL: called with (units x widths) done */
+    void *progress_ctx;
+} tq_cl_sens_opts;
+
+/* For every unit (tensor, layer[, kv head]) and width: the model run over tok[0..T) with only that unit's cache
+ * quantized (quantized prefill, no recent window: tq_kvq_opts.only; every other slice exact), scored against o->ref.
+ * out gets tq_sensitivity's units — metric[b] = mean next-token KL(p_ref || p_q) (README "cl_kl"), coords = T x d
+ * (x kv heads for a layer), bits_code from the format, bits_total = the quantized rows' stored bits — in tensor,
+ * layer, head order; dppl (may be NULL) a malloc'd [n_units x n_bits] of 100 (ppl / ppl_ref - 1) in the same order.
+ * A layer unit's numbers equal tq_ppl_run with keep = every other layer, bit for bit. */
+int tq_cl_sensitivity(tq_model *m, const int32_t *tok, int T, const tq_cl_sens_opts *o, tq_sens_result *out,
+                      double **dppl);
 
 #endif

@@ -177,6 +177,42 @@ static void test_rank(void)
           "fractions not summing to 1: %s", tq_error_msg());
 }
 
+/* The boundary rule against schedules worked out by hand. */
+static void test_boundary(void)
+{
+    enum { N = 30, K = 3 };
+    double w[N], cost[N * K], dist[N * K];
+    int layer[N], c[N];
+    for (int u = 0; u < N; u++) {
+        w[u] = 1;
+        layer[u] = u;
+        for (int k = 0; k < K; k++) cost[u * K + k] = 2 + k, dist[u * K + k] = 1;
+    }
+    tq_alloc_problem p = {N, K, w, cost, dist};
+    /* 3.0 bits, k = 1: layers 0, 29 at 4 (8 bits), 28 middle layers at 2 (56): 26 of the 90 - 64 bits raise the 26
+     * middle layers nearest an edge to 3; the two middle-most (14, 15: distance 14) stay at 2 */
+    CHECK(tq_alloc_boundary(&p, layer, N, 1, 3.0, c) == TQ_OK, "boundary 3.0: %s", tq_error_msg());
+    int ok = 1;
+    for (int u = 0; u < N; u++) ok &= c[u] == (u == 0 || u == 29 ? 2 : u == 14 || u == 15 ? 0 : 1);
+    CHECK(ok, "boundary 3.0, k 1: layers 0 and 29 at 4 bits, 14 and 15 at 2, the rest 3");
+    /* 3.5 bits, k = 2: 4 edge layers at 4 (16), 26 at 3 (78) after level 1; 105 - 94 = 11 raise to 4 in the order
+     * 2, 27, 3, 26, 4, 25, 5, 24, 6, 23, 7: layers 0-7 and 23-29 at 4 bits, 8-22 at 3 */
+    CHECK(tq_alloc_boundary(&p, layer, N, 2, 3.5, c) == TQ_OK, "boundary 3.5: %s", tq_error_msg());
+    ok = 1;
+    for (int u = 0; u < N; u++) ok &= c[u] == (u <= 7 || u >= 23 ? 2 : 1);
+    CHECK(ok, "boundary 3.5, k 2: layers 0-7 and 23-29 at 4 bits");
+    /* unequal weights: a raise that does not fit stops the rule (no smaller unit later takes the slack) */
+    double w2[4] = {1, 4, 1, 1}, c2[8] = {2, 4, 2, 4, 2, 4, 2, 4}, d2[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int l2[4] = {0, 1, 2, 3}, ch[4];
+    tq_alloc_problem p2 = {4, 2, w2, c2, d2};
+    /* W = 7, budget 3.0 -> 21 bits; edges 0, 3 at 4 (8), 1 and 2 at 2 (10): 18; raising layer 1 (distance 1, first
+     * by layer index) costs 8 > 3, so nothing is raised, though layer 2 (cost 2) would have fitted */
+    CHECK(tq_alloc_boundary(&p2, l2, 4, 1, 3.0, ch) == TQ_OK && ch[0] == 1 && ch[1] == 0 && ch[2] == 0 && ch[3] == 1,
+          "boundary stops at the first raise over budget: %d %d %d %d", ch[0], ch[1], ch[2], ch[3]);
+    CHECK(tq_alloc_boundary(&p, layer, N, 1, 2.05, c) == TQ_ERR_USAGE && strstr(tq_error_msg(), "2.133"),
+          "budget below the edges: %s", tq_error_msg());
+}
+
 static void test_errors(void)
 {
     double w[2] = {1, 1}, cost[4] = {2, 3, 2, 3}, dist[4] = {1, 0.5, NAN, NAN};
@@ -201,6 +237,7 @@ int main(void)
     test_brute_force();
     test_convex_greedy();
     test_rank();
+    test_boundary();
     test_errors();
     TQ_TEST_END();
 }

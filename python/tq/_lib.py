@@ -138,7 +138,8 @@ class SensOpts(C.Structure):
     _fields_ = [("dump", c_char_p), ("params", C.POINTER(QParams)), ("n_bits", c_int),
                 ("metric", C.POINTER(SensMetric)), ("tensors", c_int * 2), ("per_head", c_int), ("tokens", c_int),
                 ("threads", c_int), ("seed", c_u64), ("device", c_int), ("progress", PROGRESS_FN),
-                ("progress_ctx", c_void_p), ("precomputed", c_void_p), ("precomputed_ctx", c_void_p)]
+                ("progress_ctx", c_void_p), ("precomputed", c_void_p), ("precomputed_ctx", c_void_p),
+                ("wo", c_void_p), ("wo_rows", c_int), ("wo_cols", c_int)]
 
 
 class SensUnit(C.Structure):
@@ -159,7 +160,7 @@ class ModelConfig(C.Structure):  # lib/model.h tq_model_config (the fields read 
 
 class KvqOpts(C.Structure):  # lib/kvquant.h tq_kvq_opts
     _fields_ = [("cfg", EvalConfig), ("sched", c_void_p), ("recent", c_int), ("keep", C.POINTER(C.c_ubyte)),
-                ("prefill_fp16", c_int), ("prompt", c_int), ("device", c_int)]
+                ("prefill_fp16", c_int), ("prompt", c_int), ("device", c_int), ("only", C.POINTER(C.c_ubyte))]
 
 
 class PplResult(C.Structure):  # lib/kvquant.h tq_ppl_result

@@ -148,7 +148,7 @@ expect_fail "bits not scanned" 2 "6 bits were not scanned .* \(it has 1,2,3,4\)"
     "$TQ" mixed-schedule "$T/s.json" --budget 3 --bits 2,6
 expect_fail "bits out of range" 2 "option '--bits' is 9" -- "$TQ" mixed-schedule "$T/s.json" --budget 3 --bits 2-9
 expect_fail "no budget" 2 "needs --budget" -- "$TQ" mixed-schedule "$T/s.json"
-expect_fail "bad policy" 2 "expected optimal or rank" -- "$TQ" mixed-schedule "$T/s.json" --budget 3 --policy greedy
+expect_fail "bad policy" 2 "expected optimal, rank or boundary" -- "$TQ" mixed-schedule "$T/s.json" --budget 3 --policy greedy
 expect_fail "bad side info" 2 "expected include or exclude" -- "$TQ" mixed-schedule "$T/s.json" --budget 3 --side-info yes
 expect_fail "fractions sum" 2 "sum to 1.1" -- "$TQ" mixed-schedule "$T/s.json" --policy rank --fractions 0.3,0.5,0.3
 expect_fail "fractions count" 2 "2 values for 3 bit widths" -- "$TQ" mixed-schedule "$T/s.json" --policy rank --fractions 0.5,0.5
@@ -188,6 +188,30 @@ expect_fail "sweep: values unspecified" 2 "has no values bits; add --values none
 printf '{"tq_schedule": 1, "keys": [3, 3, 3, 3, 3, 3, 3, 9]}' > "$T/b9.json"
 expect_fail "sweep: bits 9 in the file" 1 "bits 9 out of range 1..8" -- \
     "$TQ" sweep "$T/h.h5" --schedule "$T/b9.json" --methods $M --values none
+# --policy boundary against the hand-worked schedule: 8 layers at 3.0 bits, k = 1: layers 0 and 7 at 4 bits (8),
+# the six middle ones from 2 bits (12) raised nearest-the-edge first while 24 bits last: 1, 6, 2, 5 -> 3 bits
+expect_ok "boundary" -- "$TQ" mixed-schedule "$T/s.json" --policy boundary --bits 2,3,4 --budget 3.0 \
+    -o "$T/bd.json"
+check "boundary schedule" python3 -c "
+import json, sys; s = json.load(open('$T/bd.json'))
+assert s['keys'] == [4, 3, 3, 2, 2, 3, 3, 4] and s['policy'] == 'boundary' and s['boundary'] == 1, s
+assert s['achieved_bits'] == 3.0"
+# per head: the 2 heads of a layer share its distance to the edge; k = 2 at 3.5 bits: layers 0, 1, 6, 7 at 4 (32
+# bits of 16 units x 3.5 = 56), the 8 middle units from 2 (16): the 8 bits left raise all 8 to 3, none to 4
+expect_ok "boundary per head" -- "$TQ" mixed-schedule "$T/sh.json" --policy boundary --bits 2,3,4 --boundary 2 \
+    --budget 3.5 \
+    -o "$T/bdh.json"
+check "boundary per-head schedule" python3 -c "
+import json; s = json.load(open('$T/bdh.json'))
+assert s['keys'] == [[4, 4], [4, 4], [3, 3], [3, 3], [3, 3], [3, 3], [4, 4], [4, 4]], s['keys']"
+expect_fail "boundary budget too low" 2 "edge layer\(s\) at the top width already average 2.5 bits" -- \
+    "$TQ" mixed-schedule "$T/s.json" --policy boundary --bits 2,3,4 --budget 2.2
+expect_fail "boundary needs budget" 2 "policy boundary needs --budget" -- "$TQ" mixed-schedule "$T/s.json" \
+    --policy boundary
+expect_fail "--boundary without the policy" 2 "--boundary goes with --policy boundary" -- \
+    "$TQ" mixed-schedule "$T/s.json" --boundary 2 --budget 3
+expect_fail "--boundary too wide" 2 "--boundary 5 takes more than the 8 layers" -- \
+    "$TQ" mixed-schedule "$T/s.json" --policy boundary --boundary 5 --budget 3
 expect_ok "help" -- "$TQ" mixed-schedule --help
 check "help is usage on stdout" grep -q "^usage: tq mixed-schedule " "$T/out"
 check "no stray temporary files" [ -z "$(ls "$T" | grep '\.tmp\.')" ]
