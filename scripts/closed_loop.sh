@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # closed_loop.sh: the runs behind results/closed_loop/ (README "Closed loop"): tq perplexity on SmolLM2-135M over
 # 512 tokens and Gemma-3-270M over 1024 tokens (its 512-token sliding windows act); tq generate on SmolLM2 (three
-# chat prompts, 64 greedy tokens) and its passkey retrieval (256-token context, 20 keys per cell); then the plots.
+# chat prompts, 64 greedy tokens) and its passkey retrieval (128-token context, 20 keys per cell); then the plots.
 # Usage: bash scripts/closed_loop.sh [smollm2|gemma3|gemma3-3bit|generate|needle|needle-gemma3|gemma3-merge|
 #        needle-merge|plot]... (default: smollm2 gemma3 plot). JOBS=N runs N jobs at a time; finished jobs are cached
 #        in build/closed_loop/ and skipped on the next call.
