@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "report.h"
 #include "schedule.h"
+#include "tokenizer.h"
 
 /* --keep-layers: all, none or a list */
 static unsigned char *keep_layers(const char *spec, int L, const char *model)
@@ -141,20 +142,23 @@ void cl_table_begin(FILE *f, cl_table *t, int fmt, const char *tag, const char *
     }
 }
 
-static void text_cell(FILE *f, int fmt, const char *s)
+/* A text cell, valid UTF-8 in every format: generated text can end inside a character (a byte-level token holding
+ * part of one), and each incomplete or ill-formed sequence becomes U+FFFD (lib/tokenizer.h tq_utf8_sanitize). */
+static void text_cell(FILE *f, int fmt, const char *raw)
 {
-    if (fmt == REPORT_JSON) {
-        json_str(f, s);
-        return;
-    }
-    if (fmt == REPORT_CSV) {
+    char *v;
+    size_t n;
+    if (tq_utf8_sanitize(raw, strlen(raw), &v, &n) < 0) die("out of memory");
+    const char *s = v;
+    if (fmt == REPORT_JSON) json_str(f, s);
+    else if (fmt == REPORT_CSV) {
         int q = strpbrk(s, ",\"\n\r") != NULL;
         if (q) fputc('"', f);
         for (; *s; s++) fputs(*s == '"' && q ? "\"\"" : (char[2]){*s, 0}, f);
         if (q) fputc('"', f);
-        return;
-    }
-    for (; *s; s++) fputs(*s == '|' ? "\\|" : *s == '\n' ? "\\n" : *s == '\r' ? "\\r" : (char[2]){*s, 0}, f);
+    } else
+        for (; *s; s++) fputs(*s == '|' ? "\\|" : *s == '\n' ? "\\n" : *s == '\r' ? "\\r" : (char[2]){*s, 0}, f);
+    free(v);
 }
 
 void cl_table_row(FILE *f, cl_table *t, const char *const *text, const double *num)

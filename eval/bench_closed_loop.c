@@ -17,10 +17,11 @@
 #include "tq.h"
 
 static const char usage[] =
-    "usage: bench_closed_loop [--reps R] [--threads N] [--skip-gemma] [-o FILE.md]\n"
+    "usage: bench_closed_loop [--reps R] [--threads N] [--skip-gemma] [--only METHOD] [-o FILE.md]\n"
     "  --reps R      timed passes per configuration, alternating with the fp16-cache pass (default 3; medians)\n"
     "  --threads N   OpenBLAS threads of the forward pass (default 1)\n"
     "  --skip-gemma  SmolLM2 only\n"
+    "  --only METHOD the configurations of one method (e.g. polar) against the fp16-cache pass, no sweep\n"
     "  -o FILE.md    the report (default results/bench/closed_loop.md; written to a temporary name, then renamed)\n";
 
 #define TEXT "results/closed_loop/text.txt"
@@ -256,7 +257,7 @@ static int sweep_section(FILE *f, int T, int threads)
 
 int main(int argc, char **argv)
 {
-    int reps = 3, threads = 1, gemma = 1;
+    int reps = 3, threads = 1, gemma = 1, only = -1;
     const char *out = "results/bench/closed_loop.md";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -273,6 +274,11 @@ int main(int argc, char **argv)
             continue;
         }
         if (v && !strcmp(a, "--threads") && (threads = atoi(v)) >= 1 && threads <= 256) {
+            i++;
+            continue;
+        }
+        if (v && !strcmp(a, "--only") && tq_format_by_name(v)) {
+            only = tq_format_by_name(v)->method;
             i++;
             continue;
         }
@@ -301,10 +307,18 @@ int main(int argc, char **argv)
         opts_of(TQ_M_TURBO_PROD, 3, TQ_ROT_DENSE, 0), opts_of(TQ_M_POLAR, 3, TQ_ROT_DENSE, 0),
         opts_of(TQ_M_KIVI, 2, 0, 32), opts_of(TQ_M_INT8, 8, 0, 0),
     };
-    const tq_kvq_opts gem[] = {opts_of(TQ_M_TURBO_MSE, 3, TQ_ROT_DENSE, 0), opts_of(TQ_M_TURBO_PROD, 3, TQ_ROT_DENSE, 0)};
-    int rc = ratio_section(f, "smollm2", 512, smol, 6, reps, threads);
-    if (rc >= 0 && gemma) rc = ratio_section(f, "gemma3", 256, gem, 2, reps, threads);
-    if (rc >= 0) rc = sweep_section(f, 512, threads);
+    const tq_kvq_opts gem[] = {opts_of(TQ_M_TURBO_MSE, 3, TQ_ROT_DENSE, 0), opts_of(TQ_M_TURBO_PROD, 3, TQ_ROT_DENSE, 0),
+                               opts_of(TQ_M_POLAR, 3, TQ_ROT_DENSE, 0)};
+    /* --only: keep one method's configurations (a quick before/after of one quantizer's cost) */
+    tq_kvq_opts s1[6], g1[3];
+    int ns = 0, ng = 0;
+    for (int c = 0; c < 6; c++)
+        if (only < 0 || smol[c].cfg.k.method == only) s1[ns++] = smol[c];
+    for (int c = 0; c < 3; c++)
+        if (only < 0 || gem[c].cfg.k.method == only) g1[ng++] = gem[c];
+    int rc = ns ? ratio_section(f, "smollm2", 512, s1, ns, reps, threads) : TQ_OK;
+    if (rc >= 0 && gemma && ng) rc = ratio_section(f, "gemma3", 256, g1, ng, reps, threads);
+    if (rc >= 0 && only < 0) rc = sweep_section(f, 512, threads);
     if (rc < 0) {
         fprintf(stderr, "bench_closed_loop: %s\n", tq_error_msg());
         fclose(f);

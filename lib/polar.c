@@ -28,10 +28,21 @@
 typedef struct {
     int ready;
     float cent[256], thr[255]; /* centroids, decision thresholds (midpoints), ascending */
+    float cos_c[256], sin_c[256]; /* cosf / sinf of each centroid: the decoder's per-node trig, looked up */
     double mse;                /* E (psi - c(psi))^2 under the density */
 } polar_cb;
 
 static polar_cb polar_cache[TQ_POLAR_MAX_LEVELS + 1][9];
+
+/* Level 1's decoder trig per bit width: (float)cos and (float)sin of each cell centre (k + 0.5) 2pi/2^b, computed
+ * in double exactly as a per-pair evaluation would, so a lookup gives the same floats (the closed loop's polar pass
+ * spent most of its quantizer time in these calls: README "Closed loop", Speed). */
+typedef struct {
+    int ready;
+    float c[256], s[256];
+} polar_trig;
+
+static polar_trig polar_trig1[9];
 static pthread_mutex_t polar_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int lloyd_angle(int level, int bits, polar_cb *cb)
@@ -85,7 +96,11 @@ static int lloyd_angle(int level, int bits, polar_cb *cb)
         err += w[i] * (t - cent[k]) * (t - cent[k]);
     }
     cb->mse = err / c0[N];
-    for (int j = 0; j < K; j++) cb->cent[j] = (float)cent[j];
+    for (int j = 0; j < K; j++) {
+        cb->cent[j] = (float)cent[j];
+        cb->cos_c[j] = cosf(cb->cent[j]);
+        cb->sin_c[j] = sinf(cb->cent[j]);
+    }
     for (int j = 0; j + 1 < K; j++) cb->thr[j] = (float)(0.5 * (cent[j] + cent[j + 1]));
     free(w); free(c0); free(c1); free(cent); free(cut);
     return TQ_OK;
@@ -100,6 +115,24 @@ static const polar_cb *polar_codebook(int level, int bits)
     const polar_cb *out = cb->ready ? cb : NULL;
     pthread_mutex_unlock(&polar_lock);
     return out;
+}
+
+/* The cached level-1 trig table of `bits` (thread-safe; always succeeds). */
+static const polar_trig *polar_trig_level1(int bits)
+{
+    pthread_mutex_lock(&polar_lock);
+    polar_trig *t = &polar_trig1[bits];
+    if (!t->ready) {
+        const double delta = TWO_PI / (double)(1 << bits);
+        for (int k = 0; k < 1 << bits; k++) {
+            double th = (k + 0.5) * delta;
+            t->c[k] = (float)cos(th);
+            t->s[k] = (float)sin(th);
+        }
+        t->ready = 1;
+    }
+    pthread_mutex_unlock(&polar_lock);
+    return t;
 }
 
 /* Mean squared angle error of level `level` at `bits` (level 1: uniform cells, (2pi/2^b)^2/12). To first order in
@@ -163,28 +196,39 @@ static double polar_bits_total(const tq_qparams *p, int n, int d)
     return (row + radii) / d;
 }
 
+/* b <= 8 bits at bit *pos of the row, least significant first: they span at most two bytes (bit 7 + 8 <= 16), so
+ * one shifted 16-bit window writes or reads them (the bytes of a bit-by-bit loop, at a fraction of its cost). The
+ * row starts zeroed, and a code never writes past the row's last byte: a second byte is touched only when
+ * the code's bits reach it. */
 static void put_bits(uint8_t *row, size_t *pos, unsigned v, int b)
 {
-    for (int j = 0; j < b; j++, (*pos)++)
-        if ((v >> j) & 1u) row[*pos >> 3] |= (uint8_t)(1u << (*pos & 7));
+    size_t i = *pos >> 3;
+    unsigned sh = (unsigned)(*pos & 7), w = (v & ((1u << b) - 1)) << sh;
+    row[i] |= (uint8_t)w;
+    if (sh + (unsigned)b > 8) row[i + 1] |= (uint8_t)(w >> 8);
+    *pos += (size_t)b;
 }
 
 static unsigned get_bits(const uint8_t *row, size_t *pos, int b)
 {
-    unsigned v = 0;
-    for (int j = 0; j < b; j++, (*pos)++) v |= (unsigned)((row[*pos >> 3] >> (*pos & 7)) & 1u) << j;
-    return v;
+    size_t i = *pos >> 3;
+    unsigned sh = (unsigned)(*pos & 7), w = row[i];
+    if (sh + (unsigned)b > 8) w |= (unsigned)row[i + 1] << 8;
+    *pos += (size_t)b;
+    return (w >> sh) & ((1u << b) - 1);
 }
 
 /* ---------- one vector ---------- */
 
 typedef struct {
     const polar_cb *cb[TQ_POLAR_MAX_LEVELS + 1]; /* levels >= 2 */
+    const polar_trig *trig1;                     /* level 1 */
 } polar_tables;
 
 static int polar_tables_get(const tq_qparams *p, polar_tables *t)
 {
     memset(t, 0, sizeof *t);
+    t->trig1 = polar_trig_level1(p->polar_bits[0]);
     for (int l = 2; l <= p->polar_levels; l++)
         if (!(t->cb[l] = polar_codebook(l, p->polar_bits[l - 1]))) return TQ_ERR_NOMEM;
     return TQ_OK;
@@ -244,20 +288,19 @@ static void polar_decode_vec(const tq_qparams *p, const polar_tables *t, const u
         int m = d >> l, bl = p->polar_bits[l - 1];
         for (int i = m - 1; i >= 0; i--) {
             size_t pos = off[l] + (size_t)i * bl;
-            float psi = t->cb[l]->cent[get_bits(row, &pos, bl)];
+            unsigned k = get_bits(row, &pos, bl);
             float r = y[i];
-            y[2 * i] = r * cosf(psi);
-            y[2 * i + 1] = r * sinf(psi);
+            y[2 * i] = r * t->cb[l]->cos_c[k]; /* = r * cosf(cent[k]) */
+            y[2 * i + 1] = r * t->cb[l]->sin_c[k];
         }
     }
     const int b1 = p->polar_bits[0];
-    const double delta = TWO_PI / (double)(1 << b1);
     for (int i = d / 2 - 1; i >= 0; i--) {
         size_t pos = (size_t)i * b1;
-        double th = (get_bits(row, &pos, b1) + 0.5) * delta;
+        unsigned k = get_bits(row, &pos, b1);
         float r = y[i];
-        y[2 * i] = r * (float)cos(th);
-        y[2 * i + 1] = r * (float)sin(th);
+        y[2 * i] = r * t->trig1->c[k]; /* = r * (float)cos((k + 0.5) * 2pi / 2^b1) */
+        y[2 * i + 1] = r * t->trig1->s[k];
     }
 }
 
@@ -265,7 +308,7 @@ static void polar_decode_vec(const tq_qparams *p, const polar_tables *t, const u
 
 /* rot_in: the slice's rotation when the caller keeps it (prepared rows), else NULL: made and freed here. */
 static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c, int fast,
-                             const tq_rotation *rot_in)
+                             const tq_rotation *rot_in, const polar_tables *tab_in)
 {
     c->p = *p;
     c->id = id;
@@ -273,7 +316,9 @@ static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x
     c->d = d;
     polar_tables t;
     tq_rotation *own = NULL;
-    int st = polar_tables_get(p, &t);
+    int st = TQ_OK;
+    if (tab_in) t = *tab_in;
+    else st = polar_tables_get(p, &t);
     if (!st && !rot_in) st = tq_rotation_make(&own, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0);
     if (st) return st;
     const tq_rotation *rot = rot_in ? rot_in : own;
@@ -306,15 +351,16 @@ static int polar_encode_impl(const tq_qparams *p, tq_slice_id id, const float *x
 
 static int polar_encode_ref(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
 {
-    return polar_encode_impl(p, id, x, n, d, c, 0, NULL);
+    return polar_encode_impl(p, id, x, n, d, c, 0, NULL, NULL);
 }
 
 static int polar_encode_fast(const tq_qparams *p, tq_slice_id id, const float *x, int n, int d, tq_codes *c)
 {
-    return polar_encode_impl(p, id, x, n, d, c, 1, NULL);
+    return polar_encode_impl(p, id, x, n, d, c, 1, NULL, NULL);
 }
 
-static int polar_decode_impl(const tq_codes *c, float *xhat, int fast, const tq_rotation *rot_in)
+static int polar_decode_impl(const tq_codes *c, float *xhat, int fast, const tq_rotation *rot_in,
+                             const polar_tables *tab_in)
 {
     const tq_qparams *p = &c->p;
     const int n = c->n, d = c->d;
@@ -328,7 +374,9 @@ static int polar_decode_impl(const tq_codes *c, float *xhat, int fast, const tq_
                             (size_t)n * rb, (size_t)n * nr);
     polar_tables t;
     tq_rotation *own = NULL;
-    int st = polar_tables_get(p, &t);
+    int st = TQ_OK;
+    if (tab_in) t = *tab_in;
+    else st = polar_tables_get(p, &t);
     if (!st && !rot_in) st = tq_rotation_make(&own, p->rotation, d, p->seed, c->id, TQ_PURPOSE_POLAR, 0);
     if (st) return st;
     const tq_rotation *rot = rot_in ? rot_in : own;
@@ -354,8 +402,8 @@ static int polar_decode_impl(const tq_codes *c, float *xhat, int fast, const tq_
     return TQ_OK;
 }
 
-static int polar_decode_ref(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 0, NULL); }
-static int polar_decode_fast(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 1, NULL); }
+static int polar_decode_ref(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 0, NULL, NULL); }
+static int polar_decode_fast(const tq_codes *c, float *xhat) { return polar_decode_impl(c, xhat, 1, NULL, NULL); }
 
 /* ---------- prepared rows (polar.h) ---------- */
 
@@ -364,6 +412,7 @@ struct tq_polar_rows {
     tq_slice_id id;
     int d;
     tq_rotation *rot;
+    polar_tables tab; /* the codebooks and trig tables, looked up once (no lock per row) */
 };
 
 int tq_polar_rows_make(tq_polar_rows **out, const tq_qparams *p, int d, tq_slice_id id)
@@ -376,7 +425,8 @@ int tq_polar_rows_make(tq_polar_rows **out, const tq_qparams *p, int d, tq_slice
     r->p = *p;
     r->id = id;
     r->d = d;
-    if ((st = tq_rotation_make(&r->rot, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0)) < 0) {
+    if ((st = polar_tables_get(p, &r->tab)) < 0 ||
+        (st = tq_rotation_make(&r->rot, p->rotation, d, p->seed, id, TQ_PURPOSE_POLAR, 0)) < 0) {
         free(r);
         return st;
     }
@@ -397,10 +447,10 @@ int tq_polar_rows_roundtrip(tq_polar_rows *r, const float *x, int n, float *xhat
     for (long i = 0; i < n; i++) {
         tq_codes c;
         memset(&c, 0, sizeof c);
-        int st = polar_encode_impl(&r->p, r->id, x + i * r->d, 1, r->d, &c, 1, r->rot);
+        int st = polar_encode_impl(&r->p, r->id, x + i * r->d, 1, r->d, &c, 1, r->rot, &r->tab);
         if (!st) {
             *bits_total = tq_codes_bits_total(&c);
-            st = polar_decode_impl(&c, xhat + i * r->d, 1, r->rot);
+            st = polar_decode_impl(&c, xhat + i * r->d, 1, r->rot, &r->tab);
         }
         tq_codes_free(&c);
         if (st) return st;

@@ -3,6 +3,7 @@
  * the ids are the ones the model was run with there; tests/golden holds ids recorded from llama.cpp. */
 #include "tokenizer.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1230,6 +1231,51 @@ int tq_tokenizer_render(const tq_tokenizer *t, const int32_t *ids, int n, char *
     b.s[b.n] = 0;
     *out = b.s;
     *len = b.n;
+    return TQ_OK;
+}
+
+/* The bytes allowed after lead byte c at continuation index 1 (the second byte is narrower after E0, ED, F0 and F4:
+ * overlongs, surrogates and code points past U+10FFFF are excluded there), or 0 when c leads no sequence. */
+static int utf8_second_ok(unsigned c, unsigned b)
+{
+    if (c == 0xE0) return b >= 0xA0 && b <= 0xBF;
+    if (c == 0xED) return b >= 0x80 && b <= 0x9F;
+    if (c == 0xF0) return b >= 0x90 && b <= 0xBF;
+    if (c == 0xF4) return b >= 0x80 && b <= 0x8F;
+    return (b & 0xC0) == 0x80;
+}
+
+int tq_utf8_sanitize(const char *s, size_t len, char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    /* each input byte yields at most 3 output bytes (a stray byte -> U+FFFD) */
+    if (len > (SIZE_MAX - 1) / 3) return TQ_ERR_NOMEM;
+    unsigned char *o = malloc(3 * len + 1);
+    if (!o) return TQ_ERR_NOMEM;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int k = utf8_decode(u + i, len - i, &cp);
+        if (k > 0) {
+            memcpy(o + n, u + i, (size_t)k);
+            n += (size_t)k;
+            i += (size_t)k;
+            continue;
+        }
+        /* ill-formed: swallow the lead byte and the continuation bytes that still fit its pattern */
+        unsigned c = u[i];
+        size_t want = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 1;
+        size_t j = 1;
+        while (j < want && i + j < len && (j == 1 ? utf8_second_ok(c, u[i + j]) : (u[i + j] & 0xC0) == 0x80)) j++;
+        memcpy(o + n, "\xEF\xBF\xBD", 3);
+        n += 3;
+        i += j;
+    }
+    o[n] = 0;
+    *out = (char *)o;
+    *out_len = n;
     return TQ_OK;
 }
 

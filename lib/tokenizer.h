@@ -81,6 +81,15 @@ enum { TQ_DETOKENIZE_SPECIAL = 1 /* render control/unknown tokens' text (otherwi
  * NUL). TQ_ERR_USAGE for an id out of range. */
 int tq_detokenize(const tq_tokenizer *tok, const int32_t *ids, int n, int flags, char **text, size_t *len);
 
+/* Make bytes valid UTF-8 for a text cell (CSV/JSON/Markdown): valid sequences (strict RFC 3629, as tq_tokenize
+ * reads) are copied, and each maximal subpart of an ill-formed sequence — a lead byte with the continuation bytes
+ * that could still complete it, or a single stray byte — becomes one U+FFFD, Unicode's "substitution of maximal
+ * subparts" (what Python's bytes.decode("utf-8", "replace") and the WHATWG decoder do). A generated text cut inside
+ * a character (a byte-level token that holds only part of one) thus ends in U+FFFD instead of a partial sequence.
+ * *out malloc'd, NUL-terminated (*out_len excludes the NUL; NUL bytes of the input are kept). TQ_OK or
+ * TQ_ERR_NOMEM. */
+int tq_utf8_sanitize(const char *s, size_t len, char **out, size_t *out_len);
+
 int32_t tq_tokenizer_n_vocab(const tq_tokenizer *tok);
 int32_t tq_tokenizer_bos(const tq_tokenizer *tok); /* -1 when none */
 int32_t tq_tokenizer_eos(const tq_tokenizer *tok);

@@ -210,9 +210,11 @@ class NumpyModel:
     def has(self, name):
         return name in self.t
 
-    def forward(self, ids, last=None, window=True, rows=None):
+    def forward(self, ids, last=None, window=True, rows=None, kv_hook=None):
         """Logits [T, vocab] (only the last `last` rows, or the positions in `rows`, when given) and K/V per layer
-        ([KV, T, D] each) of one full causal pass; window=False ignores the sliding windows (every layer global)."""
+        ([KV, T, D] each) of one full causal pass; window=False ignores the sliding windows (every layer global).
+        kv_hook(layer, k, v) -> (k, v) replaces the post-RoPE rows before any query reads them (a quantized cache
+        with every row quantized when written: tq perplexity's --prefill quantized, no recent window)."""
         def rms(x, w):
             return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
@@ -241,6 +243,8 @@ class NumpyModel:
             if gem:
                 q, k = rms(q, self.w(p + "attn_q_norm.weight")), rms(k, self.w(p + "attn_k_norm.weight"))
             q, k = rope(q, pos, theta), rope(k, pos, theta)
+            if kv_hook is not None:
+                k, v = kv_hook(L, k, v)
             kvs.append((k, v))
             G = H // KV
             s = np.einsum("gqtd,gsd->gqts", q.reshape(KV, G, T, D), k) / np.sqrt(D)

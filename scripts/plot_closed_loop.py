@@ -24,8 +24,11 @@ def plot_methods(out, model):
     r = rows(os.path.join(out, f"{model}-methods.csv"))
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in sorted({x["method"] for x in r}):
+        # the main grid: quantized prefill, no recent window, dense rotation (or none), no --center, seed 0
         pts = sorted((float(x["bits_total"]), float(x["dppl_pct"])) for x in r
-                     if x["method"] == m and x["recent"] == "0" and x["prefill"] == "quantized")
+                     if x["method"] == m and x["recent"] == "0" and x["prefill"] == "quantized"
+                     and "rot=hadamard" not in x["params"] and ",center" not in x["params"]
+                     and x.get("seed", "0") == "0")
         if pts:
             ax.plot(*zip(*pts), "o-", label=m)
     ax.set_yscale("log")

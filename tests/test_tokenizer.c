@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "rng.h"
 #include "tokenizer.h"
 #include "tq.h"
 #include "tq_test.h"
@@ -675,10 +676,98 @@ static int driver(int argc, char **argv)
     return 0;
 }
 
+/* ---------------------------------------------------------------- UTF-8 for text cells */
+
+/* An independent strict check (RFC 3629 by its byte ranges, Table 3-7 of the Unicode standard) of what
+ * tq_utf8_sanitize must return: well-formed UTF-8. */
+static int utf8_well_formed(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (!k || i + k > n) return 0;
+        unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        if (k > 1 && (s[i + 1] < lo || s[i + 1] > hi)) return 0;
+        for (size_t j = 2; j < k; j++)
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+static void test_utf8_sanitize(void)
+{
+    /* Expected bytes from CPython's bytes.decode("utf-8", "replace").encode() (the Unicode standard's "maximal
+     * subpart" substitution, which tq_utf8_sanitize implements): truncated sequences (a byte-level token holding the
+     * first bytes of an emoji or a CJK character), stray continuation bytes, overlongs, surrogates, code points past
+     * U+10FFFF, bytes that lead nothing, an embedded NUL. */
+    static const struct { const char *in; size_t n; const char *want; size_t n_want; } c[] = {
+        {"", 0, "", 0},
+        {"abc", 3, "abc", 3},
+        {"\xf0\x9f", 2, "\xef\xbf\xbd", 3},
+        {"\xf0\x9f\x99", 3, "\xef\xbf\xbd", 3},
+        {"\xf0\x9f\x99\x82", 4, "\xf0\x9f\x99\x82", 4},
+        {"caf\xc3", 4, "caf\xef\xbf\xbd", 6},
+        {"caf\xc3\xa9", 5, "caf\xc3\xa9", 5},
+        {"\x80", 1, "\xef\xbf\xbd", 3},
+        {"\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd", 6},
+        {"\xe0\x80\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", 9},
+        {"\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", 9},
+        {"\xf4\x90\x80\x80", 4, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", 12},
+        {"\xf5" "abc", 4, "\xef\xbf\xbd" "abc", 6},
+        {"\xe2\x82\xe2\x82\xac", 5, "\xef\xbf\xbd\xe2\x82\xac", 6},
+        {"a\xf0\x9f\x99z", 5, "a\xef\xbf\xbdz", 5},
+        {"\xe6\x97\xa5\xe6\x9c", 5, "\xe6\x97\xa5\xef\xbf\xbd", 6},
+        {"\xff\xfe", 2, "\xef\xbf\xbd\xef\xbf\xbd", 6},
+        {"\xf0\x80\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", 9},
+        {"\xe0\xa0", 2, "\xef\xbf\xbd", 3},
+        {"\xc3(", 2, "\xef\xbf\xbd(", 4},
+        {"x\x00\xc3", 3, "x\x00\xef\xbf\xbd", 5},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char *o;
+        size_t n;
+        CHECK(tq_utf8_sanitize(c[i].in, c[i].n, &o, &n) == TQ_OK, "case %zu", i);
+        CHECK(n == c[i].n_want && !memcmp(o, c[i].want, n) && o[n] == 0, "case %zu: got %zu bytes, want %zu", i, n,
+              c[i].n_want);
+        free(o);
+    }
+    /* Random bytes (biased to UTF-8's lead and continuation ranges so that valid, truncated and ill-formed sequences
+     * all occur): the output is always well-formed by the independent check, sanitizing twice changes nothing, and
+     * input that was well-formed comes back unchanged. */
+    tq_rng r;
+    tq_rng_seed(&r, 15, 0);
+    int fixed = 0, kept = 0;
+    for (int t = 0; t < 2000; t++) {
+        unsigned char b[24];
+        size_t n = tq_rng_bounded(&r, sizeof b + 1);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = tq_rng_bounded(&r, 4);
+            b[i] = (unsigned char)(u == 0 ? tq_rng_bounded(&r, 0x80) : u == 1 ? 0x80 + tq_rng_bounded(&r, 0x40)
+                                                                             : 0xC0 + tq_rng_bounded(&r, 0x40));
+        }
+        char *o, *o2;
+        size_t m, m2;
+        CHECK(tq_utf8_sanitize((const char *)b, n, &o, &m) == TQ_OK, "random %d", t);
+        CHECK(utf8_well_formed((const unsigned char *)o, m), "random %d: output not well-formed", t);
+        CHECK(tq_utf8_sanitize(o, m, &o2, &m2) == TQ_OK && m2 == m && !memcmp(o, o2, m), "random %d: not idempotent",
+              t);
+        if (utf8_well_formed(b, n)) {
+            CHECK(m == n && !memcmp(o, b, n), "random %d: well-formed input changed", t);
+            kept++;
+        } else fixed++;
+        free(o);
+        free(o2);
+    }
+    /* both branches exercised (with these weights roughly 1 in 8 strings is well-formed) */
+    CHECK(fixed > 100 && kept > 20, "random strings: %d ill-formed, %d well-formed", fixed, kept);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) return driver(argc, argv);
     test_unicode();
+    test_utf8_sanitize();
     test_bpe_synthetic();
     test_spm_synthetic();
     test_models();

@@ -67,6 +67,28 @@ import json, sys
 r = [x for x in json.load(open(sys.argv[1]))['rows'] if x['method'] == 'fp16'][0]
 sys.exit(not (r['diverged'] == 0 and r['kl_tf'] == 0 and r['text'] == r['text_ref'] and r['sampler'].startswith('T=1')))" "$T/s1.json"
 fi
+# Text cells are valid UTF-8 even when generation stops inside a character: after a run of emoji SmolLM2's greedy
+# next token is the byte-level token of the first two bytes of a four-byte emoji ("\xf0\x9f", id 10813), then a
+# third byte, so both texts end in a partial sequence that must come out as one U+FFFD (the Unicode standard's
+# maximal-subpart substitution) in CSV, JSON (Python's strict json parser reads it) and Markdown alike.
+for fmt in csv json md; do
+    if expect_ok "partial utf-8 ($fmt)" -- "$TQ" generate "$S" --prompt "🙂🙂🙂🙂🙂🙂🙂🙂" --tokens 2 --methods fp16 \
+        --format $fmt --per-position "$T/u-pos.csv" -o "$T/u.$fmt"; then
+        check "partial utf-8 ($fmt): valid, one U+FFFD" python3 -c "
+import csv, io, json, sys
+fmt, path, pos = sys.argv[1:]
+raw = open(path, 'rb').read().decode('utf-8')  # strict: raises on any invalid byte
+if fmt == 'json':
+    r = json.loads(raw)['rows'][0]
+elif fmt == 'csv':
+    r = list(csv.DictReader(io.StringIO(raw)))[0]
+else:
+    head, _, row = raw.splitlines()[:3]
+    r = dict(zip([c.strip() for c in head.strip('|').split('|')], [c.strip() for c in row.strip('|').split('|')]))
+toks = [x['token'] for x in csv.DictReader(open(pos))]
+sys.exit(not (toks[0] == '10813' and r['text'] == r['text_ref'] == '\ufffd'))" $fmt "$T/u.$fmt" "$T/u-pos.csv"
+    fi
+done
 if [ -n "${TQ_SANITIZE:-}" ] || ldd "$TQ" 2>/dev/null | grep -q libasan; then
     skip "needle cell: minutes under the sanitizers (the plain suite runs it)"
 else
