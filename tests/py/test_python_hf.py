@@ -10,8 +10,8 @@ Llama whose weights come from NumPy's PCG64 (the same bytes on every machine; no
     leaves the first write exact; center freezes the first write's mean; bits_total counts exact rows at 16;
   - next-token KL against the exact cache falls with bits: turbo-mse 3 > 4 > int8 > 0 (each bit quarters the error
     variance);
-  - ΔNLL and KL of each method on this model equal the committed golden tests/golden/hf/tiny_llama.json within 1e-6
-    nats: the same weights and a float64 forward, except that transformers computes the RoPE cos/sin tables in
+  - ΔNLL and KL of each method on this model equal the committed golden tests/golden/models/hf_tiny_llama.json
+    within 1e-6 nats: the same weights and a float64 forward, except that transformers computes the RoPE cos/sin tables in
     float32, where another CPU's vector path may round 1 ulp (1e-7 relative) apart: that moves logits and the NLL
     (~5 nats) by ~1e-7 relative, a few 1e-7 nats, and a quantizer code (spacing ~0.1 of a row's scale) flips with
     probability ~1e-6 per value, ~1% over the 6 x 10k quantized values. So the same numbers to ~6 digits here and on
@@ -25,7 +25,7 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
-GOLDEN = os.path.join(ROOT, "tests", "golden", "hf", "tiny_llama.json")
+GOLDEN = os.path.join(ROOT, "tests", "golden", "models", "hf_tiny_llama.json")
 npass = nfail = 0
 
 
