@@ -2,8 +2,9 @@
 """bench_round2.py: the round-2 GPU acceptance table from one eval/gpu_run.sh round2 call: tq bench (fused kernels,
 tq's own fp16 kernel) and PyTorch SDPA on the same shapes and GPU, each timed eagerly and as CUDA-graph replays.
 Usage: bench_round2.py DIR OUT_PREFIX  (DIR holds tq-<shape>-<timing>.csv and sdpa-<shape>-<timing>.csv; writes
-the report and its rows as OUT_PREFIX + ".md" and ".csv"). Ratios are SDPA ms / tq ms in the same timing mode; % copy is the fused kernel's
-bytes read per second against the cudaMemcpy device-to-device rate measured in the same call."""
+the report and its rows as OUT_PREFIX + ".md" and ".csv"). Ratios are SDPA ms / tq ms in the same timing mode;
+% copy is the fused kernel's bytes read per second against the cudaMemcpy device-to-device rate measured in the
+same call."""
 import csv
 import os
 import sys

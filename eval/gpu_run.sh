@@ -5,9 +5,9 @@
 # attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. Phase `round2`: the round-2 acceptance shapes,
 # eager and CUDA-graph timings beside SDPA's (results/bench/cuda_<gpu>_round2.md). Phase `loop`: the model loop on the
 # GPU (test_cuda_model, tq perplexity --device cuda against --device cpu on the real models when given). `all` runs
-# all four. GPU_RUN_SHAPES=0 skips the
-# other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer tools, GPU_RUN_TOKENS the main bench's lengths
-# (shorter runs while iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
+# all four. GPU_RUN_SHAPES=0 skips the other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer
+# tools (GPU_RUN_LOOP_SAN=0: none on the model test), GPU_RUN_TOKENS the main bench's lengths (shorter runs while
+# iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
 # a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +61,7 @@ fi
 if [ "$phase" = loop ] || [ "$phase" = all ]; then
     {
         echo "== test_cuda_model"; "$TESTM" || rc=1
-        if [ -n "$SAN" ]; then
+        if [ -n "$SAN" ] && [ "${GPU_RUN_LOOP_SAN:-1}" = 1 ]; then
             TQ_CUDA_QUICK=1 timeout 300 "$SAN" --tool memcheck --error-exitcode 9 "$TESTM" >"$OUT/loop_memcheck.log" 2>&1 \
                 && echo "test_cuda_model memcheck: clean" || { echo "test_cuda_model memcheck: rc $? (loop_memcheck.log)"; rc=1; }
         fi
