@@ -7,24 +7,11 @@
 
 #include "cmd.h"
 #include "commands.h"
+#include "options.h"
 #include "dump.h"
 #include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: tq dump MODEL.gguf --text FILE [--tokens N] [--layers SPEC] [--dtype f16|f32] [--compress] "
-               "[--threads N] -o DUMP.h5\n\n"
-               "Runs the model (llama, qwen2, gemma2, gemma3 GGUFs; float32, weights dequantized at load) over the\n"
-               "text tokenized by its own tokenizer and writes every layer's post-RoPE keys, values and queries.\n"
-               "  --tokens N     the first N tokens (default: the whole text)\n"
-               "  --layers SPEC  model layers to keep, e.g. 0-3,7 (default: all), renumbered layer_000...\n"
-               "  --dtype        f16 (default) or f32\n"
-               "  --compress     store the tensors chunked with HDF5's shuffle + deflate filters (lossless; readers\n"
-               "                 decompress transparently; ~12%% smaller on real models' float16 tensors)\n"
-               "  --threads N    OpenBLAS threads (default 1)\n");
-}
 
 /* Query capture: the hook scatters q[t][head][d] of each call into [head][T][d] for the kept layers. */
 typedef struct {
@@ -75,87 +62,86 @@ static int over_f16(const float *x, size_t n, float *worst)
     return *worst > 65504.0f;
 }
 
-int cmd_dump(int argc, char **argv)
-{
-    const char *model_path = NULL, *text_path = NULL, *out = NULL, *layer_spec = NULL;
-    long n_tokens = 0, threads = 1;
-    int dtype = TQ_DTYPE_F16, compress = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (is_help(a)) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--compress")) {
-            compress = 1;
-            continue;
-        }
-        if (a[0] != '-') {
-            if (model_path) die_usage("dump: unexpected argument '%s' (one model; see 'tq dump --help')", a);
-            model_path = a;
-            continue;
-        }
-        static const char *const with_value[] = {"--text", "--tokens", "--layers", "--dtype", "--threads", "-o",
-                                                 "--output"};
-        const char *v = option_value("dump", with_value, sizeof with_value / sizeof *with_value, argc, argv, &i);
-        if (!strcmp(a, "--text")) text_path = v;
-        else if (!strcmp(a, "--tokens")) n_tokens = parse_long("--tokens", v, 1, 1 << 20);
-        else if (!strcmp(a, "--layers")) layer_spec = v;
-        else if (!strcmp(a, "--threads")) threads = parse_long("--threads", v, 1, 1024);
-        else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "f16")) dtype = TQ_DTYPE_F16;
-            else if (!strcmp(v, "f32")) dtype = TQ_DTYPE_F32;
-            else die_usage("dump: --dtype is '%s', expected f16 or f32", v);
-        } else out = v;
-    }
-    if (!model_path) die_usage("dump: no model (usage: tq dump MODEL.gguf --text FILE -o DUMP.h5)");
-    if (!text_path) die_usage("dump: --text FILE is required");
-    if (!out) die_usage("dump: -o DUMP.h5 is required");
-    const char *inputs[2] = {model_path, text_path};
-    check_output(out, inputs, 2);
+typedef struct {
+    const char *text, *out, *layers;
+    int tokens, threads, dtype, compress, np;
+    const char **pos;
+} dump_args;
 
+static void dump_parse(dump_args *a, int argc, char **argv)
+{
+    const tq_option opts[] = {
+        OPT_STR_("--text", &a->text, "FILE", NULL, "the text, tokenized by the model's own tokenizer (required)"),
+        OPT_INT_("--tokens", &a->tokens, "N", NULL, 1, 1 << 20, "the first N tokens (default: the whole text)"),
+        OPT_STR_("--layers", &a->layers, "SPEC", NULL, "model layers to keep, e.g. 0-3,7 (default: all), "
+                 "renumbered layer_000..."),
+        OPT_CHOICE_("--dtype", &a->dtype, "f16|f32", "f16", "element type of the dump"),
+        OPT_FLAG_("--compress", &a->compress, "store the tensors chunked with HDF5's shuffle + deflate filters\n"
+                  "(lossless; readers decompress transparently; ~12% smaller on real models' float16 tensors)"),
+        OPT_INT_("--threads", &a->threads, "N", "1", 1, 1024, "OpenBLAS threads"),
+        {.kind = OPT_STRING, .name = "-o", .alias = "--output", .value = &a->out, .arg = "DUMP.h5",
+         .help = "the dump to write (required)"},
+        OPT_END_,
+    };
+    const tq_cmd_spec spec = {
+        "dump", "dump MODEL.gguf --text FILE [options] -o DUMP.h5",
+        "Runs the model (llama, qwen2, gemma2, gemma3 GGUFs; float32, weights dequantized at load) over the\n"
+        "text tokenized by its own tokenizer and writes every layer's post-RoPE keys, values and queries.",
+        opts, NULL};
+    a->pos = calloc((size_t)argc, sizeof *a->pos);
+    if (!a->pos) die("out of memory");
+    a->np = opt_parse(&spec, argc, argv, a->pos);
+    if (a->np > 1) die_usage("dump: unexpected argument '%s' (one model; see 'tq dump --help')", a->pos[1]);
+    if (!a->np) die_usage("dump: no model (usage: tq dump MODEL.gguf --text FILE -o DUMP.h5)");
+    if (!a->text) die_usage("dump: --text FILE is required");
+    if (!a->out) die_usage("dump: -o DUMP.h5 is required");
+    const char *inputs[2] = {a->pos[0], a->text};
+    check_output(a->out, inputs, 2);
+}
+
+/* The model, then the text's tokens (an unsupported architecture is the message to give, whatever its
+ * tokenizer). */
+static tq_model *dump_load(const dump_args *a, int32_t **ids, int *T)
+{
     size_t len;
-    char *text = read_text(text_path, &len);
-    /* the model first: an unsupported architecture is the message to give, whatever its tokenizer */
-    int rc;
-    tq_model_set_threads((int)threads);
+    char *text = read_text(a->text, &len);
+    int rc, n;
+    tq_model_set_threads(a->threads);
     tq_model *m;
-    if ((rc = tq_model_load(model_path, &m)) < 0) die_lib(rc, "dump");
-    const tq_model_config *c = tq_model_get_config(m);
+    if ((rc = tq_model_load(a->pos[0], &m)) < 0) die_lib(rc, "dump");
     tq_gguf *g;
     tq_tokenizer *tok;
-    rc = tq_gguf_open(model_path, &g);
-    if (rc < 0) die_lib(rc, "dump");
+    if ((rc = tq_gguf_open(a->pos[0], &g)) < 0) die_lib(rc, "dump");
     if ((rc = tq_tokenizer_from_gguf(g, &tok)) < 0) die_lib(rc, "dump");
-    int32_t *ids;
-    int n;
-    if ((rc = tq_tokenize(tok, text, len, TQ_TOKENIZE_ADD_SPECIAL, &ids, &n)) < 0) die_lib(rc, "dump");
+    if ((rc = tq_tokenize(tok, text, len, TQ_TOKENIZE_ADD_SPECIAL, ids, &n)) < 0) die_lib(rc, "dump");
     tq_tokenizer_free(tok);
     tq_gguf_close(g);
     free(text);
-    if (n_tokens && n < n_tokens)
-        die("dump: '%s' gives %d tokens, fewer than --tokens %ld", text_path, n, n_tokens);
-    int T = n_tokens ? (int)n_tokens : n;
-    if (T < 1) die("dump: '%s' gives no tokens", text_path);
+    if (a->tokens && n < a->tokens)
+        die("dump: '%s' gives %d tokens, fewer than --tokens %d", a->text, n, a->tokens);
+    *T = a->tokens ? a->tokens : n;
+    if (*T < 1) die("dump: '%s' gives no tokens", a->text);
+    return m;
+}
 
-    int *layers, n_keep = c->n_layers;
-    if (layer_spec) n_keep = parse_list("--layers", layer_spec, 0, c->n_layers - 1, model_path, &layers);
-    else {
-        layers = malloc((size_t)c->n_layers * sizeof *layers);
-        for (int l = 0; l < c->n_layers; l++) layers[l] = l;
-    }
-
-    capture cap = {.n_layers_model = c->n_layers, .T = T, .H = c->n_head, .D = c->head_dim};
-    cap.slot = malloc((size_t)c->n_layers * sizeof *cap.slot);
-    cap.q = calloc((size_t)n_keep, sizeof *cap.q);
-    for (int l = 0; l < c->n_layers; l++) cap.slot[l] = -1;
+/* The forward pass over T tokens, capturing the kept layers' queries (the cache holds their keys and values). */
+static tq_kv_cache *dump_forward(tq_model *m, const int32_t *ids, int T, const int *layers, int n_keep,
+                                 capture *cap)
+{
+    const tq_model_config *c = tq_model_get_config(m);
+    int rc;
+    *cap = (capture){.n_layers_model = c->n_layers, .T = T, .H = c->n_head, .D = c->head_dim};
+    cap->slot = malloc((size_t)c->n_layers * sizeof *cap->slot);
+    cap->q = calloc((size_t)n_keep, sizeof *cap->q);
+    if (!cap->slot || !cap->q) die("dump: out of memory");
+    for (int l = 0; l < c->n_layers; l++) cap->slot[l] = -1;
     for (int i = 0; i < n_keep; i++) {
-        cap.slot[layers[i]] = i;
-        if (!(cap.q[i] = malloc((size_t)c->n_head * T * c->head_dim * sizeof(float)))) die("dump: out of memory");
+        cap->slot[layers[i]] = i;
+        if (!(cap->q[i] = malloc((size_t)c->n_head * T * c->head_dim * sizeof(float)))) die("dump: out of memory");
     }
     tq_kv_cache *kc;
     if ((rc = tq_kv_cache_create(m, T, &kc)) < 0) die_lib(rc, "dump");
-    tq_kv_cache_set_query_hook(kc, on_query, &cap);
+    tq_kv_cache_set_query_hook(kc, on_query, cap);
     tq_progress pg; /* on a terminal only (cmd_util's progress bar) */
     progress_start(&pg, "dump", T);
     for (int t = 0; t < T; t += 256) { /* prompt processing in chunks: bounded scratch, the same numbers */
@@ -163,46 +149,60 @@ int cmd_dump(int argc, char **argv)
         progress_step(&pg, T - t < 256 ? T - t : 256);
     }
     progress_end(&pg);
+    return kc;
+}
 
+/* One kept layer's tensors (refused when float16 cannot hold them), its attention spec and its model index. */
+static int dump_write_layer(tq_dump_writer *w, const tq_model_config *c, tq_kv_cache *kc, int i, int l,
+                            float *q, int T, int dtype)
+{
+    tq_layer ly = {.s = {.n_kv_heads = c->n_kv_head, .n_q_heads = c->n_head, .n_tokens = T,
+                         .head_dim = c->head_dim, .has_values = 1, .has_queries = 1, .dtype = dtype},
+                   .keys = tq_kv_cache_keys(kc, l, 0), .values = tq_kv_cache_values(kc, l, 0), .queries = q};
+    float worst;
+    size_t nkv = (size_t)c->n_kv_head * T * c->head_dim, nq = (size_t)c->n_head * T * c->head_dim;
+    const char *names[3] = {"keys", "values", "queries"};
+    const float *ptrs[3] = {ly.keys, ly.values, ly.queries};
+    for (int k = 0; k < 3 && dtype == TQ_DTYPE_F16; k++)
+        if (over_f16(ptrs[k], k == 2 ? nq : nkv, &worst)) {
+            tq_dump_abort(w);
+            die("dump: model layer %d %s: |x| up to %.4g overflows float16; use --dtype f32", l, names[k], worst);
+        }
+    const tq_layer_attn *at = &c->layer[l];
+    tq_attn_spec spec = {.window = at->sliding_window, .scale = at->attn_scale, .softcap = at->attn_softcap,
+                         .rope_base = at->rope_base};
+    int rc;
+    if ((rc = tq_dump_set_layer_attn(w, i, &spec)) >= 0 && (rc = tq_dump_write_layer(w, i, &ly)) >= 0)
+        rc = tq_dump_layer_attr_int(w, i, "model_layer", l);
+    return rc;
+}
+
+/* The dump file: the kept layers, then the file attributes (model layers, token ids, RoPE facts). */
+static void dump_write(const dump_args *a, const tq_model_config *c, tq_kv_cache *kc, const capture *cap,
+                       const int *layers, int n_keep, const int32_t *ids, int T)
+{
+    int dtype = a->dtype ? TQ_DTYPE_F32 : TQ_DTYPE_F16, rc;
+    const char *path = a->pos[0], *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
     tq_dump_meta meta;
     memset(&meta, 0, sizeof meta);
-    const char *base = strrchr(model_path, '/');
-    base = base ? base + 1 : model_path;
-    snprintf(meta.model, sizeof meta.model, "%.*s", (int)(strlen(base) > 5 && !strcmp(base + strlen(base) - 5, ".gguf")
-                                                       ? strlen(base) - 5 : strlen(base)), base);
+    size_t nb = strlen(base);
+    snprintf(meta.model, sizeof meta.model, "%.*s", (int)(nb > 5 && !strcmp(base + nb - 5, ".gguf") ? nb - 5 : nb),
+             base);
     snprintf(meta.source, sizeof meta.source, "gguf %s (%s); text %s; %d tokens; tq dump %s (float32 forward pass)",
-             base, c->arch_name, text_path, T, TQ_VERSION);
+             base, c->arch_name, a->text, T, TQ_VERSION);
     snprintf(meta.rope, sizeof meta.rope, "post");
     snprintf(meta.architecture, sizeof meta.architecture, "%s", c->arch_name);
     meta.n_layers = n_keep;
     tq_dump_writer *w;
-    if ((rc = tq_dump_create(&w, out, &meta, dtype)) < 0) die_lib(rc, NULL);
-    if (compress && (rc = tq_dump_set_compression(w, 9)) < 0) {
+    if ((rc = tq_dump_create(&w, a->out, &meta, dtype)) < 0) die_lib(rc, NULL);
+    if (a->compress && (rc = tq_dump_set_compression(w, 9)) < 0) {
         tq_dump_abort(w);
         die_lib(rc, NULL);
     }
-    for (int i = 0; i < n_keep && rc >= 0; i++) {
-        int l = layers[i];
-        tq_layer ly = {.s = {.n_kv_heads = c->n_kv_head, .n_q_heads = c->n_head, .n_tokens = T,
-                             .head_dim = c->head_dim, .has_values = 1, .has_queries = 1, .dtype = dtype},
-                       .keys = tq_kv_cache_keys(kc, l, 0), .values = tq_kv_cache_values(kc, l, 0),
-                       .queries = cap.q[i]};
-        float worst;
-        size_t nkv = (size_t)c->n_kv_head * T * c->head_dim, nq = (size_t)c->n_head * T * c->head_dim;
-        const char *names[3] = {"keys", "values", "queries"};
-        const float *ptrs[3] = {ly.keys, ly.values, ly.queries};
-        for (int k = 0; k < 3 && dtype == TQ_DTYPE_F16; k++)
-            if (over_f16(ptrs[k], k == 2 ? nq : nkv, &worst)) {
-                tq_dump_abort(w);
-                die("dump: model layer %d %s: |x| up to %.4g overflows float16; use --dtype f32", l, names[k], worst);
-            }
-        const tq_layer_attn *at = &c->layer[l];
-        tq_attn_spec spec = {.window = at->sliding_window, .scale = at->attn_scale, .softcap = at->attn_softcap,
-                             .rope_base = at->rope_base};
-        if ((rc = tq_dump_set_layer_attn(w, i, &spec)) >= 0 && (rc = tq_dump_write_layer(w, i, &ly)) >= 0)
-            rc = tq_dump_layer_attr_int(w, i, "model_layer", l);
-    }
+    for (int i = 0; i < n_keep && rc >= 0; i++) rc = dump_write_layer(w, c, kc, i, layers[i], cap->q[i], T, dtype);
     int64_t *ml = malloc((size_t)(n_keep > T ? n_keep : T) * sizeof *ml);
+    if (!ml) die("dump: out of memory");
     for (int i = 0; i < n_keep; i++) ml[i] = layers[i];
     if (rc >= 0) rc = tq_dump_attr_ints(w, "model_layers", ml, n_keep);
     for (int t = 0; t < T; t++) ml[t] = ids[t];
@@ -211,19 +211,39 @@ int cmd_dump(int argc, char **argv)
     if (rc >= 0) rc = tq_dump_attr_ints(w, "model_n_layers", &nl, 1);
     if (rc >= 0) rc = tq_dump_attr_str(w, "channel_order", "rotate_half");
     if (rc >= 0) rc = tq_dump_attr_double(w, "rope_theta", c->layer[c->n_layers - 1].rope_base);
+    free(ml);
     if (rc < 0) {
         tq_dump_abort(w);
         die_lib(rc, NULL);
     }
     if ((rc = tq_dump_commit(w)) < 0) die_lib(rc, NULL);
     fprintf(stderr, "dump: %d tokens, %d of %d layers of '%s' (%s) -> '%s'\n", T, n_keep, c->n_layers, base,
-            c->arch_name, out);
-    free(ml);
+            c->arch_name, a->out);
+}
+
+int cmd_dump(int argc, char **argv)
+{
+    dump_args a = {0};
+    dump_parse(&a, argc, argv);
+    int32_t *ids;
+    int T;
+    tq_model *m = dump_load(&a, &ids, &T);
+    const tq_model_config *c = tq_model_get_config(m);
+    int *layers, n_keep = c->n_layers;
+    if (a.layers) n_keep = parse_list("--layers", a.layers, 0, c->n_layers - 1, a.pos[0], &layers);
+    else {
+        if (!(layers = malloc((size_t)c->n_layers * sizeof *layers))) die("dump: out of memory");
+        for (int l = 0; l < c->n_layers; l++) layers[l] = l;
+    }
+    capture cap;
+    tq_kv_cache *kc = dump_forward(m, ids, T, layers, n_keep, &cap);
+    dump_write(&a, c, kc, &cap, layers, n_keep, ids, T);
     for (int i = 0; i < n_keep; i++) free(cap.q[i]);
     free(cap.q);
     free(cap.slot);
     free(layers);
     free(ids);
+    free(a.pos);
     tq_kv_cache_free(kc);
     tq_model_free(m);
     return 0;

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 text=datasets/text/tale-of-two-cities.txt
 expect_fail "no model" 2 "dump: no model" -- "$TQ" dump --text "$text" -o "$T/x.h5"
 expect_fail "no text" 2 "dump: --text FILE is required" -- "$TQ" dump m.gguf -o "$T/x.h5"
-expect_fail "bad dtype" 2 "dump: --dtype is 'f8'" -- "$TQ" dump m.gguf --text "$text" --dtype f8 -o "$T/x.h5"
+expect_fail "bad dtype" 2 "option '--dtype' is 'f8', expected f16 or f32" -- "$TQ" dump m.gguf --text "$text" --dtype f8 -o "$T/x.h5"
 expect_fail "not a gguf" 1 "dump: .*$text" -- "$TQ" dump "$text" --text "$text" -o "$T/x.h5"
 check "nothing written" [ ! -e "$T/x.h5" ]
 # an architecture tq does not run: refused by name, before any tokenizing
