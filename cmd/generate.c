@@ -168,6 +168,28 @@ static void report_close(FILE *f, const gen_args *a)
     if (f != stdout) out_commit(f, a->outp);
 }
 
+/* --per-position: each run's teacher-forced and free-running KL per generated step, beside both tokens. */
+static void write_per_position(const gen_job *j, const char *path, const gen_prompt *ps, int np,
+                               const tq_gen_result *res)
+{
+    int nr = j->set.n_runs;
+    FILE *pf = out_open(path);
+    fprintf(pf, "run,prompt_id,method,params,values,recent,prefill,seed,step,kl_tf,kl_free,ref_token,token\n");
+    for (int p = 0; p < np; p++)
+        for (int k = 0; k < nr; k++) {
+            const tq_gen_result *r = &res[(size_t)p * nr + k];
+            char c[CL_N_CONFIG][200];
+            cl_config_cells(&j->set, &j->set.runs[k], c);
+            for (int t = 0; t < r->n_ref; t++) {
+                fprintf(pf, "%d,%d,%s,\"%s\",\"%s\",%s,%s,%s,%d,%.9g,", k, p, c[0], c[1], c[2], c[3], c[4], c[7],
+                        t, r->pos_kl_tf[t]);
+                if (t < r->n) fprintf(pf, "%.9g,%d,%d\n", r->pos_kl_free[t], ps[p].ref.tokens[t], r->tokens[t]);
+                else fprintf(pf, ",%d,\n", ps[p].ref.tokens[t]);
+            }
+        }
+    out_commit(pf, path);
+}
+
 static void run_generate(gen_job *j, const gen_args *a, int fmt)
 {
     int np, rc;
@@ -191,23 +213,7 @@ static void run_generate(gen_job *j, const gen_args *a, int fmt)
         }
     }
     progress_end(&pg);
-    if (a->per_pos) {
-        FILE *pf = out_open(a->per_pos);
-        fprintf(pf, "run,prompt_id,method,params,values,recent,prefill,seed,step,kl_tf,kl_free,ref_token,token\n");
-        for (int p = 0; p < np; p++)
-            for (int k = 0; k < nr; k++) {
-                const tq_gen_result *r = &res[(size_t)p * nr + k];
-                char c[CL_N_CONFIG][200];
-                cl_config_cells(&j->set, &j->set.runs[k], c);
-                for (int t = 0; t < r->n_ref; t++) {
-                    fprintf(pf, "%d,%d,%s,\"%s\",\"%s\",%s,%s,%s,%d,%.9g,", k, p, c[0], c[1], c[2], c[3], c[4], c[7],
-                            t, r->pos_kl_tf[t]);
-                    if (t < r->n) fprintf(pf, "%.9g,%d,%d\n", r->pos_kl_free[t], ps[p].ref.tokens[t], r->tokens[t]);
-                    else fprintf(pf, ",%d,\n", ps[p].ref.tokens[t]);
-                }
-            }
-        out_commit(pf, a->per_pos);
-    }
+    if (a->per_pos) write_per_position(j, a->per_pos, ps, np, res);
     static const char *const cols[] = {"model", "prompt_id", "method", "params", "values", "recent", "prefill",
                                        "keep_layers", "prompt", "seed", "tokens", "sampler", "bits_total", "n_ref",
                                        "n", "first_diff", "diverged", "equal_frac", "kl_tf", "kl_free", "text_ref",

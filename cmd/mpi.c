@@ -323,6 +323,32 @@ static int by_cost(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* One message from a rank: a failure ends the job; a result is stored (and recorded for --resume), and the rank
+ * gets its next unit. */
+static void dispatch_recv(pool *p, char *buf, size_t msg, MPI_Status *st)
+{
+    const mpi_work *w = p->w;
+    int count;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    MPI_Recv(buf, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    long u;
+    memcpy(&u, buf, sizeof u);
+    if (st->MPI_TAG == TAG_FAIL) {
+        buf[count < (int)msg ? count : (int)msg - 1] = 0;
+        job_fail(w, st->MPI_SOURCE, u, buf + sizeof u);
+    }
+    memcpy(p->results + (size_t)u * w->bytes, buf + sizeof u, w->bytes);
+    pthread_mutex_lock(&p->mu);
+    flight_clear(w, st->MPI_SOURCE, u);
+    p->done++;
+    int wr = p->resume_fd >= 0 ? resume_put(p->resume_fd, w, u, p->results + (size_t)u * w->bytes, p->resume_buf)
+                               : TQ_OK;
+    pthread_mutex_unlock(&p->mu);
+    if (wr < 0) job_fail(w, 0, u, tq_error_msg());
+    long next = take(p);
+    if (next >= 0) send_unit(p, st->MPI_SOURCE, next);
+}
+
 static void dispatch(const mpi_work *w, void *results)
 {
     double t0 = MPI_Wtime();
@@ -372,25 +398,7 @@ static void dispatch(const mpi_work *w, void *results)
             nap();
             continue;
         }
-        int count;
-        MPI_Get_count(&st, MPI_BYTE, &count);
-        MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        long u;
-        memcpy(&u, buf, sizeof u);
-        if (st.MPI_TAG == TAG_FAIL) {
-            buf[count < (int)msg ? count : (int)msg - 1] = 0;
-            job_fail(w, st.MPI_SOURCE, u, buf + sizeof u);
-        }
-        memcpy(p.results + (size_t)u * w->bytes, buf + sizeof u, w->bytes);
-        pthread_mutex_lock(&p.mu);
-        flight_clear(w, st.MPI_SOURCE, u);
-        p.done++;
-        int wr = p.resume_fd >= 0 ? resume_put(p.resume_fd, w, u, p.results + (size_t)u * w->bytes, p.resume_buf)
-                                  : TQ_OK;
-        pthread_mutex_unlock(&p.mu);
-        if (wr < 0) job_fail(w, 0, u, tq_error_msg());
-        long next = take(&p);
-        if (next >= 0) send_unit(&p, st.MPI_SOURCE, next);
+        dispatch_recv(&p, buf, msg, &st);
     }
     pthread_join(th, NULL);
     for (int r = 1; r < g_size; r++) send_unit(&p, r, -1);

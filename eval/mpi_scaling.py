@@ -111,10 +111,12 @@ def main():
     ca, cb = fit(costs)
     print("unit CPU s:", {t: round(c, 4) for t, c in costs.items()}, f"fit a={ca:.3e} b={cb:.3e}")
 
-    # (2)+(3) the bundled SmolLM2 dump (30 layers x 3 kv heads x 320 tokens) under a configuration mix
+    # (2)+(3) the bundled SmolLM2 dump (30 layers x 3 kv heads x 320 tokens) under a configuration mix (both
+    # rotations: ~18 s of one core, so launch and MPI_Init weigh what they would in a real job, a few percent)
     layers = "0-5" if a.quick else "0-29"
     sweep = [tq, "sweep", dump, "--layers", layers, "--threads", "1", "--methods",
-             "turbo-mse,turbo-prod,kivi,polar", "--bits", "2-4", "-o", os.path.join(tmp, "s.csv")]
+             "turbo-mse,turbo-prod,kivi,polar", "--bits", "2-4", "--rotation", "dense,hadamard", "-o",
+             os.path.join(tmp, "s.csv")]
     tiny = [tq, "sweep", dump, "--layers", "0", "--heads", "0", "--tokens", "8", "--threads", "1", "--methods",
             "kivi", "--bits", "2", "-o", os.path.join(tmp, "t.csv")]
     env = dict(os.environ, TQ_MPI_STATS="1")
