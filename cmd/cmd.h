@@ -54,9 +54,6 @@ void check_output(const char *out, const char *const *inputs, int n);
 void json_str(FILE *f, const char *s);
 void json_num(FILE *f, double v);
 
-/* The value of option argv[*i] from a hand-written loop (cmd/bench.c until it moves to options.h): an unknown option
- * or a missing value is a usage error naming the command. New commands declare a tq_option table instead. */
-const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i);
 
 /* Text outputs written through a temporary name (lib/tmpout.h: "<path>.tmp.XXXXXX", created O_EXCL|O_NOFOLLOW):
  * out_open creates it (dies naming `path` when it cannot) and out_commit closes it and renames it into place (dies,

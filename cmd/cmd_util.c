@@ -342,16 +342,6 @@ void json_num(FILE *f, double v)
     else fputs("null", f);
 }
 
-const char *option_value(const char *cmd, const char *const *valued, size_t n, int argc, char **argv, int *i)
-{
-    const char *a = argv[*i];
-    int known = 0;
-    for (size_t j = 0; j < n; j++) known |= !strcmp(a, valued[j]);
-    if (!known) die_usage("%s: unknown option '%s' (see 'tq %s --help')", cmd, a, cmd);
-    if (*i + 1 >= argc) die_usage("%s: option '%s' needs a value (see 'tq %s --help')", cmd, a, cmd);
-    return argv[++*i];
-}
-
 static char out_pending[TQ_PATH_MAX];
 
 FILE *out_open(const char *path)
