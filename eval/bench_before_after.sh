@@ -4,13 +4,13 @@
 # the two tables share, value for value as printed, with the pre-tidy schema's 'head' / 'all' read as kv_head / -1:
 # a refactor changes no number; columns added in between are listed) and reports each binary's median wall and CPU
 # time and the after/before ratio.
-# Usage: eval/bench_before_after.sh OLD_TQ NEW_TQ [REPS] [OUT.md]   (default 5 repetitions; the table to stdout
-#        and, when given, to OUT.md). The sweep: the bundled SmolLM2 dump, every layer, turbo-mse, turbo-prod,
+# Usage: eval/bench_before_after.sh OLD_TQ NEW_TQ [REPS] [REPORT]   (default 5 repetitions; the table to stdout
+#        and, when given, to the file REPORT). The sweep: the bundled SmolLM2 dump, every layer, turbo-mse, turbo-prod,
 #        kivi and polar at 2-4 bits, --threads 1 (the engine's own cost, no thread scheduling); DUMP=FILE sweeps
 #        another dump (one both binaries read: a binary older than dump format 2 reads the format-1 file of its
 #        own tree). BEFORE=TEXT and AFTER=TEXT label the binaries in the report (default: their paths).
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: eval/bench_before_after.sh OLD_TQ NEW_TQ [REPS] [OUT.md]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: eval/bench_before_after.sh OLD_TQ NEW_TQ [REPS] [REPORT]" >&2; exit 2; }
 old=$(realpath "$1"); new=$(realpath "$2"); reps=${3:-5}; out=${4:-}
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
