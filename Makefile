@@ -2,8 +2,9 @@
 # test; `make test SANITIZE=1` runs the same suite under ASan+UBSan (objects in build/san). CUDA, OpenMP and MPI are
 # detected here and are optional; each prints a ✓/✗ line.
 .DEFAULT_GOAL := all
-# Builds use every core unless -j is given (CI compiles three trees: plain, sanitizers, fuzz).
-ifeq ($(findstring -j,$(MAKEFLAGS))$(findstring jobserver,$(MAKEFLAGS)),)
+# Builds use every core unless -j is given (CI compiles three trees: plain, sanitizers, fuzz); sub-makes share the
+# top make's jobs.
+ifeq ($(MAKELEVEL)$(findstring -j,$(MAKEFLAGS))$(findstring jobserver,$(MAKEFLAGS)),0)
   MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 endif
 SHELL := /bin/bash
