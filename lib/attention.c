@@ -301,6 +301,29 @@ int tq_attn_eval(const float *q, int n_q, const float *k, const float *khat, con
     return TQ_OK;
 }
 
+/* Row t's scores in double precision against keys j0..j0+n-1, exact (s) and quantized (sq), scaled and soft-capped
+ * as spec says, and their maxima: the scalar reference's arithmetic, shared by tq_attn_eval_ref and out_proj. */
+static void score_row(const float *qt, const float *k, const float *khat, int d, int j0, int n, double scale,
+                      double cap, double *s, double *sq, double *m1, double *m2)
+{
+    *m1 = *m2 = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        double a = 0, b = 0;
+        for (int c = 0; c < d; c++) {
+            a += (double)qt[c] * k[(size_t)(j0 + j) * d + c];
+            b += (double)qt[c] * khat[(size_t)(j0 + j) * d + c];
+        }
+        s[j] = a * scale;
+        sq[j] = b * scale;
+        if (cap > 0) {
+            s[j] = cap * tanh(s[j] / cap);
+            sq[j] = cap * tanh(sq[j] / cap);
+        }
+        *m1 = fmax(*m1, s[j]);
+        *m2 = fmax(*m2, sq[j]);
+    }
+}
+
 int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat, const float *v, const float *vhat,
                      int T, int d, const tq_attn_spec *spec, int t_lo, int t_hi, tq_attn_stats *out)
 {
@@ -319,22 +342,8 @@ int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat,
             const float *qt = q + ((size_t)g * T + t) * d;
             /* row t sees keys j0..t: s[j] below is the score of key j0 + j */
             int j0 = W > 0 && t - W + 1 > 0 ? t - W + 1 : 0, n = t - j0 + 1;
-            double m1 = -INFINITY, m2 = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                double a = 0, b = 0;
-                for (int c = 0; c < d; c++) {
-                    a += (double)qt[c] * k[(size_t)(j0 + j) * d + c];
-                    b += (double)qt[c] * khat[(size_t)(j0 + j) * d + c];
-                }
-                s[j] = a * scale;
-                sq[j] = b * scale;
-                if (cap > 0) {
-                    s[j] = cap * tanh(s[j] / cap);
-                    sq[j] = cap * tanh(sq[j] / cap);
-                }
-                m1 = fmax(m1, s[j]);
-                m2 = fmax(m2, sq[j]);
-            }
+            double m1, m2;
+            score_row(qt, k, khat, d, j0, n, scale, cap, s, sq, &m1, &m2);
             double z1 = 0, z2 = 0;
             for (int j = 0; j < n; j++) {
                 z1 += exp(s[j] - m1);
@@ -384,22 +393,8 @@ int tq_attn_eval_ref(const float *q, int n_q, const float *k, const float *khat,
 static void softmax_row(const float *qt, const float *k, const float *khat, int d, int j0, int n, double scale,
                         double cap, double *p, double *pq)
 {
-    double m1 = -INFINITY, m2 = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        double a = 0, b = 0;
-        for (int c = 0; c < d; c++) {
-            a += (double)qt[c] * k[(size_t)(j0 + j) * d + c];
-            b += (double)qt[c] * khat[(size_t)(j0 + j) * d + c];
-        }
-        p[j] = a * scale;
-        pq[j] = b * scale;
-        if (cap > 0) {
-            p[j] = cap * tanh(p[j] / cap);
-            pq[j] = cap * tanh(pq[j] / cap);
-        }
-        m1 = fmax(m1, p[j]);
-        m2 = fmax(m2, pq[j]);
-    }
+    double m1, m2;
+    score_row(qt, k, khat, d, j0, n, scale, cap, p, pq, &m1, &m2);
     double z1 = 0, z2 = 0;
     for (int j = 0; j < n; j++) {
         p[j] = exp(p[j] - m1);

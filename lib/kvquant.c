@@ -408,6 +408,19 @@ typedef struct {
     double kl, nll, nll_ref, top1;
 } scorer;
 
+/* The pass's sums over its T - 1 scored positions into r's means (the CPU and GPU loops alike). */
+static void ppl_means(tq_ppl_result *r, const scorer *s, int T, double bits_total)
+{
+    double np = T - 1;
+    r->nll = s->nll / np;
+    r->nll_ref = s->nll_ref / np;
+    r->ppl = exp(r->nll);
+    r->ppl_ref = exp(r->nll_ref);
+    r->kl = s->kl / np;
+    r->top1 = s->top1 / np;
+    r->bits_total = bits_total;
+}
+
 static void score_rows(scorer *s, int pos0, int n, const float *logits)
 {
     for (int i = 0; i < n; i++) {
@@ -510,14 +523,7 @@ static int ppl_run_q(tq_model *m, tq_kvq *q, const int32_t *tok, int T, int prom
                 .r = r};
     st = ppl_pass(m, q, prompt, chunk < 1 ? 1 : chunk, &s);
     if (st >= 0) {
-        double np = T - 1;
-        r->nll = s.nll / np;
-        r->nll_ref = s.nll_ref / np;
-        r->ppl = exp(r->nll);
-        r->ppl_ref = exp(r->nll_ref);
-        r->kl = s.kl / np;
-        r->top1 = s.top1 / np;
-        r->bits_total = q ? tq_kvq_bits_total(q, T) : 16.0;
+        ppl_means(r, &s, T, q ? tq_kvq_bits_total(q, T) : 16.0);
         for (int l = 0; l < r->n_layers && r->layer; l++) tq_kvq_layer_stats(q, l, &r->layer[l]);
     } else
         tq_ppl_result_free(r);
@@ -717,14 +723,7 @@ int tq_ppl_run_cuda(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o, c
         tq_ppl_result_free(r);
         return st;
     }
-    double np = T - 1;
-    r->nll = s.nll / np;
-    r->nll_ref = s.nll_ref / np;
-    r->ppl = exp(r->nll);
-    r->ppl_ref = exp(r->nll_ref);
-    r->kl = s.kl / np;
-    r->top1 = s.top1 / np;
-    r->bits_total = bits;
+    ppl_means(r, &s, T, bits);
     return TQ_OK;
 }
 
