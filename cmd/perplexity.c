@@ -18,7 +18,7 @@
 
 typedef struct {
     cl_axes_args cl;
-    const char *text, *fmt, *outp, *per_pos, *per_layer, *cuda_attn, *resume;
+    const char *text, *fmt, *outp, *per_pos, *per_layer, *cuda_attn, *resume, *gpu_weights;
     int tokens, threads, prompt, chunk, np, invariant;
     const char **pos;
 } ppl_args;
@@ -50,6 +50,8 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
                  "packed codes read by the fused kernels, against an fp16 cache (default cpu)"),
         OPT_STR_("--cuda-attn", &a->cuda_attn, "NAME", NULL, "--device cuda: the attention kernels' variant (auto,\n"
                  "fast: the fused small-batch and d = 64/256 tensor-core paths; tq bench --variant attn=...)"),
+        OPT_STR_("--gpu-weights", &a->gpu_weights, "fp16|fp32", NULL, "--device cuda: the weights on the GPU: fp16\n"
+                 "(default: half the bytes a step) or fp32 with an fp32 reference cache (the CPU's numbers, for checks)"),
         OPT_STR_("--per-position", &a->per_pos, "FILE", NULL, "CSV: run, position, kl, dlogp per position"),
         OPT_STR_("--per-layer", &a->per_layer, "FILE", NULL, "CSV: run, layer, in-loop attn_kl, out_rel, top8, "
                  "entropies per layer"),
@@ -67,6 +69,10 @@ static void ppl_parse(ppl_args *a, int argc, char **argv)
     if (a->resume) mpi_resume_set(a->resume, argc, argv);
     if (a->np != 1) die_usage("perplexity: want one MODEL.gguf (see 'tq perplexity --help')");
     if (!a->text) die_usage("perplexity: --text FILE is required");
+    if (a->gpu_weights && strcmp(a->gpu_weights, "fp16") && strcmp(a->gpu_weights, "fp32"))
+        die_usage("perplexity: --gpu-weights '%s': fp16 or fp32", a->gpu_weights);
+    if (a->gpu_weights && (!a->cl.device || strcmp(a->cl.device, "cuda")))
+        die_usage("perplexity: --gpu-weights needs --device cuda");
     const char *in[3] = {a->pos[0], a->text, a->cl.sched_path};
     if (a->outp) check_output(a->outp, in, 3);
     if (a->per_pos) check_output(a->per_pos, in, 3);
@@ -263,7 +269,8 @@ static void ppl_gpu(ppl_job *j, const ppl_args *a)
         if ((rc = tq_kvq_cuda_supports(&j->set.runs[k].o, j->m)) < 0) die_lib(rc, "perplexity");
     if (a->cuda_attn && (rc = tq_cuda_variant_set("attn", a->cuda_attn)) < 0) die_lib(rc, "perplexity --cuda-attn");
     tq_cuda_model *g;
-    if ((rc = tq_cuda_model_create(j->m, 0, &g)) < 0) die_lib(rc, "perplexity --device cuda");
+    if ((rc = tq_cuda_model_create(j->m, a->gpu_weights && !strcmp(a->gpu_weights, "fp32"), &g)) < 0)
+        die_lib(rc, "perplexity --device cuda");
     j->tok_s = calloc((size_t)j->set.n_runs + 1, sizeof *j->tok_s);
     if (!j->tok_s) die("out of memory");
     float *ref;

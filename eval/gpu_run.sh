@@ -5,7 +5,7 @@
 # attention kernels, and the report results/bench/cuda_<gpu>.{md,csv}. Phase `round2`: the round-2 acceptance shapes,
 # eager and CUDA-graph timings beside SDPA's (results/bench/cuda_<gpu>_round2.md). Phase `loop`: the model loop on the
 # GPU (test_cuda_model, tq perplexity --device cuda against --device cpu on the real models when given). `all` runs
-# all four. GPU_RUN_SHAPES=0 skips the other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer
+# all four (`profile`, Nsight Compute on the B = 1 decode, only when named). GPU_RUN_SHAPES=0 skips the other-widths sweep, GPU_RUN_NCU=0 the profiler, GPU_RUN_SAN the sanitizer
 # tools (GPU_RUN_LOOP_SAN=0: none on the model test), GPU_RUN_TOKENS the main bench's lengths (shorter runs while
 # iterating). Binaries: .devbin/ (made here by eval/gpu_pack.sh: static, runs on
 # a bare machine) when present, else `make CUDA=1`. Logs and results go to $OUT (default gpu_out/).
@@ -29,7 +29,7 @@ rc=0
 if [ "$phase" = check ] || [ "$phase" = all ]; then
     {
         nvidia-smi -L
-        echo "== test_cuda (full)"; "$TEST" || rc=1
+        echo "== test_cuda (full)"; "$TEST" || rc=1 # TQ_CUDA_DIAG=1 adds the fp16-operand error against the score scale
         for tool in ${GPU_RUN_SAN:-memcheck racecheck synccheck}; do
             echo "== compute-sanitizer --tool $tool (TQ_CUDA_QUICK=1)"
             extra=; [ $tool = memcheck ] && extra="--leak-check full"
@@ -68,10 +68,12 @@ if [ "$phase" = loop ] || [ "$phase" = all ]; then
         for mdl in smollm2 gemma3; do
             v=TQ_GGUF_$(echo $mdl | tr a-z A-Z); path=${!v:-}
             [ -n "$path" ] && [ -f "$path" ] || { echo "== $mdl: SKIP (set $v to its GGUF)"; continue; }
-            for dev in cpu cuda; do
+            # cuda: fp32 weights (the CPU's computation: the acceptance's 1%) and fp16 weights (the speed setting)
+            for dev in cpu cuda cuda16; do
                 # (--values M:B quantizes values with the default dense rotation, so turbo-prod runs dense throughout)
-                args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --device $dev
-                      --format csv)
+                args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --format csv)
+                case $dev in cpu) args+=(--device cpu) ;; cuda) args+=(--device cuda --gpu-weights fp32) ;;
+                             cuda16) args+=(--device cuda) ;; esac
                 "$TQB" perplexity "$path" "${args[@]}" --methods turbo-mse --bits 3,4 --rotation hadamard \
                     -o "$OUT/loop_${mdl}_${dev}_mse.csv" &&
                 "$TQB" perplexity "$path" "${args[@]}" --methods turbo-prod --bits 3 --values turbo-mse:3 \
@@ -81,7 +83,7 @@ if [ "$phase" = loop ] || [ "$phase" = all ]; then
 import csv, sys
 out, mdl = sys.argv[1], sys.argv[2]
 rows = {}
-for dev in ("cpu", "cuda"):
+for dev in ("cpu", "cuda", "cuda16"):
     for part in ("mse", "prod"):
         for r in csv.DictReader(open(f"{out}/loop_{mdl}_{dev}_{part}.csv")):
             rows.setdefault((r["method"], r["params"], r["values"]), {})[dev] = r
@@ -89,17 +91,17 @@ bad = 0
 with open(f"{out}/loop_{mdl}.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["method", "params", "values", "ppl_ref_cpu", "ppl_ref_gpu", "dppl_pct_cpu", "dppl_pct_gpu", "rel_diff",
-                "kl_cpu", "kl_gpu", "tok_s", "tok_s_fp16", "speedup"])
+                "kl_cpu", "kl_gpu", "dppl_pct_gpu_fp16w", "kl_gpu_fp16w", "tok_s", "tok_s_fp16", "speedup"])
     for key, d in rows.items():
-        c, g = d["cpu"], d["cuda"]
-        dc, dg = float(c["dppl_pct"]), float(g["dppl_pct"])
+        c, g, h = d["cpu"], d["cuda"], d["cuda16"]
+        dc, dg, dh = float(c["dppl_pct"]), float(g["dppl_pct"]), float(h["dppl_pct"])
         rel = abs(dg - dc) / abs(dc) if dc else float("inf")
         bad += rel > 0.01
-        w.writerow([*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.4f}", c["kl"], g["kl"], g["tok_s"],
-                    g["tok_s_fp16"], g["speedup"]])
-        print(f"{mdl} {key[0]} {key[1]} values {key[2]}: dppl_pct cpu {dc:.4f} gpu {dg:.4f} (rel diff {rel:.4f}); "
-              f"kl cpu {c['kl']} gpu {g['kl']}; {float(g['tok_s']):.0f} tok/s vs fp16-cache {float(g['tok_s_fp16']):.0f} "
-              f"(x{float(g['speedup']):.2f})")
+        w.writerow([*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.6f}", c["kl"], g["kl"], dh, h["kl"], h["tok_s"],
+                    h["tok_s_fp16"], h["speedup"]])
+        print(f"{mdl} {key[0]} {key[1]} values {key[2]}: dppl_pct cpu {dc:.4f} gpu (fp32 weights) {dg:.4f} (rel diff "
+              f"{rel:.6f}), gpu fp16 weights {dh:.4f}; kl cpu {c['kl']} gpu {g['kl']} fp16w {h['kl']}; fp16 weights "
+              f"{float(h['tok_s']):.0f} tok/s vs fp16-cache {float(h['tok_s_fp16']):.0f} (x{float(h['speedup']):.2f})")
 print(f"{mdl}: {bad} configuration(s) with dppl_pct more than 1% apart")
 PY
         done
@@ -168,6 +170,22 @@ fi
 # paths, the encoders), each timed twice — eagerly (host launches in the loop, as before) and as CUDA-graph replays
 # (device time: what a decode engine that captures its step sees) — beside PyTorch SDPA timed the same two ways, in
 # the same call. Report: results/bench/cuda_<gpu>_round2.{md,csv} (eval/bench_round2.py).
+# Phase `profile`: Nsight Compute on the single-stream decode (B = 1, 32 q / 8 kv heads, d = 128, 3-bit turbo-mse
+# Hadamard on the fused path) at L = 32k and 128k: every section for k_prep and the split kernel (duration, DRAM and
+# L2 throughput, stall reasons), to see where a B = 1 call's time goes beyond reading the codes ($OUT/ncu_b1_<L>.txt),
+# and the encoders' kernels ($OUT/ncu_encode.txt).
+if [ "$phase" = profile ]; then
+    for L in 32768 131072; do
+        timeout 150 "$NCU" --clock-control none -k regex:'k_attn_mma' -c 1 --set full --import-source no \
+            "$TQB" bench --device cuda --variant attn=fast --only attn --batch 1 --tokens $L --iters 1 \
+            > "$OUT/ncu_b1_$L.txt" 2>&1 || echo "ncu b1 L=$L: rc $?" >> "$OUT/ncu_b1_$L.txt"
+    done
+    # the tensor-core encoders (turbo-prod Hadamard, dense turbo-mse): throughput, stalls, occupancy
+    timeout 150 "$NCU" --clock-control none -k regex:'k_encode' -c 8 --section SpeedOfLight --section Occupancy \
+        --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats --section SchedulerStats \
+        "$TQB" bench --device cuda --only encode --iters 1 --encode-vectors 1048576 > "$OUT/ncu_encode.txt" 2>&1 ||
+        echo "ncu encode: rc $?" >> "$OUT/ncu_encode.txt"
+fi
 if [ "$phase" = round2 ] || [ "$phase" = all ]; then
     r2=$(mktemp -d)
     for T in eager graph; do

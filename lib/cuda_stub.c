@@ -53,6 +53,7 @@ int tq_cuda_attn_fp16(int B, int n_q_heads, int n_kv_heads, long L, int d, const
     return nocuda();
 }
 int tq_cuda_model_create(tq_model *m, int fp32_weights, tq_cuda_model **out) { *out = NULL; return nocuda(); }
+int tq_cuda_model_fp32(const tq_cuda_model *g) { (void)g; return 0; }
 void tq_cuda_model_free(tq_cuda_model *g) {}
 int tq_cuda_cache_create(tq_cuda_model *g, const tq_cuda_cache_spec *spec, tq_cuda_cache **out)
 {

@@ -617,8 +617,9 @@ int tq_kvq_cuda_cache(const tq_model *m, tq_cuda_model *g, const tq_kvq_opts *o,
     const int L = mc->n_layers, H = mc->n_kv_head, d = mc->head_dim;
     *out = NULL;
     if (!o) {
-        *bits_total = 16.0;
-        return tq_cuda_cache_create(g, &(tq_cuda_cache_spec){TQ_CUDA_CACHE_F16, capacity, NULL, NULL, NULL, 0}, out);
+        *bits_total = 16.0; /* the reference: fp16 rows, or fp32 beside fp32 weights (the CPU's exact rows) */
+        const int kind = tq_cuda_model_fp32(g) ? TQ_CUDA_CACHE_F32 : TQ_CUDA_CACHE_F16;
+        return tq_cuda_cache_create(g, &(tq_cuda_cache_spec){kind, capacity, NULL, NULL, NULL, 0}, out);
     }
     int st = tq_kvq_cuda_supports(o, m);
     if (st < 0) return st;

@@ -273,6 +273,8 @@ extern "C" void tq_cuda_model_free(tq_cuda_model *g)
     free(g);
 }
 
+extern "C" int tq_cuda_model_fp32(const tq_cuda_model *g) { return g && g->fp32; }
+
 extern "C" int tq_cuda_model_create(tq_model *m, int fp32_weights, tq_cuda_model **out)
 {
     *out = NULL;

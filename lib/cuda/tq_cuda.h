@@ -200,6 +200,7 @@ typedef struct {
  * CPU-only build; TQ_ERR_USAGE for a head dim other than 64, 128 or 256. */
 int tq_cuda_model_create(tq_model *m, int fp32_weights, tq_cuda_model **out);
 void tq_cuda_model_free(tq_cuda_model *g);
+int tq_cuda_model_fp32(const tq_cuda_model *g); /* 1: fp32 weights (the reference cache is then fp32 too) */
 int tq_cuda_cache_create(tq_cuda_model *g, const tq_cuda_cache_spec *spec, tq_cuda_cache **out);
 void tq_cuda_cache_free(tq_cuda_cache *c);
 void tq_cuda_cache_reset(tq_cuda_cache *c); /* forget every position */

@@ -8,6 +8,10 @@ export OPENBLAS_NUM_THREADS=1
 
 text=datasets/text/tale-of-two-cities.txt
 expect_fail "no text" 2 "perplexity: --text FILE is required" -- "$TQ" perplexity m.gguf -o "$T/p.csv"
+expect_fail "gpu weights without the gpu" 2 "perplexity: --gpu-weights needs --device cuda" -- \
+    "$TQ" perplexity m.gguf --text "$text" --gpu-weights fp32 -o "$T/p.csv"
+expect_fail "gpu weights unknown" 2 "perplexity: --gpu-weights 'fp8': fp16 or fp32" -- \
+    "$TQ" perplexity m.gguf --text "$text" --device cuda --gpu-weights fp8 -o "$T/p.csv"
 expect_fail "not a gguf" 1 "perplexity: .*$text" -- "$TQ" perplexity "$text" --text "$text" -o "$T/p.csv"
 check "nothing written" [ ! -e "$T/p.csv" ]
 python3 -c "
