@@ -15,6 +15,17 @@
 #include "options.h"
 #include "tq.h"
 
+/* null at every width: a relative metric of an all-zero slice (0/0). Nothing to lose there at any width, so it costs
+ * 0 and gets the fewest bits, instead of making the whole allocation infeasible. */
+static void ms_null_rows(sens_file *s)
+{
+    for (size_t i = 0, nb = (size_t)s->nb; i < (size_t)s->nu; i++) {
+        int all_null = 1;
+        for (size_t b = 0; b < nb; b++) all_null &= isnan(s->metric_v[i * nb + b]);
+        for (size_t b = 0; all_null && b < nb; b++) s->metric_v[i * nb + b] = 0;
+    }
+}
+
 static void write_bits(FILE *o, const sens_file *s, int t, const int *ub)
 {
     int hu = s->per_head ? s->n_kv_heads : 1;
@@ -297,6 +308,7 @@ int cmd_mixed_schedule(int argc, char **argv)
     ms_parse(&a, argc, argv);
     sens_file s;
     sens_file_load(a.in, &s);
+    ms_null_rows(&s);
     int opt[8];
     ms_result R = {.K = ms_widths(&a, &s, opt)};
     ms_solve(&a, &s, opt, &R);

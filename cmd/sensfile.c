@@ -169,11 +169,6 @@ static void sens_row(const char *path, const tq_json *r, sens_file *s, int i, in
     if (!(v->num >= 1) || v->num != floor(v->num)) bad(path, v, "\"coords\" must be a positive integer");
     s->coords[i] = v->num;
     num_array(path, r, "metric", s->nb, 1, s->metric_v + (size_t)i * nb);
-    /* null at every width: a relative metric of an all-zero slice (0/0). Nothing to lose there at any width,
-     * so it costs 0 and gets the fewest bits, instead of making the whole allocation infeasible. */
-    int all_null = 1;
-    for (int b = 0; b < s->nb; b++) all_null &= isnan(s->metric_v[(size_t)i * nb + b]);
-    for (int b = 0; all_null && b < s->nb; b++) s->metric_v[(size_t)i * nb + b] = 0;
     num_array(path, r, "bits_code", s->nb, 0, s->bcode + (size_t)i * nb);
     num_array(path, r, "bits_total", s->nb, 0, s->btot + (size_t)i * nb);
     size_t key = ((size_t)s->tensor[i] * s->n_layers + s->layer[i]) * hu + s->head[i];

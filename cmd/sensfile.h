@@ -18,8 +18,7 @@ typedef struct {
 } sens_file;
 
 /* Parse and check `path`: version, method, units, shape, ascending bit widths, one row per (tensor, layer[, head])
- * covering every layer (x head) of each tensor present. A row whose metric is null at every width reads as 0 there
- * (a relative metric of an all-zero slice: nothing to lose at any width). */
+ * covering every layer (x head) of each tensor present. A null metric reads as NaN. */
 void sens_file_load(const char *path, sens_file *s);
 void sens_file_free(sens_file *s);
 
