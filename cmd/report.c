@@ -357,7 +357,21 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
             (unsigned long long)s->seed, s->tensors[0] ? "\"keys\"" : "", nt == 2 ? ", " : "",
             s->tensors[1] ? "\"values\"" : "");
     for (int b = 0; b < nb; b++) fprintf(o, "%s%d", b ? ", " : "", s->bits[b]);
-    fprintf(o, "],\n \"rows\": [");
+    fputc(']', o);
+    if (s->weights) { /* what the curves were multiplied by: the closed-loop scan, its metric and width */
+        fprintf(o, ",\n \"weights\": {\"source\": ");
+        json_str(o, s->w_source);
+        fprintf(o, ", \"metric\": ");
+        json_str(o, s->w_metric);
+        fprintf(o, ", \"bits\": %d, \"method\": ", s->w_bits);
+        json_str(o, s->w_method);
+        fprintf(o, ", \"params\": ");
+        json_str(o, s->w_params);
+        fprintf(o, ", \"model\": ");
+        json_str(o, s->w_model);
+        fputc('}', o);
+    }
+    fprintf(o, ",\n \"rows\": [");
     for (int i = 0; i < r->n; i++) {
         const tq_sens_unit *u = &r->units[i];
         fprintf(o, "%s\n  {\"tensor\": \"%s\", \"layer\": %d, \"head\": ", i ? "," : "", tq_tensor_name(u->tensor),
@@ -370,6 +384,10 @@ void report_sens_json(const char *path, const report_sens_info *s, const tq_sens
         json_arr(o, u->bits_code, nb);
         fputs(", \"bits_total\": ", o);
         json_arr(o, u->bits_total, nb);
+        if (s->weights) {
+            fputs(", \"weight\": ", o);
+            json_num(o, s->weights[i]);
+        }
         if (s->dppl) {
             fputs(", \"dppl_pct\": ", o);
             json_arr(o, s->dppl + (size_t)i * nb, nb);

@@ -48,6 +48,11 @@ typedef struct {
     int prompt;
     const double *dppl;
     double ppl_ref;
+    /* --weights: each unit's weight (mean 1; the curves are already multiplied by it), the closed-loop scan they come
+     * from, its metric, width, method and model; NULL for an unweighted scan */
+    const double *weights;
+    const char *w_source, *w_metric, *w_method, *w_params, *w_model;
+    int w_bits;
 } report_sens_info;
 void report_sens_json(const char *path, const report_sens_info *s, const tq_sens_result *r);
 /* Ranked Markdown summary on stdout: the `top` most and least sensitive units at the middle width. */

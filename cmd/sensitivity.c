@@ -1,6 +1,7 @@
 /* sensitivity.c: `tq sensitivity` — the distortion curve of every unit (layer, or layer x kv head, of keys and/or
  * values): one metric of lib/metrics.h at each candidate bit width with the unit's coordinate count, written as JSON
- * for `tq mixed-schedule`. Each tensor is measured alone: the other one stays exact, so a curve is that tensor's.
+ * for `tq mixed-schedule`; with --weights each curve multiplied by the unit's closed-loop sensitivity (<metric>_sw).
+ * Each tensor is measured alone: the other one stays exact, so a curve is that tensor's.
  * Options (as data) -> tq_sensitivity (lib/evaluate.h) -> cmd/report.h. */
 #include <math.h>
 #include <stdlib.h>
@@ -16,11 +17,12 @@
 #include "mpi_work.h"
 #include "options.h"
 #include "report.h"
+#include "sensfile.h"
 #include "vocab.h"
 
 typedef struct {
-    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp, *resume, *text, *model;
-    int tensor, per_head, tokens, threads, top, np, closed_loop, prompt, chunk, threads_given;
+    const char *in, *method, *bits_s, *metric, *rot, *device_s, *outp, *resume, *text, *model, *weights;
+    int tensor, per_head, tokens, threads, top, np, closed_loop, prompt, chunk, threads_given, weight_bits;
     uint64_t seed;
     const char **pos;
 } sens_args;
@@ -47,6 +49,11 @@ static void sens_parse(sens_args *a, int argc, char **argv)
         OPT_STR_("-o", &a->outp, "FILE", NULL, "the JSON output (written to a temporary name, then renamed)"),
         OPT_STR_("--resume", &a->resume, "FILE", NULL, "MPI (mpirun/srun): record finished units in FILE; rerun the same\ncommand with it to skip them (README \"Scaling out\")"),
         OPT_STR_("--model", &a->model, "GGUF", NULL, "the dump's model: its output projections, for --metric out_proj"),
+        OPT_STR_("--weights", &a->weights, "CLOSED.json", NULL, "weigh each unit's curve by its closed-loop "
+                 "sensitivity: the cl_kl (or\ncl_dppl) of the same unit in CLOSED.json (tq sensitivity MODEL.gguf "
+                 "--closed-loop),\nnormalised to mean 1; the metric is recorded as <metric>_sw (out_rel_sw)"),
+        OPT_INT_("--weight-bits", &a->weight_bits, "B", NULL, 1, 8, "the width of CLOSED.json whose values are the "
+                 "weights (default: its\nonly one)"),
         OPT_GROUP_("closed loop (tq sensitivity MODEL.gguf --closed-loop --text FILE):"),
         OPT_FLAG_("--closed-loop", &a->closed_loop, "run the model with one unit's cache quantized at a time, the "
                   "rest exact;\nthe metric is the next-token KL (cl_kl) or dppl (cl_dppl) against the exact cache"),
@@ -82,6 +89,9 @@ static void sens_parse(sens_args *a, int argc, char **argv)
             die_usage("sensitivity: --closed-loop measures cl_kl or cl_dppl, not '%s' (offline metrics scan a dump)",
                       a->metric);
         if (a->model) die_usage("sensitivity: --model goes with a dump scan (out_proj); the closed loop runs it");
+        if (a->weights)
+            die_usage("sensitivity: --weights weighs a dump scan by a closed-loop one; --closed-loop measures the "
+                      "weights themselves");
         if (a->device_s && strcmp(a->device_s, "cpu"))
             die_usage("sensitivity: --closed-loop runs on the cpu only");
     } else {
@@ -95,8 +105,9 @@ static void sens_parse(sens_args *a, int argc, char **argv)
         if (a->model && strcmp(a->metric, "out_proj"))
             die_usage("sensitivity: --model is read for --metric out_proj only");
     }
-    const char *in[3] = {a->in, a->text, a->model};
-    if (a->outp) check_output(a->outp, in, 3);
+    if (a->weight_bits && !a->weights) die_usage("sensitivity: --weight-bits goes with --weights CLOSED.json");
+    const char *in[4] = {a->in, a->text, a->model, a->weights};
+    if (a->outp) check_output(a->outp, in, 4);
 }
 
 /* candidate widths: --bits (each in the method's range) or 1..4 within it; one parameter set per width */
@@ -304,6 +315,79 @@ static float **sens_load_wo(const sens_args *a, const report_sens_info *info, in
     return wo;
 }
 
+/* --weights: the closed-loop value of each unit this scan will have (same tensor, layer and head) at --weight-bits,
+ * normalised to mean 1 by tq_sens_weights; all of it checked before the scan runs. Returns the weights in the scan's
+ * unit order (tensor, layer, head) and fills the record of where they come from. */
+static double *sens_load_weights(const sens_args *a, report_sens_info *info, sens_file *c)
+{
+    const char *p = a->weights;
+    sens_file_load(p, c);
+    if (!c->closed_loop)
+        die("sensitivity: --weights '%s' is not a closed-loop scan (its metric is '%s'); give the JSON of tq "
+            "sensitivity MODEL.gguf --closed-loop --text FILE -o CLOSED.json", p, c->metric);
+    int nl = info->n_layers, nkv = info->n_kv_heads, d = info->head_dim;
+    if (c->n_layers != nl || c->n_kv_heads != nkv || (c->head_dim && c->head_dim != d))
+        die_usage("sensitivity: --weights '%s' is a scan of %d layers x %d kv heads of dim %d, the dump '%s' has %d x "
+                  "%d of dim %d: the weights must come from the dump's model", p, c->n_layers, c->n_kv_heads,
+                  c->head_dim, a->in, nl, nkv, d);
+    if (c->per_head != a->per_head)
+        die_usage("sensitivity: --weights '%s' has one unit per %s, this scan one per %s: scan both %s --per-head", p,
+                  c->per_head ? "(layer, kv head)" : "layer", a->per_head ? "(layer, kv head)" : "layer",
+                  a->per_head ? "with" : "without");
+    for (int t = 0; t < 2; t++)
+        if (info->tensors[t] && !c->tensors[t])
+            die_usage("sensitivity: --weights '%s' has no %s units, which --tensor %s scans; rerun the closed-loop scan "
+                      "with --tensor %s", p, t ? "values" : "keys", info->tensor, info->tensor);
+    int b = -1;
+    char have[64] = "";
+    for (int i = 0; i < c->nb; i++) {
+        snprintf(have + strlen(have), sizeof have - strlen(have), "%s%d", i ? "," : "", c->bits[i]);
+        if (c->bits[i] == a->weight_bits) b = i;
+    }
+    if (!a->weight_bits && c->nb == 1) b = 0;
+    else if (!a->weight_bits)
+        die_usage("sensitivity: --weights '%s' has %d widths (%s bits); choose the one that weighs with --weight-bits",
+                  p, c->nb, have);
+    else if (b < 0) die_usage("sensitivity: --weight-bits %d is not a width of '%s' (it has %s)", a->weight_bits, p, have);
+    int hu = a->per_head ? nkv : 1, n = (info->tensors[0] + info->tensors[1]) * nl * hu;
+    int *row = malloc(sizeof(int) * 2 * (size_t)nl * hu);
+    tq_sens_unit *u = calloc((size_t)n, sizeof *u);
+    double *w = malloc(sizeof(double) * (size_t)n);
+    if (!row || !u || !w) die("out of memory");
+    for (int r = 0; r < c->nu; r++) row[(c->tensor[r] * nl + c->layer[r]) * hu + c->head[r]] = r;
+    for (int i = 0, t = 0; t < 2; t++) /* the scan's order (lib/evaluate.c sens_units) */
+        for (int l = 0; info->tensors[t] && l < nl; l++)
+            for (int h = 0; h < hu; h++, i++)
+                u[i] = (tq_sens_unit){t, l, a->per_head ? h : -1, 0, 0,
+                                      c->metric_v + (size_t)row[(t * nl + l) * hu + h] * c->nb, NULL, NULL};
+    tq_error_clear();
+    if (tq_sens_weights(u, n, b, w) < 0) die("sensitivity: --weights '%s' (%s at %d bits): %s", p, c->metric,
+                                              c->bits[b], tq_error_msg());
+    free(row);
+    free(u);
+    info->weights = w;
+    info->w_source = p, info->w_metric = c->metric, info->w_method = c->method, info->w_params = c->params;
+    info->w_model = c->model, info->w_bits = c->bits[b];
+    return w;
+}
+
+/* the curves times the weights, the scan's units checked against the order the weights were laid out in */
+static void sens_apply_weights(const sens_args *a, report_sens_info *info, tq_sens_result *res, const double *w)
+{
+    static char name[48];
+    int hu = a->per_head ? info->n_kv_heads : 1;
+    for (int i = 0, t = 0; t < 2; t++)
+        for (int l = 0; info->tensors[t] && l < info->n_layers; l++)
+            for (int h = 0; h < hu; h++, i++) {
+                TQ_ASSERT(i < res->n);
+                const tq_sens_unit *u = &res->units[i];
+                TQ_ASSERT(u->tensor == t && u->layer == l && u->head == (a->per_head ? h : -1));
+            }
+    tq_sens_weigh(res, info->n_bits, w);
+    snprintf(name, sizeof name, "%s_sw", info->metric);
+    info->metric = name;
+}
+
 int cmd_sensitivity(int argc, char **argv)
 {
     sens_args a = {0};
@@ -329,6 +413,8 @@ int cmd_sensitivity(int argc, char **argv)
     report_sens_info info;
     sens_check_dump(&a, &so, &info);
     sens_check_widths(&a, P, bits, &nb, info.head_dim, so.device);
+    sens_file wf = {0};
+    double *w = a.weights ? sens_load_weights(&a, &info, &wf) : NULL;
     float **wo = a.model ? sens_load_wo(&a, &info, &so.wo_rows, &so.wo_cols) : NULL;
     so.wo = (const float *const *)wo;
     so.params = P;
@@ -342,9 +428,12 @@ int cmd_sensitivity(int argc, char **argv)
     info.params = P;
     info.bits = bits;
     info.n_bits = nb;
+    if (w) sens_apply_weights(&a, &info, &res, w);
     if (a.outp) report_sens_json(a.outp, &info, &res);
     report_sens_summary(&info, &res, a.top, a.outp);
     tq_sens_free(&res);
+    free(w);
+    sens_file_free(&wf);
     for (int l = 0; wo && l < info.n_layers; l++) free(wo[l]);
     free(wo);
     free(P);

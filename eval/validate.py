@@ -58,6 +58,20 @@ GROUPS = [
 # tq mixed-schedule. The rank rule's fractions (2/3/4 bits) hit each budget: 2.5 = half 2, half 3.
 BUDGETS = [2.5, 3.0, 3.5]
 RANK_FRACTIONS = {2.5: "0.5,0.5,0", 3.0: "0.25,0.5,0.25", 3.5: "0,0.5,0.5"}
+# The recommended proxy as a schedule: the same out_rel scan with each unit's curve weighted by its closed-loop ΔKL
+# (tq sensitivity --weights: out_rel_sw), the weights from a closed-loop scan of text A only (REF_CFG's method and
+# width, keys and values units, the first LAYER_SENS_TOKENS tokens), then the exact optimum at these budgets
+SW_BUDGETS = [3.0]
+# ... and at those budgets uniform turbo-mse, the rank rule and both optima again over more quantizer seeds (the
+# schedules fixed, every configuration at the same seeds: paired), in the closed loop only
+SCHED_SEEDS = "1-4"
+
+
+def schedules_of():
+    """every schedule of the study: (group, schedule file name); the plain out_rel optimum and the rank rule at each
+    budget, then the out_rel_sw optimum"""
+    return [(f"sched-{p}-{b}", f"sched_{p}_{b}.json") for b in BUDGETS for p in ("optimal", "rank")] + \
+        [(f"sched-optimal-sw-{b}", f"sched_optimal-sw_{b}.json") for b in SW_BUDGETS]
 # The configuration whose single-layer closed-loop runs give each layer's sensitivity
 REF_CFG = ["--methods", "turbo-mse", "--bits", "3"]
 # ... over the first LAYER_SENS_TOKENS tokens of text A (a quarter of the text: one closed-loop pass per layer is the
@@ -68,6 +82,15 @@ GEN_PROMPT_CHARS = 600
 
 # CI (--quick): one call, so one reference pass: int8 and three methods at 2 and 4 bits (7 configurations)
 QUICK_GROUPS = [("mix", ["--methods", "int8,turbo-mse,turbo-prod,kivi", "--bits", "2,4"])]
+
+
+def seed_configs(wd, b):
+    """the configurations compared at budget b over SCHED_SEEDS: (group, tq perplexity axes)"""
+    sched = lambda f: ["--methods", "turbo-mse", "--schedule", os.path.join(wd, f)]
+    return [(f"uniform-{b:g}", ["--methods", "turbo-mse", "--bits", f"{b:g}"]),
+            (f"sched-rank-{b}", sched(f"sched_rank_{b}.json")),
+            (f"sched-optimal-{b}", sched(f"sched_optimal_{b}.json")),
+            (f"sched-optimal-sw-{b}", sched(f"sched_optimal-sw_{b}.json"))]
 
 
 def model_path(name):
@@ -152,6 +175,16 @@ def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, w
         if t != "A" and t in loop_texts:
             for g, axes in groups:
                 ppl(t, g, axes)
+    def sched_runs(g, sched):
+        """a schedule offline (tq sweep) on every text and in the closed loop on loop_texts"""
+        axes = ["--methods", "turbo-mse", "--schedule", sched]
+        for t in texts:
+            o = os.path.join(wd, f"sweep_{t}_{g}.csv")
+            R.run(["sweep", dumps[t]] + axes + ["--wide", "--aggregate", "layer", "--threads", "1",
+                                                "--format", "csv", "-o", o], o)
+        for t in loop_texts:
+            ppl(t, g, axes)
+
     if schedules:
         sens = os.path.join(wd, "sens_A.json")
         R.run(["sensitivity", dumps["A"], "--method", "turbo-mse", "--bits", "2-4", "--metric", "out_rel",
@@ -163,20 +196,29 @@ def run_model(R, name, groups, tokens, texts, layer_sens, schedules, generate, w
                 if pol == "rank":
                     a += ["--fractions", RANK_FRACTIONS[b]]
                 R.run(a, s)
-                axes = ["--methods", "turbo-mse", "--schedule", s]
-                for t in texts:
-                    o = os.path.join(wd, f"sweep_{t}_sched-{pol}-{b}.csv")
-                    R.run(["sweep", dumps[t]] + axes + ["--wide", "--aggregate", "layer", "--threads", "1",
-                                                        "--format", "csv", "-o", o], o)
-                for t in loop_texts:
-                    ppl(t, f"sched-{pol}-{b}", axes)
+                sched_runs(f"sched-{pol}-{b}", s)
+        # out_rel_sw: weights from the closed-loop scan of text A (keys and values units, one layer at a time)
+        cl = os.path.join(wd, "clsens_A.json")
+        R.run(["sensitivity", m, "--closed-loop", "--text", texts["A"], "--method", "turbo-mse", "--bits", "3",
+               "--tensor", "both", "--tokens", str(LAYER_SENS_TOKENS), "--threads", "1", "-o", cl], cl)
+        sw = os.path.join(wd, "sens_sw_A.json")
+        R.run(["sensitivity", dumps["A"], "--method", "turbo-mse", "--bits", "2-4", "--metric", "out_rel",
+               "--tensor", "both", "--weights", cl, "--threads", "1", "-o", sw], sw)
+        for b in SW_BUDGETS:
+            s = os.path.join(wd, f"sched_optimal-sw_{b}.json")
+            R.run(["mixed-schedule", sw, "--budget", str(b), "--policy", "optimal", "-o", s], s)
+            sched_runs(f"sched-optimal-sw-{b}", s)
+            for t in loop_texts:
+                for g, axes in seed_configs(wd, b):
+                    o = os.path.join(wd, f"seeds_{t}_{g}.csv")
+                    R.run(["perplexity", m, "--text", texts[t]] + axes + common_ppl + ["--seed", SCHED_SEEDS, "-o", o],
+                          o)
     if generate:
         for t in loop_texts:
             prompt = open(os.path.join(ROOT, texts[t]), encoding="utf-8").read()[:GEN_PROMPT_CHARS]
             prompt = prompt[:prompt.rfind(" ")]
-            for g, axes in groups + ([(f"sched-{p}-{b}", ["--methods", "turbo-mse", "--schedule",
-                                                          os.path.join(wd, f"sched_{p}_{b}.json")])
-                                      for b in BUDGETS for p in ("optimal", "rank")] if schedules else []):
+            for g, axes in groups + ([(g, ["--methods", "turbo-mse", "--schedule", os.path.join(wd, f)])
+                                      for g, f in schedules_of()] if schedules else []):
                 o = os.path.join(wd, f"gen_{t}_{g}.csv")
                 R.run(["generate", m, "--prompt", prompt, "--tokens", str(GEN_TOKENS), "--threads", "1"] + axes +
                       ["--format", "csv", "-o", o], o)
@@ -228,8 +270,7 @@ def layer_proxies(r):
 def load_model(wd, groups, texts, schedules):
     """rows: one dict per (text, configuration) with id columns, proxies (dump scope), per-layer proxies, outcomes."""
     rows = []
-    names = [g for g, _ in groups] + ([f"sched-{p}-{b}" for b in BUDGETS for p in ("optimal", "rank")]
-                                      if schedules else [])
+    names = [g for g, _ in groups] + ([g for g, _ in schedules_of()] if schedules else [])
     for t in texts:
         for g in names:
             sp = os.path.join(wd, f"sweep_{t}_{g}.csv")

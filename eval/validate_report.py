@@ -71,6 +71,102 @@ def derive(rows, sens_kl):
     return names
 
 
+def unit_weights(wd, L):
+    """per layer: the closed-loop ΔKL of its keys and of its values quantized alone (tq sensitivity --closed-loop,
+    clsens_A.json) and the weights tq sensitivity --weights gave them (sens_sw_A.json); NaN where not run"""
+    out = [{k: float("nan") for k in ("dkl_keys", "dkl_values", "w_keys", "w_values")} for _ in range(L)]
+    for f, key, col in (("clsens_A.json", "metric", "dkl_"), ("sens_sw_A.json", "weight", "w_")):
+        p = os.path.join(wd, f)
+        if os.path.exists(p):
+            for r in json.load(open(p))["rows"]:
+                v = r[key]
+                out[r["layer"]][col + r["tensor"]] = float(v[0] if isinstance(v, list) else v)
+    return out
+
+
+def schedule_runs(name, wd, rows, texts):
+    """the schedules compared at each SW_BUDGETS budget (uniform, rank rule, out_rel and out_rel_sw optima), one
+    row per (text, schedule, seed): seed 0 from the study's runs, the other seeds from seeds_<text>_<group>.csv"""
+    out = []
+    for b in V.SW_BUDGETS:
+        what = {f"uniform-{b:g}": ("uniform", "-"), f"sched-rank-{b}": ("rank", "out_rel"),
+                f"sched-optimal-{b}": ("optimal", "out_rel"), f"sched-optimal-sw-{b}": ("optimal", "out_rel_sw")}
+        for t in texts:
+            for g, (policy, metric) in what.items():
+                code = b
+                if g.startswith("sched-"):
+                    sp = os.path.join(wd, g.replace("sched-optimal-sw-", "sched_optimal-sw_")
+                                      .replace("sched-optimal-", "sched_optimal_").replace("sched-rank-", "sched_rank_")
+                                      + ".json")
+                    code = json.load(open(sp))["achieved_code_bits"] if os.path.exists(sp) else float("nan")
+                    r0 = next((r for r in rows if r["text"] == t and r["group"] == g), None)
+                else:
+                    r0 = next((r for r in rows if r["text"] == t and r["method"] == "turbo-mse" and
+                               r["params"] == f"bits={b:g},rot=dense,cb=beta,seed=0" and
+                               r["values"] == f"turbo-mse,bits={b:g},rot=dense,cb=beta,seed=0"), None)
+                runs = [(0, r0["kl"], r0["dppl_pct"], r0["bits_total_loop"])] if r0 else []
+                sp = os.path.join(wd, f"seeds_{t}_{g}.csv")
+                if os.path.exists(sp):
+                    for r in V.read_csv(sp):
+                        runs.append((int(r["seed"]), V.fnum(r["kl"]), V.fnum(r["dppl_pct"]), V.fnum(r["bits_total"])))
+                for seed, kl, dp, bt in runs:
+                    out.append({"model": name, "text": t, "budget": b, "schedule": g, "policy": policy,
+                                "metric": metric, "seed": seed, "bits_code": float(code), "bits_total": bt, "kl": kl,
+                                "dppl_pct": dp})
+    return out
+
+
+SCHED_LABEL = {("uniform", "-"): "uniform turbo-mse", ("rank", "out_rel"): "rank rule (out_rel at 3 bits)",
+               ("optimal", "out_rel"): "optimum of out_rel", ("optimal", "out_rel_sw"): "**optimum of out_rel_sw**"}
+
+
+def sched_label(r):
+    return SCHED_LABEL.get((r["policy"], r["metric"]), f"{r['policy']} {r['metric']}")
+
+
+def schedule_table(w, runs):
+    """the Markdown table of schedule_runs for one model: seed 0 per text, then the mean and range over seeds"""
+    texts = sorted({r["text"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    w(f"| {runs[0]['budget']:.1f} bits | bits (code / stored) | " +
+      " | ".join(f"KL {t} | ΔPPL {t}" for t in texts) + " | " +
+      " | ".join(f"KL {t}: mean [min, max], seeds {seeds[0]}–{seeds[-1]}" for t in texts) + " |")
+    w("|---|---|" + "---:|---:|" * len(texts) + "---|" * len(texts))
+    for g in dict.fromkeys(r["schedule"] for r in runs):
+        rs = [r for r in runs if r["schedule"] == g]
+        s0 = {t: next((r for r in rs if r["text"] == t and r["seed"] == 0), None) for t in texts}
+        cells = []
+        for t in texts:
+            cells += [fmt(s0[t]["kl"]), f"{s0[t]['dppl_pct']:+.1f}%"] if s0[t] else ["-", "-"]
+        for t in texts:
+            k = [r["kl"] for r in rs if r["text"] == t]
+            cells.append(f"{np.mean(k):.3f} [{min(k):.3f}, {max(k):.3f}]" if k else "-")
+        r = rs[0]
+        w(f"| {sched_label(r)} | {r['bits_code']:.2f} / {r['bits_total']:.2f} | " + " | ".join(cells) + " |")
+
+
+def schedule_wins(runs):
+    """per text and per other schedule: the seeds where the out_rel_sw optimum has the lower KL (of those where both
+    ran) and the mean of the paired KL ratios"""
+    out = {}
+    for t in sorted({r["text"] for r in runs}):
+        by = {}
+        for r in runs:
+            if r["text"] == t:
+                by.setdefault(r["seed"], {})[sched_label(r)] = r["kl"]
+        sw = SCHED_LABEL[("optimal", "out_rel_sw")]
+        cmp = []
+        for k in dict.fromkeys(sched_label(r) for r in runs):
+            if k == sw:
+                continue
+            pairs = [(v[sw], v[k]) for v in by.values() if sw in v and k in v]
+            if pairs:
+                cmp.append((k.strip("*"), sum(a < b for a, b in pairs), len(pairs),
+                            float(np.mean([a / b for a, b in pairs]))))
+        out[t] = cmp
+    return out
+
+
 def choose_calibrated(rows, cal_names):
     """the proxy among cal_names with the best Spearman ρ against closed-loop KL on text A (the fit text)"""
     A = [r for r in rows if r["text"] == "A"]
@@ -170,11 +266,14 @@ def report(a, models, groups, texts, sched, lsens):
                 for r in rows:
                     r["calibrated"] = r[best[0]]
                 proxies.append("calibrated")
+            unit = unit_weights(wd, L)
             write_csv(os.path.join(a.out, f"{name}-layer-sensitivity.csv"),
-                      [{"layer": l, "dkl": sens_kl[l], "dppl_pct": sens_dp[l],
-                        "offline_attn_kl": ref_rows(rows, "A")["_layers"][l]["attn_kl"],
-                        "offline_out_rel": ref_rows(rows, "A")["_layers"][l]["out_rel"]} for l in range(L)],
-                      ["layer", "dkl", "dppl_pct", "offline_attn_kl", "offline_out_rel"])
+                      [dict({"layer": l, "dkl": sens_kl[l], "dppl_pct": sens_dp[l],
+                             "offline_attn_kl": ref_rows(rows, "A")["_layers"][l]["attn_kl"],
+                             "offline_out_rel": ref_rows(rows, "A")["_layers"][l]["out_rel"]}, **unit[l])
+                       for l in range(L)],
+                      ["layer", "dkl", "dppl_pct", "offline_attn_kl", "offline_out_rel", "dkl_keys", "dkl_values",
+                       "w_keys", "w_values"])
         # the recommended proxy: the best ρ against KL on text A among all candidates (plain, weighted, calibrated);
         # text B is never looked at to choose it
         cands = [p for p in proxies if p != "calibrated"] + [n for n in rows[0] if n.startswith("cal_")]
@@ -194,6 +293,7 @@ def report(a, models, groups, texts, sched, lsens):
                          "L": L}
         if sched and not a.quick:
             claims += seed_claims(name, rows, sens_kl, L, wd)
+            summary[name]["sched"] = schedule_runs(name, wd, rows, texts)
     extra = sorted({k for r in all_rows for k in r if k not in id_cols and not k.startswith("_")
                     and k not in ("model",)} - set(V.OUTCOMES) - {"ppl", "ppl_ref"})
     cols = id_cols + ["ppl", "ppl_ref"] + V.OUTCOMES + [c for c in extra if c in summary_proxy_order(summary)] + \
@@ -206,6 +306,10 @@ def report(a, models, groups, texts, sched, lsens):
                                                                     "closed_loop"])
     if a.quick:
         return
+    sched_rows = [r for v in summary.values() for r in v.get("sched", [])]
+    write_csv(os.path.join(a.out, "schedules.csv"), sched_rows,
+              ["model", "text", "budget", "schedule", "policy", "metric", "seed", "bits_code", "bits_total", "kl",
+               "dppl_pct"])
     cmds = []
     for name in models:
         wd = os.path.join(a.work, name)
@@ -299,6 +403,27 @@ def write_readme(a, summary, claims, texts, groups):
             w("")
         w(NOTES.get(name, ""))
         w("")
+    if any(s.get("sched") for s in summary.values()):
+        b = V.SW_BUDGETS[0]
+        w(f"## Schedules at {b:.1f} bits in the closed loop")
+        w("")
+        w(NOTES["schedules"])
+        w("")
+        for name, s in summary.items():
+            if not s.get("sched"):
+                continue
+            w(f"**{name}** (KL in nats against the exact cache; seed 0 is the study's run above, the other seeds the "
+              f"same schedules with other quantizer seeds, paired):")
+            w("")
+            schedule_table(w, s["sched"])
+            w("")
+            for t, cmp in schedule_wins(s["sched"]).items():
+                w(f"- text {t}: the out_rel_sw optimum has lower KL than " +
+                  "; than ".join(f"the {k} in {n_w} of {n} seeds (KL {100 * (r - 1):+.0f}%)" for k, n_w, n, r in cmp)
+                  + " (KL change: the mean of the paired ratios).")
+            w("")
+        w(f"![schedules at {b:.1f} bits](schedules.png)")
+        w("")
     if claims:
         w("## The seed articles' claims, offline and in the closed loop")
         w("")
@@ -315,7 +440,7 @@ def write_readme(a, summary, claims, texts, groups):
     w("")
     for name, s in summary.items():
         wd = os.path.join(a.work, name)
-        names = [g for g, _ in groups] + [f"sched-{p}-{b}" for b in V.BUDGETS for p in ("optimal", "rank")]
+        names = [g for g, _ in groups] + [g for g, _ in V.schedules_of()]
         miss = [f"{g} ({t})" for t in texts for g in names if not os.path.exists(os.path.join(wd, f"ppl_{t}_{g}.csv"))]
         gmiss = [f"{g} ({t})" for t in texts for g in names if not os.path.exists(os.path.join(wd, f"gen_{t}_{g}.csv"))]
         nl = int(np.isfinite(s["sens_kl"]).sum())
@@ -334,7 +459,11 @@ def write_readme(a, summary, claims, texts, groups):
       "forms, in-loop attention metrics (`loop_*`).")
     w("- `correlations.csv`: Spearman ρ and Kendall τ with bootstrap intervals, per model × text × proxy × outcome.")
     w("- `<model>-layer-sensitivity.csv`: closed-loop ΔKL / ΔPPL with one layer quantized (turbo-mse 3 bits), "
-      "beside the layer's offline attn_kl and out_rel.")
+      "beside the layer's offline attn_kl and out_rel; `dkl_keys` / `dkl_values`: the closed-loop ΔKL of its keys or "
+      "values alone (`tq sensitivity --closed-loop --tensor both`), `w_keys` / `w_values` the weights "
+      "`tq sensitivity --weights` made of them (mean 1 over the 2 × layers units).")
+    w("- `schedules.csv`: the schedules compared in the closed loop (uniform, rank rule, out_rel and out_rel_sw "
+      "optima): one row per (model, text, schedule, quantizer seed) with code and stored bits, KL and ΔPPL.")
     w("- `seed-claims.csv`, `commands.txt`, the PNGs.")
     w("")
     tmp = os.path.join(a.out, "README.md.tmp")

@@ -15,6 +15,7 @@
 
 #include "dump.h"
 #include "tq.h"
+#include "vocab.h"
 
 /* Parallelism is over heads (the callers' threads); OpenBLAS stays on one thread even with one caller thread: its
  * idle pool spins in sched_yield between the many small products (on the bundled dump: 4.9 s of system time, 7.8 s
@@ -809,4 +810,36 @@ void tq_sens_free(tq_sens_result *r)
     free(r->units);
     free(r->store);
     memset(r, 0, sizeof *r);
+}
+
+int tq_sens_weights(const tq_sens_unit *units, int n, int b, double *w)
+{
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        const tq_sens_unit *u = &units[i];
+        double x = u->metric[b];
+        if (isfinite(x) && x >= 0) {
+            sum += x;
+            continue;
+        }
+        char head[24] = "";
+        if (u->head >= 0) snprintf(head, sizeof head, " head %d", u->head);
+        if (isnan(x))
+            return tq_error_set(TQ_ERR_USAGE, "%s layer %d%s has no value (null); weights must be finite and >= 0",
+                                tq_tensor_name(u->tensor), u->layer, head);
+        return tq_error_set(TQ_ERR_USAGE, "%s layer %d%s has %g; weights must be finite and >= 0",
+                            tq_tensor_name(u->tensor), u->layer, head, x);
+    }
+    if (n < 1 || !(sum > 0 && isfinite(sum))) /* finite non-negative values summing to 0, or overflowing */
+        return tq_error_set(TQ_ERR_USAGE, "the %d weights sum to %g; at least one must be > 0 (and the sum finite)", n,
+                            sum);
+    double mean = sum / n;
+    for (int i = 0; i < n; i++) w[i] = units[i].metric[b] / mean;
+    return TQ_OK;
+}
+
+void tq_sens_weigh(tq_sens_result *r, int n_bits, const double *w)
+{
+    for (int i = 0; i < r->n; i++)
+        for (int b = 0; b < n_bits; b++) r->units[i].metric[b] *= w[i];
 }

@@ -205,4 +205,13 @@ int tq_sens_unit_run(const tq_sens_opts *o, tq_eval_reader **rd, int layer, int 
 int tq_sensitivity(const tq_sens_opts *o, tq_sens_result *out);
 void tq_sens_free(tq_sens_result *r);
 
+/* Sensitivity weights (README "Bit schedules", metric <name>_sw): units[i] is the closed-loop measurement of scan unit
+ * i (tq_cl_sensitivity's unit of the same tensor, layer and head), b the width index to read; w[i] = its metric[b]
+ * divided by the mean over the n units, so that the weights' mean is 1 and only their shape matters. Each value must
+ * be finite and >= 0 and one of them > 0: TQ_ERR_USAGE naming the first unit that is not (w untouched). */
+int tq_sens_weights(const tq_sens_unit *units, int n, int b, double *w);
+/* Weight r's curves (n_bits widths each) in place: unit i's metric[b] *= w[i] (NaN stays NaN). tq mixed-schedule then
+ * minimises sum_i coords_i x w_i x metric_i(bits) with no change to its algorithm. */
+void tq_sens_weigh(tq_sens_result *r, int n_bits, const double *w);
+
 #endif

@@ -63,6 +63,17 @@ same entropy e.csv -- entropy "$D" --synthetic gaussian --tokens 96 --bits 2,3 -
 same sensitivity sens.json -- sensitivity "$D" --method turbo-mse --bits 2-3 --tokens 128 -o sens.json
 same sensitivity-heads sens.json -- sensitivity "$D" --method kivi --bits 2-4 --tokens 96 --per-head --tensor both \
     --metric nmse -o sens.json
+# --weights: every rank loads and checks them, rank 0 weighs the gathered curves (a closed-loop file of the dump's
+# shape written here: 30 layers, keys, cl_kl at 3 bits)
+python3 - "$T/cl.json" <<'PY'
+import json, sys
+rows = [{"tensor": "keys", "layer": l, "head": None, "window": 0, "coords": 128 * 64 * 3, "metric": [0.01 * (1 + l % 7)],
+         "bits_code": [3], "bits_total": [3.25]} for l in range(30)]
+json.dump({"tq_sensitivity": 1, "closed_loop": True, "method": "turbo-mse", "metric": "cl_kl", "units": "layer",
+           "n_layers": 30, "n_kv_heads": 3, "head_dim": 64, "bits": [3], "rows": rows}, open(sys.argv[1], "w"))
+PY
+same sensitivity-weights sens.json -- sensitivity "$D" --method turbo-mse --bits 2-3 --tokens 128 \
+    --weights "$T/cl.json" -o sens.json
 # perplexity: one unit per run, the per-position curves gathered too (slow under the sanitizers: a model per rank).
 # --threads 1: the model's sgemm sums depend on the BLAS thread count (one process's default is every core, a rank
 # bound to one core by mpirun gets one), so the comparison fixes it, as any two perplexity runs must.

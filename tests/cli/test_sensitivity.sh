@@ -128,6 +128,134 @@ with h5py.File(sys.argv[1], "w") as f:
 EOF
 expect_fail "no queries" 2 "has no queries; metric 'attn_kl' needs them" -- "$TQ" sensitivity "$T/nq.h5" --method $M
 expect_ok "no queries, nmse" -- "$TQ" sensitivity "$T/nq.h5" --method $M --metric nmse --bits 2
+# --weights CLOSED.json: every unit's curve times its closed-loop sensitivity, normalised to mean 1 (metric
+# out_rel_sw). A 3-layer dump, its plain out_rel scan, and closed-loop files written here in the format of
+# tq sensitivity MODEL.gguf --closed-loop (cl_kl at 3 bits per unit); tests/test_sens_weights.c checks the arithmetic
+# bit for bit, test_sensitivity_closed_loop.sh a real closed-loop file.
+expect_ok "synth 3 layers" -- "$TQ" synth --dist gaussian --hetero --layers 3 --heads 1 --q-heads 2 --tokens 64 \
+    --dim 32 -o "$T/w3.h5"
+scan=(sensitivity "$T/w3.h5" --method $M --bits 2-4 --metric out_rel --tensor both)
+expect_ok "plain out_rel" -- "$TQ" "${scan[@]}" -o "$T/wp.json"
+# closed-loop files from the plain scan's header: good, or one thing broken
+python3 - "$T/wp.json" "$T" <<'EOF'
+import json, sys
+d, T = json.load(open(sys.argv[1])), sys.argv[2]
+# keys of layer 0 and values of layer 2 dominate this loop, unlike the plain out_rel ranking
+v = {("keys", 0): 0.9, ("keys", 1): 0.02, ("keys", 2): 0.05, ("values", 0): 0.01, ("values", 1): 0.03,
+     ("values", 2): 0.6}
+for how in ("good", "zero", "negative", "null", "widths", "perhead", "keys", "layers"):
+    c = {k: d[k] for k in ("tq_sensitivity", "model", "method", "params", "units", "n_layers", "n_kv_heads",
+                           "head_dim", "seed", "tensors")}
+    c.update(dump="m.gguf", closed_loop=True, text="t.txt", prompt=16, ppl_ref=9.5, metric="cl_kl", tokens=64,
+             bits=[3])
+    rows = []
+    for t in ("keys", "values"):
+        if how == "keys" and t == "values":
+            continue
+        for l in range(4 if how == "layers" else 3):
+            x = 0.0 if how == "zero" else -0.5 if how == "negative" and (t, l) == ("values", 1) else v.get((t, l), 0.1)
+            r = {"tensor": t, "layer": l, "head": None, "window": 0, "coords": 2048, "metric": [x],
+                 "bits_code": [3], "bits_total": [3.5], "dppl_pct": [100 * x]}
+            if how == "null" and (t, l) == ("keys", 2):
+                r["metric"] = [None]
+            if how == "widths":
+                r.update(metric=[2 * x, x], bits_code=[2, 3], bits_total=[2.5, 3.5], dppl_pct=[0, 0])
+            if how == "perhead":
+                r["head"] = 0
+            rows.append(r)
+    if how == "widths":
+        c["bits"] = [2, 3]
+    if how == "perhead":
+        c["units"] = "head"
+    if how == "keys":
+        c["tensors"] = ["keys"]
+    if how == "layers":
+        c["n_layers"] = 4
+    c["rows"] = rows
+    json.dump(c, open(f"{T}/cl_{how}.json", "w"), indent=1)
+EOF
+expect_ok "weighted out_rel" -- "$TQ" "${scan[@]}" --weights "$T/cl_good.json" -o "$T/ww.json"
+check "summary names out_rel_sw" grep -q "out_rel_sw of both" "$T/out"
+# Each weighted value is weight x the plain value of the same seed (the same scan), and each weight is cl_kl over the
+# mean cl_kl: every number here is printed to 9 significant digits (relative rounding <= 5e-9 each), so a product of
+# two printed numbers against a third agrees to 3 x 5e-9 = 1.5e-8 relative; 2e-8 allowed.
+check "weights: cl_kl / mean, the curves weight x plain" python3 - "$T/wp.json" "$T/ww.json" "$T/cl_good.json" <<'EOF'
+import json, sys
+p, w, c = (json.load(open(a)) for a in sys.argv[1:4])
+assert w["metric"] == "out_rel_sw" and p["metric"] == "out_rel", (w["metric"], p["metric"])
+assert w["weights"] == {"source": sys.argv[3], "metric": "cl_kl", "bits": 3, "method": c["method"],
+                        "params": c["params"], "model": c["model"]}, w["weights"]
+raw = {(r["tensor"], r["layer"]): r["metric"][0] for r in c["rows"]}
+mean = sum(raw.values()) / len(raw)
+close = lambda a, b: abs(a - b) <= 2e-8 * abs(b)
+assert len(w["rows"]) == len(p["rows"]) == 6
+for rp, rw in zip(p["rows"], w["rows"]):
+    assert (rp["tensor"], rp["layer"]) == (rw["tensor"], rw["layer"]) and rp["coords"] == rw["coords"]
+    assert rp["bits_code"] == rw["bits_code"] and rp["bits_total"] == rw["bits_total"]
+    assert close(rw["weight"], raw[(rw["tensor"], rw["layer"])] / mean), (rw, mean)
+    for a, b in zip(rw["metric"], rp["metric"]):
+        assert close(a, rw["weight"] * b), (rw, rp)
+assert abs(sum(r["weight"] for r in w["rows"]) / 6 - 1) < 2e-8
+EOF
+# mixed-schedule optimises sum coords x w x out_rel(bits) with no change: at 3.0 bits its allocation is the brute-force
+# optimum over all 3^6 schedules of the weighted curves, and differs from the plain out_rel optimum (the weights move
+# bits to the units the loop finds sensitive). The optimum must be unique beyond the 2e-8 relative rounding of the
+# printed curves: runner-up > best x (1 + 1e-6) (measured: 0.4% worse).
+expect_ok "schedule, weighted" -- "$TQ" mixed-schedule "$T/ww.json" --budget 3.0 -o "$T/sw.json"
+expect_ok "schedule, plain" -- "$TQ" mixed-schedule "$T/wp.json" --budget 3.0 -o "$T/sp.json"
+check "weighted optimum = brute force on weight x plain" python3 - "$T/wp.json" "$T/ww.json" "$T/sw.json" \
+    "$T/sp.json" <<'EOF'
+import itertools, json, sys
+p, w, sw, sp = (json.load(open(a)) for a in sys.argv[1:5])
+bits, rows = p["bits"], p["rows"]
+W = sum(r["coords"] for r in rows)
+best = []
+for ch in itertools.product(range(3), repeat=6):
+    if sum(r["coords"] * r["bits_code"][k] for r, k in zip(rows, ch)) > 3.0 * W:
+        continue
+    best.append((sum(r["coords"] * rw["weight"] * r["metric"][k] for r, rw, k in zip(rows, w["rows"], ch)), ch))
+best.sort()
+(d0, ch), (d1, _) = best[0], best[1]
+assert d1 > (1 + 1e-6) * d0, best[:2]
+want = {t: [bits[ch[i]] for i, r in enumerate(rows) if r["tensor"] == t] for t in ("keys", "values")}
+assert sw["metric"] == "out_rel_sw" and sw["keys"] == want["keys"] and sw["values"] == want["values"], (sw, want)
+assert abs(sw["predicted"] - d0 / W) <= 2e-8 * d0 / W, (sw["predicted"], d0 / W)
+assert (sp["keys"], sp["values"]) != (sw["keys"], sw["values"]), (sp, sw)
+print(f"weighted optimum keys {sw['keys']} values {sw['values']}; plain {sp['keys']} {sp['values']}", file=sys.stderr)
+EOF
+# bad weights: one message each, exit 2 for a file that does not fit the scan or the options, 1 for a bad file;
+# nothing written
+bad_w() { # NAME CODE PATTERN ARGS...
+    local name=$1 code=$2 pat=$3; shift 3
+    expect_fail "weights: $name" "$code" "$pat" -- "$TQ" "${scan[@]}" "$@" -o "$T/wbad.json"
+}
+bad_w "offline file" 1 "--weights '.*wp.json' is not a closed-loop scan \(its metric is 'out_rel'\)" \
+    --weights "$T/wp.json"
+bad_w "another model" 2 "is a scan of 4 layers x 1 kv heads of dim 32, the dump '.*w3.h5' has 3 x 1 of dim 32: \
+the weights must come from the dump's model" --weights "$T/cl_layers.json"
+bad_w "per head vs per layer" 2 "has one unit per \(layer, kv head\), this scan one per layer: scan both without \
+--per-head" --weights "$T/cl_perhead.json"
+bad_w "keys only" 2 "has no values units, which --tensor both scans; rerun the closed-loop scan with --tensor both" \
+    --weights "$T/cl_keys.json"
+bad_w "two widths" 2 "has 2 widths \(2,3 bits\); choose the one that weighs with --weight-bits" \
+    --weights "$T/cl_widths.json"
+bad_w "width not there" 2 "--weight-bits 4 is not a width of '.*cl_widths.json' \(it has 2,3\)" \
+    --weights "$T/cl_widths.json" --weight-bits 4
+bad_w "negative" 1 "\(cl_kl at 3 bits\): values layer 1 has -0.5; weights must be finite and >= 0" \
+    --weights "$T/cl_negative.json"
+bad_w "null" 1 "keys layer 2 has no value \(null\); weights must be finite and >= 0" --weights "$T/cl_null.json"
+bad_w "all zero" 1 "the 6 weights sum to 0; at least one must be > 0" --weights "$T/cl_zero.json"
+bad_w "missing file" 1 "cannot open '.*nope.json'" --weights "$T/nope.json"
+bad_w "weight-bits alone" 2 "--weight-bits goes with --weights CLOSED.json" --weight-bits 3
+expect_fail "weights: output over the weights" 2 "output '.*cl_good.json' is the input" -- "$TQ" "${scan[@]}" \
+    --weights "$T/cl_good.json" -o "$T/cl_good.json"
+expect_fail "weights: closed loop" 2 "--weights weighs a dump scan by a closed-loop one" -- "$TQ" sensitivity m.gguf \
+    --closed-loop --text t.txt --method $M --weights "$T/cl_good.json" -o "$T/wbad.json"
+check "no output from bad weights" [ ! -e "$T/wbad.json" ]
+check "weights file untouched" python3 -c "import json, sys; sys.exit(not json.load(open('$T/cl_good.json'))['closed_loop'])"
+expect_ok "weighted, threads 2" -- "$TQ" "${scan[@]}" --weights "$T/cl_good.json" --threads 2 -o "$T/ww2.json"
+check "weighted: threads do not change the bytes" cmp -s "$T/ww.json" "$T/ww2.json"
+
 expect_ok "help" -- "$TQ" sensitivity --help
 check "help is usage on stdout" grep -q "^usage: tq sensitivity " "$T/out"
 check "no stray temporary files" [ -z "$(ls "$T" | grep '\.tmp\.')" ]

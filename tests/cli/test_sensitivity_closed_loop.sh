@@ -2,8 +2,9 @@
 # test_sensitivity_closed_loop.sh: `tq sensitivity MODEL --closed-loop` and `--metric out_proj` — bad input (one
 # message, exit 2 or 1, no output file), and on the bundled SmolLM2 over 16 tokens: a layer unit's cl_kl and dppl_pct
 # equal `tq perplexity --keep-layers <every other layer> --values none` exactly (the same loop, the reference shared),
-# a values unit's cl_dppl equals it with the keys exact, the JSON is what `tq mixed-schedule` reads, and out_proj
-# runs on a dump of the model with its W_o.
+# a values unit's cl_dppl equals it with the keys exact, the JSON is what `tq mixed-schedule` reads and what
+# `tq sensitivity --weights` weighs an offline scan of the model's dump by, and out_proj runs on a dump of the model
+# with its W_o.
 source "$(dirname "$0")/lib.sh"
 
 text=datasets/text/tale-of-two-cities.txt
@@ -73,6 +74,33 @@ PY
 import json; s = json.load(open('$T/sched.json'))
 assert s['metric'] == 'cl_kl' and len(s['keys']) == 30 and s['achieved_bits'] <= 3.0
 assert s['model']['name'] == 'SmolLM2-135M-Instruct.Q4_1', s['model']"
+    # the scan as --weights of an offline scan of the bundled dump (SmolLM2's own): attn_kl_sw = attn_kl x the keys
+    # unit's cl_kl at 4 bits / its mean over the 30 layers (9 printed digits each: 2e-8 relative, as in
+    # test_sensitivity.sh); a values or per-head scan has no matching units, two widths need --weight-bits
+    off=(sensitivity datasets/smollm2-135m.h5 --method turbo-mse --bits 2,4 --tokens 32 --threads 1)
+    expect_ok "offline attn_kl" -- "$TQ" "${off[@]}" -o "$T/ap.json"
+    if expect_ok "offline attn_kl weighted by the loop" -- "$TQ" "${off[@]}" --weights "$T/cl.json" --weight-bits 4 \
+        -o "$T/aw.json"; then
+        check "attn_kl_sw = cl_kl / mean x attn_kl" python3 - "$T/ap.json" "$T/aw.json" "$T/cl.json" <<'PY'
+import json, sys
+p, w, c = (json.load(open(a)) for a in sys.argv[1:4])
+assert w["metric"] == "attn_kl_sw" and w["weights"]["bits"] == 4 and w["weights"]["metric"] == "cl_kl", w["weights"]
+raw = [r["metric"][1] for r in c["rows"]]
+mean = sum(raw) / len(raw)
+close = lambda a, b: abs(a - b) <= 2e-8 * abs(b)
+assert len(w["rows"]) == 30 and max(raw) > 5 * min(raw) > 0, raw
+for rp, rw, x in zip(p["rows"], w["rows"], raw):
+    assert rw["layer"] == rp["layer"] and close(rw["weight"], x / mean), (rw, x, mean)
+    assert all(close(a, rw["weight"] * b) for a, b in zip(rw["metric"], rp["metric"])), (rw, rp)
+PY
+    fi
+    expect_fail "weights without values units" 2 "has no values units, which --tensor both scans" -- "$TQ" \
+        "${off[@]}" --metric out_rel --tensor both --weights "$T/cl.json" --weight-bits 4 -o "$T/bw.json"
+    expect_fail "weights per layer, scan per head" 2 "has one unit per layer, this scan one per \(layer, kv head\)" \
+        -- "$TQ" "${off[@]}" --per-head --weights "$T/cl.json" --weight-bits 4 -o "$T/bw.json"
+    expect_fail "weights of two widths" 2 "has 2 widths \(2,4 bits\); choose" -- "$TQ" "${off[@]}" \
+        --weights "$T/cl.json" -o "$T/bw.json"
+    check "no output from refused weights" [ ! -e "$T/bw.json" ]
 fi
 # values units (keys exact), ranked by dppl: layer 17's equals tq perplexity with fp16 keys and values quantized
 if expect_ok "closed-loop scan, values, cl_dppl" -- "$TQ" sensitivity "$S" --closed-loop "${run[@]}" --bits 2 \
