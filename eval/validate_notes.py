@@ -32,7 +32,7 @@ look worse by nmse than they act). The misorderings of the recommended proxy on 
 key-side metrics cannot see (turbo-mse 4 keys with 2-bit values: its top8 is that of 4-bit keys, its KL that of 2-bit
 values; the rows with int8 values the other way), polar 5/3/3/3, and within-width pairs (dense vs hadamard, center on
 /off at 2 bits). `out_rel_sw`, which sees the values, does not make the first of these mistakes.""",
-    "schedules": """The question of issue 16: does the optimum of the recommended proxy beat uniform bits and the rank rule in the
+    "schedules": """The question this study set: does the optimum of the recommended proxy beat uniform bits and the rank rule in the
 loop? Four configurations at 3.0 code bits (keys and values sharing the budget, turbo-mse 2/3/4 bits per layer and
 tensor; stored bits equal uniform turbo-mse 3's), all fitted on text A and run on A and on B (held out): uniform
 turbo-mse 3; the seed article's rank rule on the plain out_rel scan (25/50/25% of units at 2/3/4 bits); the exact

@@ -151,7 +151,7 @@ corrupt 'f.attrs["tq_format_version"] = 7'
 expect_fail "future version" 1 "tq_format_version is 7, this tq reads 1..2" -- "$TQ" dequantize "$T/cc.h5" -o "$T/x.h5"
 check "no output or temp file after dequantize failures" nofile
 
-# Provenance (issue 19): a dump's own attributes (datasets/FORMAT.md "Attributes of real-model dumps": token_ids,
+# Provenance: a dump's own attributes (datasets/FORMAT.md "Attributes of real-model dumps": token_ids,
 # model_layers, rope_theta, channel_order, per-layer model_layer and attention attributes, and anything else a user
 # put there) survive quantize -> dequantize with their names, values, dtypes and shapes; model_layers keeps the
 # entries of a --layers subset so that it still names each output layer's model layer. Compared exactly: the
