@@ -32,7 +32,7 @@ look worse by nmse than they act). The misorderings of the recommended proxy on 
 key-side metrics cannot see (turbo-mse 4 keys with 2-bit values: its top8 is that of 4-bit keys, its KL that of 2-bit
 values; the rows with int8 values the other way), polar 5/3/3/3, and within-width pairs (dense vs hadamard, center on
 /off at 2 bits). `out_rel_sw`, which sees the values, does not make the first of these mistakes.""",
-    "schedules": """The question this study set: does the optimum of the recommended proxy beat uniform bits and the rank rule in the
+    "schedules": """The question of issue 16: does the optimum of the recommended proxy beat uniform bits and the rank rule in the
 loop? Four configurations at 3.0 code bits (keys and values sharing the budget, turbo-mse 2/3/4 bits per layer and
 tensor; stored bits equal uniform turbo-mse 3's), all fitted on text A and run on A and on B (held out): uniform
 turbo-mse 3; the seed article's rank rule on the plain out_rel scan (25/50/25% of units at 2/3/4 bits); the exact
@@ -66,9 +66,8 @@ on one scale.""",
   lower nmse than uniform 3 bits on both models (more than the claim), but its out_rel is 10–16% higher (values get
   fewer bits). In the loop it is worth 9% lower KL (text A) or nothing (B, −1%) on SmolLM2, and 48–57% lower KL on
   Gemma 3, whose few sensitive layers it protects.""",
-    "not_run": """Everything the study plans ran, except `tq generate` (tokens to divergence, 32 greedy tokens per configuration):
-18 of 28 runs on SmolLM2 and none on Gemma 3, stopped to leave time for the analysis (the out_rel_sw schedule's runs were
-added with `--no-generate`). `make validate` resumes where it stopped (every finished run is cached). Missing, per
+    "not_run": """Everything the study plans ran, `tq generate` included (tokens to divergence, 32 greedy tokens per configuration,
+all 28 runs on each model). `make validate` reuses every finished run (cached) and computes only what is missing. Per
 model:""",
     "conclusions": """- Both models, 40 configurations per text (every method at 2–4 bits, both rotations, center on/off, mixed value
   methods, seven schedules): every plain proxy but entropy collapse and nmse (B: 0.84 / 0.79 and 0.93 / 0.88 on
