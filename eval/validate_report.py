@@ -88,6 +88,7 @@ def schedule_runs(name, wd, rows, texts):
     """the schedules compared at each SW_BUDGETS budget (uniform, rank rule, out_rel and out_rel_sw optima), one
     row per (text, schedule, seed): seed 0 from the study's runs, the other seeds from seeds_<text>_<group>.csv"""
     out = []
+    files = dict(V.schedules_of())  # group -> schedule file
     for b in V.SW_BUDGETS:
         what = {f"uniform-{b:g}": ("uniform", "-"), f"sched-rank-{b}": ("rank", "out_rel"),
                 f"sched-optimal-{b}": ("optimal", "out_rel"), f"sched-optimal-sw-{b}": ("optimal", "out_rel_sw")}
@@ -95,9 +96,7 @@ def schedule_runs(name, wd, rows, texts):
             for g, (policy, metric) in what.items():
                 code = b
                 if g.startswith("sched-"):
-                    sp = os.path.join(wd, g.replace("sched-optimal-sw-", "sched_optimal-sw_")
-                                      .replace("sched-optimal-", "sched_optimal_").replace("sched-rank-", "sched_rank_")
-                                      + ".json")
+                    sp = os.path.join(wd, files[g])
                     code = json.load(open(sp))["achieved_code_bits"] if os.path.exists(sp) else float("nan")
                     r0 = next((r for r in rows if r["text"] == t and r["group"] == g), None)
                 else:
