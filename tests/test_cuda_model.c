@@ -273,15 +273,25 @@ static void test_quant(const shape *s, tq_model *m, tq_model *m16, tq_cuda_model
     int st;
     const int kinds[][4] = {{TQ_M_TURBO_MSE, 4, 4, TQ_ROT_HADAMARD}, {TQ_M_TURBO_MSE, 3, 3, TQ_ROT_DENSE},
                             {TQ_M_TURBO_PROD, 3, 3, TQ_ROT_HADAMARD}};
-    for (int k = 0; k < 3; k++) {
+    /* the references every configuration is scored against, once: the CPU's log-probs (exact and fp16-rounded
+     * weights) and the GPU fp16 loop's own (fp16 cache) with its decode time */
+    float *lp = NULL, *lp16 = NULL, *lg16 = NULL;
+    double ts_ref = 0;
+    st = tq_ppl_reference(m, tok, T, 1, 1, &lp);
+    CHECK(st == TQ_OK, "%s: cpu reference: %s", s->arch, tq_error_msg());
+    if (!st && g16) {
+        st = tq_ppl_reference(m16, tok, T, 1, 1, &lp16);
+        if (!st) st = tq_ppl_reference_cuda(m, g16, tok, T, &lg16, &ts_ref);
+        CHECK(st == TQ_OK, "%s: references for the fp16 loops: %s", s->arch, tq_error_msg());
+    }
+    for (int k = 0; k < 3 && !st; k++) {
         tq_kvq_opts o = kvq_opts(kinds[k][0], kinds[k][1], kinds[k][2], kinds[k][3]);
         const char *kn = kinds[k][0] == TQ_M_TURBO_PROD ? "turbo-prod" : "turbo-mse";
-        float *cq = malloc((size_t)(T - 1) * V * sizeof *cq), *lp = NULL;
+        float *cq = malloc((size_t)(T - 1) * V * sizeof *cq);
         tq_ppl_result rc_, rg_;
         memset(&rc_, 0, sizeof rc_);
         memset(&rg_, 0, sizeof rg_);
-        st = tq_ppl_reference(m, tok, T, 1, 1, &lp);
-        if (!st) st = tq_ppl_run(m, &o, tok, T, 1, 1, lp, 0, cq, &rc_);
+        st = tq_ppl_run(m, &o, tok, T, 1, 1, lp, 0, cq, &rc_);
         CHECK(st == TQ_OK, "%s %s: cpu closed loop: %s", s->arch, kn, tq_error_msg());
         float *gq = NULL;
         double e_quant = 0;
@@ -316,17 +326,14 @@ static void test_quant(const shape *s, tq_model *m, tq_model *m16, tq_cuda_model
                   dg, dc);
         }
         if (!st && g16) { /* what tq perplexity --device cuda reports: fp16 weights, its own fp16-cache reference */
-            float *lg16 = NULL, *lp16 = NULL;
             tq_ppl_result r16, c16;
             memset(&r16, 0, sizeof r16);
             memset(&c16, 0, sizeof c16);
-            double ts_ref = 0, ts_q = 0;
-            st = tq_ppl_reference_cuda(m, g16, tok, T, &lg16, &ts_ref);
-            if (!st) st = tq_ppl_run_cuda(m, g16, &o, tok, T, lg16, 0, NULL, &r16, &ts_q);
+            double ts_q = 0;
+            st = tq_ppl_run_cuda(m, g16, &o, tok, T, lg16, 0, NULL, &r16, &ts_q);
             CHECK(st == TQ_OK, "%s %s: gpu fp16 closed loop: %s", s->arch, kn, tq_error_msg());
             /* the CPU closed loop on the same weights rounded to fp16 (the f16 file): what the GPU's fp16 loop computes,
              * up to float32 reordering and the few codes that flip with it */
-            if (!st) st = tq_ppl_reference(m16, tok, T, 1, 1, &lp16);
             if (!st) st = tq_ppl_run(m16, &o, tok, T, 1, 1, lp16, 0, NULL, &c16);
             CHECK(st == TQ_OK, "%s %s: cpu closed loop, fp16 weights: %s", s->arch, kn, tq_error_msg());
             if (!st) {
@@ -344,17 +351,17 @@ static void test_quant(const shape *s, tq_model *m, tq_model *m16, tq_cuda_model
                  * token's log-probability by <= ~6e-3 (aligned), the mean and so ppl by less: 1e-2 relative */
                 CHECK_REL(r16.ppl_ref, rc_.ppl_ref, 1e-2, "ppl_ref gpu fp16 vs cpu");
             }
-            free(lp16);
             tq_ppl_result_free(&c16);
-            free(lg16);
             tq_ppl_result_free(&r16);
         }
         free(cq);
         free(gq);
-        free(lp);
         tq_ppl_result_free(&rc_);
         tq_ppl_result_free(&rg_);
     }
+    free(lp);
+    free(lp16);
+    free(lg16);
 }
 
 /* One architecture: CPU side always, GPU side when there is one (*gpu). */
