@@ -4,7 +4,8 @@
 # Environment from the Makefile: TQ (the tq binary), BUILD (build dir with tests/). The programs are independent
 # (each works in its own mktemp folder), so TQ_TEST_JOBS of them (default: the machine's cores) run at once, the
 # slowest started first; results print in the fixed order below, each with its wall and CPU (user + sys) seconds,
-# then the slowest by CPU. TQ_TEST_JOBS=1 runs them one by one.
+# then the slowest by CPU. TQ_TEST_JOBS=1 runs them one by one. With TQ_LANES (tests/lanes.sh; .ci/run sets it) the
+# programs take their turns on lanes shared with other runners instead.
 set -u
 cd "$(dirname "$0")/.."
 export TQ BUILD
@@ -54,12 +55,14 @@ run_bg() { # index: runs names[i] with its output, stderr, exit status and times
 build (the plain suite runs it)" >&2; echo "0 passed, 0 failed, 1 skipped"')
         fi
         { time "${run[@]}" >"$R/$i.out" 2>"$R/$i.err"; echo $? >"$R/$i.rc"; } 2>"$R/$i.time"
+        lane_give
     ) &
 }
-running=0
+source tests/lanes.sh
+lanes_open "$jobs_max"
 for i in "${sorted[@]}"; do
-    if [ "$running" -ge "$jobs_max" ]; then wait -n; running=$((running - 1)); fi
-    run_bg "$i"; running=$((running + 1))
+    lane_take
+    run_bg "$i"
 done
 wait
 
@@ -96,7 +99,7 @@ for i in "${!names[@]}"; do
     fi
     report "$i"
 done
-echo "slowest by CPU (user + sys s, wall s; $jobs_max at a time):"
+echo "slowest by CPU (user + sys s, wall s; ${TQ_LANES:+on lanes shared with other runners}${TQ_LANES:-$jobs_max at a time}):"
 sort -rn "$R/cpu" | head -n 8 | awk '{ printf "  %-28s cpu %7.1f  wall %7.1f\n", $3, $1, $2 }'
 awk '{ c += $1 } END { printf "  all programs: cpu %.1f s\n", c }' "$R/cpu"
 [ ${#broken[@]} -gt 0 ] && printf 'broken: %s\n' "${broken[@]}"
