@@ -34,9 +34,12 @@ for t in tests/cli/*.sh; do
 done
 for t in tests/py/test_*.py; do [ -f "$t" ] && { names+=("$(basename "$t")"); kinds+=(py); paths+=("$t"); }; done
 
-# start order: the slowest first (by CPU, both builds), so that the lanes finish together; then the rest in order
-slow="test_closed_loop test_generate.sh test_turbo_simd test_dump_model.sh test_perplexity.sh test_model test_mpi.sh
-test_turbo test_robustness.sh test_paper test_info.sh test_golden.sh test_determinism.sh"
+# start order: the slowest first (by CPU, the larger of the two builds'), so that the lanes finish together; then the
+# rest in order
+slow="test_closed_loop test_mpi.sh test_sensitivity_closed_loop.sh test_python_binding.py test_valgrind.sh
+test_generate.sh test_tokenizer_llama.py test_perplexity.sh test_closed_loop_numpy.py test_robustness.sh test_turbo_simd
+test_turbo test_dump_model.sh test_validate.sh test_model test_paper test_quantize.sh test_determinism.sh
+test_attention_spec test_synth.sh"
 sorted=()
 for s in $slow; do for i in "${!names[@]}"; do [ "${names[$i]}" = "$s" ] && sorted+=("$i"); done; done
 for i in "${!names[@]}"; do [[ " ${sorted[*]} " == *" $i "* ]] || sorted+=("$i"); done
