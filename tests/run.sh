@@ -4,11 +4,23 @@
 # Environment from the Makefile: TQ (the tq binary), BUILD (build dir with tests/). The programs are independent
 # (each works in its own mktemp folder), so TQ_TEST_JOBS of them (default: the machine's cores) run at once, the
 # slowest started first; results print in the fixed order below, each with its wall and CPU (user + sys) seconds,
-# then the slowest by CPU. TQ_TEST_JOBS=1 runs them one by one.
+# then the slowest by CPU. TQ_TEST_JOBS=1 runs them one by one. With TQ_LANES (tests/lanes.sh; .ci/run sets it) the
+# programs take their turns on lanes shared with other runners instead.
 set -u
 cd "$(dirname "$0")/.."
 export TQ BUILD
 export TQ_TMP=$(mktemp -d /tmp/tq-test.XXXXXX)
+# Programs share the cores (several at once), so an OpenMP thread that waits at a barrier sleeps instead of spinning
+# on a core another program needs (test_turbo_simd, two at once: 22 -> 9 CPU s each). Numbers do not change: the
+# policy decides only how idle threads wait.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# python3 resolved once: where it is a version manager's shim (pyenv's costs ~0.13 CPU s a call), the suite's ~400
+# python3 runs go straight to the interpreter the shim picks here (~50 CPU s of CI)
+py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
+if [[ $py =~ ^[A-Za-z0-9_./+-]+$ ]] && [ -x "$py" ]; then
+    mkdir -p "$TQ_TMP/bin" && printf '#!/bin/sh\nexec %s "$@"\n' "$py" >"$TQ_TMP/bin/python3" &&
+        chmod +x "$TQ_TMP/bin/python3" && export PATH=$TQ_TMP/bin:$PATH
+fi
 trap 'rm -rf "$TQ_TMP"' EXIT
 jobs_max=${TQ_TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
 [ "$jobs_max" -ge 1 ] 2>/dev/null || jobs_max=1
@@ -22,9 +34,12 @@ for t in tests/cli/*.sh; do
 done
 for t in tests/py/test_*.py; do [ -f "$t" ] && { names+=("$(basename "$t")"); kinds+=(py); paths+=("$t"); }; done
 
-# start order: the slowest first (by CPU, both builds), so that the lanes finish together; then the rest in order
-slow="test_closed_loop test_generate.sh test_turbo_simd test_dump_model.sh test_perplexity.sh test_model test_mpi.sh
-test_turbo test_robustness.sh test_paper test_info.sh test_golden.sh test_determinism.sh"
+# start order: the slowest first (by CPU, the larger of the two builds'), so that the lanes finish together; then the
+# rest in order
+slow="test_closed_loop test_mpi.sh test_sensitivity_closed_loop.sh test_python_binding.py test_valgrind.sh
+test_generate.sh test_tokenizer_llama.py test_perplexity.sh test_closed_loop_numpy.py test_robustness.sh test_turbo_simd
+test_turbo test_dump_model.sh test_validate.sh test_model test_paper test_quantize.sh test_determinism.sh
+test_attention_spec test_synth.sh"
 sorted=()
 for s in $slow; do for i in "${!names[@]}"; do [ "${names[$i]}" = "$s" ] && sorted+=("$i"); done; done
 for i in "${!names[@]}"; do [[ " ${sorted[*]} " == *" $i "* ]] || sorted+=("$i"); done
@@ -50,12 +65,14 @@ run_bg() { # index: runs names[i] with its output, stderr, exit status and times
 build (the plain suite runs it)" >&2; echo "0 passed, 0 failed, 1 skipped"')
         fi
         { time "${run[@]}" >"$R/$i.out" 2>"$R/$i.err"; echo $? >"$R/$i.rc"; } 2>"$R/$i.time"
+        lane_give
     ) &
 }
-running=0
+source tests/lanes.sh
+lanes_open "$jobs_max"
 for i in "${sorted[@]}"; do
-    if [ "$running" -ge "$jobs_max" ]; then wait -n; running=$((running - 1)); fi
-    run_bg "$i"; running=$((running + 1))
+    lane_take
+    run_bg "$i"
 done
 wait
 
@@ -92,7 +109,7 @@ for i in "${!names[@]}"; do
     fi
     report "$i"
 done
-echo "slowest by CPU (user + sys s, wall s; $jobs_max at a time):"
+echo "slowest by CPU (user + sys s, wall s; ${TQ_LANES:+on lanes shared with other runners}${TQ_LANES:-$jobs_max at a time}):"
 sort -rn "$R/cpu" | head -n 8 | awk '{ printf "  %-28s cpu %7.1f  wall %7.1f\n", $3, $1, $2 }'
 awk '{ c += $1 } END { printf "  all programs: cpu %.1f s\n", c }' "$R/cpu"
 [ ${#broken[@]} -gt 0 ] && printf 'broken: %s\n' "${broken[@]}"

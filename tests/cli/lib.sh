@@ -29,6 +29,9 @@ expect_ok() {
     if [ "$rc" != 0 ]; then bad "$name: exit $rc: $(cat "$T/.err")"; return 1; fi
     ok
 }
+# under_sanitizers: $TQ is the ASan + UBSan build (make test SANITIZE=1), where the model-heavy cases run smaller (the
+# plain suite runs them at full size; README "CI time" lists them)
+under_sanitizers() { [ -n "${TQ_SANITIZE:-}" ] || ldd "$TQ" 2>/dev/null | grep -q libasan; }
 # check NAME CONDITION-COMMAND...
 check() { local name=$1; shift; if "$@"; then ok; else bad "$name"; fi; }
 finish() { echo "$_pass passed, $_fail failed, $_skip skipped"; [ "$_fail" = 0 ]; }

@@ -40,7 +40,7 @@ expect_fail "prompt too long" 2 "--prompt 16 leaves no token" -- \
     "$TQ" sensitivity "$S" --closed-loop --text "$text" --tokens 16 --prompt 16 --method turbo-mse -o "$T/s.json"
 check "nothing written after failures" [ ! -e "$T/s.json" ]
 
-if [ -n "${TQ_SANITIZE:-}" ] || ldd "$TQ" 2>/dev/null | grep -q libasan; then
+if under_sanitizers; then
     skip "closed-loop scans: ~100 model passes, minutes under the sanitizers (the plain suite runs them)"
     finish; exit
 fi

@@ -4,8 +4,9 @@
 # inside libhdf5 (not instrumented, not ours) does not end the run. Each crash is replayed and sorted by its first
 # frame outside the sanitizer runtime: in tq's code (lib/, cmd/, tests/fuzz/) it fails the run; in libhdf5 it is
 # recorded. Writes build/fuzz/summary.tsv: name, seconds, execs, corpus files, tq / hdf5 / not reproduced crashes.
-# FUZZ_JOBS harnesses (default: the machine's cores) run at once, each for FUZZ_SECONDS of wall time; their lines
-# and table rows come out in the order given.
+# FUZZ_JOBS harnesses (default: the machine's cores) run at once, each for FUZZ_SECONDS of wall time (with TQ_LANES,
+# tests/lanes.sh, each takes one of the lanes it shares with other runners instead); their lines and table rows come
+# out in the order given.
 set -u
 cd "$(dirname "$0")/../.."
 S=${FUZZ_SECONDS:-60}
@@ -59,11 +60,11 @@ fuzz_one() {
         "${execs:-0}" "$ncorp" $tqc $h5c $nrep >>"$part/$name.txt"
     [ $tqc = 0 ] || echo 1 >"$part/$name.failed"
 }
-running=0
+source tests/lanes.sh
+lanes_open "$jobs_max"
 for bin in "$@"; do
-    if [ "$running" -ge "$jobs_max" ]; then wait -n; running=$((running - 1)); fi
-    fuzz_one "$bin" &
-    running=$((running + 1))
+    lane_take
+    { fuzz_one "$bin"; lane_give; } &
 done
 wait
 failed=0
