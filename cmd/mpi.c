@@ -295,9 +295,12 @@ static void top_up(pool *p, int r, long held)
     int cap = share < DEPTH ? DEPTH : share < HOLD_MAX ? (int)share : HOLD_MAX;
     double queued = 0, need = NEED * cost_of(p, p->order[p->next]);
     for (int k = 1; k < p->nhold[r]; k++) queued += cost_of(p, p->hold[r][k]);
-    int nb = 0, f = p->wflip[r];
+    int nb = 0, f = p->wflip[r], free_;
     long *batch = p->wbuf[r][f];
-    MPI_Wait(&p->wreq[r][f], MPI_STATUS_IGNORE); /* the message before last: long delivered */
+    /* the buffer's previous message (the one before last) still on its way: the rank has two messages of units
+     * it has not even taken yet, so no top-up now (waiting here would spin until the rank's next MPI call) */
+    MPI_Test(&p->wreq[r][f], &free_, MPI_STATUS_IGNORE);
+    if (!free_) return;
     while (p->next < p->n_todo && p->nhold[r] < cap && (p->nhold[r] < DEPTH || queued < need)) {
         long u = p->order[p->next++];
         if (p->nhold[r]) queued += cost_of(p, u);
@@ -440,8 +443,10 @@ static void dispatch(const mpi_work *w, void *results)
 static _Noreturn void serve(const mpi_work *w)
 {
     /* Results go out with MPI_Isend from a ring of NBUF buffers, a buffer reused once its send is done: a blocking
-     * MPI_Send returned only when rank 0 next looked at its messages (measured: 0.5 ms a unit with a 1 ms poll). */
-    enum { NBUF = 4 };
+     * MPI_Send returned only when rank 0 next looked at its messages (measured: 0.5 ms a unit with a 1 ms poll).
+     * At most HOLD_MAX results are ever unanswered (rank 0 sends a unit only for one it has received), so the
+     * buffer reused has been received and its wait does not spin. */
+    enum { NBUF = HOLD_MAX + 1 };
     size_t msg = sizeof(long) + (w->bytes > 600 ? w->bytes : 600);
     char *ring = malloc(NBUF * msg);
     long *queue = malloc(2 * HOLD_MAX * sizeof *queue), done = 0;

@@ -111,12 +111,15 @@ def main():
     ca, cb = fit(costs)
     print("unit CPU s:", {t: round(c, 4) for t, c in costs.items()}, f"fit a={ca:.3e} b={cb:.3e}")
 
-    # (2)+(3) the bundled SmolLM2 dump (30 layers x 3 kv heads x 320 tokens) under a configuration mix (both
-    # rotations: ~18 s of one core, so launch and MPI_Init weigh what they would in a real job, a few percent)
-    layers = "0-5" if a.quick else "0-29"
-    sweep = [tq, "sweep", dump, "--layers", layers, "--threads", "1", "--methods",
-             "turbo-mse,turbo-prod,kivi,polar", "--bits", "2-4", "--rotation", "dense,hadamard", "-o",
-             os.path.join(tmp, "s.csv")]
+    # (2)+(3) both bundled dumps (SmolLM2: 30 layers x 3 kv heads x 320 tokens, d = 64; Gemma 3: 18 layers x 1 kv
+    # head x 384 tokens, d = 256, sliding windows) under a configuration mix with both rotations: ~30 s of one core
+    # and units of different sizes, so launch and MPI_Init weigh what they would in a real job (about 1%) and the
+    # queue's largest-first order matters
+    gemma = os.path.join(ROOT, "datasets", "gemma3-270m.h5")
+    dumps = [dump, gemma]
+    opts = ["--threads", "1", "--methods", "turbo-mse,turbo-prod,kivi,polar", "--bits", "2-4", "--rotation",
+            "dense,hadamard"] + (["--layers", "0-5"] if a.quick else [])
+    sweep = [tq, "sweep", *dumps, *opts, "-o", os.path.join(tmp, "s.csv")]
     tiny = [tq, "sweep", dump, "--layers", "0", "--heads", "0", "--tokens", "8", "--threads", "1", "--methods",
             "kivi", "--bits", "2", "-o", os.path.join(tmp, "t.csv")]
     env = dict(os.environ, TQ_MPI_STATS="1")
@@ -124,12 +127,11 @@ def main():
     s2, _, err = run(MPIRUN + ["-n", "2"] + tiny, env)  # the same under mpirun: launch, MPI_Init, finalise
     # Baselines and calibration, alternated: one process (plain, and under `mpirun -n 1`, the same launch path as
     # the ranks), tq's MPI run at -n 2, and a static split without tq's MPI code (two independent processes under
-    # `mpirun -n 2`, each sweeping half the layers): the CPU share two mpirun-launched processes get on this machine
+    # `mpirun -n 2`, one dump each): the CPU share two mpirun-launched processes get on this machine
     # now, which the model takes as a condition of the machine.
-    nl = 6 if a.quick else 30
-    half = (f"exec env -u OMPI_COMM_WORLD_SIZE {tq} sweep {dump} --layers $((OMPI_COMM_WORLD_RANK*{nl // 2}))-"
-            f"$((OMPI_COMM_WORLD_RANK*{nl // 2}+{nl // 2 - 1})) " + " ".join(sweep[5:-1]) +
-            f" {tmp}/h$OMPI_COMM_WORLD_RANK.csv")
+    # the static split: rank r sweeps dump r alone (the two take about the same time in one process)
+    half = (f"exec env -u OMPI_COMM_WORLD_SIZE {tq} sweep $([ $OMPI_COMM_WORLD_RANK = 0 ] && echo {dump} || echo "
+            f"{gemma}) " + " ".join(opts) + f" -o {tmp}/h$OMPI_COMM_WORLD_RANK.csv")
     static = MPIRUN + ["-n", "2", "bash", "-c", half]
     w1, wn1, w2, ws, cpu1, cpu2, cpus, share1, stats = [], [], [], [], [], [], [], [], None
     for _ in range(a.reps):
@@ -151,9 +153,9 @@ def main():
     # the CPU fraction each of the two static processes got, launch excluded
     shares = [c / (2 * max(w - s2, 1e-9)) for w, c in zip(ws, cpus)]
     s_pair = float(np.median(shares))
-    msg_s = 1e-3 / 2 + 20e-6                # rank 0 polls every 1 ms when idle: half of it, plus two messages
+    msg_s = 20e-6                           # a result and a work message over shared memory, sent without blocking
     # each rank runs at the share two processes get on this machine (a condition of the machine, measured without
-    # MPI); the model then adds what MPI costs: launch, rank 0's dispatch, the last round's imbalance
+    # MPI); the model then adds what MPI costs: launch, the messages, the last round's imbalance
     pred2 = predict(n, c_cpu / s_pair, s2, 2, msg_s, 0.0)
     err_pct = 100.0 * (pred2 - W2) / W2
     print(f"sweep: {n} units; one process {W1:.2f} s (runs {w1}), mpirun -n 1 {Wn1:.2f} s (runs {wn1}), -n 2 "
@@ -267,20 +269,21 @@ def write_readme(out, m, rows):
         "",
         "## Model",
         "",
-        "W(P) = S + max(ceil(N / P) (c + r + m), N m): rank 0 computes units like every rank and hands the rest out "
-        "largest first from a dynamic queue, so with N equal units the busiest rank does ceil(N / P) of them; each "
-        "unit costs its compute c, its slice read r and one result message m; rank 0's dispatcher handles the N "
-        "messages one after another and bounds the rate. S is the fixed cost: launch, MPI_Init, configurations, "
-        "rank 0's aggregation and writing (measured here with a one-unit sweep, "
+        "W(P) = S + max(ceil(N / P) (c + r + m), N m): rank 0 computes units like every rank and, between two of "
+        "its own, takes the results that arrived and tops up every rank's units from a queue in decreasing estimated "
+        "cost, so with N units of mean cost c the busiest rank does about ceil(N / P) of them; each unit costs its "
+        "compute c, its slice read r and its messages m (a result and a work message, sent without blocking); rank "
+        "0 handles the N messages one after another, which bounds the rate. S is the fixed cost: launch, MPI_Init, "
+        "configurations, rank 0's aggregation and writing (measured here with a one-unit sweep, "
         f"{m['tiny_single_s']:.2f} s alone, {m['tiny_n2_s']:.2f} s under `mpirun -n 2`).",
         "",
         f"For the `-n 2` check, c = the single process's CPU seconds per unit ({m['unit_cpu_s_sweep'] * 1e3:.2f} ms) "
         "divided by the CPU share each of two processes launched by `mpirun -n 2` gets on this machine, measured in "
-        "the same alternation without tq's MPI code (two independent sweeps of half the layers each; median share "
-        f"{m['share_pair_median']:.2f} of a core, launch excluded; a plain single process got "
+        "the same alternation without tq's MPI code (the two dumps swept by two independent processes, one each; "
+        f"median share {m['share_pair_median']:.2f} of a core, launch excluded; a plain single process got "
         f"{', '.join(f'{x:.2f}' for x in m['share_single'])}): the machine's contention is an input, what tq's MPI "
-        "adds (launch, rank 0's dispatch, the last round's imbalance) is the model. m = 0.52 ms (half of rank 0's "
-        "1 ms idle poll, plus two messages over shared memory).",
+        "adds (launch, the messages, the last round's imbalance) is the model. m = 20 us (two small messages over "
+        "shared memory).",
         "",
         "On this shared machine a process gets a fraction of a core that changes from minute to minute (other "
         "jobs, the kernel's per-session group scheduling), which is why the baselines alternate with the MPI run and "

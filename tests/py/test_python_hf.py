@@ -10,12 +10,14 @@ Llama whose weights come from NumPy's PCG64 (the same bytes on every machine; no
     leaves the first write exact; center freezes the first write's mean; bits_total counts exact rows at 16;
   - next-token KL against the exact cache falls with bits: turbo-mse 3 > 4 > int8 > 0 (each bit quarters the error
     variance);
-  - ΔNLL and KL of each method on this model equal the committed golden tests/golden/models/hf_tiny_llama.json
-    within 1e-6 nats: the same weights and a float64 forward, except that transformers computes the RoPE cos/sin tables in
-    float32, where another CPU's vector path may round 1 ulp (1e-7 relative) apart: that moves logits and the NLL
-    (~5 nats) by ~1e-7 relative, a few 1e-7 nats, and a quantizer code (spacing ~0.1 of a row's scale) flips with
-    probability ~1e-6 per value, ~1% over the 6 x 10k quantized values. So the same numbers to ~6 digits here and on
-    the GPU machine (eval/gpu_py.sh run); the differences are printed. --golden rewrites the file;
+  - the exact cache's NLL equals the committed golden tests/golden/models/hf_tiny_llama.json within 1e-6 nats, and
+    ΔNLL and KL of each method within 2e-5 nats: the same weights and a float64 forward, except that transformers
+    computes the RoPE cos/sin tables in float32, where another CPU's vector path may round 1 ulp (1e-7 relative)
+    apart: that moves logits and the NLL (~5 nats) by ~1e-7 relative, a few 1e-7 nats, and a quantizer code
+    (spacing ~0.1 of a row's scale) or a QJL sign flips with probability ~1e-6 per value; one flip moves a method's
+    ΔNLL and KL by up to ~1e-5 (measured: turbo-prod 3 on the GPU machine's CPU, 5.9e-6 from the golden, every
+    other method within 1e-6). A changed quantizer moves them by 1e-3 or more. The differences are printed
+    (eval/gpu_py.sh run on the GPU machine). --golden rewrites the file;
   - where CUDA is available: the model on the GPU in float32, layer 0's cached keys equal tq.roundtrip of the plain
     GPU pass's rows (the cache works on device tensors, same bytes as on the host).
 Skips cleanly without torch or transformers (not installed on the CI machine)."""
@@ -219,7 +221,7 @@ else:
     check(worst <= 1e-6, f"nll_ref {nll(ref, ids)!r} != {g['nll_ref']!r}")
     for what, got in (("dnll", dnll), ("kl", kls)):
         for k, want in g[what].items():
-            check(abs(got[k] - want) <= 1e-6, f"{what} {k}: {got[k]!r}, golden {want!r}")
+            check(abs(got[k] - want) <= 2e-5, f"{what} {k}: {got[k]!r}, golden {want!r}")
             worst = max(worst, abs(got[k] - want))
     print(f"golden: largest difference {worst:.3g} nats (NLL, ΔNLL, KL)", file=sys.stderr)
     print("ΔNLL " + ", ".join(f"{k} {v:.6g}" for k, v in dnll.items()), file=sys.stderr)
