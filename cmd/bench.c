@@ -351,8 +351,10 @@ static void cuda_encode_rows(cuda_run *cr)
     tq_cuda_free(x);
 }
 
-/* validate: fused == dequantize-then-attend on the same codes; fp16 rounding of the dequantized cache (2^-11
- * relative) bounds the difference. Returns the relative difference. */
+/* validate: fused == dequantize-then-attend on the same codes, up to fp16 rounding: the dequantized cache on one
+ * side, the tensor-core kernels' fp16 queries and probabilities on the other, each 2^-11 relative (measured up to
+ * 2.0e-3 RMS at d = 64, L = 32k, turbo-prod): 4e-3 (8 x 2^-11). A wrong kernel is off by 1e-1 or more. Returns the
+ * relative difference. */
 static double attn_check(attn_arg *t)
 {
     size_t nq = (size_t)t->B * t->hq * t->d;
@@ -372,7 +374,7 @@ static double attn_check(attn_arg *t)
     free(o1);
     free(o2);
     double check = sqrt(en / on);
-    if (!(check < 2e-3)) die("bench: fused attention disagrees with dequantize-then-attend: %.3g", check);
+    if (!(check < 4e-3)) die("bench: fused attention disagrees with dequantize-then-attend: %.3g", check);
     return check;
 }
 

@@ -102,9 +102,11 @@ def main():
     if enc:
         md += ["", "## Encoders, 4M vectors, d = 128, 3 bits (target >= 1 TB/s of fp16 input for turbo-prod and dense)",
                "", "| encoder | vectors | ms | fp16 input TB/s | GB/s (in + codes out) | % copy |", "|---|---|---|---|---|---|"]
+        seen = set()
         for r in enc:
-            if r["kind"] != "encode":
+            if r["kind"] != "encode" or (r["config"], r["tokens"]) in seen:  # one row per encoder
                 continue
+            seen.add((r["config"], r["tokens"]))
             n, ms = int(r["tokens"]), float(r["ms"])
             md.append(f"| {r['config']} | {n} | {ms:.4f} | {n * 128 * 2 / (ms * 1e9):.3f} | {float(r['gbs']):.1f} | "
                       f"{float(r['pct_copy']):.1f}% |")

@@ -339,8 +339,9 @@ static void test_quant(const shape *s, tq_model *m, tq_model *m16, tq_cuda_model
             if (!st) {
                 double dc = rc_.ppl / rc_.ppl_ref - 1, dg = r16.ppl / r16.ppl_ref - 1, d16 = c16.ppl / c16.ppl_ref - 1;
                 fprintf(stderr, "%s %s: dppl cpu %.5g, cpu fp16 weights %.5g, gpu fp16 %.5g; ppl cpu fp16 weights %.6g "
-                        "gpu %.6g; ppl_ref cpu %.5g gpu %.5g; %.0f tok/s vs fp16 cache %.0f\n", s->arch, kn, dc, d16,
-                        dg, c16.ppl, r16.ppl, rc_.ppl_ref, r16.ppl_ref, T / ts_q, T / ts_ref);
+                        "gpu %.6g; ppl_ref cpu %.5g, cpu fp16 weights %.6g, gpu fp16 %.6g; %.0f tok/s vs fp16 cache "
+                        "%.0f\n", s->arch, kn, dc, d16, dg, c16.ppl, r16.ppl, rc_.ppl_ref, c16.ppl_ref, r16.ppl_ref,
+                        T / ts_q, T / ts_ref);
                 /* the quantized loops themselves: the same computation on both sides (the fp32 case above), so their
                  * perplexities agree to 1% of what the quantization moved (ppl - ppl_ref). The references are not
                  * compared so: the GPU's keeps an fp16 cache, the CPU's exact rows. */
