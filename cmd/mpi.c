@@ -89,15 +89,25 @@ static int fault_check(void)
     return tq_error_set(TQ_ERR, "injected fault (TQ_MPI_FAULT=%s)", f);
 }
 
+/* Ends the job after a message on stderr. Open MPI forwards a rank's stderr through its daemon, and an immediate
+ * MPI_Abort can end the daemon before it has read the line (seen once in CI, under load: the job's only message
+ * lost); 0.3 s lets the line through first. */
+static _Noreturn void abort_job(int code)
+{
+    fflush(stderr);
+    struct timespec ts = {0, 300000000L};
+    nanosleep(&ts, NULL);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    _exit(code);
+}
+
 static _Noreturn void job_fail(const mpi_work *w, int rank, long unit, const char *msg)
 {
     char name[NAME_LEN];
     w->name(w->ctx, unit, name, sizeof name);
     signal(SIGTERM, SIG_DFL); /* the launcher's SIGTERM after the abort is not a second message */
     fprintf(stderr, "tq: rank %d failed on unit %ld of %ld (%s): %s\n", rank, unit, w->n, name, msg);
-    fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _exit(1);
+    abort_job(1);
 }
 
 /* Rank 0 names the units in flight when the launcher stops the job (a rank was killed: the launcher's own message
@@ -188,10 +198,8 @@ static _Noreturn void resume_die(int code, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    fflush(stderr);
     signal(SIGTERM, SIG_DFL);
-    MPI_Abort(MPI_COMM_WORLD, code);
-    _exit(code);
+    abort_job(code);
 }
 
 /* Opens (or creates) the file, checks it belongs to this job, copies its results and marks those units done;
@@ -512,7 +520,7 @@ static void pick_gpu(tq_device dev)
     int g;
     if (tq_cuda_select((int)(lr > 0 ? lr : 0), &g) < 0) {
         fprintf(stderr, "tq: rank %d: cannot select a GPU: %s\n", g_rank, tq_error_msg());
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        abort_job(1);
     }
 }
 
