@@ -269,7 +269,7 @@ static int resume_put(int fd, const mpi_work *w, long u, const char *result, cha
 typedef struct {
     const mpi_work *w;
     char *results;
-    long *order, n_todo, next, done, self_done, work_msgs, work_units;
+    long *order, n_queue, next, done, self_done, work_msgs, work_units;
     int resume_fd; /* --resume: the record file, else -1 */
     char *resume_buf;
     long (*hold)[HOLD_MAX];       /* per rank: the units sent and not yet answered, oldest (computing) first */
@@ -298,8 +298,8 @@ static double cost_of(const pool *p, long u) { return p->w->cost ? p->w->cost[u]
  * holds more than its share of what is left (+1), so the last units still spread over the ranks. */
 static void top_up(pool *p, int r, long held)
 {
-    if (p->next >= p->n_todo) return;
-    long share = (p->n_todo - p->next + held) / g_size + 1;
+    if (p->next >= p->n_queue) return;
+    long share = (p->n_queue - p->next + held) / g_size + 1;
     int cap = share < DEPTH ? DEPTH : share < HOLD_MAX ? (int)share : HOLD_MAX;
     double queued = 0, need = NEED * cost_of(p, p->order[p->next]);
     for (int k = 1; k < p->nhold[r]; k++) queued += cost_of(p, p->hold[r][k]);
@@ -309,7 +309,7 @@ static void top_up(pool *p, int r, long held)
      * it has not even taken yet, so no top-up now (waiting here would spin until the rank's next MPI call) */
     MPI_Test(&p->wreq[r][f], &free_, MPI_STATUS_IGNORE);
     if (!free_) return;
-    while (p->next < p->n_todo && p->nhold[r] < cap && (p->nhold[r] < DEPTH || queued < need)) {
+    while (p->next < p->n_queue && p->nhold[r] < cap && (p->nhold[r] < DEPTH || queued < need)) {
         long u = p->order[p->next++];
         if (p->nhold[r]) queued += cost_of(p, u);
         batch[nb++] = u;
@@ -353,10 +353,10 @@ static void drain(pool *p, char *buf, size_t msg)
             buf[count < (int)msg ? count : (int)msg - 1] = 0;
             job_fail(p->w, r, u, buf + sizeof u);
         }
-        int k = 0; /* results come back in the order the units were sent: k is 0 */
-        while (k < p->nhold[r] && p->hold[r][k] != u) k++;
-        if (k == p->nhold[r]) job_fail(p->w, r, u, "internal: a result for a unit this rank was not given");
-        memmove(&p->hold[r][k], &p->hold[r][k + 1], (size_t)(--p->nhold[r] - k) * sizeof **p->hold);
+        /* a rank computes its units in the order they were sent and MPI keeps a pair's messages in order: the
+         * result is for the oldest unit the rank holds */
+        if (!p->nhold[r] || p->hold[r][0] != u) job_fail(p->w, r, u, "internal: a result out of the order sent");
+        memmove(&p->hold[r][0], &p->hold[r][1], (size_t)--p->nhold[r] * sizeof **p->hold);
         store(p, r, u, buf + sizeof u);
     }
 }
@@ -389,10 +389,10 @@ static void dispatch(const mpi_work *w, void *results)
         die("out of memory");
     for (int r = 0; r < g_size; r++) p.wreq[r][0] = p.wreq[r][1] = MPI_REQUEST_NULL;
     for (long i = 0; i < w->n; i++)
-        if (!skip[i]) p.order[p.n_todo++] = i;
+        if (!skip[i]) p.order[p.n_queue++] = i;
     p.done = resumed;
     g_cost = w->cost;
-    qsort(p.order, (size_t)p.n_todo, sizeof *p.order, by_cost); /* largest first, ties in the natural order */
+    qsort(p.order, (size_t)p.n_queue, sizeof *p.order, by_cost); /* largest first, ties in the natural order */
     g_flight_ranks = g_size;
     struct sigaction sa = {.sa_handler = on_term}, old;
     sigaction(SIGTERM, &sa, &old);
@@ -401,7 +401,7 @@ static void dispatch(const mpi_work *w, void *results)
         long held = 0;
         for (int r = 1; r < g_size; r++) held += p.nhold[r];
         for (int r = 1; r < g_size; r++) top_up(&p, r, held);
-        if (p.next < p.n_todo) { /* rank 0's own unit, computed here between two looks at the messages */
+        if (p.next < p.n_queue) { /* rank 0's own unit, computed here between two looks at the messages */
             long u = p.order[p.next++];
             char *dst = p.results + (size_t)u * w->bytes;
             flight_set(w, 0, u);
