@@ -17,10 +17,12 @@ for t in test_cuda test_cuda_model; do
     cc -std=c11 -D_DEFAULT_SOURCE -O2 -Ilib -Itests -DTQ_HAVE_CUDA=1 -DTQ_HAVE_OPENMP=1 tests/$t.c \
        build/cuda/libtq.a -fopenmp "${STATIC[@]}" -o .devbin/$t
 done
+# the kernel experiments of eval/cuda_dev (one file each, cudart linked statically by nvcc's default)
+for f in eval/cuda_dev/*.cu; do nvcc -O3 -std=c++17 -arch=sm_90 -o ".devbin/$(basename "$f" .cu)" "$f"; done
 strip .devbin/tq .devbin/test_cuda .devbin/test_cuda_model # the carried tree is limited to 64 MiB
 for b in .devbin/tq .devbin/test_cuda .devbin/test_cuda_model; do
     echo "$b: $(ldd "$b" | awk '{print $1}' | tr '\n' ' ')"
 done
 # what travels: one compressed file (about 8 MB; OpenBLAS's kernels for every CPU make the binaries 30+ MB each)
-tar -C .devbin -cf - tq test_cuda test_cuda_model | xz -T2 -6 > .devbin/bin.tar.xz.tmp && mv .devbin/bin.tar.xz.tmp .devbin/bin.tar.xz
+tar -C .devbin -cf - tq test_cuda test_cuda_model $(cd .devbin && ls | grep -vE '^(tq|test_cuda|test_cuda_model|bin\.tar\.xz.*)$') | xz -T2 -6 > .devbin/bin.tar.xz.tmp && mv .devbin/bin.tar.xz.tmp .devbin/bin.tar.xz
 ls -la .devbin/bin.tar.xz

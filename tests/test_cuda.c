@@ -467,6 +467,25 @@ static void check_mma_codec(int method, int rot_kind, int d, int bits, long n)
         if (!st && prod) st = tq_cuda_download(v ? rnorms : srnorms, dc.rnorms, n * 2);
     }
     variant("encode", "auto");
+    if (!st && !prod && rot_kind == TQ_ROT_DENSE && d <= 128) {
+        /* the variant mt2 (k_encode_mma2: two m-tiles a warp) computes each vector as k_encode_mma: the same bytes */
+        uint8_t *c2 = calloc(n, rb);
+        uint16_t *n2 = calloc(n, 2);
+        variant("encode", "mt2");
+        st = c2 && n2 ? tq_cuda_copy(dc.codes, dh, n * rb) : TQ_ERR_NOMEM; /* poison */
+        if (!st) st = tq_cuda_encode(q, dh, 1, n, &dc);
+        if (!st) st = tq_cuda_sync();
+        if (!st) st = tq_cuda_download(c2, dc.codes, n * rb);
+        if (!st) st = tq_cuda_download(n2, dc.norms, n * 2);
+        variant("encode", "auto");
+        if (!st) {
+            long diff = 0;
+            for (long i = 0; i < n; i++) diff += memcmp(c2 + i * rb, codes + i * rb, rb) || n2[i] != norms[i];
+            CHECK(diff == 0, "%s: variant mt2: %ld of %ld vectors differ from k_encode_mma's", what, diff, n);
+        }
+        free(c2);
+        free(n2);
+    }
     CHECK(st == TQ_OK, "%s: cuda: %s", what, tq_error_msg());
     if (st) goto done;
 
@@ -958,6 +977,11 @@ int main(void)
     variant("attn", "fused");
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 2, 3);
+    /* the fused path with k_prep in front (the split kernel waits for its queries) instead of preparing them itself */
+    variant("attn", "fast-kprep");
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 16, 2, 1000, 2, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 1, 9, 3, 1001, 3, 3);
     variant("attn", "auto");
     /* sliding windows (the last W of L tokens; the rows before the window hold other data the kernel must skip):
      * Gemma 3's MQA 4:1 at d = 256, a d = 128 tensor-core shape fused and unfused, SmolLM2's GQA 3:1 at d = 64 */

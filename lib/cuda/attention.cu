@@ -36,6 +36,10 @@ struct AttnArgs {
     const float *vrot;
     float *out;
     unsigned *cnt;
+    /* the fused path's own query preparation (set: the split kernel rotates and scales its heads' queries itself,
+     * k_prep is not launched; NULL: qrot and sq come from k_prep) */
+    const float *q, *krot, *kS;
+    float scale, sq_scale;
 };
 
 __device__ __forceinline__ float warp_max(float v)
@@ -688,6 +692,62 @@ __device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], u
     }
 }
 
+/* The Walsh-Hadamard butterflies of tq_cu_fwht_block by one warp (the same additions in the same order: the same
+ * floats) */
+template <int D>
+__device__ __forceinline__ void fwht_warp(float *y)
+{
+    const int lane = threadIdx.x & 31;
+    for (int h = 1, lg = 0; h < D; h <<= 1, lg++) {
+        __syncwarp();
+        for (int p = lane; p < D / 2; p += 32) {
+            const int i = ((p >> lg) << (lg + 1)) + (p & (h - 1));
+            const float x = y[i], z = y[i + h];
+            y[i] = x + z;
+            y[i + h] = x - z;
+        }
+    }
+    __syncwarp();
+}
+
+/* The fused path's query preparation inside the split kernel (AttnArgs.q set): k_prep's arithmetic, in its order (so
+ * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
+ * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
+ * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). */
+template <int D, bool PROD>
+__device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs, float *ss)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nhw = (GT + NWARP - 1) / NWARP;
+    float *x = ss + (PROD ? nhw * D : 0);
+    for (int j = 0, hh = warp; hh < GT; j++, hh += NWARP) {
+        const float *qg = a.q + ((size_t)b * a.Hq + h0 + hh) * D;
+        float *y = qs + j * D;
+        for (int i = lane; i < D; i += 32) x[i] = qg[i];
+        __syncwarp();
+        if (a.rotation == TQ_ROT_HADAMARD) {
+            for (int i = lane; i < D; i += 32) y[i] = x[i] * a.krot[(size_t)kvh * D + i];
+            fwht_warp<D>(y);
+            for (int i = lane; i < D; i += 32) y[i] = (y[i] * tq_cu_fwht_scale_dev(D)) * a.scale;
+        } else if (a.rotation == TQ_ROT_DENSE) {
+            for (int i = lane; i < D; i += 32) {
+                const float *P = a.krot + (size_t)kvh * D * D + (size_t)i * D;
+                float acc = 0.0f;
+                for (int k = 0; k < D; k++) acc = fmaf(P[k], x[k], acc);
+                y[i] = acc * a.scale;
+            }
+        } else
+            for (int i = lane; i < D; i += 32) y[i] = x[i] * a.scale;
+        if constexpr (PROD)
+            for (int i = lane; i < D; i += 32) {
+                const float *S = a.kS + (size_t)kvh * D * D + (size_t)i * D;
+                float acc = 0.0f;
+                for (int k = 0; k < D; k++) acc = fmaf(S[k], x[k], acc);
+                ss[j * D + i] = acc * a.sq_scale;
+            }
+        __syncwarp(); /* x is the next head's */
+    }
+}
+
 template <int KB, int VB, bool PROD, int GT, int D>
 __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 || VB == 4 || GT == 8 || D == 64) ? 2 : 3)
     k_attn_mma(AttnArgs a)
@@ -818,8 +878,17 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     /* the pair tables while the first tile is in flight */
     mma_table<KB>(ktab, a.kcent);
     mma_table<VB>(vtab, a.vcent);
+    /* the queries: prepared here (fused path) into the warps' second stages, or k_prep's (programmatic dependent
+     * launch: the above overlapped it) */
+    constexpr int NHW = (GT + NWARP - 1) / NWARP; /* heads a warp prepares */
+    static_assert(2 * KB >= NHW && 2 * VB >= (PROD ? NHW + 1 : 1), "the second stages hold the queries");
+    auto qstage = [&](int hq, bool sqr) -> const float * {
+        const uint8_t *w = smem + (C::ALIGN ? 0 : C::TABS) + (hq % NWARP) * C::WARP;
+        return (const float *)(w + (sqr ? 2 * TT * RK + TT * RV : TT * RK)) + (hq / NWARP) * D;
+    };
+    if (a.q) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV));
     __syncthreads();
-    grid_dep_wait(); /* k_prep's qrot and S q (programmatic dependent launch: the above overlapped it) */
+    if (!a.q) grid_dep_wait();
     /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
      * scores' C fragment gives lane (g, tg) head tg in its even columns; GT = 8: column g holds head g/2 + 4 (g % 2),
      * so lane (g, tg) gets heads tg and tg + 4, the heads of its P.V columns in the two 4-head groups. k-step ks
@@ -832,17 +901,19 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
             __half2 h = __float2half2_rn(0.0f), hs = h;
             const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
             if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
-                size_t at = ((size_t)b * a.Hq + h0 + hq) * D + D / 4 * tg + 4 * ks + 2 * j;
-                h = __floats2half2_rn(a.qrot[at], a.qrot[at + 1]);
+                const float *qp = a.q ? qstage(hq, false) : a.qrot + ((size_t)b * a.Hq + h0 + hq) * D;
+                const int at = D / 4 * tg + 4 * ks + 2 * j;
+                h = __floats2half2_rn(qp[at], qp[at + 1]);
                 if (PROD) {
                     const int sh = 2 * ks + j;
-                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg;
+                    const float *sp = (a.q ? qstage(hq, true) : a.sq + ((size_t)b * a.Hq + h0 + hq) * D) + 32 * tg;
                     hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
                 }
             }
             qb[ks][j] = *(uint32_t *)&h;
             if (PROD) sb[ks][j] = *(uint32_t *)&hs;
         }
+    if (a.q) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [16 VB g, 16 VB g + 16 VB) of a row; a
      * funnel shift brings them to bit 0 (VB = 2, 4: whole words, no shift) */
     constexpr int NVW = D == 256 ? VB : D == 64 ? 1 : VB > 2 ? 2 : 1;
@@ -1096,8 +1167,9 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
         ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
     }
+    if (a.q) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK));
     __syncthreads();
-    grid_dep_wait();
+    if (!a.q) grid_dep_wait();
     /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
      * gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
     uint32_t qb[8][2];
@@ -1107,11 +1179,14 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         for (int j = 0; j < 2; j++) {
             __half2 h = __float2half2_rn(0.0f);
             if (!(g & 1)) {
-                const float *qp = a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D + 32 * tg + 4 * ks + 2 * j;
+                const float *qp = a.q ? (const float *)(smem + 2 * 64 * 32 * 4 + (g >> 1) * MMA33_WARP_SMEM + TT * RK)
+                                      : a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D;
+                qp += 32 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(qp[0], qp[1]);
             }
             qb[ks][j] = *(uint32_t *)&h;
         }
+    if (a.q) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [48 g, 48 g + 48) of a row; a runtime funnel
      * shift brings them to bit 0 */
     const int vw = (3 * g) >> 1, vsh = 16 * (g & 1), hp = g >> 1, pe = 16 * (g & 1);
@@ -1510,12 +1585,14 @@ static attn_kernel pick_kb(int kb)
  * three-kernel path (k_prep, split kernel, k_combine) at every batch, "fused" puts them on the fused one (the split
  * kernel merges and rotates back itself, launched as k_prep's programmatic dependent) at every batch, and both also
  * run the d = 64 / 256 tensor-core kernels; "fast" is the round-2 selection: the fused path at small batches, the
- * three-kernel path at large ones, the tensor-core kernels at d = 64 / 256 too. "auto" (the default) keeps the
+ * three-kernel path at large ones, the tensor-core kernels at d = 64 / 256 too. On the fused path the split kernel
+ * rotates and scales its heads' queries itself (one launch a call); "fast-kprep" is "fast" with k_prep launched
+ * before it as on 2026-12-07 (the split kernel its programmatic dependent). "auto" (the default) keeps the
  * selection measured before round 2 (three-kernel path, tensor cores at d = 128) until "fast" has been verified on a
  * GPU (test_cuda; it was written without one). Process-wide. */
-enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_N };
+enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_FAST_KPREP, AV_N };
 static const char *const attn_variant_names[AV_N] = {"auto", "v1", "t64-plan16", "t64", "mma-t", "unfused", "fused",
-                                                     "fast"};
+                                                     "fast", "fast-kprep"};
 static int attn_variant;
 
 extern "C" int tq_cuda_attn_variant(const char *name)
@@ -1525,8 +1602,8 @@ extern "C" int tq_cuda_attn_variant(const char *name)
             attn_variant = i;
             return TQ_OK;
         }
-    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown attention variant '%s' (auto, fast, v1, t64-plan16, t64, "
-                        "mma-t, unfused, fused)", name ? name : "(null)");
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown attention variant '%s' (auto, fast, fast-kprep, v1, t64-plan16, "
+                        "t64, mma-t, unfused, fused)", name ? name : "(null)");
 }
 static int attn_mode(void) { return attn_variant; }
 static bool attn_v1_forced(void) { return attn_variant == AV_V1; }
@@ -1534,12 +1611,13 @@ static bool attn_v1_forced(void) { return attn_variant == AV_V1; }
 static bool attn_mma_allowed(void)
 {
     return attn_variant == AV_AUTO || attn_variant == AV_MMA_T || attn_variant == AV_UNFUSED ||
-           attn_variant == AV_FUSED || attn_variant == AV_FAST;
+           attn_variant == AV_FUSED || attn_variant == AV_FAST || attn_variant == AV_FAST_KPREP;
 }
 /* the round-2 kernels and paths (d = 64 / 256 on the tensor cores, the fused path) */
 static bool attn_round2(void)
 {
-    return attn_variant == AV_UNFUSED || attn_variant == AV_FUSED || attn_variant == AV_FAST;
+    return attn_variant == AV_UNFUSED || attn_variant == AV_FUSED || attn_variant == AV_FAST ||
+           attn_variant == AV_FAST_KPREP;
 }
 
 template <int D>
@@ -1675,7 +1753,10 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
      * and 4-head groups): the fused path, where launches and the merge, not the scan, would dominate */
     const long groups = (long)B * Hkv * nsub;
     const bool fused = use_mma && a && (attn_mode() == AV_FUSED ||
-                                        (attn_mode() == AV_FAST && groups * 8 <= (long)bps * sm));
+                                        ((attn_mode() == AV_FAST || attn_mode() == AV_FAST_KPREP) &&
+                                         groups * 8 <= (long)bps * sm));
+    /* the fused split kernel prepares its queries itself (one launch a call), except in the variant fast-kprep */
+    const bool inprep = fused && attn_mode() != AV_FAST_KPREP;
     if (fused) plan_fused(sm, bps, L, groups, &chunk, &nsplit);
     else if (bps > 0) plan_splits_waves(sm, bps, L, groups, &chunk, &nsplit);
     else plan_splits(sm, L, groups, &chunk, &nsplit);
@@ -1722,17 +1803,22 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     args.out = out;
     args.cnt = fused ? a->cnt : NULL;
     float scale = (float)(LOG2E / sqrt((double)d)), sq_scale = (float)(sqrt(M_PI / 2) / d) * scale;
+    args.q = inprep ? q : NULL;
+    args.krot = krot;
+    args.kS = prod ? a->kS : NULL;
+    args.scale = scale;
+    args.sq_scale = sq_scale;
     dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
     attn_kernel kern = NULL;
 #define TQ_D(DD) \
-    k_prep<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, \
-                                                     sq_scale, qrot, \
-                                     prod ? sq : NULL); \
+    if (!inprep) \
+        k_prep<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, \
+                                                         sq_scale, qrot, prod ? sq : NULL); \
     if (use_mma) kern = mp.k; \
     else if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
-    if (fused) TQ_CU(launch_pdl(kern, grid, mp.smem, args), "attention split kernel"); \
+    if (fused && !inprep) TQ_CU(launch_pdl(kern, grid, mp.smem, args), "attention split kernel"); \
     else if (use_mma) kern<<<grid, NWARP * 32, mp.smem, tq_cu_stream>>>(args); \
     else kern<<<grid, NWARP * 32, 0, tq_cu_stream>>>(args); \
     if (!fused) k_combine<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(args.pm, args.pl, args.pacc, NS, Hq, G, \

@@ -881,6 +881,90 @@ __global__ void __launch_bounds__(32 * MMA_WARPS, D == 256 ? 1 : 2) k_encode_mma
     }
 }
 
+/* Dense turbo-mse with two m-tiles a warp step (32 vectors: rows g, g + 8 of each): every B fragment of the rotation
+ * is loaded once for both tiles' mma, where k_encode_mma loads it once per 16 vectors (ncu: its memory pipeline, at
+ * 77% with DRAM at 16%, was the bound). The arithmetic of each vector is k_encode_mma's: the same codes and norms.
+ * d = 64 and 128 (the two tiles' A fragments are 16 d / 16 registers). */
+template <int D, int B>
+__global__ void __launch_bounds__(32 * MMA_WARPS, 2) k_encode_mma2(MP p, const __half *__restrict__ x, long n,
+                                                                uint8_t *__restrict__ codes, void *__restrict__ norms,
+                                                                uint8_t *, void *)
+{
+    constexpr int NT = (1 << B) - 1, KS = D / 16, NP = D / 32, RB = D * B / 8;
+    static_assert(D <= 128, "two tiles of A fragments in registers");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    float th[NT], ce[NT + 1];
+#pragma unroll
+    for (int i = 0; i < NT; i++) th[i] = p.thr[i];
+#pragma unroll
+    for (int i = 0; i <= NT; i++) ce[i] = 0.0f;
+    const long step = (long)gridDim.x * MMA_WARPS * 32;
+    for (long base = ((long)blockIdx.x * MMA_WARPS + warp) * 32; base < n; base += step) {
+        long vr[2][2];
+        float nrm[2][2], inv[2][2];
+        uint32_t a[2][KS][4];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            vr[m][0] = base + 16 * m + g;
+            vr[m][1] = vr[m][0] + 8;
+            uint4 xr[2][NP];
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int q = 0; q < NP; q++)
+                    xr[r][q] = vr[m][r] < n ? __ldg((const uint4 *)(x + (size_t)vr[m][r] * D + 32 * q + 8 * t))
+                                            : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                nrm[m][r] = quad_norm<D>(xr[r], t);
+                inv[m][r] = nrm[m][r] > 0.0f ? 1.0f / nrm[m][r] : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < NP; q++) {
+                a[m][2 * q][0] = xr[0][q].x; a[m][2 * q][1] = xr[1][q].x;
+                a[m][2 * q][2] = xr[0][q].y; a[m][2 * q][3] = xr[1][q].y;
+                a[m][2 * q + 1][0] = xr[0][q].z; a[m][2 * q + 1][1] = xr[1][q].z;
+                a[m][2 * q + 1][2] = xr[0][q].w; a[m][2 * q + 1][3] = xr[1][q].w;
+            }
+        }
+#pragma unroll 1
+        for (int nt = 0; nt < D / 8; nt++) {
+            float ch[2][4] = {}, cl[2][4] = {};
+            const uint4 *f = p.rotf + (size_t)nt * KS * 32 + lane;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const uint4 b = __ldg(f + ks * 32);
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    mma_f16(ch[m], a[m][ks], b.x, b.y);
+                    mma_f16(cl[m], a[m][ks], b.z, b.w);
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    uint32_t cd[2];
+                    float cv;
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float y = (ch[m][2 * r + e] + cl[m][2 * r + e]) * 0.0625f;
+                        cd[e] = code_cent<B, false>(th, ce, __fmul_rn(y, inv[m][r]), cv);
+                    }
+                    uint32_t grp = (cd[0] | cd[1] << B) << (2 * t * B);
+                    grp |= __shfl_xor_sync(TQ_FULL_MASK, grp, 1);
+                    grp |= __shfl_xor_sync(TQ_FULL_MASK, grp, 2);
+                    if (t < B && vr[m][r] < n) codes[(size_t)vr[m][r] * RB + nt * B + t] = (uint8_t)(grp >> (8 * t));
+                }
+        }
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const long vt = t ? vr[m][1] : vr[m][0]; /* lanes t = 0, 1 store rows g, g + 8 */
+            if (t < 2 && vt < n) store_norm(norms, vt, t ? nrm[m][1] : nrm[m][0], p.norm_fp32);
+        }
+    }
+}
+
 typedef void (*k_mma)(MP, const __half *, long, uint8_t *, void *, uint8_t *, void *);
 
 /* kind 0: dense turbo-mse (1-4 bits), 1: Hadamard turbo-prod, 2: dense turbo-prod (MSE bits 1-3) */
@@ -1128,10 +1212,11 @@ static k_had8 pick_had8(int d, int bits, int x_half, bool lpv8, int *vpw)
 /* Encoder variants for side-by-side timing (tq_cuda_variant_set("encode", name)): "v1" keeps the one-vector-per-warp
  * k_encode_had, "lpv8" the 8-lanes-per-vector k_encode_had8 at every d, "auto" (the default) k_encode_had8 at 4 lanes
  * up to d = 128 and the tensor-core k_encode_mma for fp16 input, "simt" the CUDA-core kernels for fp16 input too (the
- * generic k_encode where k_encode_mma would run: the CPU's arithmetic bit for bit). test_cuda checks all four.
+ * generic k_encode where k_encode_mma would run: the CPU's arithmetic bit for bit), "mt2" "auto" with k_encode_mma2
+ * (two m-tiles a warp) for dense turbo-mse at d = 64 / 128. test_cuda checks all five.
  * Process-wide. */
-enum { EV_AUTO, EV_LPV8, EV_V1, EV_SIMT, EV_N };
-static const char *const encode_variant_names[EV_N] = {"auto", "lpv8", "v1", "simt"};
+enum { EV_AUTO, EV_LPV8, EV_V1, EV_SIMT, EV_MT2, EV_N };
+static const char *const encode_variant_names[EV_N] = {"auto", "lpv8", "v1", "simt", "mt2"};
 static int encode_variant;
 
 extern "C" int tq_cuda_encode_variant(const char *name)
@@ -1141,7 +1226,7 @@ extern "C" int tq_cuda_encode_variant(const char *name)
             encode_variant = i;
             return TQ_OK;
         }
-    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown encode variant '%s' (auto, lpv8, v1, simt)",
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown encode variant '%s' (auto, lpv8, v1, simt, mt2)",
                         name ? name : "(null)");
 }
 static bool encode_forced(const char *what)
@@ -1161,6 +1246,13 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
     k_had8 k8 = p.method == TQ_M_TURBO_MSE && p.rotation == TQ_ROT_HADAMARD && !encode_forced("v1")
                 ? pick_had8(p.d, p.bits, x_half, encode_forced("lpv8"), &vpw) : NULL;
     k_mma km = x_half && q->mma >= 0 && !encode_forced("simt") ? pick_mma(q->mma, p.d, p.bits) : NULL;
+    int vps = 16; /* vectors a warp encodes per step */
+    if (km && q->mma == 0 && p.d <= 128 && encode_forced("mt2")) {
+        k_mma k2[2][4] = {{k_encode_mma2<64, 1>, k_encode_mma2<64, 2>, k_encode_mma2<64, 3>, k_encode_mma2<64, 4>},
+                          {k_encode_mma2<128, 1>, k_encode_mma2<128, 2>, k_encode_mma2<128, 3>, k_encode_mma2<128, 4>}};
+        km = k2[p.d == 128][p.bits - 1];
+        vps = 32;
+    }
     if (km) {
         MP mp = {q->rotf, q->mf, q->thr, q->cent, q->signs, p.fwht_scale, p.norm_fp32};
         size_t shm = q->mma > 0 ? (size_t)MMA_WARPS * 2 * (p.d / 16) * 32 * sizeof(uint4) : 0;
@@ -1170,7 +1262,7 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
         TQ_CU(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
         TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, km, 32 * MMA_WARPS, shm), "cudaOccupancy");
         long grid_max = (long)sm * (bps > 0 ? bps : 1);
-        long need = (n + 16 * MMA_WARPS - 1) / (16 * MMA_WARPS); /* 16 vectors a warp and step */
+        long need = (n + (long)vps * MMA_WARPS - 1) / ((long)vps * MMA_WARPS); /* vps vectors a warp and step */
         km<<<(unsigned)(need < grid_max ? need : grid_max), 32 * MMA_WARPS, shm>>>(
             mp, (const __half *)x, n, out->codes, out->norms, out->signs, out->rnorms);
     } else if (k8) {
