@@ -98,7 +98,68 @@ def main():
                           f"{float(r['pct_copy']):.1f}% |")
                 long.append(["models", names[shape], "turbo-mse", B, r["tokens"], timing, ms, sms or "",
                              sms / ms if sms else "", r["pct_copy"], 3.0])
-    enc = tq.get(("encode", "eager"), [])
+    # the floor (eval/cuda_dev/b1_floor.cu in the same call, floor.csv): a kernel that only reads each shape's cache
+    # and merges like the fused path; SDPA / floor is the most any kernel reading these bytes could reach
+    fl = {}
+    fpath = os.path.join(d, "floor.csv")
+    if os.path.exists(fpath):
+        with open(fpath) as f:
+            for r in csv.DictReader(f):
+                if r["row"].startswith("scan "):
+                    k = r["row"][5:]
+                    fl[k] = min(fl.get(k, 1e30), float(r["us"]))
+                else:
+                    fl[r["row"]] = float(r["us"])
+    if fl:
+        md += ["", "## The floor: a kernel that only reads the cache (CUDA-graph replays, same call)", "",
+               "eval/cuda_dev/b1_floor.cu: a read-only scan of each shape's 3-bit turbo-mse cache (codes + fp16 norms)",
+               "by a full wave of blocks, ending in the fused path's last-block merge; the best of 2, 4 and 8 blocks",
+               "per SM. SDPA / floor is the most any kernel that reads these bytes could reach against SDPA.",
+               f"An empty kernel costs {fl.get('empty', 0):.2f} us a call; two in sequence "
+               f"{fl.get('two-empty', 0):.2f} us ({fl.get('two-empty-pdl', 0):.2f} us with programmatic dependent "
+               "launch).", "",
+               "| shape | B | L | read floor us | fused us | SDPA us | SDPA / floor | fused / floor | target |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        rows_fl = [("main-b1-32768", "main-b1", "32q/8kv d128", 1, 32768, 4.0),
+                   ("main-b1-131072", "main-b1", "32q/8kv d128", 1, 131072, 5.0),
+                   ("main-b16-65536", "main-b16", "32q/8kv d128", 16, 65536, 4.3),
+                   ("smollm2-b1-32768", "smollm2", "SmolLM2 d 64", 1, 32768, 3.0),
+                   ("gemma3-b1-32768", "gemma3", "Gemma 3 d 256 global", 1, 32768, 3.0)]
+        for key, shape, name, B, L, tgt in rows_fl:
+            if key not in fl:
+                continue
+            r = pick(tq.get((shape, "graph"), []), "fused-turbo-mse", B, L if shape.startswith("main") else None)
+            s_ = pick(sd.get((shape, "graph"), []), "sdpa", B, L)
+            fus = float(r["ms"]) * 1e3 if r else None
+            sdp = float(s_["ms"]) * 1e3 if s_ else None
+            md.append(f"| {name} | {B} | {L} | {fl[key]:.2f} | {f'{fus:.2f}' if fus else '-'} | "
+                      f"{f'{sdp:.2f}' if sdp else '-'} | {f'{sdp / fl[key]:.2f}x' if sdp else '-'} | "
+                      f"{f'{fus / fl[key]:.2f}' if fus else '-'} | >= {tgt}x |")
+            long.append(["floor", name, "read-only scan", B, L, "graph", fl[key] / 1e3, sdp / 1e3 if sdp else "",
+                         sdp / fl[key] if sdp else "", "", tgt])
+    # the query preparation folded into the fused split kernel ("fast") against k_prep in front ("fast-kprep"), same
+    # call: tq-<shape>_kprep-<timing>.csv beside tq-<shape>-<timing>.csv
+    kp = sorted(k for k in tq if k[0].endswith("_kprep"))
+    if kp:
+        md += ["", "## One launch a call: the fused split kernel prepares its queries (variant fast) against k_prep in",
+               "front of it (variant fast-kprep), same call", "",
+               "| shape | keys | B | L | timing | fast ms | fast-kprep ms | saved us |", "|---|---|---|---|---|---|---|---|"]
+        for shape_k, timing in kp:
+            shape = shape_k[:-len("_kprep")]
+            for r0 in tq[(shape_k, timing)]:
+                if r0["kind"] != "attn" or not r0["config"].startswith("fused-"):
+                    continue
+                B, L = int(r0["batch"]), int(r0["tokens"])
+                r1 = pick(tq.get((shape, timing), []), r0["config"], B, L)
+                if not r1:
+                    continue
+                m0, m1 = float(r0["ms"]), float(r1["ms"])
+                md.append(f"| {shape} | {r0['config'][6:]} | {B} | {L} | {timing} | {m1:.4f} | {m0:.4f} | "
+                          f"{(m0 - m1) * 1e3:.1f} |")
+                long.append(["kprep", shape, r0["config"], B, L, timing, m1, m0, "", "", ""])
+    enc = tq.get(("encode", "eager"), []) + [dict(r, config=r["config"] + " (mt2)")
+                                             for r in tq.get(("encode_mt2", "eager"), [])
+                                             if "dense" in r["config"]]
     if enc:
         md += ["", "## Encoders, 4M vectors, d = 128, 3 bits (target >= 1 TB/s of fp16 input for turbo-prod and dense)",
                "", "| encoder | vectors | ms | fp16 input TB/s | GB/s (in + codes out) | % copy |", "|---|---|---|---|---|---|"]

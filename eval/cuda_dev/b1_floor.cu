@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CK(x)                                                                                                        \
     do {                                                                                                             \
@@ -138,8 +139,20 @@ static void launch_pdl(void (*k)(int *), int *p)
     CK(cudaLaunchKernelEx(&cfg, k, p));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* -o FILE: the rows also as CSV (row,bytes,blocks,us), read by eval/bench_round2.py */
+    FILE *csv = NULL;
+    if (argc == 3 && !strcmp(argv[1], "-o")) {
+        if (!(csv = fopen(argv[2], "w"))) {
+            fprintf(stderr, "b1_floor: cannot write '%s'\n", argv[2]);
+            return 1;
+        }
+        fprintf(csv, "row,bytes,blocks,us\n");
+    } else if (argc != 1) {
+        fprintf(stderr, "usage: b1_floor [-o floor.csv]\n");
+        return 2;
+    }
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cudaDeviceProp pr;
     CK(cudaGetDeviceProperties(&pr, 0));
@@ -155,26 +168,31 @@ int main(void)
     double tc = time_graph([&] { CK(cudaMemcpyAsync(y, x, big, cudaMemcpyDeviceToDevice, st)); }, 5);
     double copy_gbs = 2.0 * big / (tc * 1e-6) / 1e9;
     printf("copy 1 GiB D2D: %.1f us, %.1f GB/s (read + write)\n", tc, copy_gbs);
+    if (csv) fprintf(csv, "copy,%zu,0,%.3f\n", 2 * big, tc);
     CK(cudaFree(y));
     printf("| row | us per call |\n|---|---|\n");
-    printf("| empty kernel, 1 block | %.2f |\n", time_graph([&] { k_empty<<<1, 128, 0, st>>>(NULL); }, iters));
-    printf("| empty kernel, %d blocks | %.2f |\n", 3 * sm,
-           time_graph([&] { k_empty<<<3 * sm, 128, 0, st>>>(NULL); }, iters));
-    printf("| two empty kernels | %.2f |\n", time_graph([&] {
-               k_empty<<<1, 128, 0, st>>>(NULL);
-               k_empty<<<1, 128, 0, st>>>(NULL);
-           }, iters));
-    printf("| two empty kernels, the second a programmatic dependent | %.2f |\n", time_graph([&] {
-               k_empty_pdl_first<<<1, 128, 0, st>>>(NULL);
-               launch_pdl(k_empty_pdl_second, NULL);
-           }, iters));
+    auto row = [&](const char *what, const char *key, int blocks, double us) {
+        printf("| %s | %.2f |\n", what, us);
+        if (csv) fprintf(csv, "%s,0,%d,%.3f\n", key, blocks, us);
+    };
+    row("empty kernel, 1 block", "empty", 1, time_graph([&] { k_empty<<<1, 128, 0, st>>>(NULL); }, iters));
+    row("empty kernel, 3 blocks per SM", "empty-wave", 3 * sm,
+        time_graph([&] { k_empty<<<3 * sm, 128, 0, st>>>(NULL); }, iters));
+    row("two empty kernels", "two-empty", 1, time_graph([&] {
+            k_empty<<<1, 128, 0, st>>>(NULL);
+            k_empty<<<1, 128, 0, st>>>(NULL);
+        }, iters));
+    row("two empty kernels, the second a programmatic dependent", "two-empty-pdl", 1, time_graph([&] {
+            k_empty_pdl_first<<<1, 128, 0, st>>>(NULL);
+            launch_pdl(k_empty_pdl_second, NULL);
+        }, iters));
     /* scans: the sizes of the round-2 shapes' 3-bit caches (codes + fp16 norms of keys and values, B = 1) */
-    struct { const char *what; size_t bytes; } sz[] = {
-        {"SmolLM2 d 64, 3 kv, L 32k", 3UL * 32768 * (24 + 24 + 4)},
-        {"Gemma 3 d 256, 1 kv, L 32k", 1UL * 32768 * (96 + 96 + 4)},
-        {"d 128, 8 kv, L 32k", 8UL * 32768 * (48 + 48 + 4)},
-        {"d 128, 8 kv, L 128k", 8UL * 131072 * (48 + 48 + 4)},
-        {"d 128, 8 kv, L 64k, B 16", 16UL * 8 * 65536 * (48 + 48 + 4)},
+    struct { const char *key, *what; size_t bytes; } sz[] = {
+        {"smollm2-b1-32768", "SmolLM2 d 64, 3 kv, L 32k", 3UL * 32768 * (24 + 24 + 4)},
+        {"gemma3-b1-32768", "Gemma 3 d 256, 1 kv, L 32k", 1UL * 32768 * (96 + 96 + 4)},
+        {"main-b1-32768", "d 128, 8 kv, L 32k", 8UL * 32768 * (48 + 48 + 4)},
+        {"main-b1-131072", "d 128, 8 kv, L 128k", 8UL * 131072 * (48 + 48 + 4)},
+        {"main-b16-65536", "d 128, 8 kv, L 64k, B 16", 16UL * 8 * 65536 * (48 + 48 + 4)},
     };
     unsigned *part, *cnt, *out;
     CK(cudaMalloc(&part, 4 * 4096));
@@ -199,7 +217,12 @@ int main(void)
             }
             double gbs = (double)s.bytes / (t * 1e-6) / 1e9;
             printf("| %s | %zu | %d | %.2f | %.1f | %.1f%% |\n", s.what, s.bytes, nb, t, gbs, 100 * gbs / copy_gbs);
+            if (csv) fprintf(csv, "scan %s,%zu,%d,%.3f\n", s.key, s.bytes, nb, t);
         }
+    }
+    if (csv && fclose(csv)) {
+        fprintf(stderr, "b1_floor: write error\n");
+        return 1;
     }
     CK(cudaFree(x));
     CK(cudaFree(part));
