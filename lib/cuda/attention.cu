@@ -475,6 +475,24 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
+/* tq_cu_fwht_block on NH vectors of D at once (x + h D): one barrier per stage for all of them, the same butterflies
+ * (the same floats) */
+template <int D, int NH>
+__device__ __forceinline__ void fwht_block_heads(float *x)
+{
+    for (int h = 1, lg = 0; h < D; h <<= 1, lg++) {
+        __syncthreads();
+        for (int p = threadIdx.x; p < NH * D / 2; p += blockDim.x) {
+            float *y = x + p / (D / 2) * D;
+            const int q = p % (D / 2), i = ((q >> lg) << (lg + 1)) + (q & (h - 1));
+            const float u = y[i], v = y[i + h];
+            y[i] = u + v;
+            y[i + h] = u - v;
+        }
+    }
+    __syncthreads();
+}
+
 /* The fused end of a tensor-core split kernel (small batches, AttnArgs.fused): merge the NWARP warps' softmax states
  * of the block into one partial state (m, l, acc) of split s in shared memory and store it; the last block of the
  * (b, kv head, sub-group) to arrive (counted in cnt) merges all NS partial states, divides, rotates back (Hadamard
@@ -537,17 +555,29 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
     __threadfence();
     /* the last block: weights of the NS states per head (shared), then the merged sums (L2 reads: __ldcg, the other
      * blocks' stores never sat in this SM's L1) */
+    /* this tail runs while the rest of the GPU idles: every L2 read is issued before its first use (the NS <= 256
+     * states' m and l at once, 16 float4 sums in flight per thread); the sums and their order are as before */
     float *wt = (float *)smem, *den = wt + GT * a.NS, *o = den + HP; /* [GT][NS], [GT], [GT][D] */
     for (int hh = warp; hh < GT; hh += NWARP) {
         const float *pm = a.pm + (bh0 + hh) * a.NS, *pl = a.pl + (bh0 + hh) * a.NS;
-        float M = -INFINITY;
-        for (int j = lane; j < a.NS; j += 32) M = fmaxf(M, __ldcg(pm + j));
+        float mv[8], lv[8], M = -INFINITY; /* states lane + 32 k (plan_fused: NS <= 256) */
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int j = lane + 32 * k;
+            mv[k] = j < a.NS ? __ldcg(pm + j) : -INFINITY;
+            lv[k] = j < a.NS ? __ldcg(pl + j) : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) M = fmaxf(M, mv[k]);
         M = warp_max(M);
         float dsum = 0.0f;
-        for (int j = lane; j < a.NS; j += 32) {
-            const float mj = __ldcg(pm + j), w = mj == -INFINITY ? 0.0f : exp2f(mj - M);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int j = lane + 32 * k;
+            if (j >= a.NS) break;
+            const float w = mv[k] == -INFINITY ? 0.0f : exp2f(mv[k] - M);
             wt[hh * a.NS + j] = w;
-            dsum = fmaf(w, __ldcg(pl + j), dsum);
+            dsum = fmaf(w, lv[k], dsum);
         }
         dsum = warp_sum(dsum);
         if (lane == 0) den[hh] = dsum;
@@ -558,7 +588,7 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
         const float4 *src = (const float4 *)(a.pacc + (bh0 + hh) * a.NS * D) + c4;
         const float *w = wt + hh * a.NS;
         float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 8
+#pragma unroll 16
         for (int j = 0; j < a.NS; j++) {
             const float4 v = __ldcg(src + (size_t)j * (D / 4));
             sum.x = fmaf(w[j], v.x, sum.x);
@@ -572,7 +602,7 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
     }
     __syncthreads();
     if (a.rotation == TQ_ROT_HADAMARD) {
-        for (int hh = 0; hh < GT; hh++) tq_cu_fwht_block(o + hh * D, D);
+        fwht_block_heads<D, GT>(o);
         const float sc = tq_cu_fwht_scale_dev(D);
         for (int i = tid; i < D; i += NT) {
             const float sg = a.vrot[(size_t)kvh * D + i];
@@ -714,15 +744,27 @@ __device__ __forceinline__ void fwht_warp(float *y)
  * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
  * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
  * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). */
+template <int D>
+__device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, int h0, float *xq)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (warp < GT)
+#pragma unroll
+        for (int k = 0; k < D / 32; k++) xq[k] = a.q[((size_t)b * a.Hq + h0 + warp) * D + lane + 32 * k];
+}
+
+/* xq: the warp's first head's query (lane + 32 k), loaded by mma_prep_load before the pair tables were built */
 template <int D, bool PROD>
-__device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs, float *ss)
+__device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs, float *ss,
+                                              const float *xq)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nhw = (GT + NWARP - 1) / NWARP;
     float *x = ss + (PROD ? nhw * D : 0);
     for (int j = 0, hh = warp; hh < GT; j++, hh += NWARP) {
         const float *qg = a.q + ((size_t)b * a.Hq + h0 + hh) * D;
         float *y = qs + j * D;
-        for (int i = lane; i < D; i += 32) x[i] = qg[i];
+#pragma unroll
+        for (int k = 0; k < D / 32; k++) x[lane + 32 * k] = j ? qg[lane + 32 * k] : xq[k];
         __syncwarp();
         if (a.rotation == TQ_ROT_HADAMARD) {
             for (int i = lane; i < D; i += 32) y[i] = x[i] * a.krot[(size_t)kvh * D + i];
@@ -875,7 +917,9 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
         issue(t0, 0);
         norms(t0);
     }
-    /* the pair tables while the first tile is in flight */
+    float xq[D / 32];
+    if (a.q) mma_prep_load<D>(a, GT, b, h0, xq);
+    /* the pair tables while the first tile (and the query) are in flight */
     mma_table<KB>(ktab, a.kcent);
     mma_table<VB>(vtab, a.vcent);
     /* the queries: prepared here (fused path) into the warps' second stages, or k_prep's (programmatic dependent
@@ -886,7 +930,7 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
         const uint8_t *w = smem + (C::ALIGN ? 0 : C::TABS) + (hq % NWARP) * C::WARP;
         return (const float *)(w + (sqr ? 2 * TT * RK + TT * RV : TT * RK)) + (hq / NWARP) * D;
     };
-    if (a.q) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV));
+    if (a.q) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV), xq);
     __syncthreads();
     if (!a.q) grid_dep_wait();
     /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
@@ -1160,6 +1204,8 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         issue(t0, 0);
         norms(t0);
     }
+    float xq[D / 32];
+    if (a.q) mma_prep_load<D>(a, GT, b, h0, xq);
     for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
         int e = idx >> 5;
         __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
@@ -1167,7 +1213,7 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
         ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
     }
-    if (a.q) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK));
+    if (a.q) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK), xq);
     __syncthreads();
     if (!a.q) grid_dep_wait();
     /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
