@@ -554,9 +554,9 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
     if (!*flag) return;
     __threadfence();
     /* the last block: weights of the NS states per head (shared), then the merged sums (L2 reads: __ldcg, the other
-     * blocks' stores never sat in this SM's L1) */
-    /* this tail runs while the rest of the GPU idles: every L2 read is issued before its first use (the NS <= 256
-     * states' m and l at once, 16 float4 sums in flight per thread); the sums and their order are as before */
+     * blocks' stores never sat in this SM's L1). This tail runs while most of the GPU idles, so the reads are issued
+     * ahead of their use: the NS <= 256 states' m and l at once, 16 float4 sums in flight per thread (the same sums in
+     * the same order as one at a time) */
     float *wt = (float *)smem, *den = wt + GT * a.NS, *o = den + HP; /* [GT][NS], [GT], [GT][D] */
     for (int hh = warp; hh < GT; hh += NWARP) {
         const float *pm = a.pm + (bh0 + hh) * a.NS, *pl = a.pl + (bh0 + hh) * a.NS;
@@ -740,10 +740,8 @@ __device__ __forceinline__ void fwht_warp(float *y)
     __syncwarp();
 }
 
-/* The fused path's query preparation inside the split kernel (AttnArgs.q set): k_prep's arithmetic, in its order (so
- * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
- * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
- * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). */
+/* The query of the warp's first head (xq[k]: coordinate lane + 32 k), loaded before the pair tables are built so
+ * that its latency overlaps them (fused path, AttnArgs.q set) */
 template <int D>
 __device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, int h0, float *xq)
 {
@@ -753,7 +751,10 @@ __device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, 
         for (int k = 0; k < D / 32; k++) xq[k] = a.q[((size_t)b * a.Hq + h0 + warp) * D + lane + 32 * k];
 }
 
-/* xq: the warp's first head's query (lane + 32 k), loaded by mma_prep_load before the pair tables were built */
+/* The fused path's query preparation inside the split kernel (AttnArgs.q set): k_prep's arithmetic, in its order (so
+ * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
+ * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
+ * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). xq: mma_prep_load's. */
 template <int D, bool PROD>
 __device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs, float *ss,
                                               const float *xq)
