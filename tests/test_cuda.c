@@ -472,7 +472,8 @@ static void check_mma_codec(int method, int rot_kind, int d, int bits, long n)
         uint8_t *c2 = calloc(n, rb);
         uint16_t *n2 = calloc(n, 2);
         variant("encode", "mt2");
-        st = c2 && n2 ? tq_cuda_copy(dc.codes, dh, n * rb) : TQ_ERR_NOMEM; /* poison */
+        st = c2 && n2 ? tq_cuda_copy(dc.codes, dh, n * rb) : TQ_ERR_NOMEM; /* poison codes and norms */
+        if (!st) st = tq_cuda_copy(dc.norms, dh, n * 2);
         if (!st) st = tq_cuda_encode(q, dh, 1, n, &dc);
         if (!st) st = tq_cuda_sync();
         if (!st) st = tq_cuda_download(c2, dc.codes, n * rb);
