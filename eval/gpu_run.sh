@@ -67,13 +67,20 @@ if [ "$phase" = loop ] || [ "$phase" = all ]; then
         fi
         for mdl in smollm2 gemma3; do
             v=TQ_GGUF_$(echo $mdl | tr a-z A-Z); path=${!v:-}
+            # a whole model carried in parts by earlier calls (eval/gpu_chunks.py split here): joined once, when all
+            # its parts are there
+            name=$([ $mdl = smollm2 ] && echo SmolLM2-135M-Instruct.Q4_1.gguf || echo gemma-3-270m-q4_k_m.gguf)
+            if [ -z "$path" ] && [ -f ".devcarry/chunks/$name.sha256" ]; then
+                [ -f "/tmp/$name" ] || python3 eval/gpu_chunks.py join "$name" "/tmp/$name" || rc=1
+                [ -f "/tmp/$name" ] && path=/tmp/$name
+            fi
             [ -n "$path" ] && [ -f "$path" ] || { echo "== $mdl: SKIP (set $v to its GGUF)"; continue; }
             # cuda: fp32 weights (the CPU's computation: the acceptance's 1%) and fp16 weights (the speed setting)
-            for dev in cpu cuda cuda16; do
+            for dev in cpu cuda cuda16 cudafast; do
                 # (--values M:B quantizes values with the default dense rotation, so turbo-prod runs dense throughout)
                 args=(--text datasets/text/tale-of-two-cities.txt --tokens ${GPU_RUN_PPL_TOKENS:-512} --format csv)
                 case $dev in cpu) args+=(--device cpu) ;; cuda) args+=(--device cuda --gpu-weights fp32) ;;
-                             cuda16) args+=(--device cuda) ;; esac
+                             cuda16) args+=(--device cuda) ;; cudafast) args+=(--device cuda --cuda-attn fast) ;; esac
                 "$TQB" perplexity "$path" "${args[@]}" --methods turbo-mse --bits 3,4 --rotation hadamard \
                     -o "$OUT/loop_${mdl}_${dev}_mse.csv" &&
                 "$TQB" perplexity "$path" "${args[@]}" --methods turbo-prod --bits 3 --values turbo-mse:3 \
@@ -83,7 +90,7 @@ if [ "$phase" = loop ] || [ "$phase" = all ]; then
 import csv, sys
 out, mdl = sys.argv[1], sys.argv[2]
 rows = {}
-for dev in ("cpu", "cuda", "cuda16"):
+for dev in ("cpu", "cuda", "cuda16", "cudafast"):
     for part in ("mse", "prod"):
         for r in csv.DictReader(open(f"{out}/loop_{mdl}_{dev}_{part}.csv")):
             rows.setdefault((r["method"], r["params"], r["values"]), {})[dev] = r
@@ -91,17 +98,20 @@ bad = 0
 with open(f"{out}/loop_{mdl}.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["method", "params", "values", "ppl_ref_cpu", "ppl_ref_gpu", "dppl_pct_cpu", "dppl_pct_gpu", "rel_diff",
-                "kl_cpu", "kl_gpu", "dppl_pct_gpu_fp16w", "kl_gpu_fp16w", "tok_s", "tok_s_fp16", "speedup"])
+                "kl_cpu", "kl_gpu", "dppl_pct_gpu_fp16w", "kl_gpu_fp16w", "tok_s", "tok_s_fp16", "speedup",
+                "dppl_pct_gpu_fast", "tok_s_fast", "speedup_fast"])
     for key, d in rows.items():
-        c, g, h = d["cpu"], d["cuda"], d["cuda16"]
+        c, g, h, fa = d["cpu"], d["cuda"], d["cuda16"], d["cudafast"]
         dc, dg, dh = float(c["dppl_pct"]), float(g["dppl_pct"]), float(h["dppl_pct"])
         rel = abs(dg - dc) / abs(dc) if dc else float("inf")
         bad += rel > 0.01
         w.writerow([*key, c["ppl_ref"], g["ppl_ref"], dc, dg, f"{rel:.6f}", c["kl"], g["kl"], dh, h["kl"], h["tok_s"],
-                    h["tok_s_fp16"], h["speedup"]])
+                    h["tok_s_fp16"], h["speedup"], fa["dppl_pct"], fa["tok_s"], fa["speedup"]])
         print(f"{mdl} {key[0]} {key[1]} values {key[2]}: dppl_pct cpu {dc:.4f} gpu (fp32 weights) {dg:.4f} (rel diff "
               f"{rel:.6f}), gpu fp16 weights {dh:.4f}; kl cpu {c['kl']} gpu {g['kl']} fp16w {h['kl']}; fp16 weights "
-              f"{float(h['tok_s']):.0f} tok/s vs fp16-cache {float(h['tok_s_fp16']):.0f} (x{float(h['speedup']):.2f})")
+              f"{float(h['tok_s']):.0f} tok/s vs fp16-cache {float(h['tok_s_fp16']):.0f} (x{float(h['speedup']):.2f}); "
+              f"--cuda-attn fast dppl_pct {float(fa['dppl_pct']):.4f}, {float(fa['tok_s']):.0f} tok/s "
+              f"(x{float(fa['speedup']):.2f})")
 print(f"{mdl}: {bad} configuration(s) with dppl_pct more than 1% apart")
 PY
         done
