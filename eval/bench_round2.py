@@ -137,15 +137,17 @@ def main():
                       f"{f'{fus / fl[key]:.2f}' if fus else '-'} | >= {tgt}x |")
             long.append(["floor", name, "read-only scan", B, L, "graph", fl[key] / 1e3, sdp / 1e3 if sdp else "",
                          sdp / fl[key] if sdp else "", "", tgt])
-    # the query preparation folded into the fused split kernel ("fast") against k_prep in front ("fast-kprep"), same
-    # call: tq-<shape>_kprep-<timing>.csv beside tq-<shape>-<timing>.csv
-    kp = sorted(k for k in tq if k[0].endswith("_kprep"))
+    # "fast" (queries prepared in the split kernel, one pair table where keys and values share it) against its form
+    # of 2026-12-07 ("fast-r2": k_prep in front, two tables), same call: tq-<shape>_r2-<timing>.csv beside
+    # tq-<shape>-<timing>.csv
+    kp = sorted(k for k in tq if k[0].endswith("_r2"))
     if kp:
-        md += ["", "## One launch a call: the fused split kernel prepares its queries (variant fast) against k_prep in",
-               "front of it (variant fast-kprep), same call", "",
-               "| shape | keys | B | L | timing | fast ms | fast-kprep ms | saved us |", "|---|---|---|---|---|---|---|---|"]
+        md += ["", "## fast (queries prepared in the split kernel: one launch a call; one pair table where keys and",
+               "values share it) against its form of 2026-12-07 (fast-r2: k_prep in front, two tables), same call", "",
+               "| shape | keys | B | L | timing | fast ms | fast-r2 ms | saved us |",
+               "|---|---|---|---|---|---|---|---|"]
         for shape_k, timing in kp:
-            shape = shape_k[:-len("_kprep")]
+            shape = shape_k[:-len("_r2")]
             for r0 in tq[(shape_k, timing)]:
                 if r0["kind"] != "attn" or not r0["config"].startswith("fused-"):
                     continue
@@ -156,7 +158,7 @@ def main():
                 m0, m1 = float(r0["ms"]), float(r1["ms"])
                 md.append(f"| {shape} | {r0['config'][6:]} | {B} | {L} | {timing} | {m1:.4f} | {m0:.4f} | "
                           f"{(m0 - m1) * 1e3:.1f} |")
-                long.append(["kprep", shape, r0["config"], B, L, timing, m1, m0, "", "", ""])
+                long.append(["r2", shape, r0["config"], B, L, timing, m1, m0, "", "", ""])
     enc = tq.get(("encode", "eager"), []) + [dict(r, config=r["config"] + " (mt2)")
                                              for r in tq.get(("encode_mt2", "eager"), [])
                                              if "dense" in r["config"]]

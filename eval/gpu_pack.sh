@@ -24,5 +24,7 @@ for b in .devbin/tq .devbin/test_cuda .devbin/test_cuda_model; do
     echo "$b: $(ldd "$b" | awk '{print $1}' | tr '\n' ' ')"
 done
 # what travels: one compressed file (about 8 MB; OpenBLAS's kernels for every CPU make the binaries 30+ MB each)
-tar -C .devbin -cf - tq test_cuda test_cuda_model $(cd .devbin && ls | grep -vE '^(tq|test_cuda|test_cuda_model|bin\.tar\.xz.*)$') | xz -T2 -6 > .devbin/bin.tar.xz.tmp && mv .devbin/bin.tar.xz.tmp .devbin/bin.tar.xz
+dev=$(cd .devbin && ls | grep -vE '^(tq|test_cuda|test_cuda_model|bin\.tar\.xz.*)$') # the experiments
+tar -C .devbin -cf - tq test_cuda test_cuda_model $dev | xz -T2 -6 > .devbin/bin.tar.xz.tmp &&
+    mv .devbin/bin.tar.xz.tmp .devbin/bin.tar.xz
 ls -la .devbin/bin.tar.xz

@@ -179,9 +179,10 @@ fi
 # Phase `round2`: the acceptance shapes of the round-2 kernels (fused small-batch decode, d = 64 / 256 tensor-core
 # paths, the encoders), each timed twice — eagerly (host launches in the loop, as before) and as CUDA-graph replays
 # (device time: what a decode engine that captures its step sees) — beside PyTorch SDPA timed the same two ways, in
-# the same call; beside them the variants fast-kprep (k_prep in front of the fused split kernel, as before the query
-# preparation moved into it) and encode=mt2 (dense turbo-mse, two m-tiles a warp), and the floor of a one-kernel
-# decode over each shape's cache (eval/cuda_dev/b1_floor.cu). Report: results/bench/cuda_<gpu>_round2.{md,csv}
+# the same call; beside them the variants fast-r2 (the round-2 form of fast as measured on 2026-12-07: k_prep
+# in front of the fused split kernel, two pair tables) and encode=mt2 (dense turbo-mse, two m-tiles a warp), and
+# the floor of a one-kernel decode over each shape's cache (eval/cuda_dev/b1_floor.cu). Report:
+# results/bench/cuda_<gpu>_round2.{md,csv}
 # (eval/bench_round2.py).
 # Phase `profile`: Nsight Compute on the single-stream decode (B = 1, 32 q / 8 kv heads, d = 128, 3-bit turbo-mse
 # Hadamard on the fused path) at L = 32k and 128k: every section for k_prep and the split kernel (duration, DRAM and
@@ -206,8 +207,8 @@ if [ "$phase" = round2 ] || [ "$phase" = all ]; then
         "$TQB" bench --device cuda --variant attn=fast $G --only copy,attn --batch 1 --tokens 32768,131072 \
             -o "$r2/tq-main-b1-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
         # the same with k_prep in front of the fused split kernel (the path before the prep was folded into it)
-        "$TQB" bench --device cuda --variant attn=fast-kprep $G --only attn --batch 1 --tokens 32768,131072 \
-            -o "$r2/tq-main-b1_kprep-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+        "$TQB" bench --device cuda --variant attn=fast-r2 $G --only attn --batch 1 --tokens 32768,131072 \
+            -o "$r2/tq-main-b1_r2-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
         "$TQB" bench --device cuda --variant attn=fast $G --only attn --batch 16 --tokens 65536 \
             -o "$r2/tq-main-b16-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
         PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 1 --tokens 32768,131072 -o "$r2/sdpa-main-b1-$T.csv" \
@@ -221,8 +222,8 @@ if [ "$phase" = round2 ] || [ "$phase" = all ]; then
             lt=$5; [ "$6" -gt 0 ] && lt=$6
             "$TQB" bench --device cuda --variant attn=fast $G --only attn --batch 1,16 --tokens $lt --dim $2 \
                 --q-heads $3 --kv-heads $4 -o "$r2/tq-$1-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
-            "$TQB" bench --device cuda --variant attn=fast-kprep $G --only attn --batch 1 --tokens $lt --dim $2 \
-                --q-heads $3 --kv-heads $4 -o "$r2/tq-$1_kprep-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+            "$TQB" bench --device cuda --variant attn=fast-r2 $G --only attn --batch 1,16 --tokens $lt --dim $2 \
+                --q-heads $3 --kv-heads $4 -o "$r2/tq-$1_r2-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
             PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 1,16 --tokens $5 --dim $2 --q-heads $3 \
                 --kv-heads $4 --window $6 -o "$r2/sdpa-$1-$T.csv" 2>&1 | tee -a "$OUT/round2.log"
         done
@@ -232,7 +233,8 @@ if [ "$phase" = round2 ] || [ "$phase" = all ]; then
         tee -a "$OUT/round2.log" || rc=1
     # the floor of a one-kernel decode over each shape's cache (eval/cuda_dev/b1_floor.cu, built by gpu_pack.sh)
     FLOOR=.devbin/b1_floor
-    [ -x "$FLOOR" ] || { nvcc -O3 -std=c++17 -arch=sm_90 -o "$r2/b1_floor" eval/cuda_dev/b1_floor.cu && FLOOR=$r2/b1_floor; }
+    [ -x "$FLOOR" ] ||
+        { nvcc -O3 -std=c++17 -arch=sm_90 -o "$r2/b1_floor" eval/cuda_dev/b1_floor.cu && FLOOR=$r2/b1_floor; }
     "$FLOOR" -o "$r2/floor.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
     python3 eval/bench_round2.py "$r2" "results/bench/cuda_${tag}_round2" 2>&1 | tee -a "$OUT/round2.log" || rc=1
     cp results/bench/cuda_${tag}_round2.* "$OUT/" 2>/dev/null

@@ -978,11 +978,14 @@ int main(void)
     variant("attn", "fused");
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 2, 3);
-    /* the fused path with k_prep in front (the split kernel waits for its queries) instead of preparing them itself */
-    variant("attn", "fast-kprep");
+    /* fast-r2: the fused path with k_prep in front (the split kernel waits for its queries) instead of preparing them
+     * itself, and separate key and value pair tables where "fast" shares one (d = 64 / 256 here, 3/3 bits) */
+    variant("attn", "fast-r2");
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 16, 2, 1000, 2, 3);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 1, 9, 3, 1001, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1001, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 16, 4, 1, 3000, 3, 3);
     variant("attn", "auto");
     /* sliding windows (the last W of L tokens; the rows before the window hold other data the kernel must skip):
      * Gemma 3's MQA 4:1 at d = 256, a d = 128 tensor-core shape fused and unfused, SmolLM2's GQA 3:1 at d = 64 */

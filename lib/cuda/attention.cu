@@ -12,6 +12,7 @@
 
 struct tq_cuda_attn {
     tq_cuda_attn_spec s;
+    int same_cent;         /* turbo-mse keys with the values' bits and centroids: one pair table can serve both */
     float *krot, *vrot;    /* dense: [Hkv][d][d]; hadamard: [Hkv][d] signs */
     float *kcent, *vcent, *kS;
     float *ws;             /* workspace: qrot, sq, partial m, l, acc */
@@ -40,6 +41,9 @@ struct AttnArgs {
      * k_prep is not launched; NULL: qrot and sq come from k_prep) */
     const float *q, *krot, *kS;
     float scale, sq_scale;
+    /* one pair table serves keys and values (the tensor-core template without ALIGN: same bits, same centroids, so the
+     * two tables would be byte for byte the same); the dynamic shared memory is one table smaller */
+    int share_tab;
 };
 
 __device__ __forceinline__ float warp_max(float v)
@@ -808,9 +812,11 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     static_assert(C::WARP % 16 == 0 && C::TABS % 16 == 0, "cp.async destinations need 16-byte alignment");
     static_assert(C::KT % C::VT == 0 || C::VT % C::KT == 0, "the smaller table must keep the larger's alignment");
     extern __shared__ __align__(16) uint8_t smem[];
-    uint8_t *ktab = smem, *vtab = smem + C::KT;
+    const bool shr = !C::ALIGN && a.share_tab; /* one table for keys and values */
+    const int tabs = C::ALIGN ? 0 : shr ? C::KT : C::TABS; /* bytes before the warp areas */
+    uint8_t *ktab = smem, *vtab = shr ? smem : smem + C::KT;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
-    uint8_t *wbase = smem + (C::ALIGN ? 0 : C::TABS) + warp * C::WARP;
+    uint8_t *wbase = smem + tabs + warp * C::WARP;
     if constexpr (C::ALIGN) {
         uint8_t *t0 = smem + NWARP * C::WARP;
         const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(t0);
@@ -922,13 +928,13 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     if (a.q) mma_prep_load<D>(a, GT, b, h0, xq);
     /* the pair tables while the first tile (and the query) are in flight */
     mma_table<KB>(ktab, a.kcent);
-    mma_table<VB>(vtab, a.vcent);
+    if (!shr) mma_table<VB>(vtab, a.vcent);
     /* the queries: prepared here (fused path) into the warps' second stages, or k_prep's (programmatic dependent
      * launch: the above overlapped it) */
     constexpr int NHW = (GT + NWARP - 1) / NWARP; /* heads a warp prepares */
     static_assert(2 * KB >= NHW && 2 * VB >= (PROD ? NHW + 1 : 1), "the second stages hold the queries");
     auto qstage = [&](int hq, bool sqr) -> const float * {
-        const uint8_t *w = smem + (C::ALIGN ? 0 : C::TABS) + (hq % NWARP) * C::WARP;
+        const uint8_t *w = smem + tabs + (hq % NWARP) * C::WARP;
         return (const float *)(w + (sqr ? 2 * TT * RK + TT * RV : TT * RK)) + (hq / NWARP) * D;
     };
     if (a.q) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV), xq);
@@ -1537,6 +1543,8 @@ extern "C" int tq_cuda_attn_create(tq_cuda_attn **out, const tq_cuda_attn_spec *
     tq_cuda_attn *a = (tq_cuda_attn *)calloc(1, sizeof *a);
     if (!a) return tq_error_set(TQ_ERR_NOMEM, "out of memory");
     a->s = *s;
+    a->same_cent = s->key_method == TQ_M_TURBO_MSE && s->key_bits == s->value_bits && s->key_centroids &&
+                   s->value_centroids && !memcmp(s->key_centroids, s->value_centroids, sizeof(float) << s->key_bits);
     size_t d = (size_t)s->d, H = (size_t)s->n_kv_heads, nr = s->rotation == TQ_ROT_DENSE ? H * d * d : H * d;
     int st = tq_cuda_device(NULL, 0, &a->sm_count, NULL);
     if (!st) st = upload(&a->krot, s->key_rot, nr, "key rotation");
@@ -1633,13 +1641,14 @@ static attn_kernel pick_kb(int kb)
  * kernel merges and rotates back itself, launched as k_prep's programmatic dependent) at every batch, and both also
  * run the d = 64 / 256 tensor-core kernels; "fast" is the round-2 selection: the fused path at small batches, the
  * three-kernel path at large ones, the tensor-core kernels at d = 64 / 256 too. On the fused path the split kernel
- * rotates and scales its heads' queries itself (one launch a call); "fast-kprep" is "fast" with k_prep launched
- * before it as on 2026-12-07 (the split kernel its programmatic dependent). "auto" (the default) keeps the
+ * rotates and scales its heads' queries itself (one launch a call), and where keys and values have the same
+ * pair table the template builds and keeps one; "fast-r2" is "fast" as measured on 2026-12-07: k_prep launched in
+ * front of the fused split kernel (its programmatic dependent), two pair tables. "auto" (the default) keeps the
  * selection measured before round 2 (three-kernel path, tensor cores at d = 128) until "fast" has been verified on a
  * GPU (test_cuda; it was written without one). Process-wide. */
-enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_FAST_KPREP, AV_N };
+enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_FAST_R2, AV_N };
 static const char *const attn_variant_names[AV_N] = {"auto", "v1", "t64-plan16", "t64", "mma-t", "unfused", "fused",
-                                                     "fast", "fast-kprep"};
+                                                     "fast", "fast-r2"};
 static int attn_variant;
 
 extern "C" int tq_cuda_attn_variant(const char *name)
@@ -1649,7 +1658,7 @@ extern "C" int tq_cuda_attn_variant(const char *name)
             attn_variant = i;
             return TQ_OK;
         }
-    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown attention variant '%s' (auto, fast, fast-kprep, v1, t64-plan16, "
+    return tq_error_set(TQ_ERR_USAGE, "cuda: unknown attention variant '%s' (auto, fast, fast-r2, v1, t64-plan16, "
                         "t64, mma-t, unfused, fused)", name ? name : "(null)");
 }
 static int attn_mode(void) { return attn_variant; }
@@ -1658,13 +1667,13 @@ static bool attn_v1_forced(void) { return attn_variant == AV_V1; }
 static bool attn_mma_allowed(void)
 {
     return attn_variant == AV_AUTO || attn_variant == AV_MMA_T || attn_variant == AV_UNFUSED ||
-           attn_variant == AV_FUSED || attn_variant == AV_FAST || attn_variant == AV_FAST_KPREP;
+           attn_variant == AV_FUSED || attn_variant == AV_FAST || attn_variant == AV_FAST_R2;
 }
 /* the round-2 kernels and paths (d = 64 / 256 on the tensor cores, the fused path) */
 static bool attn_round2(void)
 {
     return attn_variant == AV_UNFUSED || attn_variant == AV_FUSED || attn_variant == AV_FAST ||
-           attn_variant == AV_FAST_KPREP;
+           attn_variant == AV_FAST_R2;
 }
 
 template <int D>
@@ -1691,15 +1700,16 @@ static attn_kernel pick(int gt, bool prod, int kb, int vb)
  * Every other shape: NULL (the CUDA-core kernels). */
 struct mma_pick {
     attn_kernel k;
-    int smem, gt;
+    int smem, gt, vt; /* vt: the value table's bytes (the smem saved when one table serves both), 0: never shared */
 };
 static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
 {
 #define TQ_MMA(DD, KB, VB, P, GT)                                                                                     \
     if (d == DD && kb == KB && vb == VB && prod == P && gt == GT)                                                    \
-        return {k_attn_mma<KB, VB, P, GT, DD>, MmaCfg<KB, VB, P, GT, DD>::SMEM, GT};
+        return {k_attn_mma<KB, VB, P, GT, DD>, MmaCfg<KB, VB, P, GT, DD>::SMEM, GT,                                 \
+                MmaCfg<KB, VB, P, GT, DD>::ALIGN || KB != VB ? 0 : MmaCfg<KB, VB, P, GT, DD>::VT};
     if (d == 128 && kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != AV_MMA_T)
-        return {k_attn_mma33, MMA33_SMEM, 4};
+        return {k_attn_mma33, MMA33_SMEM, 4, 0};
     TQ_MMA(128, 3, 3, false, 4) TQ_MMA(128, 2, 2, false, 4) TQ_MMA(128, 4, 4, false, 4)
     TQ_MMA(128, 2, 3, true, 4) TQ_MMA(128, 1, 2, true, 4) TQ_MMA(128, 3, 4, true, 4)
     TQ_MMA(128, 3, 3, false, 8) TQ_MMA(128, 2, 3, true, 8)
@@ -1709,7 +1719,7 @@ static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
     TQ_MMA(64, 3, 3, false, 3) TQ_MMA(64, 3, 3, false, 4) TQ_MMA(64, 3, 3, false, 1)
     TQ_MMA(256, 3, 3, false, 4) TQ_MMA(256, 3, 3, false, 1)
 #undef TQ_MMA
-    return {NULL, 0, 0};
+    return {NULL, 0, 0, 0};
 }
 /* the largest instantiated head group that divides G */
 static mma_pick pick_mma(int d, bool prod, int kb, int vb, int G)
@@ -1720,7 +1730,7 @@ static mma_pick pick_mma(int d, bool prod, int kb, int vb, int G)
         mma_pick p = pick_mma_gt(d, prod, kb, vb, gts[i]);
         if (p.k) return p;
     }
-    return {NULL, 0, 0};
+    return {NULL, 0, 0, 0};
 }
 
 /* a tensor-core split kernel launched as k_prep's programmatic dependent: it starts while k_prep runs and waits
@@ -1755,28 +1765,34 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
     int bps = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs */
     /* the tensor-core kernel where it is instantiated for this shape (pick_mma) */
-    mma_pick mp = {NULL, 0, 0};
+    mma_pick mp = {NULL, 0, 0, 0};
     if (kv && attn_mma_allowed() && (d == 128 || attn_round2()))
         mp = pick_mma(d, prod, a->s.key_bits, a->s.value_bits, G);
     bool use_mma = mp.k != NULL;
+    /* one pair table for keys and values where they are the same table (round-2 paths except fast-r2): one table
+     * less shared memory a block, so more blocks fit an SM (d = 256: 2 instead of 1) */
+    const bool share = use_mma && mp.vt > 0 && a->same_cent && attn_round2() && attn_mode() != AV_FAST_R2;
+    if (share) mp.smem -= mp.vt;
     if (use_mma) {
         GT = mp.gt;
         nsub = G / GT;
-        /* the shared-memory attribute and the occupancy, once per kernel: the occupancy query costs microseconds
-         * of host time per call, as much as a B = 1 decode takes on the device */
+        /* the shared-memory attribute and the occupancy, once per kernel and shared-memory size: the occupancy query
+         * costs microseconds of host time per call, as much as a B = 1 decode takes on the device */
         static attn_kernel attr_set[32];
-        static int attr_bps[32], n_attr;
+        static int attr_smem[32], attr_bps[32], n_attr;
         int have = -1;
         for (int i = 0; i < n_attr; i++)
-            if (attr_set[i] == mp.k) have = i;
+            if (attr_set[i] == mp.k && attr_smem[i] == mp.smem) have = i;
         if (have >= 0) bps = attr_bps[have];
         else {
-            TQ_CU(cudaFuncSetAttribute(mp.k, cudaFuncAttributeMaxDynamicSharedMemorySize, mp.smem),
+            int full = mp.smem + (share ? mp.vt : 0); /* the attribute: the largest size the kernel launches with */
+            TQ_CU(cudaFuncSetAttribute(mp.k, cudaFuncAttributeMaxDynamicSharedMemorySize, full),
                   "cudaFuncSetAttribute");
             TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
                   "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
             if (n_attr < 32) {
                 attr_set[n_attr] = mp.k;
+                attr_smem[n_attr] = mp.smem;
                 attr_bps[n_attr++] = bps;
             }
         }
@@ -1800,10 +1816,10 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
      * and 4-head groups): the fused path, where launches and the merge, not the scan, would dominate */
     const long groups = (long)B * Hkv * nsub;
     const bool fused = use_mma && a && (attn_mode() == AV_FUSED ||
-                                        ((attn_mode() == AV_FAST || attn_mode() == AV_FAST_KPREP) &&
+                                        ((attn_mode() == AV_FAST || attn_mode() == AV_FAST_R2) &&
                                          groups * 8 <= (long)bps * sm));
-    /* the fused split kernel prepares its queries itself (one launch a call), except in the variant fast-kprep */
-    const bool inprep = fused && attn_mode() != AV_FAST_KPREP;
+    /* the fused split kernel prepares its queries itself (one launch a call), except in the variant fast-r2 */
+    const bool inprep = fused && attn_mode() != AV_FAST_R2;
     if (fused) plan_fused(sm, bps, L, groups, &chunk, &nsplit);
     else if (bps > 0) plan_splits_waves(sm, bps, L, groups, &chunk, &nsplit);
     else plan_splits(sm, L, groups, &chunk, &nsplit);
@@ -1855,6 +1871,7 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     args.kS = prod ? a->kS : NULL;
     args.scale = scale;
     args.sq_scale = sq_scale;
+    args.share_tab = share;
     dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
     attn_kernel kern = NULL;
 #define TQ_D(DD) \

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """test_bench_round2.py: eval/bench_round2.py on a directory of synthetic CSVs shaped like one `gpu_run.sh round2`
 call's: the speed-up is SDPA ms / tq ms of the same timing; the floor table takes the fastest scan of each shape
-(of several block counts) and divides SDPA's graph time by it; the fast / fast-kprep table pairs each fused row with
-its kprep twin and reports the microseconds saved; the encoder table adds the mt2 rows of the dense encoder only and
+(of several block counts) and divides SDPA's graph time by it; the fast / fast-r2 table pairs each fused row with
+its fast-r2 twin and reports the microseconds saved; the encoder table adds the mt2 rows of the dense encoder only and
 converts ms to TB/s of fp16 input; the CSV holds the same numbers."""
 import csv
 import os
@@ -37,7 +37,7 @@ def main():
               "attn,fused-turbo-mse 3b had,1,32768,0.0200,1311,43.2,0,0,0\n"
               "attn,fused-turbo-mse 3b had,1,131072,0.0500,2097,69.1,0,0,0\n"
               "attn,fused-turbo-prod 3b had,1,131072,0.0700,1500,49.5,0,0,0\n")
-        write(d, "tq-main-b1_kprep-graph.csv", TQ_HEAD + "attn,fused-turbo-mse 3b had,1,32768,0.0280,0,0,0,0,0\n"
+        write(d, "tq-main-b1_r2-graph.csv", TQ_HEAD + "attn,fused-turbo-mse 3b had,1,32768,0.0280,0,0,0,0,0\n"
               "attn,fused-turbo-prod 3b had,1,131072,0.0750,0,0,0,0,0\n")
         write(d, "sdpa-main-b1-graph.csv", "# device: x\nkind,config,batch,tokens,ms,gbs,pct_copy\n"
               "attn,sdpa,1,32768,0.0505,0,0\nattn,sdpa,1,131072,0.1757,0,0\n")
@@ -60,7 +60,7 @@ def main():
         check("| 32q/8kv d128 | 1 | 32768 | 11.50 | 20.00 | 50.50 | 4.39x | 1.74 | >= 4.0x |" in md, "floor at 32k")
         check("| 32q/8kv d128 | 1 | 131072 | 37.00 | 50.00 | 175.70 | 4.75x | 1.35 | >= 5.0x |" in md, "floor 128k")
         check("An empty kernel costs 2.10 us a call; two in sequence 4.00 us (3.50 us" in md, "graph-node costs")
-        # fast vs fast-kprep: 28 - 20 = 8.0 us; turbo-prod 75 - 70 = 5.0 us
+        # fast vs fast-r2: 28 - 20 = 8.0 us; turbo-prod 75 - 70 = 5.0 us
         check("| main-b1 | turbo-mse 3b had | 1 | 32768 | graph | 0.0200 | 0.0280 | 8.0 |" in md, "kprep mse row")
         check("| main-b1 | turbo-prod 3b had | 1 | 131072 | graph | 0.0700 | 0.0750 | 5.0 |" in md, "kprep prod row")
         # encoders: 4194304 x 128 x 2 bytes / 1.00 ms = 1.074 TB/s; the mt2 turbo-prod row is not repeated
@@ -71,7 +71,7 @@ def main():
         fl = [r for r in rows if r and r[0] == "floor"]
         check(len(fl) == 2 and abs(float(fl[0][6]) - 0.0115) < 1e-12 and abs(float(fl[0][8]) - 50.5 / 11.5) < 1e-9,
               f"floor rows in the CSV: {fl}")
-        kp = [r for r in rows if r and r[0] == "kprep"]
+        kp = [r for r in rows if r and r[0] == "r2"]
         check(len(kp) == 2 and float(kp[0][6]) == 0.02 and float(kp[0][7]) == 0.028, f"kprep rows in the CSV: {kp}")
     print(f"{npass} passed, {nfail} failed")
     return 1 if nfail else 0
