@@ -479,24 +479,6 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
-/* tq_cu_fwht_block on NH vectors of D at once (x + h D): one barrier per stage for all of them, the same butterflies
- * (the same floats) */
-template <int D, int NH>
-__device__ __forceinline__ void fwht_block_heads(float *x)
-{
-    for (int h = 1, lg = 0; h < D; h <<= 1, lg++) {
-        __syncthreads();
-        for (int p = threadIdx.x; p < NH * D / 2; p += blockDim.x) {
-            float *y = x + p / (D / 2) * D;
-            const int q = p % (D / 2), i = ((q >> lg) << (lg + 1)) + (q & (h - 1));
-            const float u = y[i], v = y[i + h];
-            y[i] = u + v;
-            y[i + h] = u - v;
-        }
-    }
-    __syncthreads();
-}
-
 /* The fused end of a tensor-core split kernel (small batches, AttnArgs.fused): merge the NWARP warps' softmax states
  * of the block into one partial state (m, l, acc) of split s in shared memory and store it; the last block of the
  * (b, kv head, sub-group) to arrive (counted in cnt) merges all NS partial states, divides, rotates back (Hadamard
@@ -560,7 +542,8 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
     /* the last block: weights of the NS states per head (shared), then the merged sums (L2 reads: __ldcg, the other
      * blocks' stores never sat in this SM's L1). This tail runs while most of the GPU idles, so the reads are issued
      * ahead of their use: the NS <= 256 states' m and l at once, 16 float4 sums in flight per thread (the same sums in
-     * the same order as one at a time) */
+     * the same order as one at a time). (The heads' butterflies as one pass of 7 barriers instead of 4 x 7 made ptxas
+     * spend 265 more LOP3 per tile in k_attn_mma33's main loop, which shares this code: kept per head.) */
     float *wt = (float *)smem, *den = wt + GT * a.NS, *o = den + HP; /* [GT][NS], [GT], [GT][D] */
     for (int hh = warp; hh < GT; hh += NWARP) {
         const float *pm = a.pm + (bh0 + hh) * a.NS, *pl = a.pl + (bh0 + hh) * a.NS;
@@ -606,7 +589,7 @@ __device__ __forceinline__ void mma_finish_fused(const AttnArgs &a, const float 
     }
     __syncthreads();
     if (a.rotation == TQ_ROT_HADAMARD) {
-        fwht_block_heads<D, GT>(o);
+        for (int hh = 0; hh < GT; hh++) tq_cu_fwht_block(o + hh * D, D);
         const float sc = tq_cu_fwht_scale_dev(D);
         for (int i = tid; i < D; i += NT) {
             const float sg = a.vrot[(size_t)kvh * D + i];
@@ -795,7 +778,7 @@ __device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh
     }
 }
 
-template <int KB, int VB, bool PROD, int GT, int D>
+template <int KB, int VB, bool PROD, int GT, int D, bool PREP = false>
 __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 || VB == 4 || GT == 8 || D == 64) ? 2 : 3)
     k_attn_mma(AttnArgs a)
 {
@@ -925,7 +908,7 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
         norms(t0);
     }
     float xq[D / 32];
-    if (a.q) mma_prep_load<D>(a, GT, b, h0, xq);
+    if (PREP) mma_prep_load<D>(a, GT, b, h0, xq);
     /* the pair tables while the first tile (and the query) are in flight */
     mma_table<KB>(ktab, a.kcent);
     if (!shr) mma_table<VB>(vtab, a.vcent);
@@ -937,9 +920,9 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
         const uint8_t *w = smem + tabs + (hq % NWARP) * C::WARP;
         return (const float *)(w + (sqr ? 2 * TT * RK + TT * RV : TT * RK)) + (hq / NWARP) * D;
     };
-    if (a.q) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV), xq);
+    if (PREP) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV), xq);
     __syncthreads();
-    if (!a.q) grid_dep_wait();
+    if (!PREP) grid_dep_wait();
     /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
      * scores' C fragment gives lane (g, tg) head tg in its even columns; GT = 8: column g holds head g/2 + 4 (g % 2),
      * so lane (g, tg) gets heads tg and tg + 4, the heads of its P.V columns in the two 4-head groups. k-step ks
@@ -952,19 +935,19 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
             __half2 h = __float2half2_rn(0.0f), hs = h;
             const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
             if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
-                const float *qp = a.q ? qstage(hq, false) : a.qrot + ((size_t)b * a.Hq + h0 + hq) * D;
+                const float *qp = PREP ? qstage(hq, false) : a.qrot + ((size_t)b * a.Hq + h0 + hq) * D;
                 const int at = D / 4 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(qp[at], qp[at + 1]);
                 if (PROD) {
                     const int sh = 2 * ks + j;
-                    const float *sp = (a.q ? qstage(hq, true) : a.sq + ((size_t)b * a.Hq + h0 + hq) * D) + 32 * tg;
+                    const float *sp = (PREP ? qstage(hq, true) : a.sq + ((size_t)b * a.Hq + h0 + hq) * D) + 32 * tg;
                     hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
                 }
             }
             qb[ks][j] = *(uint32_t *)&h;
             if (PROD) sb[ks][j] = *(uint32_t *)&hs;
         }
-    if (a.q) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
+    if (PREP) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [16 VB g, 16 VB g + 16 VB) of a row; a
      * funnel shift brings them to bit 0 (VB = 2, 4: whole words, no shift) */
     constexpr int NVW = D == 256 ? VB : D == 64 ? 1 : VB > 2 ? 2 : 1;
@@ -1153,6 +1136,7 @@ __device__ __forceinline__ uint32_t lds33(const uint8_t *base, uint32_t off)
     return *(const uint32_t *)(base + off);
 }
 
+template <bool PREP>
 __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
 {
     constexpr int D = 128, GT = 4, TT = MMA_TT, RK = MMA33_RK, RW = RK / 4;
@@ -1212,7 +1196,7 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         norms(t0);
     }
     float xq[D / 32];
-    if (a.q) mma_prep_load<D>(a, GT, b, h0, xq);
+    if (PREP) mma_prep_load<D>(a, GT, b, h0, xq);
     for (int idx = threadIdx.x; idx < 64 * 32; idx += blockDim.x) {
         int e = idx >> 5;
         __half2 kp = __halves2half2(__float2half_rn(a.kcent[e & 7]), __float2half_rn(a.kcent[e >> 3]));
@@ -1220,9 +1204,9 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
         ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
     }
-    if (a.q) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK), xq);
+    if (PREP) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK), xq);
     __syncthreads();
-    if (!a.q) grid_dep_wait();
+    if (!PREP) grid_dep_wait();
     /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
      * gives lane (g, tg) head tg in its even columns; k-step ks pairs = coordinates 32 tg + 4 ks + {0,1}, {2,3} */
     uint32_t qb[8][2];
@@ -1232,14 +1216,14 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         for (int j = 0; j < 2; j++) {
             __half2 h = __float2half2_rn(0.0f);
             if (!(g & 1)) {
-                const float *qp = a.q ? (const float *)(smem + 2 * 64 * 32 * 4 + (g >> 1) * MMA33_WARP_SMEM + TT * RK)
+                const float *qp = PREP ? (const float *)(smem + 2 * 64 * 32 * 4 + (g >> 1) * MMA33_WARP_SMEM + TT * RK)
                                       : a.qrot + ((size_t)b * a.Hq + h0 + (g >> 1)) * D;
                 qp += 32 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(qp[0], qp[1]);
             }
             qb[ks][j] = *(uint32_t *)&h;
         }
-    if (a.q) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
+    if (PREP) __syncthreads(); /* every warp has its fragments: the second stages are the tiles' again */
     /* value rows: lane g's 8 coordinate pairs 8 g .. 8 g + 7 are the bits [48 g, 48 g + 48) of a row; a runtime funnel
      * shift brings them to bit 0 */
     const int vw = (3 * g) >> 1, vsh = 16 * (g & 1), hp = g >> 1, pe = 16 * (g & 1);
@@ -1699,17 +1683,18 @@ static attn_kernel pick(int gt, bool prod, int kb, int vb)
  * mma per k-step, one cache read for 8 heads), 2 (G = 2, 6, ...) and 1 (MHA, G odd).
  * Every other shape: NULL (the CUDA-core kernels). */
 struct mma_pick {
-    attn_kernel k;
-    int smem, gt, vt; /* vt: the value table's bytes (the smem saved when one table serves both), 0: never shared */
+    attn_kernel k, kp; /* kp: the same kernel preparing its queries itself (the fused path) */
+    int smem, gt, vt;  /* vt: the value table's bytes (the smem saved when one table serves both), 0: never shared */
 };
 static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
 {
 #define TQ_MMA(DD, KB, VB, P, GT)                                                                                     \
     if (d == DD && kb == KB && vb == VB && prod == P && gt == GT)                                                    \
-        return {k_attn_mma<KB, VB, P, GT, DD>, MmaCfg<KB, VB, P, GT, DD>::SMEM, GT,                                 \
-                MmaCfg<KB, VB, P, GT, DD>::ALIGN || KB != VB ? 0 : MmaCfg<KB, VB, P, GT, DD>::VT};
+        return {k_attn_mma<KB, VB, P, GT, DD, false>, k_attn_mma<KB, VB, P, GT, DD, true>,                         \
+                MmaCfg<KB, VB, P, GT, DD>::SMEM, GT, MmaCfg<KB, VB, P, GT, DD>::ALIGN || KB != VB ? 0                  \
+                : MmaCfg<KB, VB, P, GT, DD>::VT};
     if (d == 128 && kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != AV_MMA_T)
-        return {k_attn_mma33, MMA33_SMEM, 4, 0};
+        return {k_attn_mma33<false>, k_attn_mma33<true>, MMA33_SMEM, 4, 0};
     TQ_MMA(128, 3, 3, false, 4) TQ_MMA(128, 2, 2, false, 4) TQ_MMA(128, 4, 4, false, 4)
     TQ_MMA(128, 2, 3, true, 4) TQ_MMA(128, 1, 2, true, 4) TQ_MMA(128, 3, 4, true, 4)
     TQ_MMA(128, 3, 3, false, 8) TQ_MMA(128, 2, 3, true, 8)
@@ -1719,7 +1704,7 @@ static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
     TQ_MMA(64, 3, 3, false, 3) TQ_MMA(64, 3, 3, false, 4) TQ_MMA(64, 3, 3, false, 1)
     TQ_MMA(256, 3, 3, false, 4) TQ_MMA(256, 3, 3, false, 1)
 #undef TQ_MMA
-    return {NULL, 0, 0, 0};
+    return {NULL, NULL, 0, 0, 0};
 }
 /* the largest instantiated head group that divides G */
 static mma_pick pick_mma(int d, bool prod, int kb, int vb, int G)
@@ -1730,7 +1715,7 @@ static mma_pick pick_mma(int d, bool prod, int kb, int vb, int G)
         mma_pick p = pick_mma_gt(d, prod, kb, vb, gts[i]);
         if (p.k) return p;
     }
-    return {NULL, 0, 0, 0};
+    return {NULL, NULL, 0, 0, 0};
 }
 
 /* a tensor-core split kernel launched as k_prep's programmatic dependent: it starts while k_prep runs and waits
@@ -1750,6 +1735,29 @@ static cudaError_t launch_pdl(attn_kernel k, dim3 grid, int smem, AttnArgs args)
     return cudaLaunchKernelEx(&cfg, k, args);
 }
 
+/* A tensor-core kernel's blocks per SM at `smem` bytes of dynamic shared memory (its maximum set to `full` on first
+ * use), asked once per kernel and size: the occupancy query costs microseconds of host time per call, as much as a
+ * B = 1 decode takes on the device */
+static int mma_occupancy(attn_kernel k, int smem, int full, int *bps)
+{
+    static attn_kernel seen_k[64];
+    static int seen_smem[64], seen_bps[64], n_seen;
+    for (int i = 0; i < n_seen; i++)
+        if (seen_k[i] == k && seen_smem[i] == smem) {
+            *bps = seen_bps[i];
+            return TQ_OK;
+        }
+    TQ_CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, full), "cudaFuncSetAttribute");
+    TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(bps, k, NWARP * 32, smem),
+          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    if (n_seen < 64) {
+        seen_k[n_seen] = k;
+        seen_smem[n_seen] = smem;
+        seen_bps[n_seen++] = *bps;
+    }
+    return TQ_OK;
+}
+
 static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long window, int d, const float *q,
                     const tq_cuda_kv *kv, const uint16_t *k16, const uint16_t *v16, float *out, float **wsp,
                     size_t *ws_bytes, int sm, int rotation, const float *krot, const float *vrot)
@@ -1763,9 +1771,10 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     long chunk;
     int nsplit;
     bool prod = kv && a->s.key_method == TQ_M_TURBO_PROD;
-    int bps = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs */
+    int bps = 0, bps_prep = 0; /* blocks per SM of the 64-token-tile kernels, when one of them runs (bps_prep: the
+                                * tensor-core kernel's query-preparing form, the fused path's) */
     /* the tensor-core kernel where it is instantiated for this shape (pick_mma) */
-    mma_pick mp = {NULL, 0, 0, 0};
+    mma_pick mp = {NULL, NULL, 0, 0, 0};
     if (kv && attn_mma_allowed() && (d == 128 || attn_round2()))
         mp = pick_mma(d, prod, a->s.key_bits, a->s.value_bits, G);
     bool use_mma = mp.k != NULL;
@@ -1776,26 +1785,10 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     if (use_mma) {
         GT = mp.gt;
         nsub = G / GT;
-        /* the shared-memory attribute and the occupancy, once per kernel and shared-memory size: the occupancy query
-         * costs microseconds of host time per call, as much as a B = 1 decode takes on the device */
-        static attn_kernel attr_set[32];
-        static int attr_smem[32], attr_bps[32], n_attr;
-        int have = -1;
-        for (int i = 0; i < n_attr; i++)
-            if (attr_set[i] == mp.k && attr_smem[i] == mp.smem) have = i;
-        if (have >= 0) bps = attr_bps[have];
-        else {
-            int full = mp.smem + (share ? mp.vt : 0); /* the attribute: the largest size the kernel launches with */
-            TQ_CU(cudaFuncSetAttribute(mp.k, cudaFuncAttributeMaxDynamicSharedMemorySize, full),
-                  "cudaFuncSetAttribute");
-            TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, mp.k, NWARP * 32, mp.smem),
-                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-            if (n_attr < 32) {
-                attr_set[n_attr] = mp.k;
-                attr_smem[n_attr] = mp.smem;
-                attr_bps[n_attr++] = bps;
-            }
-        }
+        const int full = mp.smem + (share ? mp.vt : 0); /* the attribute: the largest size the kernel launches with */
+        int st = mma_occupancy(mp.k, mp.smem, full, &bps);
+        if (!st && attn_round2() && attn_mode() != AV_FAST_R2) st = mma_occupancy(mp.kp, mp.smem, full, &bps_prep);
+        if (st) return st;
     } else if (kv && d == 128 && GT == 4 && !prod && attn_mode() != AV_V1 && attn_mode() != AV_T64_PLAN16) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
         static attn_kernel occ_k[16];
@@ -1820,7 +1813,7 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
                                          groups * 8 <= (long)bps * sm));
     /* the fused split kernel prepares its queries itself (one launch a call), except in the variant fast-r2 */
     const bool inprep = fused && attn_mode() != AV_FAST_R2;
-    if (fused) plan_fused(sm, bps, L, groups, &chunk, &nsplit);
+    if (fused) plan_fused(sm, inprep ? bps_prep : bps, L, groups, &chunk, &nsplit);
     else if (bps > 0) plan_splits_waves(sm, bps, L, groups, &chunk, &nsplit);
     else plan_splits(sm, L, groups, &chunk, &nsplit);
     int NS = fused ? nsplit : nsplit * NWARP;
@@ -1878,7 +1871,7 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     if (!inprep) \
         k_prep<DD><<<(unsigned)nq, DD, 0, tq_cu_stream>>>(q, Hq, G, rotation, krot, prod ? a->kS : NULL, scale, \
                                                          sq_scale, qrot, prod ? sq : NULL); \
-    if (use_mma) kern = mp.k; \
+    if (use_mma) kern = inprep ? mp.kp : mp.k; \
     else if (kv) kern = pick<DD>(GT, prod, a->s.key_bits, a->s.value_bits); \
     else kern = GT == 4 ? k_attn_fp16<DD, 4> : k_attn_fp16<DD, 1>; \
     if (!kern) return tq_error_set(TQ_ERR_USAGE, "cuda attention: no kernel for these bits"); \
