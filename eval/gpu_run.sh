@@ -211,6 +211,8 @@ if [ "$phase" = round2 ] || [ "$phase" = all ]; then
             -o "$r2/tq-main-b1_r2-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
         "$TQB" bench --device cuda --variant attn=fast $G --only attn --batch 16 --tokens 65536 \
             -o "$r2/tq-main-b16-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
+        "$TQB" bench --device cuda --variant attn=fast-r2 $G --only attn --batch 16 --tokens 65536 \
+            -o "$r2/tq-main-b16_r2-$T.csv" 2>&1 | tee -a "$OUT/round2.log" || rc=1
         PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 1 --tokens 32768,131072 -o "$r2/sdpa-main-b1-$T.csv" \
             2>&1 | tee -a "$OUT/round2.log"
         PYTHONUNBUFFERED=1 python3 eval/bench_sdpa.py $G --batch 16 --tokens 65536 -o "$r2/sdpa-main-b16-$T.csv" \

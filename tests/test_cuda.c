@@ -975,6 +975,9 @@ int main(void)
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 2, 16, 2, 1000, 2, 3);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 4, 1, 20000, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 4, 1, 20000, 2, 3);
+    /* B = 16, 8 kv heads: "fast" takes the split path, its kernels preparing their own queries (no k_prep) */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 16, 32, 8, 3000, 3, 3);
+    check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 16, 32, 8, 3000, 2, 3);
     variant("attn", "fused");
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_HADAMARD, 128, 16, 32, 8, 600, 2, 3);

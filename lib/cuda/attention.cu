@@ -795,7 +795,10 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     static_assert(C::WARP % 16 == 0 && C::TABS % 16 == 0, "cp.async destinations need 16-byte alignment");
     static_assert(C::KT % C::VT == 0 || C::VT % C::KT == 0, "the smaller table must keep the larger's alignment");
     extern __shared__ __align__(16) uint8_t smem[];
-    const bool shr = !C::ALIGN && a.share_tab; /* one table for keys and values */
+    /* one table for keys and values: at d = 256 only, where it lets 2 blocks share an SM (119 KB of shared memory a
+     * block without it); at d = 64 the runtime table base cost 15% more instructions in the main loop (870 -> 1006)
+     * and bought no occupancy (registers limit it there) */
+    const bool shr = !C::ALIGN && D == 256 && a.share_tab;
     const int tabs = C::ALIGN ? 0 : shr ? C::KT : C::TABS; /* bytes before the warp areas */
     uint8_t *ktab = smem, *vtab = shr ? smem : smem + C::KT;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tg = lane & 3;
@@ -1621,13 +1624,13 @@ static attn_kernel pick_kb(int kb)
  * k_attn_codes for every shape (and its split plan); "t64-plan16" runs k_attn_codes_t64 with k_attn_codes's split
  * plan; "t64" keeps k_attn_codes_t64 / k_attn_codes where the tensor-core kernels would run; "mma-t" runs the k_attn_mma
  * template where k_attn_mma33 would (3-bit turbo-mse, 4-head groups); "unfused" keeps the tensor-core kernels on the
- * three-kernel path (k_prep, split kernel, k_combine) at every batch, "fused" puts them on the fused one (the split
- * kernel merges and rotates back itself, launched as k_prep's programmatic dependent) at every batch, and both also
- * run the d = 64 / 256 tensor-core kernels; "fast" is the round-2 selection: the fused path at small batches, the
- * three-kernel path at large ones, the tensor-core kernels at d = 64 / 256 too. On the fused path the split kernel
- * rotates and scales its heads' queries itself (one launch a call), and where keys and values have the same
- * pair table the template builds and keeps one; "fast-r2" is "fast" as measured on 2026-12-07: k_prep launched in
- * front of the fused split kernel (its programmatic dependent), two pair tables. "auto" (the default) keeps the
+ * split path (split kernel, then k_combine) at every batch, "fused" puts them on the fused one (the split kernel
+ * merges and rotates back itself) at every batch, and both also run the d = 64 / 256 tensor-core kernels; "fast" is
+ * the round-2 selection: the fused path at small batches, the split path at large ones, the tensor-core kernels at
+ * d = 64 / 256 too. Under these three the tensor-core split kernels rotate and scale their heads' queries themselves
+ * (no k_prep: a fused call is one launch), and at d = 256, where keys and values have the same pair table, the
+ * template builds one; "fast-r2" is "fast" as measured on 2026-12-07: k_prep in front of the split kernel (on the
+ * fused path as its programmatic dependent), two pair tables. "auto" (the default) keeps the
  * selection measured before round 2 (three-kernel path, tensor cores at d = 128) until "fast" has been verified on a
  * GPU (test_cuda; it was written without one). Process-wide. */
 enum { AV_AUTO, AV_V1, AV_T64_PLAN16, AV_T64, AV_MMA_T, AV_UNFUSED, AV_FUSED, AV_FAST, AV_FAST_R2, AV_N };
@@ -1778,9 +1781,9 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     if (kv && attn_mma_allowed() && (d == 128 || attn_round2()))
         mp = pick_mma(d, prod, a->s.key_bits, a->s.value_bits, G);
     bool use_mma = mp.k != NULL;
-    /* one pair table for keys and values where they are the same table (round-2 paths except fast-r2): one table
-     * less shared memory a block, so more blocks fit an SM (d = 256: 2 instead of 1) */
-    const bool share = use_mma && mp.vt > 0 && a->same_cent && attn_round2() && attn_mode() != AV_FAST_R2;
+    /* one pair table for keys and values where they are the same table (d = 256, round-2 paths except fast-r2): one
+     * table less shared memory a block, so 2 blocks fit an SM instead of 1 */
+    const bool share = use_mma && d == 256 && mp.vt > 0 && a->same_cent && attn_round2() && attn_mode() != AV_FAST_R2;
     if (share) mp.smem -= mp.vt;
     if (use_mma) {
         GT = mp.gt;
@@ -1808,12 +1811,15 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     /* variant "fast", small batches (fewer than 8 blocks per head group fill one wave, e.g. B = 1 to 12 at 8 kv heads
      * and 4-head groups): the fused path, where launches and the merge, not the scan, would dominate */
     const long groups = (long)B * Hkv * nsub;
+    /* the round-2 tensor-core kernels (not fast-r2) prepare their queries themselves: no k_prep (the fused path is
+     * then one launch a call, the other two), and ptxas gives the preparing form a leaner main loop (k_attn_mma33:
+     * 1364 instructions a tile against 1621) */
+    const bool inprep = use_mma && attn_round2() && attn_mode() != AV_FAST_R2;
+    if (inprep) bps = bps_prep;
     const bool fused = use_mma && a && (attn_mode() == AV_FUSED ||
                                         ((attn_mode() == AV_FAST || attn_mode() == AV_FAST_R2) &&
                                          groups * 8 <= (long)bps * sm));
-    /* the fused split kernel prepares its queries itself (one launch a call), except in the variant fast-r2 */
-    const bool inprep = fused && attn_mode() != AV_FAST_R2;
-    if (fused) plan_fused(sm, inprep ? bps_prep : bps, L, groups, &chunk, &nsplit);
+    if (fused) plan_fused(sm, bps, L, groups, &chunk, &nsplit);
     else if (bps > 0) plan_splits_waves(sm, bps, L, groups, &chunk, &nsplit);
     else plan_splits(sm, L, groups, &chunk, &nsplit);
     int NS = fused ? nsplit : nsplit * NWARP;
