@@ -3,7 +3,8 @@
  * graph node), two empty kernels in sequence (prep + split) with and without programmatic dependent launch, and a
  * read-only scan of N bytes by a full wave of blocks that ends in the fused path's merge (the last block to finish,
  * found by an atomic counter, sums every block's partial) - the floor of a one-kernel fused decode over a cache of N
- * bytes. The scan's sum is checked against the host's before any time is printed.
+ * bytes. The scan folds every word it reads (xor) and the result is checked against the host's fold of the same
+ * words before any time is printed.
  * Build: nvcc -O3 -arch=sm_90 -o b1_floor eval/cuda_dev/b1_floor.cu (eval/gpu_pack.sh does). */
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -84,6 +85,15 @@ __global__ void __launch_bounds__(256) k_scan(const uint4 *src, long n16, unsign
         *out = t;
         *cnt = 0;
     }
+}
+
+/* word i of the scanned buffer: distinct words, so the xor of a prefix depends on every word of it */
+__host__ __device__ static inline unsigned fill_word(long i) { return (unsigned)i * 2654435761u + 12345u; }
+
+__global__ void k_fill(unsigned *p, long n)
+{
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        p[i] = fill_word(i);
 }
 
 static cudaStream_t st;
@@ -199,12 +209,15 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&cnt, 4));
     CK(cudaMalloc(&out, 4));
     CK(cudaMemset(cnt, 0, 4));
-    /* the host's fold of the first bytes: x holds 0x01 bytes, so each word is 0x01010101 and the xor of the words
-     * is 0x01010101 when their count is odd, else 0 */
+    /* the scans read fill_word(i) at word i; the host folds the same words (a scan that skips or repeats a 16-byte
+     * load changes the xor) */
+    k_fill<<<4 * sm, 256, 0, st>>>((unsigned *)x, (long)(big / 4));
+    CK(cudaStreamSynchronize(st));
     printf("\n| scan + last-block merge | bytes | blocks | us | GB/s | %% of copy rate |\n|---|---|---|---|---|---|\n");
     for (auto &s : sz) {
         long n16 = (long)(s.bytes / 16);
-        unsigned want = (n16 * 4) & 1 ? 0x01010101u : 0u;
+        unsigned want = 0;
+        for (long i = 0; i < 4 * n16; i++) want ^= fill_word(i);
         for (int bps : {2, 4, 8}) {
             int nb = bps * sm;
             double t = time_graph([&] { k_scan<4><<<nb, 256, 0, st>>>((const uint4 *)x, n16, part, cnt, out); },
