@@ -37,8 +37,8 @@ struct AttnArgs {
     const float *vrot;
     float *out;
     unsigned *cnt;
-    /* the fused path's own query preparation (set: the split kernel rotates and scales its heads' queries itself,
-     * k_prep is not launched; NULL: qrot and sq come from k_prep) */
+    /* the tensor-core kernels' own query preparation (their PREP forms read q and rotate and scale their heads'
+     * queries themselves, k_prep is not launched; NULL: qrot and sq come from k_prep) */
     const float *q, *krot, *kS;
     float scale, sq_scale;
     /* one pair table serves keys and values (the tensor-core template without ALIGN: same bits, same centroids, so the
@@ -728,7 +728,7 @@ __device__ __forceinline__ void fwht_warp(float *y)
 }
 
 /* The query of the warp's first head (xq[k]: coordinate lane + 32 k), loaded before the pair tables are built so
- * that its latency overlaps them (fused path, AttnArgs.q set) */
+ * that its latency overlaps them (the PREP forms) */
 template <int D>
 __device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, int h0, float *xq)
 {
@@ -738,7 +738,7 @@ __device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, 
         for (int k = 0; k < D / 32; k++) xq[k] = a.q[((size_t)b * a.Hq + h0 + warp) * D + lane + 32 * k];
 }
 
-/* The fused path's query preparation inside the split kernel (AttnArgs.q set): k_prep's arithmetic, in its order (so
+/* The query preparation inside the split kernel (its PREP form): k_prep's arithmetic, in its order (so
  * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
  * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
  * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). xq: mma_prep_load's. */
@@ -915,8 +915,8 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     /* the pair tables while the first tile (and the query) are in flight */
     mma_table<KB>(ktab, a.kcent);
     if (!shr) mma_table<VB>(vtab, a.vcent);
-    /* the queries: prepared here (fused path) into the warps' second stages, or k_prep's (programmatic dependent
-     * launch: the above overlapped it) */
+    /* the queries: prepared here (PREP) into the warps' second stages, or k_prep's (on the fused path a programmatic
+     * dependent launch: the above overlapped it) */
     constexpr int NHW = (GT + NWARP - 1) / NWARP; /* heads a warp prepares */
     static_assert(2 * KB >= NHW && 2 * VB >= (PROD ? NHW + 1 : 1), "the second stages hold the queries");
     auto qstage = [&](int hq, bool sqr) -> const float * {
