@@ -987,8 +987,8 @@ int main(void)
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 128, 1, 8, 2, 1000, 3, 3);
     check_attention(TQ_M_TURBO_PROD, TQ_ROT_DENSE, 128, 1, 16, 2, 1000, 2, 3);
     check_attention(TQ_M_TURBO_MSE, TQ_ROT_DENSE, 64, 1, 9, 3, 1001, 3, 3);
-    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1001, 3, 3);
-    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 16, 4, 1, 3000, 3, 3);
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 2, 4, 1, 1001, 3, 3);   /* fused */
+    check_attention(TQ_M_TURBO_MSE, TQ_ROT_HADAMARD, 256, 16, 8, 2, 3000, 3, 3);  /* 32 groups: the split path */
     variant("attn", "auto");
     /* sliding windows (the last W of L tokens; the rows before the window hold other data the kernel must skip):
      * Gemma 3's MQA 4:1 at d = 256, a d = 128 tensor-core shape fused and unfused, SmolLM2's GQA 3:1 at d = 64 */
