@@ -37,10 +37,10 @@ struct AttnArgs {
     const float *vrot;
     float *out;
     unsigned *cnt;
-    /* the tensor-core kernels' own query preparation (their PREP forms read q and rotate and scale their heads'
-     * queries themselves, k_prep is not launched; NULL: qrot and sq come from k_prep) */
-    const float *q, *krot, *kS;
-    float scale, sq_scale;
+    /* the tensor-core kernels' own query preparation (their PREP forms read q, flip the signs krot and run the
+     * Hadamard butterflies themselves, k_prep is not launched; NULL: qrot (and sq) come from k_prep) */
+    const float *q, *krot;
+    float scale;
     /* one pair table serves keys and values (the tensor-core template without ALIGN: same bits, same centroids, so the
      * two tables would be byte for byte the same); the dynamic shared memory is one table smaller */
     int share_tab;
@@ -738,43 +738,25 @@ __device__ __forceinline__ void mma_prep_load(const AttnArgs &a, int GT, int b, 
         for (int k = 0; k < D / 32; k++) xq[k] = a.q[((size_t)b * a.Hq + h0 + warp) * D + lane + 32 * k];
 }
 
-/* The query preparation inside the split kernel (its PREP form): k_prep's arithmetic, in its order (so
- * the same floats), without its launch and the dependent wait. Warp w prepares heads hh = w, w + NWARP of the block's
- * GT: the rotated, scaled query of head hh into qs + (hh / NWARP) D, S q (turbo-prod) into ss + (hh / NWARP) D, the
- * raw query staged after them; qs and ss are the warp's free second tile stage (keys, values). xq: mma_prep_load's. */
-template <int D, bool PROD>
-__device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs, float *ss,
+/* The query preparation inside the split kernel (its PREP form: Hadamard rotation, turbo-mse keys, where it costs
+ * a few butterflies; a dense rotation or turbo-prod's S q is a d x d matrix-vector product that every block would
+ * repeat, so those keep k_prep): k_prep's arithmetic in its order (so the same floats), without its launch. Warp w
+ * prepares heads hh = w, w + NWARP of the block's GT into qs + (hh / NWARP) D, qs the warp's free second key stage.
+ * xq: mma_prep_load's. */
+template <int D>
+__device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh, int b, int h0, float *qs,
                                               const float *xq)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nhw = (GT + NWARP - 1) / NWARP;
-    float *x = ss + (PROD ? nhw * D : 0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int j = 0, hh = warp; hh < GT; j++, hh += NWARP) {
         const float *qg = a.q + ((size_t)b * a.Hq + h0 + hh) * D;
         float *y = qs + j * D;
 #pragma unroll
-        for (int k = 0; k < D / 32; k++) x[lane + 32 * k] = j ? qg[lane + 32 * k] : xq[k];
-        __syncwarp();
-        if (a.rotation == TQ_ROT_HADAMARD) {
-            for (int i = lane; i < D; i += 32) y[i] = x[i] * a.krot[(size_t)kvh * D + i];
-            fwht_warp<D>(y);
-            for (int i = lane; i < D; i += 32) y[i] = (y[i] * tq_cu_fwht_scale_dev(D)) * a.scale;
-        } else if (a.rotation == TQ_ROT_DENSE) {
-            for (int i = lane; i < D; i += 32) {
-                const float *P = a.krot + (size_t)kvh * D * D + (size_t)i * D;
-                float acc = 0.0f;
-                for (int k = 0; k < D; k++) acc = fmaf(P[k], x[k], acc);
-                y[i] = acc * a.scale;
-            }
-        } else
-            for (int i = lane; i < D; i += 32) y[i] = x[i] * a.scale;
-        if constexpr (PROD)
-            for (int i = lane; i < D; i += 32) {
-                const float *S = a.kS + (size_t)kvh * D * D + (size_t)i * D;
-                float acc = 0.0f;
-                for (int k = 0; k < D; k++) acc = fmaf(S[k], x[k], acc);
-                ss[j * D + i] = acc * a.sq_scale;
-            }
-        __syncwarp(); /* x is the next head's */
+        for (int k = 0; k < D / 32; k++)
+            y[lane + 32 * k] = (j ? qg[lane + 32 * k] : xq[k]) * a.krot[(size_t)kvh * D + lane + 32 * k];
+        fwht_warp<D>(y);
+        for (int i = lane; i < D; i += 32) y[i] = (y[i] * tq_cu_fwht_scale_dev(D)) * a.scale;
+        __syncwarp(); /* y is read by every warp after the block's barrier */
     }
 }
 
@@ -917,13 +899,12 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
     if (!shr) mma_table<VB>(vtab, a.vcent);
     /* the queries: prepared here (PREP) into the warps' second stages, or k_prep's (on the fused path a programmatic
      * dependent launch: the above overlapped it) */
-    constexpr int NHW = (GT + NWARP - 1) / NWARP; /* heads a warp prepares */
-    static_assert(2 * KB >= NHW && 2 * VB >= (PROD ? NHW + 1 : 1), "the second stages hold the queries");
-    auto qstage = [&](int hq, bool sqr) -> const float * {
-        const uint8_t *w = smem + tabs + (hq % NWARP) * C::WARP;
-        return (const float *)(w + (sqr ? 2 * TT * RK + TT * RV : TT * RK)) + (hq / NWARP) * D;
+    static_assert(!(PREP && PROD), "turbo-prod's S q stays with k_prep");
+    static_assert(2 * KB >= (GT + NWARP - 1) / NWARP, "the second key stage holds the warp's queries");
+    auto qstage = [&](int hq) -> const float * {
+        return (const float *)(smem + tabs + (hq % NWARP) * C::WARP + TT * RK) + (hq / NWARP) * D;
     };
-    if (PREP) mma_prep_warp<D, PROD>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RV), xq);
+    if (PREP) mma_prep_warp<D>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), xq);
     __syncthreads();
     if (!PREP) grid_dep_wait();
     /* B fragments of the query (and S q): column n = g holds head g/2 for even g < 2 GT and zeros otherwise, so the
@@ -938,12 +919,12 @@ __global__ void __launch_bounds__(NWARP * 32, D == 256 ? 1 : (PROD || KB == 4 ||
             __half2 h = __float2half2_rn(0.0f), hs = h;
             const int hq = GT == 8 ? (g >> 1) + 4 * (g & 1) : g >> 1;
             if (GT == 8 || (!(g & 1) && (g >> 1) < GT)) {
-                const float *qp = PREP ? qstage(hq, false) : a.qrot + ((size_t)b * a.Hq + h0 + hq) * D;
+                const float *qp = PREP ? qstage(hq) : a.qrot + ((size_t)b * a.Hq + h0 + hq) * D;
                 const int at = D / 4 * tg + 4 * ks + 2 * j;
                 h = __floats2half2_rn(qp[at], qp[at + 1]);
                 if (PROD) {
                     const int sh = 2 * ks + j;
-                    const float *sp = (PREP ? qstage(hq, true) : a.sq + ((size_t)b * a.Hq + h0 + hq) * D) + 32 * tg;
+                    const float *sp = a.sq + ((size_t)b * a.Hq + h0 + hq) * D + 32 * tg;
                     hs = __floats2half2_rn(sp[15 - sh], sp[31 - sh]);
                 }
             }
@@ -1207,7 +1188,7 @@ __global__ void __launch_bounds__(NWARP * 32, 3) k_attn_mma33(AttnArgs a)
         ((uint32_t *)ktab)[idx] = *(uint32_t *)&kp;
         ((uint32_t *)vtab)[idx] = *(uint32_t *)&vp;
     }
-    if (PREP) mma_prep_warp<D, false>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), (float *)(vst + TT * RK), xq);
+    if (PREP) mma_prep_warp<D>(a, GT, kvh, b, h0, (float *)(kst + TT * RK), xq);
     __syncthreads();
     if (!PREP) grid_dep_wait();
     /* B fragments of the query: column n = g holds head g/2 for even g and zeros for odd g, so the scores' C fragment
@@ -1628,7 +1609,7 @@ static attn_kernel pick_kb(int kb)
  * merges and rotates back itself) at every batch, and both also run the d = 64 / 256 tensor-core kernels; "fast" is
  * the round-2 selection: the fused path at small batches, the split path at large ones, the tensor-core kernels at
  * d = 64 / 256 too. Under these three the tensor-core split kernels rotate and scale their heads' queries themselves
- * (no k_prep: a fused call is one launch), and at d = 256, where keys and values have the same pair table, the
+ * where the rotation is Hadamard and the keys turbo-mse (no k_prep: a fused call is one launch), and at d = 256, where keys and values have the same pair table, the
  * template builds one; "fast-r2" is "fast" as measured on 2026-12-07: k_prep in front of the split kernel (on the
  * fused path as its programmatic dependent), two pair tables. "auto" (the default) keeps the
  * selection measured before round 2 (three-kernel path, tensor cores at d = 128) until "fast" has been verified on a
@@ -1685,15 +1666,23 @@ static attn_kernel pick(int gt, bool prod, int kb, int vb)
  * (G = 4, 12, ...); the 3-bit pair (turbo-mse 3/3, turbo-prod 2+1/3) also in groups of 8 (G = 8, 16, ...: two P.V
  * mma per k-step, one cache read for 8 heads), 2 (G = 2, 6, ...) and 1 (MHA, G odd).
  * Every other shape: NULL (the CUDA-core kernels). */
+/* the query-preparing form of a tensor-core instantiation: turbo-mse keys only */
+template <int KB, int VB, bool P, int GT, int D>
+static attn_kernel mma_prep_form()
+{
+    if constexpr (P) return NULL;
+    else return k_attn_mma<KB, VB, false, GT, D, true>;
+}
+
 struct mma_pick {
-    attn_kernel k, kp; /* kp: the same kernel preparing its queries itself (the fused path) */
+    attn_kernel k, kp; /* kp: the same kernel preparing its queries itself (turbo-mse keys; NULL for turbo-prod) */
     int smem, gt, vt;  /* vt: the value table's bytes (the smem saved when one table serves both), 0: never shared */
 };
 static mma_pick pick_mma_gt(int d, bool prod, int kb, int vb, int gt)
 {
 #define TQ_MMA(DD, KB, VB, P, GT)                                                                                     \
     if (d == DD && kb == KB && vb == VB && prod == P && gt == GT)                                                    \
-        return {k_attn_mma<KB, VB, P, GT, DD, false>, k_attn_mma<KB, VB, P, GT, DD, true>,                         \
+        return {k_attn_mma<KB, VB, P, GT, DD, false>, mma_prep_form<KB, VB, P, GT, DD>(),                          \
                 MmaCfg<KB, VB, P, GT, DD>::SMEM, GT, MmaCfg<KB, VB, P, GT, DD>::ALIGN || KB != VB ? 0                  \
                 : MmaCfg<KB, VB, P, GT, DD>::VT};
     if (d == 128 && kb == 3 && vb == 3 && !prod && gt == 4 && attn_mode() != AV_MMA_T)
@@ -1783,14 +1772,20 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     bool use_mma = mp.k != NULL;
     /* one pair table for keys and values where they are the same table (d = 256, round-2 paths except fast-r2): one
      * table less shared memory a block, so 2 blocks fit an SM instead of 1 */
-    const bool share = use_mma && d == 256 && mp.vt > 0 && a->same_cent && attn_round2() && attn_mode() != AV_FAST_R2;
+    const bool r2new = attn_round2() && attn_mode() != AV_FAST_R2; /* this session's forms (not fast-r2) */
+    const bool share = use_mma && d == 256 && mp.vt > 0 && a->same_cent && r2new;
+    /* the tensor-core kernels prepare their queries themselves where that is a few butterflies (Hadamard rotation,
+     * turbo-mse keys): no k_prep (the fused path is then one launch a call, the split path two), and ptxas gives the
+     * preparing form a leaner main loop (k_attn_mma33: 1364 instructions a tile against 1621). A dense rotation or
+     * turbo-prod's S q is a d x d product every block would repeat: those keep k_prep. */
+    const bool prep = use_mma && mp.kp && rotation == TQ_ROT_HADAMARD && r2new;
     if (share) mp.smem -= mp.vt;
     if (use_mma) {
         GT = mp.gt;
         nsub = G / GT;
         const int full = mp.smem + (share ? mp.vt : 0); /* the attribute: the largest size the kernel launches with */
         int st = mma_occupancy(mp.k, mp.smem, full, &bps);
-        if (!st && attn_round2() && attn_mode() != AV_FAST_R2) st = mma_occupancy(mp.kp, mp.smem, full, &bps_prep);
+        if (!st && prep) st = mma_occupancy(mp.kp, mp.smem, full, &bps_prep);
         if (st) return st;
     } else if (kv && d == 128 && GT == 4 && !prod && attn_mode() != AV_V1 && attn_mode() != AV_T64_PLAN16) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
@@ -1811,10 +1806,7 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     /* variant "fast", small batches (fewer than 8 blocks per head group fill one wave, e.g. B = 1 to 12 at 8 kv heads
      * and 4-head groups): the fused path, where launches and the merge, not the scan, would dominate */
     const long groups = (long)B * Hkv * nsub;
-    /* the round-2 tensor-core kernels (not fast-r2) prepare their queries themselves: no k_prep (the fused path is
-     * then one launch a call, the other two), and ptxas gives the preparing form a leaner main loop (k_attn_mma33:
-     * 1364 instructions a tile against 1621) */
-    const bool inprep = use_mma && attn_round2() && attn_mode() != AV_FAST_R2;
+    const bool inprep = prep;
     if (inprep) bps = bps_prep;
     const bool fused = use_mma && a && (attn_mode() == AV_FUSED ||
                                         ((attn_mode() == AV_FAST || attn_mode() == AV_FAST_R2) &&
@@ -1867,9 +1859,7 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
     float scale = (float)(LOG2E / sqrt((double)d)), sq_scale = (float)(sqrt(M_PI / 2) / d) * scale;
     args.q = inprep ? q : NULL;
     args.krot = krot;
-    args.kS = prod ? a->kS : NULL;
     args.scale = scale;
-    args.sq_scale = sq_scale;
     args.share_tab = share;
     dim3 grid((unsigned)nsplit, (unsigned)(Hkv * nsub), (unsigned)B);
     attn_kernel kern = NULL;
