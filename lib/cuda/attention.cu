@@ -709,24 +709,6 @@ __device__ __forceinline__ void mma_score_step(float (*sc)[4], float (*ss)[4], u
     }
 }
 
-/* The Walsh-Hadamard butterflies of tq_cu_fwht_block by one warp (the same additions in the same order: the same
- * floats) */
-template <int D>
-__device__ __forceinline__ void fwht_warp(float *y)
-{
-    const int lane = threadIdx.x & 31;
-    for (int h = 1, lg = 0; h < D; h <<= 1, lg++) {
-        __syncwarp();
-        for (int p = lane; p < D / 2; p += 32) {
-            const int i = ((p >> lg) << (lg + 1)) + (p & (h - 1));
-            const float x = y[i], z = y[i + h];
-            y[i] = x + z;
-            y[i + h] = x - z;
-        }
-    }
-    __syncwarp();
-}
-
 /* The query of the warp's first head (xq[k]: coordinate lane + 32 k), loaded before the pair tables are built so
  * that its latency overlaps them (the PREP forms) */
 template <int D>
@@ -754,7 +736,7 @@ __device__ __forceinline__ void mma_prep_warp(const AttnArgs &a, int GT, int kvh
 #pragma unroll
         for (int k = 0; k < D / 32; k++)
             y[lane + 32 * k] = (j ? qg[lane + 32 * k] : xq[k]) * a.krot[(size_t)kvh * D + lane + 32 * k];
-        fwht_warp<D>(y);
+        tq_cu_fwht_warp(y, D, lane);
         for (int i = lane; i < D; i += 32) y[i] = (y[i] * tq_cu_fwht_scale_dev(D)) * a.scale;
         __syncwarp(); /* y is read by every warp after the block's barrier */
     }
@@ -1727,29 +1709,6 @@ static cudaError_t launch_pdl(attn_kernel k, dim3 grid, int smem, AttnArgs args)
     return cudaLaunchKernelEx(&cfg, k, args);
 }
 
-/* A tensor-core kernel's blocks per SM at `smem` bytes of dynamic shared memory (its maximum set to `full` on first
- * use), asked once per kernel and size: the occupancy query costs microseconds of host time per call, as much as a
- * B = 1 decode takes on the device */
-static int mma_occupancy(attn_kernel k, int smem, int full, int *bps)
-{
-    static attn_kernel seen_k[64];
-    static int seen_smem[64], seen_bps[64], n_seen;
-    for (int i = 0; i < n_seen; i++)
-        if (seen_k[i] == k && seen_smem[i] == smem) {
-            *bps = seen_bps[i];
-            return TQ_OK;
-        }
-    TQ_CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, full), "cudaFuncSetAttribute");
-    TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(bps, k, NWARP * 32, smem),
-          "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    if (n_seen < 64) {
-        seen_k[n_seen] = k;
-        seen_smem[n_seen] = smem;
-        seen_bps[n_seen++] = *bps;
-    }
-    return TQ_OK;
-}
-
 static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long window, int d, const float *q,
                     const tq_cuda_kv *kv, const uint16_t *k16, const uint16_t *v16, float *out, float **wsp,
                     size_t *ws_bytes, int sm, int rotation, const float *krot, const float *vrot)
@@ -1784,23 +1743,14 @@ static int run_attn(tq_cuda_attn *a, int B, int Hq, int Hkv, long Lc, long windo
         GT = mp.gt;
         nsub = G / GT;
         const int full = mp.smem + (share ? mp.vt : 0); /* the attribute: the largest size the kernel launches with */
-        int st = mma_occupancy(mp.k, mp.smem, full, &bps);
-        if (!st && prep) st = mma_occupancy(mp.kp, mp.smem, full, &bps_prep);
+        int st = tq_cu_occupancy((const void *)mp.k, NWARP * 32, mp.smem, full, &bps, NULL);
+        if (!st && prep) st = tq_cu_occupancy((const void *)mp.kp, NWARP * 32, mp.smem, full, &bps_prep, NULL);
         if (st) return st;
     } else if (kv && d == 128 && GT == 4 && !prod && attn_mode() != AV_V1 && attn_mode() != AV_T64_PLAN16) {
         attn_kernel k = pick<128>(GT, prod, a->s.key_bits, a->s.value_bits);
-        static attn_kernel occ_k[16];
-        static int occ_bps[16], n_occ;
-        int have = -1;
-        for (int i = 0; i < n_occ; i++)
-            if (occ_k[i] == k) have = i;
-        if (have >= 0) bps = occ_bps[have];
-        else if (k && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, NWARP * 32, 0) != cudaSuccess) {
+        if (k && tq_cu_occupancy((const void *)k, NWARP * 32, 0, 0, &bps, NULL)) { /* then plan_splits */
             (void)cudaGetLastError();
             bps = 0;
-        } else if (k && n_occ < 16) {
-            occ_k[n_occ] = k;
-            occ_bps[n_occ++] = bps;
         }
     }
     /* variant "fast", small batches (fewer than 8 blocks per head group fill one wave, e.g. B = 1 to 12 at 8 kv heads

@@ -27,6 +27,12 @@ extern "C" {
  * while it captures a graph (runtime.cu). */
 extern cudaStream_t tq_cu_stream;
 
+/* A kernel's resident blocks per SM at `threads` a block and `smem` bytes of dynamic shared memory (runtime.cu),
+ * asked of CUDA once per (kernel, threads, smem) and process: the query costs microseconds of host time, more than a
+ * decode step's kernels take. smem_max > 0 first sets the kernel's dynamic shared-memory maximum. sm: the device's
+ * SM count (may be NULL). */
+int tq_cu_occupancy(const void *kernel, int threads, size_t smem, size_t smem_max, int *bps, int *sm);
+
 /* the variant switches of attention.cu and encode.cu, behind tq_cuda_variant_set (runtime.cu) */
 extern "C" int tq_cuda_attn_variant(const char *name);
 extern "C" int tq_cuda_encode_variant(const char *name);

@@ -1234,35 +1234,6 @@ static bool encode_forced(const char *what)
     return !strcmp(encode_variant_names[encode_variant], what);
 }
 
-/* The SM count and a kernel's resident blocks per SM at its block size and dynamic shared memory (set as the
- * kernel's maximum on first use), asked once per (kernel, shared memory) and process: the queries cost microseconds
- * of host time each, more than an encode of the model loop's one vector takes on the device. */
-static int occupancy(const void *k, int threads, size_t shm, int *sm, int *bps)
-{
-    static struct { const void *k; size_t shm; int bps; } seen[64];
-    static int n_seen, sm_count;
-    if (!sm_count) {
-        int dev = 0;
-        TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
-        TQ_CU(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-    }
-    *sm = sm_count;
-    for (int i = 0; i < n_seen; i++)
-        if (seen[i].k == k && seen[i].shm == shm) {
-            *bps = seen[i].bps;
-            return TQ_OK;
-        }
-    if (shm) TQ_CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm),
-                   "cudaFuncSetAttribute");
-    TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(bps, k, threads, shm), "cudaOccupancy");
-    if (n_seen < 64) {
-        seen[n_seen].k = k;
-        seen[n_seen].shm = shm;
-        seen[n_seen++].bps = *bps;
-    }
-    return TQ_OK;
-}
-
 extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half, long n, const tq_cuda_codes *out)
 {
     if (n <= 0) return TQ_OK;
@@ -1285,7 +1256,7 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
     if (km) {
         MP mp = {q->rotf, q->mf, q->thr, q->cent, q->signs, p.fwht_scale, p.norm_fp32};
         size_t shm = q->mma > 0 ? (size_t)MMA_WARPS * 2 * (p.d / 16) * 32 * sizeof(uint4) : 0;
-        int sm = 0, bps = 0, st = occupancy((const void *)km, 32 * MMA_WARPS, shm, &sm, &bps);
+        int sm = 0, bps = 0, st = tq_cu_occupancy((const void *)km, 32 * MMA_WARPS, shm, shm, &bps, &sm);
         if (st) return st;
         long grid_max = (long)sm * (bps > 0 ? bps : 1);
         long need = (n + (long)vps * MMA_WARPS - 1) / ((long)vps * MMA_WARPS); /* vps vectors a warp and step */
@@ -1293,7 +1264,7 @@ extern "C" int tq_cuda_encode(const tq_cuda_quant *q, const void *x, int x_half,
             mp, (const __half *)x, n, out->codes, out->norms, out->signs, out->rnorms);
     } else if (k8) {
         /* resident blocks on the device: the grid strides over the rest */
-        int sm = 0, bps = 0, st = occupancy((const void *)k8, 256, 0, &sm, &bps);
+        int sm = 0, bps = 0, st = tq_cu_occupancy((const void *)k8, 256, 0, 0, &bps, &sm);
         if (st) return st;
         long grid_max = (long)sm * (bps > 0 ? bps : 1);
         long need = (n + 8 * vpw - 1) / (8 * vpw); /* 8 warps of vpw vectors per block and step */

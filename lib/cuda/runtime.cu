@@ -144,6 +144,34 @@ extern "C" int tq_cuda_time_graph(int (*fn)(void *), void *arg, int iters, float
     return TQ_OK;
 }
 
+int tq_cu_occupancy(const void *kernel, int threads, size_t smem, size_t smem_max, int *bps, int *sm)
+{
+    static struct { const void *k; int threads; size_t smem; int bps; } seen[64];
+    static int n_seen, sm_count;
+    if (sm && !sm_count) {
+        int dev = 0;
+        TQ_CU(cudaGetDevice(&dev), "cudaGetDevice");
+        TQ_CU(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    }
+    if (sm) *sm = sm_count;
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i].k == kernel && seen[i].threads == threads && seen[i].smem == smem) {
+            *bps = seen[i].bps;
+            return TQ_OK;
+        }
+    if (smem_max)
+        TQ_CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_max),
+              "cudaFuncSetAttribute");
+    TQ_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(bps, kernel, threads, smem), "cudaOccupancy");
+    if (n_seen < 64) {
+        seen[n_seen].k = kernel;
+        seen[n_seen].threads = threads;
+        seen[n_seen].smem = smem;
+        seen[n_seen++].bps = *bps;
+    }
+    return TQ_OK;
+}
+
 extern "C" void tq_cuda_release_attn(void);
 
 extern "C" void tq_cuda_release(void)
